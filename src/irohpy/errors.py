@@ -1,0 +1,125 @@
+"""The errors irohpy raises.
+
+Every parser and every network call raises a subclass of :class:`IrohError`,
+so callers can catch one type at the boundary and still tell cases apart.
+"""
+
+from __future__ import annotations
+
+
+class IrohError(Exception):
+    """Base of every error irohpy raises on purpose."""
+
+
+# -- base: parsing and encoding ---------------------------------------------
+
+
+class DecodeError(IrohError, ValueError):
+    """Bytes or text that do not decode to the expected value."""
+
+
+class InvalidKey(DecodeError):
+    """A key or signature that is malformed, of the wrong length, or not on the curve."""
+
+
+class InvalidSignature(IrohError):
+    """A well-formed signature that does not verify."""
+
+
+class KeyFileError(IrohError):
+    """A key file that is missing, unreadable, or does not hold a key."""
+
+
+class InvalidRelayUrl(DecodeError):
+    """A relay URL that is not an absolute http(s) URL."""
+
+
+class InvalidAddr(DecodeError):
+    """A transport address that cannot be parsed."""
+
+
+class TicketError(DecodeError):
+    """A ticket string with the wrong kind, bad base32, or a bad payload."""
+
+
+# -- tls ----------------------------------------------------------------------
+
+
+class TlsError(IrohError):
+    """A TLS name, key, ALPN or configuration that iroh's raw-public-key TLS cannot use."""
+
+
+# -- endpoint, connections, streams -----------------------------------------
+
+
+class EndpointClosed(IrohError):
+    """The endpoint (or router) was closed; it accepts no more calls."""
+
+
+class BindError(IrohError, OSError):
+    """A socket could not be bound."""
+
+
+class ConnectError(IrohError):
+    """Dialing failed before a connection was established."""
+
+
+class LocallyRejected(ConnectError):
+    """An endpoint hook rejected the connection on this side."""
+
+
+class ConnectTimeout(ConnectError, TimeoutError):
+    """The handshake did not finish in time."""
+
+
+class ConnectionLost(IrohError):
+    """A connection ended; says who ended it and why."""
+
+    def __init__(self, message: str, *, error_code: int = 0, reason: bytes = b"") -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.reason = reason
+
+
+class ApplicationClosed(ConnectionLost):
+    """The peer closed the connection with an application error code."""
+
+
+class LocallyClosed(ConnectionLost):
+    """This side closed the connection."""
+
+
+class TransportError(ConnectionLost):
+    """A QUIC transport or TLS error (QUIC error code, e.g. 0x100 + TLS alert)."""
+
+
+class IdleTimeout(ConnectionLost, TimeoutError):
+    """Nothing was heard from the peer for the idle timeout."""
+
+
+class StreamError(IrohError):
+    """A stream operation failed."""
+
+
+class StreamReset(StreamError):
+    """The peer reset the stream it was sending."""
+
+    def __init__(self, message: str, *, error_code: int) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class StreamStopped(StreamError):
+    """The peer asked us to stop sending on this stream."""
+
+    def __init__(self, message: str, *, error_code: int) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class ReadError(StreamError):
+    """A read could not be satisfied: early end of stream, or over the limit."""
+
+
+class DatagramError(IrohError):
+    """A datagram could not be sent: unsupported by the peer, or too large."""
