@@ -1,0 +1,52 @@
+"""Driving the reference peer (official iroh package) safely in tests.
+
+Always preset_minimal with relays disabled, bound to 127.0.0.1 only; the
+tests that use it run in a loopback-only network namespace (conftest).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+
+def patch_fast_writes(iroh: Any) -> None:
+    """Lower bytes into Rust buffers with memmove instead of a per-byte Python loop."""
+    builder = iroh.iroh_ffi._UniffiRustBufferBuilder
+    if getattr(builder, "_irohpy_patched", False):
+        return
+
+    def _write(self: Any, value: bytes) -> None:
+        n = len(value)
+        with self._reserve(n):
+            dst = ctypes.cast(self.rbuf.data, ctypes.c_void_p).value + self.rbuf.len
+            ctypes.memmove(dst, bytes(value), n)
+
+    builder.write = _write
+    builder._irohpy_patched = True
+
+
+async def bind_ref(iroh: Any, alpns: list[bytes] | None = None, secret: bytes | None = None,
+                   protocols: dict[bytes, Any] | None = None) -> Any:
+    opts = dict(
+        preset=iroh.preset_minimal(),
+        relay_mode=iroh.RelayMode.disabled(),
+        bind_addr="127.0.0.1:0",
+        alpns=alpns,
+        secret_key=secret,
+    )
+    if protocols is not None:
+        opts["protocols"] = protocols
+    return await iroh.Endpoint.bind(iroh.EndpointOptions(**opts))
+
+
+def ref_v4_port(ep: Any) -> int:
+    sock = next(s for s in ep.bound_sockets() if s.startswith("127."))
+    return int(sock.rsplit(":", 1)[1])
+
+
+def ref_v6_port(ep: Any) -> int | None:
+    for s in ep.bound_sockets():
+        if s.startswith("["):
+            return int(s.rsplit(":", 1)[1])
+    return None
