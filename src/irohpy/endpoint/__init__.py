@@ -1,0 +1,24 @@
+"""Endpoints, connections and streams."""
+
+from __future__ import annotations
+
+from irohpy.endpoint import presets
+from irohpy.endpoint.connection import Connection, ConnectionStats, Side
+from irohpy.endpoint.endpoint import Endpoint, Incoming
+from irohpy.endpoint.hooks import Accept, ConnectionInfo, EndpointHooks, Reject
+from irohpy.endpoint.streams import RecvStream, SendStream
+
+__all__ = [
+    "Accept",
+    "Connection",
+    "ConnectionInfo",
+    "ConnectionStats",
+    "Endpoint",
+    "EndpointHooks",
+    "Incoming",
+    "RecvStream",
+    "Reject",
+    "SendStream",
+    "Side",
+    "presets",
+]

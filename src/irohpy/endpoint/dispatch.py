@@ -1,0 +1,324 @@
+"""The QUIC dispatcher: drives every aioquic connection of one endpoint.
+
+It routes incoming datagrams to connections by destination connection ID,
+turns unknown Initials into :class:`Incoming` offers, runs one timer heap for
+all connections, and flushes outgoing datagrams once per burst rather than
+once per packet. It is the only place that calls aioquic's I/O methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aioquic.quic import events
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    encode_quic_version_negotiation,
+)
+from aioquic.quic.packet_builder import QuicPacketBuilder
+
+from irohpy.endpoint.connection import Connection
+from irohpy.socket.paths import PathKey
+from irohpy.socket.remote_map import RemoteMap
+from irohpy.socket.transport import Transport
+
+if TYPE_CHECKING:
+    from irohpy.endpoint.endpoint import Incoming
+
+log = logging.getLogger(__name__)
+
+CID_LENGTH = 8
+MIN_INITIAL_SIZE = 1200
+KEEP_ALIVE = 5.0
+# Datagrams kept for an Incoming that the application has not decided on.
+INCOMING_BUFFER = 8
+# How long a refused or ignored handshake's CID stays known, so its
+# retransmissions do not come back as new offers.
+DEAD_CID_TTL = 10.0
+MAX_DEAD_CIDS = 4096
+
+IncomingFactory = Callable[[bytes, bytes, int, PathKey, bytes], "Incoming | None"]
+
+
+def refuse_packet(version: int, client_dcid: bytes, client_scid: bytes, error_code: int) -> bytes:
+    """A server Initial carrying only CONNECTION_CLOSE: refuse without a handshake."""
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=client_dcid, is_client=False, version=version)
+    builder = QuicPacketBuilder(
+        host_cid=os.urandom(CID_LENGTH),
+        peer_cid=client_scid,
+        version=version,
+        is_client=False,
+        max_datagram_size=MIN_INITIAL_SIZE,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE, capacity=16)
+    buf.push_uint_var(error_code)
+    buf.push_uint_var(QuicFrameType.PADDING)
+    buf.push_uint_var(0)
+    datagrams, _ = builder.flush()
+    return datagrams[0]
+
+
+class Dispatcher:
+    def __init__(self, transport: Transport, remotes: RemoteMap, supported_versions: list[int],
+                 keep_alive: float = KEEP_ALIVE) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.keep_alive = keep_alive
+        self.transport = transport
+        self.remotes = remotes
+        self._versions = supported_versions
+        self._cids: dict[bytes, Connection] = {}
+        self._conn_cids: dict[Connection, set[bytes]] = {}
+        self.connections: set[Connection] = set()
+        self._pending: dict[bytes, Incoming] = {}
+        self._dead: dict[bytes, float] = {}
+        self.incoming_factory: IncomingFactory | None = None
+        self.handshake_listener: Callable[[Connection, events.HandshakeCompleted], None] | None = None
+        self.closed_listener: Callable[[Connection], None] | None = None
+        self._heap: list[tuple[float, int, Connection]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self._dirty: set[Connection] = set()
+        self._flush_scheduled = False
+        self._ping_ids = itertools.count()
+        self.dropped_datagrams = 0
+
+    # -- registration ----------------------------------------------------------
+
+    def register(self, conn: Connection, cids: list[bytes]) -> None:
+        self.connections.add(conn)
+        self._conn_cids[conn] = set()
+        for cid in cids:
+            self.add_cid(cid, conn)
+
+    def add_cid(self, cid: bytes, conn: Connection) -> None:
+        if conn in self._conn_cids:
+            self._cids[cid] = conn
+            self._conn_cids[conn].add(cid)
+
+    def remove_cid(self, cid: bytes) -> None:
+        conn = self._cids.pop(cid, None)
+        if conn is not None:
+            self._conn_cids[conn].discard(cid)
+
+    def remove(self, conn: Connection) -> None:
+        """Forget a connection whose draining period ended."""
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        for cid in self._conn_cids.pop(conn, ()):
+            if self._cids.get(cid) is conn:
+                del self._cids[cid]
+        self._dirty.discard(conn)
+        self.remotes.release(conn._mapped)
+        if self.closed_listener is not None:
+            self.closed_listener(conn)
+
+    def forget_pending(self, dcid: bytes, dead: bool) -> None:
+        self._pending.pop(dcid, None)
+        if dead:
+            if len(self._dead) >= MAX_DEAD_CIDS:
+                self._expire_dead(self._loop.time(), force=True)
+            self._dead[dcid] = self._loop.time() + DEAD_CID_TTL
+
+    def _expire_dead(self, now: float, force: bool = False) -> None:
+        for cid in [c for c, t in self._dead.items() if t <= now]:
+            del self._dead[cid]
+        if force and len(self._dead) >= MAX_DEAD_CIDS:
+            self._dead.clear()
+
+    # -- receive ---------------------------------------------------------------
+
+    def on_packets(self, batch: list[tuple[bytes, PathKey]]) -> None:
+        now = self._loop.time()
+        cids = self._cids
+        by_mapped = self.remotes.by_mapped
+        touched: dict[Connection, None] = {}
+        for data, path in batch:
+            first = data[0]
+            if first & 0x80:
+                if len(data) < 7 or data[5] > 20 or len(data) < 6 + data[5]:
+                    self.dropped_datagrams += 1
+                    continue
+                dcid = data[6 : 6 + data[5]]
+            else:
+                dcid = data[1 : 1 + CID_LENGTH]
+            conn = cids.get(dcid)
+            if conn is None:
+                if first & 0x80:
+                    self._on_unknown_long(data, path, dcid, now)
+                else:
+                    self.dropped_datagrams += 1
+                continue
+            pinned = conn._pinned
+            if pinned is not None and path != pinned:
+                # A dialer that fans its Initial out to every address it
+                # knows must see us answer on one path only.
+                continue
+            quic = conn._quic
+            remote = by_mapped.get(conn._mapped)
+            if remote is not None and path == remote.paths.selected:
+                quic.receive_datagram(data, conn._mapped, now)
+            else:
+                mark = quic.auth_mark()
+                quic.receive_datagram(data, conn._mapped, now)
+                if remote is not None and quic.auth_mark() != mark:
+                    remote.paths.on_authenticated(path, now)
+            conn.rx_datagrams += 1
+            conn.rx_bytes += len(data)
+            touched[conn] = None
+        for conn in touched:
+            conn._handle_events()
+            self._flush(conn, now)
+
+    def _on_unknown_long(self, data: bytes, path: PathKey, dcid: bytes, now: float) -> None:
+        incoming = self._pending.get(dcid)
+        if incoming is not None:
+            incoming._buffer_datagram(data, path)
+            return
+        if dcid in self._dead:
+            if self._dead[dcid] > now:
+                return
+            del self._dead[dcid]
+        version = int.from_bytes(data[1:5], "big")
+        if version == 0:
+            return
+        scid_at = 6 + data[5]
+        if scid_at >= len(data) or data[scid_at] > 20 or len(data) < scid_at + 1 + data[scid_at]:
+            return
+        scid = data[scid_at + 1 : scid_at + 1 + data[scid_at]]
+        if len(data) < MIN_INITIAL_SIZE:
+            return
+        if version not in self._versions:
+            self.transport.send_direct(
+                path,
+                encode_quic_version_negotiation(
+                    source_cid=dcid, destination_cid=scid, supported_versions=self._versions
+                ),
+            )
+            return
+        # Long header packet type bits: Initial is 0 in QUIC v1 and 1 in v2.
+        ptype = (data[0] & 0x30) >> 4
+        if ptype != (1 if version == 0x6B3343CF else 0):
+            return
+        if len(dcid) < 8 or self.incoming_factory is None:
+            return
+        incoming = self.incoming_factory(dcid, scid, version, path, data)
+        if incoming is not None:
+            self._pending[dcid] = incoming
+
+    def refuse(self, version: int, dcid: bytes, scid: bytes, path: PathKey) -> None:
+        self.transport.send_direct(
+            path, refuse_packet(version, dcid, scid, QuicErrorCode.CONNECTION_REFUSED)
+        )
+
+    def feed(self, conn: Connection, datagrams: list[tuple[bytes, PathKey]]) -> None:
+        """Hand datagrams buffered before the connection existed to it."""
+        now = self._loop.time()
+        for data, path in datagrams:
+            conn._quic.receive_datagram(data, conn._mapped, now)
+            conn.rx_datagrams += 1
+            conn.rx_bytes += len(data)
+        conn._handle_events()
+        self._flush(conn, now)
+
+    def on_handshake(self, conn: Connection, event: events.HandshakeCompleted) -> None:
+        conn._pinned = None
+        conn._keepalive_at = self._loop.time() + self.keep_alive
+        if self.handshake_listener is not None:
+            self.handshake_listener(conn, event)
+
+    # -- send ------------------------------------------------------------------
+
+    def wake(self, conn: Connection) -> None:
+        """An application call changed ``conn``; flush soon, once per loop turn."""
+        self._dirty.add(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_dirty)
+
+    def _flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        now = self._loop.time()
+        for conn in dirty:
+            if conn in self.connections:
+                self._flush(conn, now)
+                conn._handle_events()
+
+    def _flush(self, conn: Connection, now: float) -> None:
+        quic = conn._quic
+        send = self.transport.send
+        sent = 0
+        for data, addr in quic.datagrams_to_send(now):
+            send(addr, data)
+            sent += 1
+            conn.tx_bytes += len(data)
+        if sent:
+            conn.tx_datagrams += sent
+            if conn._keepalive_at is not None:
+                conn._keepalive_at = now + self.keep_alive
+        self._schedule(conn)
+
+    # -- timers ----------------------------------------------------------------
+
+    def _schedule(self, conn: Connection) -> None:
+        when = conn._quic.get_timer()
+        keepalive = conn._keepalive_at
+        if keepalive is not None and not conn._terminated and (when is None or keepalive < when):
+            when = keepalive
+        if when is None:
+            return
+        current = conn._timer_at
+        # An earlier entry already queued fires first and re-evaluates; only
+        # an earlier deadline needs a new heap entry.
+        if current is not None and current <= when:
+            return
+        conn._timer_at = when
+        heapq.heappush(self._heap, (when, next(self._seq), conn))
+        if self._timer_when is None or when < self._timer_when:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = None
+        now = self._loop.time()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, conn = heapq.heappop(heap)
+            if conn._timer_at != when or conn not in self.connections:
+                continue
+            conn._timer_at = None
+            if conn._keepalive_at is not None and conn._keepalive_at <= now and not conn._terminated:
+                conn._quic.send_ping(next(self._ping_ids))
+                conn._keepalive_at = now + self.keep_alive
+            conn._quic.handle_timer(now)
+            conn._handle_events()
+            if conn in self.connections:
+                self._flush(conn, now)
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._heap.clear()
+        self._pending.clear()

@@ -1,0 +1,455 @@
+"""The Endpoint: bind once, then dial and accept connections by EndpointId."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from aioquic.quic import events
+from aioquic.quic.packet import QuicProtocolVersion
+from aioquic.tls import SessionTicket
+
+from irohpy.base.addr import EndpointAddr, TransportAddr
+from irohpy.base.keys import EndpointId, SecretKey
+from irohpy.base.ticket import EndpointTicket
+from irohpy.endpoint import presets as _presets
+from irohpy.endpoint.connection import Connection, Side
+from irohpy.endpoint.dispatch import INCOMING_BUFFER, KEEP_ALIVE, Dispatcher
+from irohpy.endpoint.hooks import ConnectionInfo, EndpointHooks, Reject
+from irohpy.endpoint.quic import EndpointQuic
+from irohpy.errors import (
+    BindError,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    EndpointClosed,
+    InvalidAddr,
+    LocallyRejected,
+)
+from irohpy.relay.map import RelayMode
+from irohpy.socket.interfaces import interface_addrs
+from irohpy.socket.paths import PathKey
+from irohpy.socket.remote_map import RemoteMap
+from irohpy.socket.transport import Transport
+from irohpy.tls import quic_configuration
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BIND = ("0.0.0.0:0", "[::]:0")
+IDLE_TIMEOUT = 30.0
+STREAM_WINDOW = 1_250_000
+MAX_DATAGRAM_FRAME = 65535
+CONNECT_TIMEOUT = 10.0
+ACCEPT_TIMEOUT = 30.0
+CLOSE_TIMEOUT = 3.0
+MAX_PENDING_INCOMING = 256
+SESSION_TICKETS_PER_PEER = 8
+SERVER_TICKET_CACHE = 1024
+CONNECTION_REFUSED = 0x2
+
+Target = EndpointAddr | EndpointId | EndpointTicket
+
+
+def _parse_bind(spec: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(spec, tuple):
+        return spec
+    try:
+        ip = TransportAddr.Ip.parse(spec)
+    except InvalidAddr:
+        raise
+    return ip.sockaddr
+
+
+def _alpn_bytes(alpn: bytes | str) -> bytes:
+    return alpn.encode() if isinstance(alpn, str) else bytes(alpn)
+
+
+class Incoming:
+    """A handshake someone started with us: accept, refuse, or ignore it."""
+
+    def __init__(self, endpoint: Endpoint, dcid: bytes, scid: bytes, version: int, path: PathKey, first: bytes) -> None:
+        self._endpoint = endpoint
+        self._dcid = dcid
+        self._scid = scid
+        self._version = version
+        self._path = path
+        self._datagrams: deque[tuple[bytes, PathKey]] = deque([(first, path)], maxlen=INCOMING_BUFFER)
+        self._decided = False
+
+    @property
+    def remote_addr(self) -> tuple[str, int]:
+        return self._path
+
+    def remote_addr_validated(self) -> bool:
+        return False
+
+    def _buffer_datagram(self, data: bytes, path: PathKey) -> None:
+        if path == self._path:
+            self._datagrams.append((data, path))
+
+    def _decide(self) -> None:
+        if self._decided:
+            raise ConnectError("this incoming connection was already accepted, refused or ignored")
+        self._decided = True
+
+    async def accept(self, timeout: float = ACCEPT_TIMEOUT) -> Connection:
+        """Complete the handshake and run the hooks; returns the connection."""
+        self._decide()
+        conn = self._endpoint._accept_incoming(self)
+        return await self._endpoint._await_established(conn, timeout, f"accepting from {self._path[0]}")
+
+    def refuse(self) -> None:
+        """Tell the dialer no (CONNECTION_REFUSED) without doing a handshake."""
+        self._decide()
+        ep = self._endpoint
+        ep._dispatcher.forget_pending(self._dcid, dead=True)
+        ep._dispatcher.refuse(self._version, self._dcid, self._scid, self._path)
+
+    def ignore(self) -> None:
+        """Drop it silently; the dialer times out."""
+        self._decide()
+        self._endpoint._dispatcher.forget_pending(self._dcid, dead=True)
+
+    def __repr__(self) -> str:
+        return f"Incoming(from {self._path[0]}:{self._path[1]})"
+
+
+class Endpoint:
+    """One identity and its sockets; dials and accepts QUIC connections by key.
+
+    Use ``await Endpoint.bind(...)``, ideally as ``async with``. Close it to
+    end every connection gracefully and release the sockets.
+    """
+
+    def __init__(self) -> None:
+        raise TypeError("use `await Endpoint.bind(...)`")
+
+    @classmethod
+    async def bind(
+        cls,
+        *,
+        secret_key: SecretKey | None = None,
+        alpns: Iterable[bytes | str] = (),
+        preset: _presets.Preset = _presets.N0,
+        relay_mode: RelayMode | None = None,
+        bind_addrs: Sequence[str | tuple[str, int]] = DEFAULT_BIND,
+        hooks: Iterable[EndpointHooks] = (),
+        idle_timeout: float = IDLE_TIMEOUT,
+        keep_alive: float = KEEP_ALIVE,
+        max_datagram_size: int = 1200,
+    ) -> Endpoint:
+        self = object.__new__(cls)
+        self._secret = secret_key if secret_key is not None else SecretKey.generate()
+        self._id = self._secret.public()
+        self._alpns = [_alpn_bytes(a) for a in alpns]
+        self.preset = preset
+        self.relay_mode = relay_mode if relay_mode is not None else preset.relay_mode
+        self._hooks = list(hooks)
+        self._idle_timeout = idle_timeout
+        self._max_datagram_size = max_datagram_size
+        self._closed = False
+        self._closing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._incoming: deque[Incoming] = deque()
+        self._incoming_ready = asyncio.Event()
+        self._all_closed = asyncio.Event()
+        self._all_closed.set()
+        self._client_tickets: dict[EndpointId, deque[SessionTicket]] = {}
+        self._server_tickets: dict[bytes, SessionTicket] = {}
+        self._remotes = RemoteMap()
+        self._transport = Transport(self._remotes, self._on_packets)
+        versions = [QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2]
+        self._dispatcher = Dispatcher(self._transport, self._remotes, [int(v) for v in versions], keep_alive)
+        self._dispatcher.incoming_factory = self._on_incoming
+        self._dispatcher.handshake_listener = self._on_handshake
+        self._dispatcher.closed_listener = self._on_conn_removed
+        try:
+            self._transport.bind([_parse_bind(a) for a in bind_addrs])
+        except OSError as exc:
+            raise BindError(exc.errno, f"cannot bind {list(bind_addrs)}: {exc.strerror or exc}") from exc
+        return self
+
+    async def __aenter__(self) -> Endpoint:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    # -- identity and addresses ------------------------------------------------
+
+    @property
+    def id(self) -> EndpointId:
+        return self._id
+
+    @property
+    def secret_key(self) -> SecretKey:
+        return self._secret
+
+    def bound_sockets(self) -> list[tuple[str, int]]:
+        return self._transport.local_addrs()
+
+    def addr(self) -> EndpointAddr:
+        """Our EndpointAddr: the id plus every address the sockets are reachable at."""
+        addrs: set[TransportAddr] = set()
+        for host, port in self.bound_sockets():
+            ip = ipaddress.ip_address(host)
+            if ip.is_unspecified:
+                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+                for local in interface_addrs(family):
+                    addrs.add(TransportAddr.Ip(local, port))
+            else:
+                addrs.add(TransportAddr.Ip(host, port))
+        return EndpointAddr(self._id, frozenset(addrs))
+
+    def set_alpns(self, alpns: Iterable[bytes | str]) -> None:
+        """The ALPNs we accept from now on; dialers offering none of them fail the handshake."""
+        self._alpns = [_alpn_bytes(a) for a in alpns]
+
+    @property
+    def alpns(self) -> list[bytes]:
+        return list(self._alpns)
+
+    def add_hooks(self, hooks: EndpointHooks) -> None:
+        self._hooks.append(hooks)
+
+    def remote_addr(self, endpoint_id: EndpointId) -> EndpointAddr | None:
+        """What we know of a remote's addresses, from earlier dials and connections."""
+        state = self._remotes.by_id.get(endpoint_id)
+        if state is None:
+            return None
+        addrs = frozenset(TransportAddr.Ip(h, p) for h, p in state.paths.paths)
+        return EndpointAddr(endpoint_id, addrs)
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [c for c in self._dispatcher.connections if not c.is_closed]
+
+    # -- dialing ---------------------------------------------------------------
+
+    def _quic_kwargs(self) -> dict[str, Any]:
+        return {
+            "idle_timeout": self._idle_timeout,
+            "max_datagram_frame_size": MAX_DATAGRAM_FRAME,
+            "max_stream_data": STREAM_WINDOW,
+            "max_datagram_size": self._max_datagram_size,
+        }
+
+    async def connect(self, target: Target, alpn: bytes | str, *, timeout: float = CONNECT_TIMEOUT) -> Connection:
+        """Dial an endpoint and return the authenticated connection.
+
+        ``target`` is an EndpointAddr, an EndpointTicket, or a bare EndpointId
+        whose addresses we already know.
+        """
+        self._check_open()
+        addr = self._target_addr(target)
+        alpn = _alpn_bytes(alpn)
+        if not alpn:
+            raise ConnectError("an ALPN is required to connect")
+        if addr.id == self._id:
+            raise ConnectError("refusing to connect to ourselves")
+        for hook in self._hooks:
+            outcome = await hook.before_connect(addr, alpn)
+            if isinstance(outcome, Reject):
+                raise LocallyRejected(f"connection to {addr.id.fmt_short()} rejected by a before_connect hook")
+        remote = self._remotes.for_id(addr.id)
+        for ip in addr.ip_addrs():
+            remote.paths.add_candidate(ip.sockaddr, "dial")
+        if not remote.paths.paths:
+            raise ConnectError(
+                f"no addresses known for {addr.id.fmt_short()}: give an EndpointAddr or ticket with addresses"
+            )
+        tickets = self._client_tickets.get(addr.id)
+        config = quic_configuration(
+            self._secret.to_bytes(),
+            is_client=True,
+            alpns=[alpn],
+            expected_peer=bytes(addr.id),
+            session_ticket=tickets[-1] if tickets else None,
+            **self._quic_kwargs(),
+        )
+        peer_id = addr.id
+
+        def store_ticket(ticket: SessionTicket) -> None:
+            cache = self._client_tickets.setdefault(peer_id, deque(maxlen=SESSION_TICKETS_PER_PEER))
+            cache.append(ticket)
+
+        quic = EndpointQuic(
+            configuration=config,
+            expected_peer=bytes(addr.id),
+            session_ticket_handler=store_ticket,
+            stream_window=STREAM_WINDOW,
+        )
+        conn = Connection(self._dispatcher, quic, remote.mapped, Side.CLIENT)
+        remote.connections += 1
+        self._register(conn, [quic.host_cid])
+        quic.connect(remote.mapped, asyncio.get_running_loop().time())
+        self._dispatcher.wake(conn)
+        return await self._await_established(conn, timeout, f"connecting to {addr.id.fmt_short()}")
+
+    def _target_addr(self, target: Target) -> EndpointAddr:
+        if isinstance(target, EndpointTicket):
+            return target.addr
+        if isinstance(target, EndpointAddr):
+            return target
+        if isinstance(target, EndpointId):
+            return EndpointAddr.from_id(target)
+        raise TypeError(f"cannot connect to {type(target).__name__}: expected EndpointAddr, EndpointId or EndpointTicket")
+
+    async def _await_established(self, conn: Connection, timeout: float, what: str) -> Connection:
+        """Wait for the handshake and hooks; every failure is a ConnectError."""
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(conn._handshake)
+        except TimeoutError:
+            conn.close(0, b"handshake timeout")
+            raise ConnectTimeout(f"handshake did not finish within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            conn.close(0, b"")
+            raise
+        except ConnectionLost as exc:
+            raise ConnectError(f"{what} failed: {exc}") from exc
+        return conn
+
+    # -- accepting -------------------------------------------------------------
+
+    def _on_incoming(self, dcid: bytes, scid: bytes, version: int, path: PathKey, first: bytes) -> Incoming | None:
+        incoming = Incoming(self, dcid, scid, version, path, first)
+        if self._closed or len(self._incoming) >= MAX_PENDING_INCOMING:
+            self._dispatcher.refuse(version, dcid, scid, path)
+            return None
+        self._incoming.append(incoming)
+        self._incoming_ready.set()
+        return incoming
+
+    def _accept_incoming(self, incoming: Incoming) -> Connection:
+        self._check_open()
+        self._dispatcher.forget_pending(incoming._dcid, dead=False)
+        config = quic_configuration(
+            self._secret.to_bytes(), is_client=False, alpns=self._alpns, **self._quic_kwargs()
+        )
+        quic = EndpointQuic(
+            configuration=config,
+            original_destination_connection_id=incoming._dcid,
+            session_ticket_fetcher=lambda key: self._server_tickets.pop(key, None),
+            session_ticket_handler=self._store_server_ticket,
+            stream_window=STREAM_WINDOW,
+        )
+        remote = self._remotes.provisional(incoming._path)
+        remote.connections += 1
+        conn = Connection(self._dispatcher, quic, remote.mapped, Side.SERVER)
+        self._register(conn, [incoming._dcid, quic.host_cid])
+        conn._pinned = incoming._path
+        self._dispatcher.feed(conn, list(incoming._datagrams))
+        return conn
+
+    def _store_server_ticket(self, ticket: SessionTicket) -> None:
+        if len(self._server_tickets) >= SERVER_TICKET_CACHE:
+            self._server_tickets.pop(next(iter(self._server_tickets)))
+        self._server_tickets[ticket.ticket] = ticket
+
+    async def accept(self) -> Incoming | None:
+        """The next incoming connection attempt; None once the endpoint is closed."""
+        while not self._incoming:
+            if self._closed:
+                return None
+            self._incoming_ready.clear()
+            await self._incoming_ready.wait()
+        return self._incoming.popleft()
+
+    async def __aiter__(self) -> AsyncIterator[Incoming]:
+        while (incoming := await self.accept()) is not None:
+            yield incoming
+
+    # -- connection lifecycle ----------------------------------------------------
+
+    def _register(self, conn: Connection, cids: list[bytes]) -> None:
+        self._dispatcher.register(conn, cids)
+        self._all_closed.clear()
+
+    def _on_conn_removed(self, conn: Connection) -> None:
+        if not self._dispatcher.connections:
+            self._all_closed.set()
+
+    def _on_packets(self, batch: list[tuple[bytes, PathKey]]) -> None:
+        self._dispatcher.on_packets(batch)
+
+    def _on_handshake(self, conn: Connection, event: events.HandshakeCompleted) -> None:
+        quic = conn._quic
+        if quic.peer_id is None or event.alpn_protocol is None:
+            conn.close(0, b"")
+            return
+        conn.alpn = event.alpn_protocol.encode()
+        conn.remote_id = EndpointId.from_bytes(quic.peer_id)
+        self._remotes.identify(conn._mapped, conn.remote_id)
+        if not self._hooks:
+            conn._handshake.set_result(None)
+            return
+        self._spawn(self._run_after_handshake(conn))
+
+    async def _run_after_handshake(self, conn: Connection) -> None:
+        info = ConnectionInfo(conn)
+        for hook in self._hooks:
+            try:
+                outcome = await hook.after_handshake(info)
+            except Exception:
+                log.exception("after_handshake hook failed; rejecting the connection")
+                outcome = Reject(0, b"")
+            if isinstance(outcome, Reject):
+                if not conn._handshake.done():
+                    conn._handshake.set_exception(
+                        LocallyRejected(f"connection with {info.remote_id.fmt_short()} rejected by a hook")
+                    )
+                conn.close(outcome.error_code, outcome.reason)
+                return
+        if not conn._handshake.done():
+            conn._handshake.set_result(None)
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EndpointClosed("the endpoint is closed")
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Close every connection with code 0, wait (bounded) for them to drain, release sockets."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        self._closed = True
+        self._incoming_ready.set()
+        for incoming in list(self._incoming):
+            with contextlib.suppress(ConnectError):
+                incoming.ignore()
+        self._incoming.clear()
+        for conn in list(self._dispatcher.connections):
+            conn.close(0, b"")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._all_closed.wait()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._dispatcher.close()
+        self._transport.close()
+
+    def __repr__(self) -> str:
+        return f"Endpoint(id={self._id.fmt_short()})"

@@ -1,0 +1,75 @@
+"""Remote endpoints: who we talk to, their mapped address and paths.
+
+State is per remote endpoint, shared by every connection to it whatever its
+ALPN. An incoming connection is provisional until its handshake names the
+remote; then it joins (or becomes) that remote's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from irohpy.base.keys import EndpointId
+from irohpy.socket.mapped import MappedAddr
+from irohpy.socket.paths import PathKey, RemotePaths
+
+
+@dataclass(eq=False)
+class RemoteState:
+    endpoint_id: EndpointId | None
+    mapped: MappedAddr = field(default_factory=MappedAddr)
+    paths: RemotePaths = field(default_factory=RemotePaths)
+    connections: int = 0
+
+
+class RemoteMap:
+    def __init__(self) -> None:
+        self.by_id: dict[EndpointId, RemoteState] = {}
+        self.by_mapped: dict[MappedAddr, RemoteState] = {}
+
+    def for_id(self, endpoint_id: EndpointId) -> RemoteState:
+        state = self.by_id.get(endpoint_id)
+        if state is None:
+            state = RemoteState(endpoint_id)
+            self.by_id[endpoint_id] = state
+            self.by_mapped[state.mapped] = state
+        return state
+
+    def provisional(self, path: PathKey) -> RemoteState:
+        """State for an incoming connection whose remote is not yet authenticated."""
+        state = RemoteState(None)
+        state.paths.add_candidate(path, "incoming")
+        state.paths.selected = path
+        self.by_mapped[state.mapped] = state
+        return state
+
+    def identify(self, mapped: MappedAddr, endpoint_id: EndpointId) -> RemoteState:
+        """Attach a provisional mapped address to the remote the handshake named."""
+        provisional = self.by_mapped[mapped]
+        if provisional.endpoint_id is not None:
+            return provisional
+        known = self.by_id.get(endpoint_id)
+        if known is None:
+            provisional.endpoint_id = endpoint_id
+            self.by_id[endpoint_id] = provisional
+            return provisional
+        known.paths.merge(provisional.paths)
+        known.connections += provisional.connections
+        self.by_mapped[mapped] = known
+        return known
+
+    def get(self, mapped: MappedAddr) -> RemoteState | None:
+        return self.by_mapped.get(mapped)
+
+    def release(self, mapped: MappedAddr) -> None:
+        """A connection using ``mapped`` ended.
+
+        Known remotes stay, so their addresses serve the next dial; aliases
+        and unauthenticated remotes go.
+        """
+        state = self.by_mapped.get(mapped)
+        if state is None:
+            return
+        state.connections -= 1
+        if state.mapped is not mapped or state.endpoint_id is None:
+            del self.by_mapped[mapped]

@@ -1,0 +1,161 @@
+"""One non-blocking UDP socket, read and written in bursts.
+
+Per-datagram Python overhead, not crypto, bounds QUIC throughput in aioquic,
+so we drain the socket until it would block and hand the whole burst up at
+once. Sends that hit a full kernel buffer wait in a small bounded queue
+instead of being lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+SockAddr = tuple[str, int]
+Receiver = Callable[[list[tuple[bytes, SockAddr]], "UdpSocket"], None]
+
+RECV_BURST = 128
+RECV_SIZE = 65536
+BUFFER_BYTES = 4 * 1024 * 1024
+SEND_QUEUE_MAX = 1024
+
+# Transient errors where UDP semantics say: drop and carry on.
+_DROP_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EHOSTDOWN,
+    errno.ENETDOWN,
+    errno.EADDRNOTAVAIL,
+    errno.EPERM,
+    errno.EACCES,
+    errno.EMSGSIZE,
+    errno.EINVAL,
+}
+
+
+class UdpSocket:
+    """A bound UDP socket of one address family."""
+
+    def __init__(self, sock: socket.socket, receiver: Receiver) -> None:
+        self._sock = sock
+        self._receiver = receiver
+        self._loop = asyncio.get_running_loop()
+        self._fd = sock.fileno()
+        self._send_queue: deque[tuple[bytes, SockAddr]] = deque()
+        self._writer_added = False
+        self._closed = False
+        self.family = sock.family
+        host, port = sock.getsockname()[:2]
+        self.local_addr: SockAddr = (host, port)
+        self.sent_datagrams = 0
+        self.sent_bytes = 0
+        self.recv_datagrams = 0
+        self.recv_bytes = 0
+        self.dropped_sends = 0
+        self._loop.add_reader(self._fd, self._on_readable)
+
+    @classmethod
+    def bind(cls, host: str, port: int, receiver: Receiver) -> UdpSocket:
+        """Bind a socket; IPv6 sockets are v6-only so each family has its own port."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
+                except OSError:
+                    pass
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, receiver)
+
+    def _on_readable(self) -> None:
+        batch: list[tuple[bytes, SockAddr]] = []
+        recvfrom = self._sock.recvfrom
+        for _ in range(RECV_BURST):
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                # ICMP errors surface on the next read on Linux; they say
+                # nothing about other peers, so skip and keep reading.
+                if exc.errno in _DROP_ERRNOS:
+                    continue
+                log.warning("udp recv on %s failed: %s", self.local_addr, exc)
+                break
+            batch.append((data, addr[:2]))
+        if batch:
+            self.recv_datagrams += len(batch)
+            self.recv_bytes += sum(len(d) for d, _ in batch)
+            self._receiver(batch, self)
+
+    def send(self, data: bytes, addr: SockAddr) -> None:
+        if self._closed:
+            return
+        if self._send_queue:
+            self._enqueue(data, addr)
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._enqueue(data, addr)
+            return
+        except OSError as exc:
+            if exc.errno not in _DROP_ERRNOS:
+                log.debug("udp send to %s failed: %s", addr, exc)
+            self.dropped_sends += 1
+            return
+        self.sent_datagrams += 1
+        self.sent_bytes += len(data)
+
+    def _enqueue(self, data: bytes, addr: SockAddr) -> None:
+        if len(self._send_queue) >= SEND_QUEUE_MAX:
+            self.dropped_sends += 1
+            return
+        self._send_queue.append((data, addr))
+        if not self._writer_added:
+            self._loop.add_writer(self._fd, self._on_writable)
+            self._writer_added = True
+
+    def _on_writable(self) -> None:
+        queue = self._send_queue
+        while queue:
+            data, addr = queue[0]
+            try:
+                self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.dropped_sends += 1
+            else:
+                self.sent_datagrams += 1
+                self.sent_bytes += len(data)
+            queue.popleft()
+        self._loop.remove_writer(self._fd)
+        self._writer_added = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        if self._writer_added:
+            self._loop.remove_writer(self._fd)
+        self._send_queue.clear()
+        self._sock.close()
+
+    def __repr__(self) -> str:
+        return f"UdpSocket({self.local_addr[0]}:{self.local_addr[1]})"
