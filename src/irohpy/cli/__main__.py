@@ -1,0 +1,5 @@
+import sys
+
+from irohpy.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,203 @@
+"""The irohpy command line, run as users run it: real processes, loopback only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from irohpy import EndpointTicket, SecretKey
+
+LOCAL = ["--relay", "disabled", "--ipv4-addr", "127.0.0.1:0", "--ipv6-addr", "none"]
+VECTOR = "endpointabtd4lgmcfk2ilomzei2ommees2d3hi72lsnybzaozymw4naoqutiaibab7qaaabywjqe"
+
+
+def irohpy(*args: str, input: bytes | None = None, timeout: float = 30, env=None) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    return subprocess.run([sys.executable, "-m", "irohpy", *args], input=input, capture_output=True,
+                          timeout=timeout, env=env)
+
+
+def spawn(*args: str, env=None) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+    return subprocess.Popen([sys.executable, "-m", "irohpy", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def read_ticket_from(stream, timeout: float = 20) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline().decode()
+        if not line:
+            break
+        for word in line.split():
+            if word.startswith("endpoint"):
+                return word
+    raise AssertionError("no ticket printed")
+
+
+def test_key_generate_show_roundtrip(tmp_path: Path) -> None:
+    path = tmp_path / "id.key"
+    out = irohpy("key", "generate", "--out", str(path))
+    assert out.returncode == 0, out.stderr
+    endpoint_id = out.stdout.decode().strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert SecretKey.load(str(path)).public() == SecretKey.load(str(path)).public()
+    shown = irohpy("key", "show", str(path))
+    assert shown.stdout.decode().strip() == endpoint_id
+    again = irohpy("key", "generate", "--out", str(path))
+    assert again.returncode == 1 and b"exists" in again.stderr
+
+
+def test_key_generate_to_stdout_is_the_secret() -> None:
+    out = irohpy("key", "generate")
+    secret = SecretKey.parse(out.stdout.decode().strip())
+    assert str(secret.public()) in out.stderr.decode()
+
+
+@pytest.mark.parametrize("content", [b"", b"zz" * 32, b"00" * 31, b"\xff" * 5])
+def test_key_show_bad_file_is_one_line(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.key"
+    path.write_bytes(content)
+    out = irohpy("key", "show", str(path))
+    assert out.returncode == 1
+    err = out.stderr.decode()
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_key_show_missing_file() -> None:
+    out = irohpy("key", "show", "/nonexistent/irohpy.key")
+    assert out.returncode == 1 and out.stderr.decode().startswith("error: ")
+
+
+def test_ticket_inspect_text_and_json() -> None:
+    out = irohpy("ticket", "inspect", VECTOR)
+    text = out.stdout.decode()
+    assert "663e2ccc1155a42dccc911a7318424b43d9d1fd2e4dc07207670cb71a0742934" in text
+    assert "127.0.0.1:35269" in text
+    info = json.loads(irohpy("ticket", "inspect", "--json", VECTOR).stdout)
+    assert info == {
+        "kind": "endpoint",
+        "endpoint_id": "663e2ccc1155a42dccc911a7318424b43d9d1fd2e4dc07207670cb71a0742934",
+        "relay_urls": [],
+        "ip_addrs": ["127.0.0.1:35269"],
+    }
+
+
+@pytest.mark.parametrize("bad", ["endpointzzz", "nonsense", VECTOR[:-3], "endpoint"])
+def test_ticket_inspect_garbage(bad: str) -> None:
+    out = irohpy("ticket", "inspect", bad)
+    assert out.returncode == 1
+    assert out.stderr.decode().startswith("error: ") and b"Traceback" not in out.stderr
+
+
+def test_ping_receiver_and_sender() -> None:
+    receiver = spawn("ping", "receiver", *LOCAL)
+    try:
+        ticket = read_ticket_from(receiver.stdout)
+        out = irohpy("ping", "sender", ticket, "--count", "3", *LOCAL)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.decode().strip().splitlines()
+        assert len(lines) == 3 and all("rtt" in line and " ms" in line for line in lines)
+    finally:
+        receiver.send_signal(signal.SIGINT)
+        assert receiver.wait(10) == 0
+
+
+def test_pipe_listen_connect_stdio_both_ways() -> None:
+    listener = spawn("pipe", "listen", *LOCAL)
+    try:
+        ticket = read_ticket_from(listener.stderr)
+        assert listener.stdin is not None
+        to_connector = os.urandom(300_000)
+        stdin = listener.stdin
+
+        def feed() -> None:
+            stdin.write(to_connector)
+            stdin.close()
+
+        # The listener reads stdin only once a peer is connected.
+        threading.Thread(target=feed, daemon=True).start()
+        received: list[bytes] = []
+        stdout = listener.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: received.append(stdout.read()), daemon=True)
+        reader.start()
+        to_listener = os.urandom(200_000)
+        out = irohpy("pipe", "connect", ticket, *LOCAL, input=to_listener)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == to_connector
+        assert listener.wait(10) == 0
+        reader.join(10)
+        assert received == [to_listener]
+    finally:
+        listener.kill()
+
+
+def test_pipe_ctrl_c_exits_zero() -> None:
+    listener = spawn("pipe", "listen", *LOCAL)
+    read_ticket_from(listener.stderr)
+    listener.send_signal(signal.SIGINT)
+    assert listener.wait(10) == 0
+
+
+def test_pipe_tcp_forwarding() -> None:
+    backend = socket.socket()
+    backend.bind(("127.0.0.1", 0))
+    backend.listen()
+    backend_port = backend.getsockname()[1]
+
+    def echo_backend() -> None:
+        for _ in range(2):
+            conn, _ = backend.accept()
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data.upper())
+
+    threading.Thread(target=echo_backend, daemon=True).start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local_port = probe.getsockname()[1]
+
+    listener = spawn("pipe", "listen-tcp", "--host", f"127.0.0.1:{backend_port}", *LOCAL)
+    connector = None
+    try:
+        ticket = read_ticket_from(listener.stderr)
+        connector = spawn("pipe", "connect-tcp", "--addr", f"127.0.0.1:{local_port}", ticket, *LOCAL)
+        deadline = time.monotonic() + 15
+        for message in (b"hello through iroh", b"second connection"):
+            while True:
+                try:
+                    client = socket.create_connection(("127.0.0.1", local_port), timeout=5)
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+            with client:
+                client.sendall(message)
+                client.shutdown(socket.SHUT_WR)
+                reply = b""
+                while chunk := client.recv(65536):
+                    reply += chunk
+            assert reply == message.upper()
+    finally:
+        for proc in (connector, listener):
+            if proc is not None:
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(10) == 0
+        backend.close()
+
+
+def test_pipe_generate_ticket_from_env() -> None:
+    secret = SecretKey.generate()
+    env = dict(os.environ, IROH_SECRET=secret.to_bytes().hex())
+    out = irohpy("pipe", "generate-ticket", env=env)
+    ticket = EndpointTicket.parse(out.stdout.decode().strip())
+    assert ticket.addr.id == secret.public() and not ticket.addr.addrs
