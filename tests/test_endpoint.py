@@ -398,3 +398,41 @@ async def test_stats_count_traffic() -> None:
         assert 0 < stats.rtt < 0.1
         conn.close()
         await asyncio.wait_for(server, 5)
+
+
+async def test_session_resumption_and_opt_in_zero_rtt() -> None:
+    async with endpoints(2, [ALPN]) as (a, b):
+        accepted = asyncio.create_task(accept_one(b))
+        first = await a.connect(b.addr(), ALPN)
+        await accepted
+        # A session ticket arrives after the handshake; give it a moment.
+        for _ in range(100):
+            if a._client_tickets.get(b.id):
+                break
+            await asyncio.sleep(0.01)
+        first.close()
+        assert a._client_tickets.get(b.id)
+
+        accepted = asyncio.create_task(accept_one(b))
+        conn = await a.connect(b.addr(), ALPN, zero_rtt=True)
+        assert not conn._handshake.done()  # returned before the handshake ended
+        send, recv = await conn.open_bi()
+        await send.write_all(b"idempotent request")
+        await send.finish()
+        peer = await accepted
+        psend, precv = await peer.accept_bi()
+        assert await precv.read_to_end(100) == b"idempotent request"
+        assert await asyncio.wait_for(conn.handshake_confirmed(), 5) is True
+        assert peer.zero_rtt_accepted and peer._quic.tls.session_resumed
+        assert conn.remote_id == b.id
+        conn.close()
+
+
+async def test_zero_rtt_without_ticket_is_a_normal_connect() -> None:
+    async with endpoints(2, [ALPN]) as (a, b):
+        accepted = asyncio.create_task(accept_one(b))
+        conn = await a.connect(b.addr(), ALPN, zero_rtt=True)
+        assert conn._handshake.done()
+        assert await conn.handshake_confirmed() is False
+        await accepted
+        conn.close()

@@ -35,7 +35,8 @@ from irohpy.tls import (
     server_name,
 )
 from irohpy.tls.context import IrohTlsContext
-from irohpy.tls.keys import SMALL_ORDER_Y, check_public_key
+from irohpy.base.keys import _SMALL_ORDER_Y as SMALL_ORDER_Y
+from irohpy.tls.keys import check_public_key
 from irohpy.tls.spki import SpkiCertificate
 
 ALPN = b"irohpy/test/0"

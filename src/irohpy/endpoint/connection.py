@@ -18,6 +18,7 @@ from irohpy.endpoint.quic import EndpointQuic
 from irohpy.endpoint.streams import RecvStream, SendStream
 from irohpy.errors import (
     ApplicationClosed,
+    ConnectError,
     ConnectionLost,
     DatagramError,
     IdleTimeout,
@@ -79,6 +80,7 @@ class Connection:
         self._handshake: asyncio.Future[None] = loop.create_future()
         self._closed: asyncio.Future[ConnectionLost] = loop.create_future()
         self._terminated = False
+        self.zero_rtt_accepted = False
         self._local_close: tuple[int, bytes] | None = None
         self._keepalive_at: float | None = None
         self._timer_at: float | None = None
@@ -151,6 +153,18 @@ class Connection:
         return data
 
     # -- lifecycle ------------------------------------------------------------
+
+    async def handshake_confirmed(self) -> bool:
+        """Wait for the handshake (and hooks) to finish; True if 0-RTT data was accepted.
+
+        Only needed after ``connect(..., zero_rtt=True)``; other connections
+        are returned complete.
+        """
+        try:
+            await asyncio.shield(self._handshake)
+        except ConnectionLost as exc:
+            raise ConnectError(f"handshake failed: {exc}") from exc
+        return self.zero_rtt_accepted
 
     def close(self, error_code: int = 0, reason: bytes = b"") -> None:
         """Close now with an application code; pending data is abandoned."""

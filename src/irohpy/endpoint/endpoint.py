@@ -242,11 +242,19 @@ class Endpoint:
             "max_datagram_size": self._max_datagram_size,
         }
 
-    async def connect(self, target: Target, alpn: bytes | str, *, timeout: float = CONNECT_TIMEOUT) -> Connection:
+    async def connect(
+        self, target: Target, alpn: bytes | str, *, timeout: float = CONNECT_TIMEOUT, zero_rtt: bool = False
+    ) -> Connection:
         """Dial an endpoint and return the authenticated connection.
 
         ``target`` is an EndpointAddr, an EndpointTicket, or a bare EndpointId
         whose addresses we already know.
+
+        With ``zero_rtt=True`` and a session ticket from an earlier connection
+        to this peer, the connection is returned before the handshake ends, so
+        data written now travels in the first flight (0-RTT). Such data has no
+        forward secrecy and an attacker may replay it: send only idempotent
+        requests before ``await conn.handshake_confirmed()``.
         """
         self._check_open()
         addr = self._target_addr(target)
@@ -292,6 +300,10 @@ class Endpoint:
         self._register(conn, [quic.host_cid])
         quic.connect(remote.mapped, asyncio.get_running_loop().time())
         self._dispatcher.wake(conn)
+        if zero_rtt and tickets:
+            conn.remote_id = addr.id
+            conn.alpn = alpn
+            return conn
         return await self._await_established(conn, timeout, f"connecting to {addr.id.fmt_short()}")
 
     def _target_addr(self, target: Target) -> EndpointAddr:
@@ -388,6 +400,7 @@ class Endpoint:
             return
         conn.alpn = event.alpn_protocol.encode()
         conn.remote_id = EndpointId.from_bytes(quic.peer_id)
+        conn.zero_rtt_accepted = event.early_data_accepted
         self._remotes.identify(conn._mapped, conn.remote_id)
         if not self._hooks:
             conn._handshake.set_result(None)
