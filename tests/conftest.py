@@ -76,3 +76,18 @@ async def iroh_loop(iroh_ref):
 @pytest.fixture
 def in_isolated_netns() -> bool:
     return os.environ.get("IROHPY_LOOPBACK_ONLY") == "1" and loopback_only()
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks():
+    """Every task a test starts must be finished or cancelled by its end."""
+    before = asyncio.all_tasks()
+    yield
+    # Let cancellations and close callbacks that are already scheduled run.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
+    for task in leaked:
+        task.cancel()
+    assert not leaked, f"tasks still running after the test: {leaked}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,21 +100,20 @@ def test_ticket_inspect_garbage(bad: str) -> None:
 
 
 def test_ping_receiver_and_sender() -> None:
-    receiver = spawn("ping", "receiver", *LOCAL)
-    try:
-        ticket = read_ticket_from(receiver.stdout)
-        out = irohpy("ping", "sender", ticket, "--count", "3", *LOCAL)
-        assert out.returncode == 0, out.stderr
-        lines = out.stdout.decode().strip().splitlines()
-        assert len(lines) == 3 and all("rtt" in line and " ms" in line for line in lines)
-    finally:
-        receiver.send_signal(signal.SIGINT)
-        assert receiver.wait(10) == 0
+    with spawn("ping", "receiver", *LOCAL) as receiver:
+        try:
+            ticket = read_ticket_from(receiver.stdout)
+            out = irohpy("ping", "sender", ticket, "--count", "3", *LOCAL)
+            assert out.returncode == 0, out.stderr
+            lines = out.stdout.decode().strip().splitlines()
+            assert len(lines) == 3 and all("rtt" in line and " ms" in line for line in lines)
+        finally:
+            receiver.send_signal(signal.SIGINT)
+            assert receiver.wait(10) == 0
 
 
 def test_pipe_listen_connect_stdio_both_ways() -> None:
-    listener = spawn("pipe", "listen", *LOCAL)
-    try:
+    with spawn("pipe", "listen", *LOCAL) as listener:
         ticket = read_ticket_from(listener.stderr)
         assert listener.stdin is not None
         to_connector = os.urandom(300_000)
@@ -137,15 +137,13 @@ def test_pipe_listen_connect_stdio_both_ways() -> None:
         assert listener.wait(10) == 0
         reader.join(10)
         assert received == [to_listener]
-    finally:
-        listener.kill()
 
 
 def test_pipe_ctrl_c_exits_zero() -> None:
-    listener = spawn("pipe", "listen", *LOCAL)
-    read_ticket_from(listener.stderr)
-    listener.send_signal(signal.SIGINT)
-    assert listener.wait(10) == 0
+    with spawn("pipe", "listen", *LOCAL) as listener:
+        read_ticket_from(listener.stderr)
+        listener.send_signal(signal.SIGINT)
+        assert listener.wait(10) == 0
 
 
 def test_pipe_tcp_forwarding() -> None:
@@ -166,11 +164,15 @@ def test_pipe_tcp_forwarding() -> None:
         probe.bind(("127.0.0.1", 0))
         local_port = probe.getsockname()[1]
 
-    listener = spawn("pipe", "listen-tcp", "--host", f"127.0.0.1:{backend_port}", *LOCAL)
-    connector = None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(backend.close)
+        listener = stack.enter_context(spawn("pipe", "listen-tcp", "--host", f"127.0.0.1:{backend_port}", *LOCAL))
+        stack.callback(stop, listener)
         ticket = read_ticket_from(listener.stderr)
-        connector = spawn("pipe", "connect-tcp", "--addr", f"127.0.0.1:{local_port}", ticket, *LOCAL)
+        connector = stack.enter_context(
+            spawn("pipe", "connect-tcp", "--addr", f"127.0.0.1:{local_port}", ticket, *LOCAL)
+        )
+        stack.callback(stop, connector)
         deadline = time.monotonic() + 15
         for message in (b"hello through iroh", b"second connection"):
             while True:
@@ -187,12 +189,12 @@ def test_pipe_tcp_forwarding() -> None:
                 while chunk := client.recv(65536):
                     reply += chunk
             assert reply == message.upper()
-    finally:
-        for proc in (connector, listener):
-            if proc is not None:
-                proc.send_signal(signal.SIGINT)
-                assert proc.wait(10) == 0
-        backend.close()
+
+
+def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """Ctrl-C, as a user would; dumbpipe-style commands exit 0."""
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 0
 
 
 def test_pipe_generate_ticket_from_env() -> None:

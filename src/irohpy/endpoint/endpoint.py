@@ -30,7 +30,6 @@ from irohpy.errors import (
     ConnectionLost,
     ConnectTimeout,
     EndpointClosed,
-    InvalidAddr,
     LocallyRejected,
 )
 from irohpy.relay.map import RelayMode
@@ -60,11 +59,7 @@ Target = EndpointAddr | EndpointId | EndpointTicket
 def _parse_bind(spec: str | tuple[str, int]) -> tuple[str, int]:
     if isinstance(spec, tuple):
         return spec
-    try:
-        ip = TransportAddr.Ip.parse(spec)
-    except InvalidAddr:
-        raise
-    return ip.sockaddr
+    return TransportAddr.Ip.parse(spec).sockaddr
 
 
 def _alpn_bytes(alpn: bytes | str) -> bytes:
