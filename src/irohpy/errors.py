@@ -123,3 +123,18 @@ class ReadError(StreamError):
 
 class DatagramError(IrohError):
     """A datagram could not be sent: unsupported by the peer, or too large."""
+
+
+# -- relay --------------------------------------------------------------------
+
+
+class RelayProtocolError(DecodeError):
+    """A relay frame or handshake message that breaks the iroh-relay protocol."""
+
+
+class RelayAuthError(IrohError):
+    """The relay refused us (or we refused a client) at the handshake."""
+
+
+class RelayError(IrohError):
+    """A relay connection failed or was lost."""
