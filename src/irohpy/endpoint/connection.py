@@ -13,7 +13,7 @@ from aioquic.quic import events
 from aioquic.quic.connection import QuicConnectionState
 
 from irohpy.base.keys import EndpointId
-from irohpy.endpoint.notify import Notify
+from irohpy.base.notify import Notify
 from irohpy.endpoint.quic import EndpointQuic
 from irohpy.endpoint.streams import RecvStream, SendStream
 from irohpy.errors import (

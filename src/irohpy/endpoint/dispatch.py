@@ -201,7 +201,7 @@ class Dispatcher:
         if len(data) < MIN_INITIAL_SIZE:
             return
         if version not in self._versions:
-            self.transport.send_direct(
+            self.transport.send_path(
                 path,
                 encode_quic_version_negotiation(
                     source_cid=dcid, destination_cid=scid, supported_versions=self._versions
@@ -219,7 +219,7 @@ class Dispatcher:
             self._pending[dcid] = incoming
 
     def refuse(self, version: int, dcid: bytes, scid: bytes, path: PathKey) -> None:
-        self.transport.send_direct(
+        self.transport.send_path(
             path, refuse_packet(version, dcid, scid, QuicErrorCode.CONNECTION_REFUSED)
         )
 

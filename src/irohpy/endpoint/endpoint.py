@@ -32,9 +32,11 @@ from irohpy.errors import (
     EndpointClosed,
     LocallyRejected,
 )
-from irohpy.relay.map import RelayMode
+from irohpy.base.relay_url import RelayUrl
+from irohpy.relay.map import RelayConfig, RelayKind, RelayMap, RelayMode
 from irohpy.socket.interfaces import interface_addrs
-from irohpy.socket.paths import PathKey
+from irohpy.socket.paths import PathKey, RelayPath, describe_path
+from irohpy.socket.relay_transport import RelayTransport
 from irohpy.socket.remote_map import RemoteMap
 from irohpy.socket.transport import Transport
 from irohpy.tls import quic_configuration
@@ -79,7 +81,8 @@ class Incoming:
         self._decided = False
 
     @property
-    def remote_addr(self) -> tuple[str, int]:
+    def remote_addr(self) -> PathKey:
+        """Where the handshake came from: ``(host, port)``, or the relay it came through."""
         return self._path
 
     def remote_addr_validated(self) -> bool:
@@ -98,7 +101,7 @@ class Incoming:
         """Complete the handshake and run the hooks; returns the connection."""
         self._decide()
         conn = self._endpoint._accept_incoming(self)
-        return await self._endpoint._await_established(conn, timeout, f"accepting from {self._path[0]}")
+        return await self._endpoint._await_established(conn, timeout, f"accepting from {describe_path(self._path)}")
 
     def refuse(self) -> None:
         """Tell the dialer no (CONNECTION_REFUSED) without doing a handshake."""
@@ -113,7 +116,7 @@ class Incoming:
         self._endpoint._dispatcher.forget_pending(self._dcid, dead=True)
 
     def __repr__(self) -> str:
-        return f"Incoming(from {self._path[0]}:{self._path[1]})"
+        return f"Incoming(from {describe_path(self._path)})"
 
 
 class Endpoint:
@@ -169,6 +172,10 @@ class Endpoint:
             self._transport.bind([_parse_bind(a) for a in bind_addrs])
         except OSError as exc:
             raise BindError(exc.errno, f"cannot bind {list(bind_addrs)}: {exc.strerror or exc}") from exc
+        if self.relay_mode.kind is not RelayKind.DISABLED:
+            self._transport.relay = RelayTransport(
+                self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed
+            )
         return self
 
     async def __aenter__(self) -> Endpoint:
@@ -192,8 +199,11 @@ class Endpoint:
         return self._transport.local_addrs()
 
     def addr(self) -> EndpointAddr:
-        """Our EndpointAddr: the id plus every address the sockets are reachable at."""
+        """Our EndpointAddr: the id, the home relay, and every address the sockets are reachable at."""
         addrs: set[TransportAddr] = set()
+        relay = self._transport.relay
+        if relay is not None and relay.home is not None:
+            addrs.add(TransportAddr.Relay(relay.home))
         for host, port in self.bound_sockets():
             ip = ipaddress.ip_address(host)
             if ip.is_unspecified:
@@ -203,6 +213,44 @@ class Endpoint:
             else:
                 addrs.add(TransportAddr.Ip(host, port))
         return EndpointAddr(self._id, frozenset(addrs))
+
+    async def online(self) -> None:
+        """Wait until a home relay is connected (returns at once when relays are disabled).
+
+        Wrap it in ``asyncio.timeout``: with unreachable relays it waits for ever.
+        """
+        relay = self._transport.relay
+        if relay is not None:
+            await relay.online()
+
+    @property
+    def home_relay(self) -> RelayUrl | None:
+        relay = self._transport.relay
+        if relay is None or relay.home is None or not relay.is_connected(relay.home):
+            return None
+        return relay.home
+
+    async def watch_addr(self) -> AsyncIterator[EndpointAddr]:
+        """Our EndpointAddr now, then each time it changes (for example a new home relay)."""
+        last = self.addr()
+        yield last
+        relay = self._transport.relay
+        while relay is not None and not self._closed:
+            await relay.home_changed.wait()
+            current = self.addr()
+            if current != last:
+                last = current
+                yield current
+
+    def insert_relay(self, relay: RelayConfig | RelayUrl | str) -> None:
+        """Add a relay to the map at run time; it competes for home relay from the next choice on."""
+        if self._transport.relay is None:
+            raise ConnectError("relays are disabled on this endpoint")
+        self._transport.relay.insert(relay)
+
+    async def remove_relay(self, url: RelayUrl | str) -> None:
+        if self._transport.relay is not None:
+            await self._transport.relay.remove(RelayUrl.parse(url) if isinstance(url, str) else url)
 
     def set_alpns(self, alpns: Iterable[bytes | str]) -> None:
         """The ALPNs we accept from now on; dialers offering none of them fail the handshake."""
@@ -220,7 +268,10 @@ class Endpoint:
         state = self._remotes.by_id.get(endpoint_id)
         if state is None:
             return None
-        addrs = frozenset(TransportAddr.Ip(h, p) for h, p in state.paths.paths)
+        addrs = frozenset(
+            TransportAddr.Relay(path.url) if isinstance(path, RelayPath) else TransportAddr.Ip(*path)
+            for path in state.paths.paths
+        )
         return EndpointAddr(endpoint_id, addrs)
 
     @property
@@ -265,9 +316,15 @@ class Endpoint:
         remote = self._remotes.for_id(addr.id)
         for ip in addr.ip_addrs():
             remote.paths.add_candidate(ip.sockaddr, "dial")
+        relay = self._transport.relay
+        if relay is not None:
+            for url in addr.relay_urls():
+                remote.paths.add_candidate(RelayPath(url, addr.id), "dial")
+                relay.ensure(url)
         if not remote.paths.paths:
             raise ConnectError(
-                f"no addresses known for {addr.id.fmt_short()}: give an EndpointAddr or ticket with addresses"
+                f"no addresses known for {addr.id.fmt_short()}: give an EndpointAddr or ticket with "
+                "direct addresses or a relay URL (relays must be enabled to use one)"
             )
         tickets = self._client_tickets.get(addr.id)
         config = quic_configuration(
@@ -457,6 +514,8 @@ class Endpoint:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._dispatcher.close()
+        if self._transport.relay is not None:
+            await self._transport.relay.close()
         self._transport.close()
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from irohpy.endpoint.notify import Notify
+from irohpy.base.notify import Notify
 from irohpy.errors import ReadError, StreamError, StreamReset, StreamStopped
 
 if TYPE_CHECKING:

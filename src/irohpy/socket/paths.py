@@ -1,16 +1,44 @@
 """Per-remote path state and path choice (sans-IO).
 
-A path is one way to reach a remote endpoint: for now a direct UDP address
-``(host, port)``. The relay and hole-punching issues add path kinds and
-probing; the choice logic stays here, fed with times and receive events.
+A path is one way to reach a remote endpoint: a direct UDP address
+``(host, port)`` or a relay. Direct paths win over the relay as soon as they
+carry authenticated packets; the relay takes over again only once the direct
+path has gone silent. Fed with times and receive events, no I/O here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from irohpy.base.keys import EndpointId
+from irohpy.base.relay_url import RelayUrl
+
 DirectPath = tuple[str, int]
-PathKey = DirectPath
+
+
+@dataclass(frozen=True)
+class RelayPath:
+    """Reaching a remote through a relay server it is connected to."""
+
+    url: RelayUrl
+    endpoint_id: EndpointId
+
+    def __str__(self) -> str:
+        return f"relay {self.url} to {self.endpoint_id.fmt_short()}"
+
+
+PathKey = DirectPath | RelayPath
+
+
+def is_relay(path: PathKey) -> bool:
+    return isinstance(path, RelayPath)
+
+
+def describe_path(path: PathKey) -> str:
+    if isinstance(path, RelayPath):
+        return str(path)
+    host, port = path
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 MAX_CANDIDATES = 32
 # A remote that sends authenticated packets from a new path while the old one
@@ -58,6 +86,9 @@ class RemotePaths:
             return True
         if key == self.selected:
             return False
+        if is_relay(self.selected) and not is_relay(key):
+            self.selected = key
+            return True
         current = self.paths.get(self.selected)
         if current is None or current.last_recv is None or now - current.last_recv >= SWITCH_AFTER_SILENCE:
             self.selected = key

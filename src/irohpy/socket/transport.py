@@ -1,9 +1,10 @@
-"""The transport: sockets below, mapped addresses above.
+"""The transport: UDP sockets and relays below, mapped addresses above.
 
 Outgoing datagrams name a :class:`MappedAddr`; the transport looks up the
-remote and sends down its chosen path (or every candidate while a dial has
-not heard back, as iroh does). Incoming datagrams are split by the QUIC fixed
-bit: set means QUIC, clear means our own control packets (hole punching).
+remote and sends down its chosen path, direct or relayed (or every candidate
+while a dial has not heard back, as iroh does). Incoming datagrams, from a
+socket or a relay alike, are split by the QUIC fixed bit: set means QUIC,
+clear means our own control packets (hole punching).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import logging
 from collections.abc import Callable
 
 from irohpy.socket.mapped import MappedAddr
-from irohpy.socket.paths import PathKey
+from irohpy.socket.paths import PathKey, RelayPath
+from irohpy.socket.relay_transport import RelayTransport
 from irohpy.socket.remote_map import RemoteMap
 from irohpy.socket.udp import SockAddr, UdpSocket
 
@@ -31,6 +33,7 @@ class Transport:
         self._v4: UdpSocket | None = None
         self._v6: UdpSocket | None = None
         self._own: set[SockAddr] = set()
+        self.relay: RelayTransport | None = None
         self.control_received = 0
 
     def bind(self, addrs: list[SockAddr]) -> None:
@@ -51,7 +54,10 @@ class Transport:
     def local_addrs(self) -> list[SockAddr]:
         return [s.local_addr for s in self.sockets]
 
-    def _receive(self, batch: list[tuple[bytes, SockAddr]], sock: UdpSocket) -> None:
+    def receive_relayed(self, batch: list[tuple[bytes, RelayPath]]) -> None:
+        self._receive(batch)  # type: ignore[arg-type]
+
+    def _receive(self, batch: list[tuple[bytes, PathKey]], sock: UdpSocket | None = None) -> None:
         if self.on_control is not None or any(not (d and d[0] & 0x40) for d, _ in batch):
             quic: list[tuple[bytes, PathKey]] = []
             for data, addr in batch:
@@ -71,12 +77,16 @@ class Transport:
             return
         paths = state.paths
         if paths.selected is not None:
-            self.send_direct(paths.selected, data)
+            self.send_path(paths.selected, data)
             return
         for path in paths.send_targets():
-            self.send_direct(path, data)
+            self.send_path(path, data)
 
-    def send_direct(self, path: PathKey, data: bytes) -> None:
+    def send_path(self, path: PathKey, data: bytes) -> None:
+        if isinstance(path, RelayPath):
+            if self.relay is not None:
+                self.relay.send(path, data)
+            return
         sock = self._v6 if ":" in path[0] else self._v4
         if sock is None or path in self._own:
             return

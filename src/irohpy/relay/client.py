@@ -1,0 +1,266 @@
+"""A client connection to one relay server: the thin asyncio driver around
+:mod:`irohpy.relay.protocol`.
+
+It dials ``/relay`` over WebSocket, proves our key with the challenge
+handshake, then carries datagrams both ways. It reconnects by itself with
+backoff (10 ms to 16 s), follows the server's Restarting hint, answers the
+server's pings and pings the server so a dead relay is noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+
+import aiohttp
+
+from irohpy.base.keys import PublicKey, SecretKey
+from irohpy.base.relay_url import RelayUrl
+from irohpy.errors import RelayAuthError, RelayError, RelayProtocolError
+from irohpy.relay import protocol as p
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+PING_INTERVAL = 15.0
+PING_TIMEOUT = 5.0
+BACKOFF_MIN = 0.01
+BACKOFF_MAX = 16.0
+# Datagrams queued while (re)connecting; older ones are stale for QUIC anyway.
+QUEUE_MAX = 512
+QUEUE_MAX_AGE = 3.0
+PROBE_TIMEOUT = 3.0
+
+DatagramHandler = Callable[[RelayUrl, PublicKey, list[bytes]], None]
+
+
+def ws_url(url: RelayUrl) -> str:
+    scheme = "ws" if url.scheme == "http" else "wss"
+    host = f"[{url.host}]" if ":" in url.host else url.host.rstrip(".")
+    return f"{scheme}://{host}:{url.port}{p.RELAY_PATH}"
+
+
+def http_url(url: RelayUrl, path: str) -> str:
+    host = f"[{url.host}]" if ":" in url.host else url.host.rstrip(".")
+    return f"{url.scheme}://{host}:{url.port}{path}"
+
+
+async def probe_latency(session: aiohttp.ClientSession, url: RelayUrl, timeout: float = PROBE_TIMEOUT) -> float:
+    """Seconds for ``GET /ping``, iroh's relay latency probe; raises RelayError if unreachable."""
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.get(http_url(url, "/ping")) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RelayError(f"relay {url} answered /ping with {resp.status}")
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise RelayError(f"relay {url} is unreachable: {exc or type(exc).__name__}") from None
+    return time.perf_counter() - start
+
+
+class RelayClient:
+    """One relay, kept connected until :meth:`close`."""
+
+    def __init__(
+        self,
+        url: RelayUrl,
+        secret: SecretKey,
+        session: aiohttp.ClientSession,
+        on_datagrams: DatagramHandler,
+        *,
+        auth_token: str | None = None,
+        on_state: Callable[[RelayClient], None] | None = None,
+        ping_interval: float = PING_INTERVAL,
+    ) -> None:
+        self.url = url
+        self._secret = secret
+        self._session = session
+        self._on_datagrams = on_datagrams
+        self._on_state = on_state
+        self._auth_token = auth_token
+        self._ping_interval = ping_interval
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._queue: deque[tuple[float, bytes]] = deque()
+        self._queue_ready = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._closed = False
+        self._last_pong: bytes | None = None
+        self.last_error: str | None = None
+        self.status: int | None = None
+        self.last_used = time.monotonic()
+        self.connects = 0
+        self.sent_datagrams = 0
+        self.recv_datagrams = 0
+        self._task = asyncio.ensure_future(self._run())
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def send(self, dst: PublicKey, datagram: bytes) -> None:
+        """Queue one QUIC datagram for ``dst``; dropped if the queue is full."""
+        if self._closed or not datagram:
+            return
+        self.last_used = time.monotonic()
+        if len(self._queue) >= QUEUE_MAX:
+            self._queue.popleft()
+        self._queue.append((self.last_used, p.encode(p.ClientToRelay(dst, 0, datagram))))
+        self._queue_ready.set()
+
+    # -- the connection loop -------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN
+        while not self._closed:
+            delay = backoff
+            try:
+                delay = await self._session_once()
+                backoff = BACKOFF_MIN
+            except RelayAuthError as exc:
+                self.last_error = str(exc)
+                log.warning("relay %s refused us: %s", self.url, exc)
+                backoff = BACKOFF_MAX
+            except (RelayError, RelayProtocolError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                log.debug("relay %s connection failed: %s", self.url, self.last_error)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            finally:
+                self._set_disconnected()
+            if not self._closed:
+                await asyncio.sleep(delay)
+
+    async def _session_once(self) -> float:
+        """Connect, serve until the connection ends; returns how long to wait before retrying."""
+        headers = {"Authorization": f"Bearer {self._auth_token}"} if self._auth_token else None
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            ws = await self._session.ws_connect(
+                ws_url(self.url),
+                protocols=p.SUBPROTOCOLS,
+                max_msg_size=p.MAX_MESSAGE_SIZE,
+                autoping=True,
+                headers=headers,
+            )
+            try:
+                version = p.version_of(ws.protocol or "")
+                if ws.protocol not in p.SUBPROTOCOLS:
+                    raise RelayProtocolError(f"relay {self.url} did not pick an iroh-relay subprotocol")
+                await self._handshake(ws, version)
+            except BaseException:
+                await ws.close()
+                raise
+        self._ws = ws
+        self.connects += 1
+        self._connected.set()
+        if self._on_state is not None:
+            self._on_state(self)
+        writer = asyncio.ensure_future(self._write_loop(ws))
+        pinger = asyncio.ensure_future(self._ping_loop(ws))
+        try:
+            return await self._read_loop(ws, version)
+        finally:
+            for task in (writer, pinger):
+                task.cancel()
+            await asyncio.gather(writer, pinger, return_exceptions=True)
+            await ws.close()
+
+    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse, version: int) -> None:
+        challenge = p.decode(await self._receive(ws), version=version)
+        if isinstance(challenge, p.ServerConfirmsAuth):
+            return
+        if not isinstance(challenge, p.ServerChallenge):
+            raise RelayProtocolError(f"expected a challenge from {self.url}, got {type(challenge).__name__}")
+        await ws.send_bytes(p.encode(p.answer_challenge(self._secret, challenge)))
+        answer = p.decode(await self._receive(ws), version=version)
+        if isinstance(answer, p.ServerDeniesAuth):
+            raise RelayAuthError(f"relay {self.url} denied us: {answer.reason}")
+        if not isinstance(answer, p.ServerConfirmsAuth):
+            raise RelayProtocolError(f"unexpected {type(answer).__name__} during the relay handshake")
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse) -> bytes:
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                return bytes(msg.data)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.ERROR):
+                raise RelayError(f"relay {self.url} closed the connection ({ws.close_code})")
+
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse, version: int) -> float:
+        while True:
+            frame = p.decode(await self._receive(ws), version=version)
+            if isinstance(frame, p.RelayToClient):
+                datagrams = frame.datagrams()
+                self.recv_datagrams += len(datagrams)
+                self.last_used = time.monotonic()
+                self._on_datagrams(self.url, frame.peer, datagrams)
+            elif isinstance(frame, p.Ping):
+                await ws.send_bytes(p.encode(p.Pong(frame.data)))
+            elif isinstance(frame, p.Pong):
+                self._last_pong = frame.data
+            elif isinstance(frame, p.Restarting):
+                log.info("relay %s is restarting; reconnecting in %d ms", self.url, frame.reconnect_in_ms)
+                return frame.reconnect_in_ms / 1000
+            elif isinstance(frame, p.StatusFrame):
+                self.status = frame.status
+                if frame.status == p.Status.SAME_ENDPOINT_ID_CONNECTED:
+                    raise RelayError(f"another connection with our id took over at {self.url}")
+            elif isinstance(frame, p.Health):
+                log.info("relay %s health: %s", self.url, frame.problem)
+
+    async def _write_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            await self._queue_ready.wait()
+            self._queue_ready.clear()
+            deadline = time.monotonic() - QUEUE_MAX_AGE
+            while self._queue:
+                queued_at, message = self._queue.popleft()
+                if queued_at < deadline:
+                    continue
+                await ws.send_bytes(message)
+                self.sent_datagrams += 1
+
+    async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            await asyncio.sleep(self._ping_interval)
+            data = os.urandom(8)
+            self._last_pong = None
+            await ws.send_bytes(p.encode(p.Ping(data)))
+            await asyncio.sleep(PING_TIMEOUT)
+            if self._last_pong != data:
+                log.info("relay %s missed a pong; reconnecting", self.url)
+                await ws.close()
+                return
+
+    def _set_disconnected(self) -> None:
+        self._ws = None
+        if self._connected.is_set():
+            self._connected.clear()
+            if self._on_state is not None:
+                self._on_state(self)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._set_disconnected()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_connected else "disconnected"
+        return f"RelayClient({self.url}, {state})"

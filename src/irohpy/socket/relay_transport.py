@@ -1,0 +1,168 @@
+"""The relay half of the socket layer: a home relay, plus relays on demand.
+
+The home relay is the one with the lowest ``/ping`` latency that accepts
+us; it is what our EndpointAddr advertises. When it stays down past a short
+grace period, the next relay takes over. Relays named by a peer's address
+are connected on demand and dropped after a minute without traffic, as iroh
+does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+
+from irohpy.base.keys import PublicKey, SecretKey
+from irohpy.base.relay_url import RelayUrl
+from irohpy.base.notify import Notify
+from irohpy.relay.client import CONNECT_TIMEOUT, RelayClient, probe_latency
+from irohpy.relay.map import RelayConfig, RelayMap
+from irohpy.socket.paths import RelayPath
+
+log = logging.getLogger(__name__)
+
+FAILOVER_GRACE = 3.0
+IDLE_CLOSE = 60.0
+RETRY_RANKING = 1.0
+
+PacketHandler = Callable[[list[tuple[bytes, RelayPath]]], None]
+
+
+class RelayTransport:
+    def __init__(self, secret: SecretKey, relay_map: RelayMap, on_packets: PacketHandler) -> None:
+        self._secret = secret
+        self._map = relay_map
+        self._on_packets = on_packets
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT))
+        self._clients: dict[RelayUrl, RelayClient] = {}
+        self.home: RelayUrl | None = None
+        self.home_changed = Notify()
+        self._home_connected = asyncio.Event()
+        self._closed = False
+        self._supervisor = asyncio.ensure_future(self._supervise())
+        self._reaper = asyncio.ensure_future(self._reap_idle())
+
+    # -- sending and receiving ----------------------------------------------------
+
+    def send(self, path: RelayPath, data: bytes) -> None:
+        client = self._client_for(path.url)
+        if client is not None:
+            client.send(path.endpoint_id, data)
+
+    def _deliver(self, url: RelayUrl, src: PublicKey, datagrams: list[bytes]) -> None:
+        path = RelayPath(url, src)
+        self._on_packets([(d, path) for d in datagrams])
+
+    def _client_for(self, url: RelayUrl) -> RelayClient | None:
+        if self._closed:
+            return None
+        client = self._clients.get(url)
+        if client is None:
+            config = self._map.get(url)
+            client = RelayClient(
+                url, self._secret, self._session, self._deliver,
+                auth_token=config.auth_token if config else None,
+                on_state=self._on_client_state,
+            )
+            self._clients[url] = client
+        return client
+
+    def ensure(self, url: RelayUrl) -> None:
+        """Connect to a peer's relay ahead of the first datagram."""
+        self._client_for(url)
+
+    # -- home relay ------------------------------------------------------------------
+
+    def _on_client_state(self, client: RelayClient) -> None:
+        if client.url == self.home:
+            if client.is_connected:
+                self._home_connected.set()
+            else:
+                self._home_connected.clear()
+            self.home_changed.notify_all()
+
+    async def online(self) -> None:
+        await self._home_connected.wait()
+
+    async def _rank(self) -> list[RelayUrl]:
+        urls = self._map.urls()
+        results = await asyncio.gather(*(probe_latency(self._session, u) for u in urls), return_exceptions=True)
+        reachable = [(lat, u) for u, lat in zip(urls, results, strict=True) if isinstance(lat, float)]
+        return [u for _, u in sorted(reachable, key=lambda t: t[0])]
+
+    async def _supervise(self) -> None:
+        while not self._closed:
+            ranked = await self._rank() if self._map else []
+            for url in ranked:
+                client = self._client_for(url)
+                if client is None or not await client.wait_connected(CONNECT_TIMEOUT):
+                    continue
+                self._set_home(url)
+                await self._hold_home(client)
+                break
+            else:
+                await asyncio.sleep(RETRY_RANKING)
+
+    async def _hold_home(self, client: RelayClient) -> None:
+        """Stay on ``client`` while it is up or comes back within the grace period."""
+        while not self._closed:
+            while client.is_connected:
+                await self.home_changed.wait()
+            if not await client.wait_connected(FAILOVER_GRACE) or client.url not in self._map.urls():
+                log.info("home relay %s is down; looking for another", client.url)
+                return
+
+    def _set_home(self, url: RelayUrl) -> None:
+        if url != self.home:
+            log.info("home relay is now %s", url)
+            self.home = url
+        self._home_connected.set()
+        self.home_changed.notify_all()
+
+    async def _reap_idle(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(IDLE_CLOSE / 4)
+            now = time.monotonic()
+            for url, client in list(self._clients.items()):
+                if url != self.home and now - client.last_used > IDLE_CLOSE:
+                    del self._clients[url]
+                    await client.close()
+
+    # -- runtime changes ---------------------------------------------------------------
+
+    def insert(self, relay: RelayConfig | RelayUrl | str) -> None:
+        self._map.insert(relay)
+
+    async def remove(self, url: RelayUrl) -> None:
+        self._map.remove(url)
+        client = self._clients.pop(url, None)
+        if client is not None:
+            await client.close()
+        if url == self.home:
+            self.home = None
+            self._home_connected.clear()
+            self.home_changed.notify_all()
+
+    def is_connected(self, url: RelayUrl) -> bool:
+        client = self._clients.get(url)
+        return client is not None and client.is_connected
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._supervisor, self._reaper):
+            task.cancel()
+        for task in (self._supervisor, self._reaper):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(c.close() for c in self._clients.values()), return_exceptions=True)
+        self._clients.clear()
+        await self._session.close()
+        self.home_changed.notify_all()
+
