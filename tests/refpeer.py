@@ -1,7 +1,8 @@
 """Driving the reference peer (official iroh package) safely in tests.
 
-Always preset_minimal with relays disabled, bound to 127.0.0.1 only; the
-tests that use it run in a loopback-only network namespace (conftest).
+Always preset_minimal, bound to 127.0.0.1 only, with relays disabled unless a
+test points it at OUR relay on loopback; the tests that use it run in a
+loopback-only network namespace (conftest).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ def patch_fast_writes(iroh: Any) -> None:
 
 
 async def bind_ref(iroh: Any, alpns: list[bytes] | None = None, secret: bytes | None = None,
-                   protocols: dict[bytes, Any] | None = None) -> Any:
+                   protocols: dict[bytes, Any] | None = None, *, relay_mode: Any = None) -> Any:
+    """``relay_mode`` defaults to disabled; pass a custom mode for OUR relay on loopback only."""
     opts = dict(
         preset=iroh.preset_minimal(),
-        relay_mode=iroh.RelayMode.disabled(),
+        relay_mode=iroh.RelayMode.disabled() if relay_mode is None else relay_mode,
         bind_addr="127.0.0.1:0",
         alpns=alpns,
         secret_key=secret,

@@ -138,3 +138,18 @@ class RelayAuthError(IrohError):
 
 class RelayError(IrohError):
     """A relay connection failed or was lost."""
+
+
+class InvalidToken(RelayAuthError):
+    """A relay access token that is malformed, forged, revoked, expired or meant for another endpoint.
+
+    ``kind`` names the failure in one word for metrics and logs; the message is for people.
+    """
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ConfigError(IrohError, ValueError):
+    """A server configuration (file or options) that cannot be read or does not make sense."""

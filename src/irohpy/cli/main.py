@@ -12,14 +12,16 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from irohpy.cli import demo, key, pipe, ping, ticket
+from irohpy.cli import demo, key, pipe, ping, relay, ticket
 from irohpy.errors import IrohError
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 Registrar = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
-COMMANDS: tuple[Registrar, ...] = (key.register, ticket.register, ping.register, pipe.register, demo.register)
+COMMANDS: tuple[Registrar, ...] = (
+    key.register, ticket.register, ping.register, pipe.register, demo.register, relay.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
