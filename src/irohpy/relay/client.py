@@ -35,6 +35,8 @@ BACKOFF_MAX = 16.0
 QUEUE_MAX = 512
 QUEUE_MAX_AGE = 3.0
 PROBE_TIMEOUT = 3.0
+# Datagrams per batch frame, as iroh writes them.
+BATCH_MAX = 20
 
 DatagramHandler = Callable[[RelayUrl, PublicKey, list[bytes]], None]
 
@@ -86,7 +88,7 @@ class RelayClient:
         self._auth_token = auth_token
         self._ping_interval = ping_interval
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._queue: deque[tuple[float, bytes]] = deque()
+        self._queue: deque[tuple[float, PublicKey, bytes]] = deque()
         self._queue_ready = asyncio.Event()
         self._connected = asyncio.Event()
         self._closed = False
@@ -118,7 +120,7 @@ class RelayClient:
         self.last_used = time.monotonic()
         if len(self._queue) >= QUEUE_MAX:
             self._queue.popleft()
-        self._queue.append((self.last_used, p.encode(p.ClientToRelay(dst, 0, datagram))))
+        self._queue.append((self.last_used, dst, datagram))
         self._queue_ready.set()
 
     # -- the connection loop -------------------------------------------------------
@@ -227,11 +229,28 @@ class RelayClient:
             self._queue_ready.clear()
             deadline = time.monotonic() - QUEUE_MAX_AGE
             while self._queue:
-                queued_at, message = self._queue.popleft()
+                queued_at, dst, first = self._queue.popleft()
                 if queued_at < deadline:
                     continue
-                await ws.send_bytes(message)
-                self.sent_datagrams += 1
+                batch = self._take_batch(dst, first)
+                segment = len(first) if len(batch) > 1 else None
+                await ws.send_bytes(p.encode(p.ClientToRelay(dst, 0, b"".join(batch), segment)))
+                self.sent_datagrams += len(batch)
+
+    def _take_batch(self, dst: PublicKey, first: bytes) -> list[bytes]:
+        """Queued datagrams for ``dst`` that fit one GSO-style batch frame after ``first``."""
+        batch = [first]
+        size = len(first)
+        queue = self._queue
+        while queue and len(batch) < BATCH_MAX and size * (len(batch) + 1) <= p.MAX_PACKET_SIZE:
+            _, next_dst, data = queue[0]
+            if next_dst != dst or len(data) > size:
+                break
+            queue.popleft()
+            batch.append(data)
+            if len(data) < size:
+                break
+        return batch
 
     async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
