@@ -46,13 +46,17 @@ else:
     REFPEER_SKIP_REASON = None
 
 
+NETNS_SKIP_REASON = None if loopback_only() else (
+    "needs a loopback-only network namespace of its own (run through `make test` as root, which uses unshare -n)"
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    if REFPEER_SKIP_REASON is None:
-        return
-    skip = pytest.mark.skip(reason=REFPEER_SKIP_REASON)
     for item in items:
-        if "refpeer" in item.keywords:
-            item.add_marker(skip)
+        if "refpeer" in item.keywords and REFPEER_SKIP_REASON is not None:
+            item.add_marker(pytest.mark.skip(reason=REFPEER_SKIP_REASON))
+        elif "netns" in item.keywords and NETNS_SKIP_REASON is not None:
+            item.add_marker(pytest.mark.skip(reason=NETNS_SKIP_REASON))
 
 
 @pytest.fixture

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shutil
+import subprocess
+
+import pytest
 
 from irohpy import Endpoint, EndpointAddr, RelayMode, RelayUrl, presets
 from irohpy.base.addr import TransportAddr
@@ -170,3 +175,33 @@ async def test_failover_to_second_relay_when_home_dies() -> None:
             await watcher.aclose()
         finally:
             await ep.close()
+
+
+@pytest.mark.netns
+async def test_udp_blocked_entirely_falls_back_to_relay_over_tcp() -> None:
+    nft = shutil.which("nft")
+    if nft is None:
+        pytest.skip("nft (nftables) is not installed; it is needed to block UDP")
+    table = f"irohpy_no_udp_{os.getpid()}"
+    rules = (f"table inet {table} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n"
+             "  meta l4proto udp counter drop\n }\n}\n")
+    async with relay_server() as relay:
+        a = await relay_endpoint([relay.url])
+        b = await relay_endpoint([relay.url], [ALPN])
+        subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True, capture_output=True)
+        try:
+            async with asyncio.timeout(T):
+                await asyncio.gather(a.online(), b.online())
+            full = b.addr()
+            assert full.ip_addrs() and full.relay_urls()  # both kinds offered; only TCP works
+            server = asyncio.create_task(echo_once(b))
+            assert await round_trip(a, full, b"no udp at all") == b"no udp at all"
+            await asyncio.wait_for(server, T)
+            assert isinstance(a._remotes.for_id(b.id).paths.selected, RelayPath)
+            out = subprocess.run([nft, "list", "table", "inet", table], text=True, check=True,
+                                 capture_output=True).stdout
+            assert int(re.search(r"counter packets (\d+)", out).group(1)) > 0  # type: ignore[union-attr]
+        finally:
+            subprocess.run([nft, "delete", "table", "inet", table], check=False, capture_output=True)
+            await a.close()
+            await b.close()

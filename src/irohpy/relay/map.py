@@ -100,3 +100,6 @@ class RelayMode:
 
     def __hash__(self) -> int:
         return hash(self.kind)
+
+
+RelayMode.DISABLED = RelayMode.disabled()  # type: ignore[attr-defined]
