@@ -37,7 +37,9 @@ from irohpy.relay.map import RelayConfig, RelayKind, RelayMap, RelayMode
 from irohpy.socket.interfaces import interface_addrs
 from irohpy.socket.paths import PathKey, RelayPath, describe_path
 from irohpy.socket.relay_transport import RelayTransport
-from irohpy.socket.remote_map import RemoteMap
+from irohpy.lookup.base import AddressLookup, EndpointData
+from irohpy.lookup.combined import CombinedLookup
+from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
 from irohpy.tls import quic_configuration
 
@@ -139,6 +141,7 @@ class Endpoint:
         relay_mode: RelayMode | None = None,
         bind_addrs: Sequence[str | tuple[str, int]] = DEFAULT_BIND,
         hooks: Iterable[EndpointHooks] = (),
+        address_lookup: Iterable[AddressLookup] = (),
         idle_timeout: float = IDLE_TIMEOUT,
         keep_alive: float = KEEP_ALIVE,
         max_datagram_size: int = 1200,
@@ -176,6 +179,8 @@ class Endpoint:
             self._transport.relay = RelayTransport(
                 self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed
             )
+        self.address_lookup = CombinedLookup(address_lookup)
+        self._spawn(self._publish_loop())
         return self
 
     async def __aenter__(self) -> Endpoint:
@@ -322,9 +327,11 @@ class Endpoint:
                 remote.paths.add_candidate(RelayPath(url, addr.id), "dial")
                 relay.ensure(url)
         if not remote.paths.paths:
+            await self._resolve_into(remote, addr.id, timeout)
+        if not remote.paths.paths:
             raise ConnectError(
-                f"no addresses known for {addr.id.fmt_short()}: give an EndpointAddr or ticket with "
-                "direct addresses or a relay URL (relays must be enabled to use one)"
+                f"no addresses known for {addr.id.fmt_short()}: address lookup found nothing; give an "
+                "EndpointAddr or ticket with direct addresses or a relay URL, or configure address lookup"
             )
         tickets = self._client_tickets.get(addr.id)
         config = quic_configuration(
@@ -357,6 +364,35 @@ class Endpoint:
             conn.alpn = alpn
             return conn
         return await self._await_established(conn, timeout, f"connecting to {addr.id.fmt_short()}")
+
+    async def _resolve_into(self, remote: RemoteState, endpoint_id: EndpointId, timeout: float) -> None:
+        """Ask the lookup services; the first answer with a usable path is enough to dial."""
+        relay = self._transport.relay
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                async for item in self.address_lookup.resolve(endpoint_id):
+                    log.debug("%s: %s has %s", item.provenance, endpoint_id.fmt_short(), item.info.data)
+                    for ip in item.info.data.ip_addrs:
+                        remote.paths.add_candidate(ip.sockaddr, item.provenance)
+                    if relay is not None:
+                        for url in item.info.data.relay_urls:
+                            remote.paths.add_candidate(RelayPath(url, endpoint_id), item.provenance)
+                            relay.ensure(url)
+                    if remote.paths.paths:
+                        return
+
+    async def _publish_loop(self) -> None:
+        """Publish our data through the lookup services now and on every address change."""
+        published: EndpointData | None = None
+        relay = self._transport.relay
+        while not self._closed:
+            data = EndpointData.from_addr(self.addr())
+            if data != published and self.address_lookup.lookups:
+                self.address_lookup.publish(data)
+                published = data
+            if relay is None:
+                return
+            await relay.home_changed.wait()
 
     def _target_addr(self, target: Target) -> EndpointAddr:
         if isinstance(target, EndpointTicket):
@@ -514,6 +550,7 @@ class Endpoint:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._dispatcher.close()
+        await self.address_lookup.close()
         if self._transport.relay is not None:
             await self._transport.relay.close()
         self._transport.close()
