@@ -153,3 +153,38 @@ class InvalidToken(RelayAuthError):
 
 class ConfigError(IrohError, ValueError):
     """A server configuration (file or options) that cannot be read or does not make sense."""
+
+
+# -- lookup -------------------------------------------------------------------
+
+
+class MdnsError(DecodeError):
+    """An mDNS datagram that is not a DNS message."""
+
+
+class PkarrError(DecodeError):
+    """A pkarr signed packet or ``_iroh`` TXT record set that breaks the format or its limits."""
+
+
+class DnsServerError(IrohError):
+    """The DNS server refused a packet (too old, rate limited) or could not start."""
+
+
+class BencodeError(DecodeError):
+    """Bytes that are not one strict bencoded value (or exceed the depth and size limits)."""
+
+
+class KrpcError(DecodeError):
+    """A bencoded value that is not a well-formed Mainline DHT (KRPC) message."""
+
+
+class DhtError(IrohError):
+    """A DHT query or BEP 44 store failed: error reply, timeout, or refused item.
+
+    ``code`` is the KRPC error code (BEP 5 / BEP 44, e.g. 206 invalid signature, 302 seq too
+    low), or 0 for failures with no code such as timeouts.
+    """
+
+    def __init__(self, message: str, *, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
