@@ -12,7 +12,10 @@ from irohpy.base.keys import EndpointId
 from irohpy.errors import ConnectError
 from irohpy.lookup import EndpointData, EndpointInfo, LookupItem
 from irohpy.lookup.combined import CombinedLookup
+from irohpy.lookup.dns import DnsAddressLookup
 from irohpy.lookup.memory import MemoryLookup
+from irohpy.lookup.pkarr_client import PkarrPublisher, PkarrResolver, everything
+from tests.dns_fixture import dns_server
 from tests.helpers import accept_one, bind, endpoints
 from tests.relay_fixture import relay_server
 
@@ -88,3 +91,29 @@ async def test_endpoint_publishes_on_bind_and_when_home_relay_appears() -> None:
             assert latest.ip_addrs == frozenset(ep.addr().ip_addrs())
         finally:
             await ep.close()
+
+
+@pytest.mark.parametrize("how", ["dns-udp", "dns-tcp", "pkarr-http"])
+async def test_dial_by_id_through_our_dns_server(how: str) -> None:
+    async with dns_server(origin="irohpy.test.") as server_dns:
+        server = await bind([ALPN])
+        publisher = PkarrPublisher(server.secret_key, server_dns.pkarr_url, addr_filter=everything)
+        server.address_lookup.add(publisher)
+        publisher.publish(EndpointData.from_addr(server.addr()))
+        if how == "pkarr-http":
+            resolver = PkarrResolver(server_dns.pkarr_url)
+        else:
+            resolver = DnsAddressLookup("irohpy.test.", nameservers=[server_dns.dns_addr], tcp=how == "dns-tcp")
+        client = await bind(address_lookup=[resolver])
+        try:
+            async with asyncio.timeout(10):
+                while publisher.published == 0:
+                    await asyncio.sleep(0.02)
+            accepted = asyncio.create_task(accept_one(server))
+            conn = await client.connect(server.id, ALPN, timeout=10)
+            assert conn.remote_id == server.id
+            await accepted
+            conn.close()
+        finally:
+            await client.close()
+            await server.close()

@@ -167,7 +167,7 @@ class PkarrError(DecodeError):
 
 
 class DnsServerError(IrohError):
-    """The DNS server refused a packet (too old, rate limited) or could not start."""
+    """The DNS server could not start, e.g. because its database cannot be opened."""
 
 
 class BencodeError(DecodeError):

@@ -39,6 +39,8 @@ from irohpy.socket.paths import PathKey, RelayPath, describe_path
 from irohpy.socket.relay_transport import RelayTransport
 from irohpy.lookup.base import AddressLookup, EndpointData
 from irohpy.lookup.combined import CombinedLookup
+from irohpy.lookup.dns import DnsAddressLookup
+from irohpy.lookup.pkarr_client import PkarrPublisher, PkarrResolver
 from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
 from irohpy.tls import quic_configuration
@@ -68,6 +70,16 @@ def _parse_bind(spec: str | tuple[str, int]) -> tuple[str, int]:
 
 def _alpn_bytes(alpn: bytes | str) -> bytes:
     return alpn.encode() if isinstance(alpn, str) else bytes(alpn)
+
+
+def _preset_lookups(preset: _presets.Preset, secret: SecretKey) -> list[AddressLookup]:
+    """What a preset wires in: N0 publishes and resolves through number 0's DNS/pkarr servers."""
+    lookups: list[AddressLookup] = []
+    if preset.pkarr_relay:
+        lookups += [PkarrPublisher(secret, preset.pkarr_relay), PkarrResolver(preset.pkarr_relay)]
+    if preset.dns_origin:
+        lookups.append(DnsAddressLookup(preset.dns_origin))
+    return lookups
 
 
 class Incoming:
@@ -179,7 +191,7 @@ class Endpoint:
             self._transport.relay = RelayTransport(
                 self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed
             )
-        self.address_lookup = CombinedLookup(address_lookup)
+        self.address_lookup = CombinedLookup([*address_lookup, *_preset_lookups(preset, self._secret)])
         self._spawn(self._publish_loop())
         return self
 
