@@ -101,10 +101,44 @@ async def _node(role: str, interface: str, seed: int, target: str | None, second
             )
 
 
+async def _endpoint(role: str, interface: str, seed: int, target: str | None, seconds: float) -> None:
+    """An irohpy Endpoint whose only address lookup is mDNS: serve an echo, or dial by id alone."""
+    from irohpy import Endpoint, presets  # noqa: PLC0415
+    from irohpy.base.keys import PublicKey, SecretKey  # noqa: PLC0415
+    from irohpy.lookup.mdns import MdnsLookup  # noqa: PLC0415
+
+    alpn = b"irohpy/lab-echo/0"
+    secret = SecretKey(bytes([seed]) * 32)
+    async with MdnsLookup(secret.public(), interfaces=[interface], resolve_timeout=seconds) as lookup:
+        endpoint = await Endpoint.bind(secret_key=secret, preset=presets.MINIMAL, alpns=[alpn],
+                                       bind_addrs=[f"{interface}:0"], address_lookup=[lookup])
+        async with endpoint:
+            _emit(event="ready", id=str(endpoint.id))
+            async with asyncio.timeout(seconds):
+                if target is None:
+                    incoming = await endpoint.accept()
+                    assert incoming is not None
+                    conn = await incoming.accept()
+                    send, recv = await conn.accept_bi()
+                    await send.write_all(await recv.read_to_end(1000))
+                    await send.finish()
+                    await conn.closed()
+                    return
+                conn = await endpoint.connect(PublicKey.parse(target), alpn)
+                send, recv = await conn.open_bi()
+                await send.write_all(b"found you by id")
+                await send.finish()
+                reply = await recv.read_to_end(1000)
+                path = endpoint._remotes.for_id(conn.remote_id).paths.selected
+                _emit(event="echo", reply=reply.decode(), remote=str(conn.remote_id), path=list(path))
+                conn.close(0, b"bye")
+
+
 def main(argv: list[str]) -> None:
-    """``announce IFACE SEED SECONDS`` or ``browse IFACE SEED SECONDS TARGET_ID``."""
+    """``announce|browse IFACE SEED SECONDS [TARGET_ID]``, or ``serve|dial ...`` with an Endpoint."""
     role, interface, seed, seconds, *rest = argv
-    asyncio.run(_node(role, interface, int(seed), rest[0] if rest else None, float(seconds)))
+    node = _endpoint if role in ("serve", "dial") else _node
+    asyncio.run(node(role, interface, int(seed), rest[0] if rest else None, float(seconds)))
     _emit(event="done")
 
 

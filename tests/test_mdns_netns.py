@@ -113,3 +113,21 @@ async def test_two_lookups_in_one_process_find_each_other_over_loopback() -> Non
         assert seen == EndpointInfo(one, data_one)
         items = [item async for item in a.resolve(two)]
         assert [i.info.endpoint_id for i in items] == [two]
+
+
+async def test_endpoint_dials_by_id_alone_over_mdns_between_namespaces() -> None:
+    """Two irohpy endpoints on one LAN, each in its own namespace, with mDNS as the only lookup."""
+    server_id = SecretKey(bytes([5]) * 32).public()
+    with lan("mdnsep") as ns:
+        procs: list[asyncio.subprocess.Process] = []
+        try:
+            procs.append(await _spawn(ns["a"], "serve", HOSTS["a"], "5", "20"))
+            assert (await _events(procs[0], "ready", 10))[-1]["id"] == str(server_id)
+            procs.append(await _spawn(ns["b"], "dial", HOSTS["b"], "6", "15", str(server_id)))
+            events = await _events(procs[1], "done", 20)
+        finally:
+            errors = [await _stop(p) for p in procs]
+        echo = [e for e in events if e["event"] == "echo"]
+        assert echo, f"no connection by id over mDNS: {events} {errors}"
+        assert echo[0]["reply"] == "found you by id" and echo[0]["remote"] == str(server_id)
+        assert echo[0]["path"][0] == HOSTS["a"]
