@@ -129,7 +129,7 @@ async def _endpoint(role: str, interface: str, seed: int, target: str | None, se
                 await send.write_all(b"found you by id")
                 await send.finish()
                 reply = await recv.read_to_end(1000)
-                path = endpoint._remotes.for_id(conn.remote_id).paths.selected
+                path = conn.path
                 _emit(event="echo", reply=reply.decode(), remote=str(conn.remote_id), path=list(path))
                 conn.close(0, b"bye")
 

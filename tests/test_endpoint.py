@@ -84,7 +84,7 @@ async def test_dial_fans_out_to_all_addresses_and_settles_on_one() -> None:
         await send.write_all(b"x" * 10_000)
         await send.finish()
         assert await recv.read_to_end(1 << 20) == b"x" * 10_000
-        selected = a._remotes.for_id(b.id).paths.selected
+        selected = conn.path
         assert selected in {ip.sockaddr for ip in addr.ip_addrs()}
         conn.close()
         await asyncio.wait_for(server, 5)

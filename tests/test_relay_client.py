@@ -59,8 +59,7 @@ async def test_relay_only_streams_and_datagrams() -> None:
             assert await recv.read_to_end(10) == b"ok"
             conn.send_datagram(b"via relay")
             assert await asyncio.wait_for(peer.read_datagram(), T) == b"via relay"
-            assert isinstance(a._remotes.for_id(b.id).paths.selected, RelayPath)
-            assert isinstance(b._remotes.for_id(a.id).paths.selected, RelayPath)
+            assert isinstance(conn.path, RelayPath) and isinstance(peer.path, RelayPath)
             after = relay.metrics()
             assert relay.forwarded_bytes(after) - relay.forwarded_bytes(before) >= len(payload)
             conn.close()

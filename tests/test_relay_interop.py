@@ -57,7 +57,7 @@ async def test_python_dials_rust_through_our_relay(iroh_loop) -> None:  # type: 
                 await send.write_all(payload)
                 await send.finish()
                 assert await recv.read_to_end(1 << 20) == payload
-                assert isinstance(ours._remotes.for_id(target.id).paths.selected, RelayPath)
+                assert isinstance(conn.path, RelayPath)
                 conn.close(0, b"bye")
                 await server
             assert relay.forwarded_bytes(relay.metrics()) - relay.forwarded_bytes(before) >= 2 * len(payload)

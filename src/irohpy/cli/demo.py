@@ -122,7 +122,7 @@ async def _measure(endpoint: Endpoint, target: EndpointAddr, megabytes: int, lab
     start = time.perf_counter()
     conn = await endpoint.connect(target, SINK_ALPN)
     handshake = time.perf_counter() - start
-    path = endpoint._remotes.for_id(target.id).paths.selected
+    path = conn.path
     kind = "relay" if isinstance(path, RelayPath) else "direct UDP"
     print(f"\n  {label}")
     _row("path", f"{kind}: {describe_path(path)}" if path else "unknown")

@@ -187,6 +187,12 @@ class Connection:
         return self._terminated
 
     @property
+    def path(self) -> PathKey | None:
+        """The path datagrams take now: ``(host, port)`` for direct UDP, or a RelayPath."""
+        remote = self._dispatcher.remotes.get(self._mapped)
+        return remote.paths.selected if remote is not None else None
+
+    @property
     def rtt(self) -> float:
         """Smoothed round-trip time in seconds."""
         loss = self._quic._loss
