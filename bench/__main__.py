@@ -5,6 +5,9 @@ then `python -m bench --worker client`, collects their JSON lines, stops them,
 prints a Markdown table with ratios and writes every raw sample to JSON.
 Separate processes keep each side's CPU accounting honest and stop one
 implementation's threads or patches from touching another's.
+
+`python -m bench relay` is a separate suite, the relay server's forwarding
+throughput and idle capacity: see bench/relay.py.
 """
 
 from __future__ import annotations
@@ -336,10 +339,16 @@ def _non_negative(text: str) -> int:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["relay"]:
+        from bench import relay
+
+        return relay.main(sys.argv[2:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Loopback benchmark, two processes per implementation: connect, "
                     "1-byte echo RTT, one-way bulk throughput and CPU.",
+        epilog="`python -m bench relay` runs the relay server benchmarks instead "
+               "(see `python -m bench relay --help`).",
     )
     parser.add_argument("--impl", type=_impl_list, default=list(IMPLS),
                         help=f"comma-separated subset of {','.join(IMPLS)} (default: all)")

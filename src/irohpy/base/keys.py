@@ -120,6 +120,17 @@ def _check_point(raw: bytes) -> None:
         raise InvalidKey("public key is not a point on the Ed25519 curve")
 
 
+@functools.lru_cache(maxsize=16384)
+def _checked_key(raw: bytes) -> Ed25519PublicKey:
+    """The point check costs ~0.2 ms in pure Python; relays and endpoints see the same
+    few keys on every frame, so each valid key is checked once. Failures are not cached."""
+    _check_point(raw)
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise InvalidKey(f"public key rejected by the Ed25519 backend: {exc}") from None
+
+
 def _as_bytes(data: object, length: int, what: str) -> bytes:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidKey(f"{what} must be bytes, not {type(data).__name__}")
@@ -197,13 +208,8 @@ class PublicKey:
 
     def __init__(self, data: bytes) -> None:
         raw = _as_bytes(data, KEY_LENGTH, "a public key")
-        _check_point(raw)
-        try:
-            key = Ed25519PublicKey.from_public_bytes(raw)
-        except ValueError as exc:
-            raise InvalidKey(f"public key rejected by the Ed25519 backend: {exc}") from None
         object.__setattr__(self, "_bytes", raw)
-        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_key", _checked_key(raw))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PublicKey:
