@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import dns.name
 
 from irohpy.base.addr import IpAddr
 from irohpy.dns_server.ratelimit import DEFAULT_BURST, DEFAULT_INTERVAL
+from irohpy.base.config_file import read_toml
 from irohpy.errors import ConfigError, DecodeError
 
 HTTP_BIND = "[::]:8080"
@@ -100,16 +100,6 @@ def _rate_limit(data: dict[str, Any]) -> RateLimit | None:
     if data:
         raise ConfigError(f"unknown keys in [rate_limit]: {', '.join(sorted(data))}")
     return None if mode == "disabled" else RateLimit(interval, burst)
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def load_config(

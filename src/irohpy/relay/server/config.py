@@ -8,13 +8,13 @@ silently leave a relay open.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from irohpy.base.addr import IpAddr
 from irohpy.base.keys import PublicKey
+from irohpy.base.config_file import read_toml
 from irohpy.errors import ConfigError, DecodeError
 from irohpy.relay.protocol import MAX_PACKET_SIZE
 from irohpy.relay.server.access import AccessMode, AccessPolicy
@@ -237,16 +237,6 @@ def _shutdown(t: _Table) -> Shutdown:
         raise ConfigError("shutdown.reconnect_in_ms and try_for_ms must fit in a u32")
     t.done()
     return out
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
 def load_config(
