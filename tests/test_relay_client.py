@@ -204,3 +204,20 @@ async def test_udp_blocked_entirely_falls_back_to_relay_over_tcp() -> None:
             subprocess.run([nft, "delete", "table", "inet", table], check=False, capture_output=True)
             await a.close()
             await b.close()
+
+
+async def test_relays_added_and_removed_at_run_time() -> None:
+    async with relay_server() as r1, relay_server() as r2:
+        ep = await relay_endpoint([r1.url])
+        try:
+            async with asyncio.timeout(T):
+                await ep.online()
+            assert ep.home_relay == RelayUrl.parse(r1.url)
+            ep.insert_relay(r2.url)
+            await ep.remove_relay(r1.url)
+            async with asyncio.timeout(15):
+                while ep.home_relay != RelayUrl.parse(r2.url):
+                    await asyncio.sleep(0.05)
+            assert ep.addr().relay_urls() == [RelayUrl.parse(r2.url)]
+        finally:
+            await ep.close()
