@@ -188,3 +188,7 @@ class DhtError(IrohError):
     def __init__(self, message: str, *, code: int = 0) -> None:
         super().__init__(message)
         self.code = code
+
+
+class GossipError(DecodeError):
+    """A gossip frame or message that is malformed, oversized, or has an unknown variant."""
