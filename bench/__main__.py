@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import importlib
@@ -23,14 +22,14 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import Any
 
 from bench import common
+from bench.worker import Worker, WorkerFailed
 
 IMPLS = {
     "irohpy": "bench.impl_irohpy",
@@ -41,14 +40,8 @@ IMPLS = {
 }
 OFFICIAL_IROH = ("iroh-stock", "iroh-patched")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-STOP_TIMEOUT = 5.0
 BUSY_LOAD = 0.5
 """1-minute load average above which the machine is not idle enough for quiet numbers."""
-STDERR_TAIL = 3000
-
-
-class WorkerFailed(Exception):
-    """A worker exited, or said nothing in time, before delivering its message."""
 
 
 # ---------------------------------------------------------------- worker side
@@ -79,72 +72,14 @@ async def _client_worker(name: str, job: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- orchestrator
 
 
-class _Worker:
-    """A child process with stdout lines to read and stderr kept for error reports."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, stderr: IO[bytes], label: str) -> None:
-        self.proc = proc
-        self._stderr = stderr
-        self.label = label
-
-    @classmethod
-    async def spawn(cls, label: str, *args: str) -> _Worker:
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- owned by the _Worker, see close()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench", *args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-            # Ctrl-C reaches only the orchestrator, which then stops workers in order.
-            start_new_session=True,
-        )
-        return cls(proc, stderr, label)
-
-    def stderr_tail(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-STDERR_TAIL:]
-
-    async def message(self, kind: str, timeout: float) -> Any:
-        """The data of the worker's next message of this kind."""
-        assert self.proc.stdout is not None
-        try:
-            async with asyncio.timeout(timeout):
-                while line := await self.proc.stdout.readline():
-                    text = line.decode(errors="replace").rstrip("\n")
-                    if not text.startswith(common.PREFIX):
-                        print(f"[{self.label}] {text}", file=sys.stderr)
-                        continue
-                    msg = json.loads(text[len(common.PREFIX):])
-                    if msg["kind"] == kind:
-                        return msg["data"]
-        except TimeoutError:
-            raise WorkerFailed(f"{self.label}: no {kind!r} within {timeout:.0f} s") from None
-        await self.stop()
-        raise WorkerFailed(f"{self.label} exited with {self.proc.returncode} before {kind!r}")
-
-    async def stop(self) -> None:
-        """Close stdin (the worker's stop signal), then escalate if it lingers."""
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        for escalate in (None, self.proc.terminate, self.proc.kill):
-            if escalate is not None and self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    escalate()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_TIMEOUT):
-                    await self.proc.wait()
-                    break
-
-    def close(self) -> None:
-        self._stderr.close()
-
-
 async def _measure(name: str, params: common.Params) -> dict[str, Any]:
     """Run one implementation's server and client; the client's raw results."""
-    server = await _Worker.spawn(f"{name} server", "--worker", "server", "--impl", name)
-    client: _Worker | None = None
+    server = await Worker.spawn(f"{name} server", "--worker", "server", "--impl", name)
+    client: Worker | None = None
     try:
         info = await server.message("ready", common.STARTUP_TIMEOUT)
         job = json.dumps({"info": info, "params": dataclasses.asdict(params)})
-        client = await _Worker.spawn(
+        client = await Worker.spawn(
             f"{name} client", "--worker", "client", "--impl", name, "--job", job
         )
         result: dict[str, Any] = await client.message("result", params.client_timeout())

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import common
+from bench.worker import STDERR_TAIL, Worker, WorkerFailed
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "relay.json"
@@ -80,7 +81,6 @@ VARIANTS = {
     "key-cache": "what-if, bench-only monkeypatch: relay frame decoding reuses validated PublicKeys "
                  "(bounded LRU) instead of re-checking the curve point of every frame's peer id",
 }
-STDERR_TAIL = 3000
 _ANNOUNCE = re.compile(r"^(relay listening on|metrics on) (\S+)$")
 _PR_SET_PDEATHSIG = 1
 
@@ -332,75 +332,7 @@ class RelayProcess:
 # ---------------------------------------------------------------- worker processes (orchestrator side)
 
 
-class WorkerFailed(Exception):
-    """A worker exited, or said nothing in time, before delivering its message."""
-
-
-class LoadWorker:
-    """A `python -m bench relay --worker ...` child: JSON lines out, `go` and EOF in."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, stderr: IO[bytes], label: str) -> None:
-        self.proc = proc
-        self._stderr = stderr
-        self.label = label
-
-    @classmethod
-    async def spawn(cls, label: str, kind: str, job: dict[str, Any]) -> LoadWorker:
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- owned by the worker, see close()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench", "relay", "--worker", kind, "--job", json.dumps(job),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-            start_new_session=True,
-        )
-        return cls(proc, stderr, label)
-
-    def stderr_tail(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-STDERR_TAIL:]
-
-    async def message(self, kind: str, timeout: float) -> Any:
-        assert self.proc.stdout is not None
-        try:
-            async with asyncio.timeout(timeout):
-                while line := await self.proc.stdout.readline():
-                    text = line.decode(errors="replace").rstrip("\n")
-                    if not text.startswith(common.PREFIX):
-                        print(f"[{self.label}] {text}", file=sys.stderr)
-                        continue
-                    msg = json.loads(text[len(common.PREFIX):])
-                    if msg["kind"] == kind:
-                        return msg["data"]
-        except TimeoutError:
-            raise WorkerFailed(f"{self.label}: no {kind!r} within {timeout:.0f} s\n{self.stderr_tail()}") from None
-        await self.stop()
-        raise WorkerFailed(f"{self.label} exited with {self.proc.returncode} before {kind!r}\n"
-                           f"{self.stderr_tail()}")
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
-
-    async def stop(self) -> None:
-        """Close stdin (the stop signal), then escalate if it lingers."""
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        for escalate in (None, self.proc.terminate, self.proc.kill):
-            if escalate is not None and self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    escalate()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(WORKER_STOP_TIMEOUT):
-                    await self.proc.wait()
-                    break
-
-    def close(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        self._stderr.close()
-
-
-async def _gather_messages(workers: list[LoadWorker], kind: str, timeout: float) -> list[Any]:
+async def _gather_messages(workers: list[Worker], kind: str, timeout: float) -> list[Any]:
     return list(await asyncio.gather(*(w.message(kind, timeout) for w in workers)))
 
 
@@ -728,8 +660,8 @@ def _dropped(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return out
 
 
-async def _stop_all(workers: list[LoadWorker], server: RelayProcess) -> str:
-    await asyncio.gather(*(w.stop() for w in workers))
+async def _stop_all(workers: list[Worker], server: RelayProcess) -> str:
+    await asyncio.gather(*(w.stop(WORKER_STOP_TIMEOUT) for w in workers))
     return await server.stop()
 
 
@@ -737,13 +669,13 @@ async def _throughput(variant: str, pairs: int, args: argparse.Namespace) -> dic
     """One relay, `pairs` pairs spread over the load workers, one sending window."""
     profile = args.server_profile / f"relay-pairs{pairs}.pstats" if args.server_profile else None
     server = RelayProcess(4 * pairs + FD_HEADROOM, variant, profile)
-    workers: list[LoadWorker] = []
+    workers: list[Worker] = []
     try:
         await server.start()
         shares = _split(pairs, args.load_workers)
         for i, n in enumerate(shares):
             job = {"url": server.ws_url(), "pairs": n, "seconds": args.seconds, "batch": args.batch}
-            workers.append(await LoadWorker.spawn(f"pairs worker {i}", "pairs", job))
+            workers.append(await Worker.spawn(f"pairs worker {i}", "relay", "--worker", "pairs", "--job", json.dumps(job)))
         await _gather_messages(workers, "ready", WORKER_READY_TIMEOUT)
         m0 = await server.metrics()
         mem0 = server.memory_kib()
@@ -808,7 +740,7 @@ async def _idle(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     target = args.idle_target
     profile = args.server_profile / "relay-idle.pstats" if args.server_profile else None
     server = RelayProcess(target + FD_HEADROOM, variant, profile)
-    workers: list[LoadWorker] = []
+    workers: list[Worker] = []
     try:
         await server.start()
         nofile = server.nofile()
@@ -817,7 +749,7 @@ async def _idle(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         for i, n in enumerate(shares):
             job = {"url": server.ws_url(), "count": n, "concurrency": per_worker_concurrency,
                    "budget": args.idle_budget}
-            workers.append(await LoadWorker.spawn(f"idle worker {i}", "idle", job))
+            workers.append(await Worker.spawn(f"idle worker {i}", "relay", "--worker", "idle", "--job", json.dumps(job)))
         ready = await _gather_messages(workers, "ready", WORKER_READY_TIMEOUT)
         await asyncio.sleep(SETTLE)
         mem0 = server.memory_kib()

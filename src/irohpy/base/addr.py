@@ -9,6 +9,7 @@ before longer, and only then by content).
 
 from __future__ import annotations
 
+import abc
 import functools
 import ipaddress
 from collections.abc import Iterable
@@ -45,7 +46,7 @@ def _parse_port(text: str) -> int:
 
 
 @functools.total_ordering
-class TransportAddr:
+class TransportAddr(abc.ABC):
     """One way to reach an endpoint: ``TransportAddr.Relay``, ``.Ip`` or ``.Custom``."""
 
     __slots__ = ()
@@ -54,16 +55,18 @@ class TransportAddr:
     Ip: ClassVar[type[IpAddr]]
     Custom: ClassVar[type[CustomAddr]]
 
+    @abc.abstractmethod
     def _sort_key(self) -> tuple[object, ...]:
-        raise NotImplementedError
+        """Rust's derived order: variant first, then the variant's fields."""
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, TransportAddr):
             return NotImplemented
         return self._sort_key() < other._sort_key()
 
+    @abc.abstractmethod
     def encode_postcard(self, writer: Writer) -> None:
-        raise NotImplementedError
+        """Variant index, then the payload, as iroh's serde does."""
 
     @staticmethod
     def decode_postcard(reader: Reader) -> TransportAddr:
