@@ -23,7 +23,7 @@ Senders are not paced: each writes as fast as TCP back-pressure from the relay l
 The relay drops a datagram when its recipient's send queue (512 frames / 2 MiB) is full,
 which happens only if recipients read slower than the relay forwards; the drop rate is
 part of the result either way. `--batch 1` sends single-datagram frames instead, to show
-the relay's per-frame cost; `--relay key-cache` measures a what-if patch (see VARIANTS).
+the relay's per-frame cost.
 
 Orchestrator ⇄ worker: workers print `common.PREFIX` JSON lines (`ready`, then `result`);
 a `go` line on their stdin starts the measured phase; closing stdin stops them.
@@ -37,7 +37,6 @@ import collections
 import contextlib
 import ctypes
 import datetime
-import functools
 import json
 import os
 import platform
@@ -78,8 +77,6 @@ SETTLE = 1.0
 FD_HEADROOM = 1024
 VARIANTS = {
     "stock": "the relay as it is in src/",
-    "key-cache": "what-if, bench-only monkeypatch: relay frame decoding reuses validated PublicKeys "
-                 "(bounded LRU) instead of re-checking the curve point of every frame's peer id",
 }
 _ANNOUNCE = re.compile(r"^(relay listening on|metrics on) (\S+)$")
 _PR_SET_PDEATHSIG = 1
@@ -192,44 +189,11 @@ def parse_metrics(text: str) -> dict[str, float]:
 # ---------------------------------------------------------------- the relay server process
 
 
-def _patch_key_cache() -> None:
-    """The `key-cache` variant: memoise `irohpy.relay.protocol._key` on the 32 raw bytes.
-
-    Every datagram frame carries a peer id, and `PublicKey(raw)` checks that it is a curve
-    point of large order (two 255-bit modular exponentiations, ~0.2 ms in CPython) each time.
-    Invalid keys still raise (lru_cache does not cache exceptions).
-    """
-    from irohpy.base.keys import PublicKey
-    from irohpy.errors import InvalidKey, RelayProtocolError
-    from irohpy.relay import protocol
-
-    @functools.lru_cache(maxsize=1 << 16)
-    def validated(raw: bytes) -> PublicKey:
-        return PublicKey.from_bytes(raw)
-
-    def _key(body: bytes, what: str) -> PublicKey:
-        try:
-            return validated(bytes(body[:protocol.KEY_LEN]))
-        except InvalidKey as exc:
-            raise RelayProtocolError(f"{what}: {exc}") from None
-
-    protocol._key = _key  # type: ignore[assignment]
-
-
-def patched_relay_main() -> int:
-    """`irohpy relay ...` with the `key-cache` patch applied (sys.argv[1:] are irohpy's arguments)."""
-    from irohpy.cli.main import main as irohpy_main
-
-    _patch_key_cache()
-    return irohpy_main(sys.argv[1:])
-
-
 class RelayProcess:
     """One `irohpy relay --dev` child on 127.0.0.1 with ephemeral ports, killed for sure at the end."""
 
-    def __init__(self, nofile: int, variant: str = "stock", profile: Path | None = None) -> None:
+    def __init__(self, nofile: int, profile: Path | None = None) -> None:
         self._nofile = nofile
-        self._variant = variant
         self._profile = profile
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr: IO[bytes] | None = None
@@ -245,12 +209,7 @@ class RelayProcess:
         cmd = [sys.executable]
         if self._profile is not None:
             cmd += ["-m", "cProfile", "-o", str(self._profile)]
-        if self._variant == "key-cache":
-            if self._profile is not None:
-                raise RuntimeError("--server-profile works with the stock relay only")
-            cmd += ["-c", "import sys; from bench.relay import patched_relay_main; sys.exit(patched_relay_main())"]
-        else:
-            cmd += ["-m", "irohpy"]
+        cmd += ["-m", "irohpy"]
         cmd += ["relay", "--dev", "--http-bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"]
         self._stderr = tempfile.TemporaryFile()
         self._proc = await asyncio.create_subprocess_exec(
@@ -668,7 +627,7 @@ async def _stop_all(workers: list[Worker], server: RelayProcess) -> str:
 async def _throughput(variant: str, pairs: int, args: argparse.Namespace) -> dict[str, Any]:
     """One relay, `pairs` pairs spread over the load workers, one sending window."""
     profile = args.server_profile / f"relay-pairs{pairs}.pstats" if args.server_profile else None
-    server = RelayProcess(4 * pairs + FD_HEADROOM, variant, profile)
+    server = RelayProcess(4 * pairs + FD_HEADROOM, profile)
     workers: list[Worker] = []
     try:
         await server.start()
@@ -739,7 +698,7 @@ async def _idle(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """One relay, up to `idle_target` idle clients from several workers, then a quiet hold."""
     target = args.idle_target
     profile = args.server_profile / "relay-idle.pstats" if args.server_profile else None
-    server = RelayProcess(target + FD_HEADROOM, variant, profile)
+    server = RelayProcess(target + FD_HEADROOM, profile)
     workers: list[Worker] = []
     try:
         await server.start()
