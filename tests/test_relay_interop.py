@@ -12,7 +12,7 @@ from irohpy.base.addr import TransportAddr
 from irohpy.socket.paths import RelayPath
 from tests.helpers import accept_one
 from tests.relay_fixture import relay_server
-from tests.test_relay_client import ALPN, relay_endpoint, relay_only
+from tests.test_relay_client import ALPN, relay_addr, relay_endpoint
 
 pytestmark = pytest.mark.refpeer
 
