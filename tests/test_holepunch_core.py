@@ -228,3 +228,10 @@ def test_heartbeat_on_the_selected_direct_path() -> None:
     beat = punch.tick(HEARTBEAT + 0.01, paths)
     assert [a.path for a in beat if isinstance(a, SendPing)] == [D1]
     assert not any(isinstance(a, SendCallMeMaybe) for a in beat)  # direct and live: no rounds
+
+
+def test_documented_ping_body() -> None:
+    # docs/wire/holepunch.md, "Example".
+    body = control.encode_body(control.Ping(bytes(range(12))), 1_764_000_000_000_000)
+    assert body == bytes.fromhex("01" "0006445941624000" "000102030405060708090a0b") + bytes(19)
+    assert len(control.ControlCodec(A).seal(B.public(), control.Ping(bytes(range(12))))) == 105
