@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 PING_INTERVAL = 15.0
 PING_TIMEOUT = 5.0
+# After a network change the connection may be dead already: ask sooner.
+CHECK_PING_TIMEOUT = 1.5
+# A dead TCP connection never answers our close frame.
+CLOSE_TIMEOUT = 1.0
 BACKOFF_MIN = 0.01
 BACKOFF_MAX = 16.0
 # Datagrams queued while (re)connecting; older ones are stale for QUIC anyway.
@@ -105,6 +109,7 @@ class RelayClient:
         self._connected = asyncio.Event()
         self._closed = False
         self._last_pong: bytes | None = None
+        self._ping_now = asyncio.Event()
         self.last_error: str | None = None
         self.status: int | None = None
         self.last_used = time.monotonic()
@@ -124,6 +129,10 @@ class RelayClient:
         except TimeoutError:
             return False
         return True
+
+    def check_soon(self) -> None:
+        """Ping the relay now with a short deadline (our network changed); reconnect if it is gone."""
+        self._ping_now.set()
 
     def send(self, dst: PublicKey, datagram: bytes) -> None:
         """Queue one QUIC datagram for ``dst``; dropped if the queue is full."""
@@ -167,6 +176,7 @@ class RelayClient:
                 max_msg_size=p.MAX_MESSAGE_SIZE,
                 autoping=True,
                 headers=headers,
+                timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
             )
             try:
                 version = p.version_of(ws.protocol or "")
@@ -266,11 +276,19 @@ class RelayClient:
 
     async def _ping_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            await asyncio.sleep(self._ping_interval)
+            # asyncio.wait's timeout never cancels, so it cannot swallow our
+            # own cancellation (asyncio.timeout can, on Python 3.11).
+            waiter = asyncio.ensure_future(self._ping_now.wait())
+            try:
+                await asyncio.wait([waiter], timeout=self._ping_interval)
+            finally:
+                waiter.cancel()
+            timeout = CHECK_PING_TIMEOUT if self._ping_now.is_set() else PING_TIMEOUT
+            self._ping_now.clear()
             data = os.urandom(8)
             self._last_pong = None
             await ws.send_bytes(p.encode(p.Ping(data)))
-            await asyncio.sleep(PING_TIMEOUT)
+            await asyncio.sleep(timeout)
             if self._last_pong != data:
                 log.info("relay %s missed a pong; reconnecting", self.url)
                 await ws.close()

@@ -160,6 +160,11 @@ class RelayTransport:
             self._home_connected.clear()
             self.home_changed.notify_all()
 
+    def network_changed(self) -> None:
+        """Our addresses moved: make sure every relay connection still works."""
+        for client in self._clients.values():
+            client.check_soon()
+
     def is_connected(self, url: RelayUrl) -> bool:
         client = self._clients.get(url)
         return client is not None and client.is_connected

@@ -10,7 +10,6 @@ sending.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -59,6 +58,7 @@ class NatTraversal:
         self._stun_waiters: dict[bytes, tuple[DirectPath, asyncio.Future[DirectPath]]] = {}
         self._stun_now = asyncio.Event()
         self._interfaces = self._read_interfaces()
+        self._closed = False
         transport.on_control = self._on_control
         self._tasks = [asyncio.ensure_future(t) for t in (self._tick_loop(), self._stun_loop(), self._watch_interfaces())]
 
@@ -117,10 +117,14 @@ class NatTraversal:
             remote.punch.start(self._loop.time())
 
     async def _stun_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STUN_INTERVAL):
-                    await self._stun_now.wait()
+        # Checks the flag too: Python 3.11's asyncio.timeout can swallow a
+        # cancellation that races with its own expiry (in _stun_query).
+        while not self._closed:
+            waiter = asyncio.ensure_future(self._stun_now.wait())
+            try:
+                await asyncio.wait([waiter], timeout=STUN_INTERVAL)
+            finally:
+                waiter.cancel()
             self._stun_now.clear()
             await self._stun_once()
 
@@ -178,6 +182,8 @@ class NatTraversal:
     def network_changed(self) -> None:
         """Addresses moved: learn our public address again and punch again everywhere."""
         self._observed.clear()
+        if self._transport.relay is not None:
+            self._transport.relay.network_changed()
         self.stun_soon()
         self._restart_all()
         self._on_local_change()
@@ -265,6 +271,8 @@ class NatTraversal:
                 self._transport.send_path(action.path, cmm)
 
     async def close(self) -> None:
+        self._closed = True
+        self._stun_now.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
