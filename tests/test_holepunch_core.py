@@ -235,3 +235,13 @@ def test_documented_ping_body() -> None:
     body = control.encode_body(control.Ping(bytes(range(12))), 1_764_000_000_000_000)
     assert body == bytes.fromhex("01" "0006445941624000" "000102030405060708090a0b") + bytes(19)
     assert len(control.ControlCodec(A).seal(B.public(), control.Ping(bytes(range(12))))) == 105
+
+
+def test_a_new_dial_fans_out_when_the_old_choice_went_quiet() -> None:
+    paths = RemotePaths()
+    paths.add_candidate(RELAY, "dial")
+    paths.on_authenticated(D1, 0.0)
+    paths.forget_stale_choice(1.0)
+    assert paths.selected == D1
+    paths.forget_stale_choice(DEAD_AFTER + 1.0)
+    assert paths.selected is None and set(paths.send_targets()) == {RELAY, D1}

@@ -373,6 +373,7 @@ class Endpoint:
             for url in addr.relay_urls():
                 remote.paths.add_candidate(RelayPath(url, addr.id), "dial")
                 relay.ensure(url)
+        remote.paths.forget_stale_choice(asyncio.get_running_loop().time())
         if not remote.paths.paths:
             await self._resolve_into(remote, addr.id, timeout)
         if not remote.paths.paths:

@@ -234,6 +234,12 @@ class RemotePaths:
         self._emit("selected", self.paths[key], now)
         return True
 
+    def forget_stale_choice(self, now: float) -> None:
+        """Before a new dial: a choice nothing confirmed lately may be gone; fan out again."""
+        state = self.paths.get(self.selected) if self.selected is not None else None
+        if state is not None and (state.last_recv is None or now - state.last_recv > DEAD_AFTER):
+            self.selected = None
+
     def has_live_direct(self, now: float) -> bool:
         return bool(self._live_direct(now))
 
