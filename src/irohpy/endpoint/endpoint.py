@@ -174,6 +174,7 @@ class Endpoint:
         self.relay_only = relay_only
         if relay_only and self.relay_mode.kind is RelayKind.DISABLED:
             raise ConfigError("relay_only needs relays: it cannot be combined with RelayMode.DISABLED")
+        # Wakes watchers on a new home relay and on new local or public addresses.
         self._addr_changed = Notify()
         self._hooks = list(hooks)
         self._idle_timeout = idle_timeout
@@ -201,7 +202,8 @@ class Endpoint:
                 raise BindError(exc.errno, f"cannot bind {list(bind_addrs)}: {exc.strerror or exc}") from exc
         if self.relay_mode.kind is not RelayKind.DISABLED:
             self._transport.relay = RelayTransport(
-                self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed
+                self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed,
+                self._addr_changed.notify_all,
             )
         self._traversal = (
             None if relay_only else NatTraversal(self._secret, self._transport, self._remotes, self._addr_changed.notify_all)
@@ -261,22 +263,11 @@ class Endpoint:
         last = self.addr()
         yield last
         while not self._closed:
-            await self._addr_change()
+            await self._addr_changed.wait()
             current = self.addr()
             if current != last:
                 last = current
                 yield current
-
-    async def _addr_change(self) -> None:
-        """Wait for a new home relay or new local or public addresses."""
-        waits = [asyncio.ensure_future(self._addr_changed.wait())]
-        if self._transport.relay is not None:
-            waits.append(asyncio.ensure_future(self._transport.relay.home_changed.wait()))
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
 
     def metrics(self) -> EndpointMetrics:
         """Counters since bind: hole punching, fallbacks, and bytes by way (relay or direct)."""
@@ -441,7 +432,7 @@ class Endpoint:
             if relay is None and self._traversal is None:
                 return
             home = relay.home if relay is not None else None
-            await self._addr_change()
+            await self._addr_changed.wait()
             if self._traversal is not None and relay is not None and relay.home != home:
                 self._traversal.stun_soon()
 
@@ -609,6 +600,7 @@ class Endpoint:
         if self._transport.relay is not None:
             await self._transport.relay.close()
         self._transport.close()
+        self._addr_changed.notify_all()
 
     def __repr__(self) -> str:
         return f"Endpoint(id={self._id.fmt_short()})"

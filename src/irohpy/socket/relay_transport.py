@@ -34,7 +34,8 @@ PacketHandler = Callable[[list[tuple[bytes, RelayPath]]], None]
 
 
 class RelayTransport:
-    def __init__(self, secret: SecretKey, relay_map: RelayMap, on_packets: PacketHandler) -> None:
+    def __init__(self, secret: SecretKey, relay_map: RelayMap, on_packets: PacketHandler,
+                 on_home_change: Callable[[], None] | None = None) -> None:
         self._secret = secret
         self._map = relay_map
         self._on_packets = on_packets
@@ -46,6 +47,7 @@ class RelayTransport:
         self.bytes_sent = 0
         self.bytes_recv = 0
         self.home_changed = Notify()
+        self._on_home_change = on_home_change
         self._home_connected = asyncio.Event()
         self._closed = False
         self._supervisor = asyncio.ensure_future(self._supervise())
@@ -90,7 +92,7 @@ class RelayTransport:
                 self._home_connected.set()
             else:
                 self._home_connected.clear()
-            self.home_changed.notify_all()
+            self._home_changed()
 
     async def online(self) -> None:
         await self._home_connected.wait()
@@ -134,7 +136,7 @@ class RelayTransport:
             log.info("home relay is now %s", url)
             self.home = url
         self._home_connected.set()
-        self.home_changed.notify_all()
+        self._home_changed()
 
     async def _reap_idle(self) -> None:
         while not self._closed:
@@ -158,12 +160,17 @@ class RelayTransport:
         if url == self.home:
             self.home = None
             self._home_connected.clear()
-            self.home_changed.notify_all()
+            self._home_changed()
 
     def network_changed(self) -> None:
         """Our addresses moved: make sure every relay connection still works."""
         for client in self._clients.values():
             client.check_soon()
+
+    def _home_changed(self) -> None:
+        self.home_changed.notify_all()
+        if self._on_home_change is not None:
+            self._on_home_change()
 
     def is_connected(self, url: RelayUrl) -> bool:
         client = self._clients.get(url)
@@ -181,5 +188,5 @@ class RelayTransport:
         await asyncio.gather(*(c.close() for c in self._clients.values()), return_exceptions=True)
         self._clients.clear()
         await self._session.close()
-        self.home_changed.notify_all()
+        self._home_changed()
 
