@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 
 from irohpy.errors import LabError
 
@@ -46,9 +48,11 @@ async def run_cmd(args: argparse.Namespace) -> int:
     if unknown:
         raise LabError(f"unknown scenario(s) {', '.join(unknown)}; see `irohpy lab list`")
     results = []
-    for name in names:
+    for i, name in enumerate(names, 1):
+        start = time.perf_counter()
         result = await scenarios.run_scenario(scenarios.SCENARIOS[name], transfer_bytes=int(args.megabytes * 1e6))
         results.append(result)
+        print(f"[{i}/{len(names)}] {name}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
         if args.json:
             print(json.dumps(result.to_json()), flush=True)
     if not args.json:
