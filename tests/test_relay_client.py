@@ -21,13 +21,14 @@ ALPN = b"test/relay/0"
 T = 10
 
 
-async def relay_endpoint(urls: list[str], alpns: list[bytes] | None = None) -> Endpoint:
+async def relay_endpoint(urls: list[str], alpns: list[bytes] | None = None, relay_only: bool = False) -> Endpoint:
     return await Endpoint.bind(
-        preset=presets.MINIMAL, relay_mode=RelayMode.custom(urls), alpns=alpns or [], bind_addrs=["127.0.0.1:0"]
+        preset=presets.MINIMAL, relay_mode=RelayMode.custom(urls), alpns=alpns or [], bind_addrs=["127.0.0.1:0"],
+        relay_only=relay_only,
     )
 
 
-def relay_only(ep: Endpoint) -> EndpointAddr:
+def relay_addr(ep: Endpoint) -> EndpointAddr:
     """The address with nothing but the home relay: no way to go direct."""
     home = ep.home_relay
     assert home is not None
@@ -36,8 +37,8 @@ def relay_only(ep: Endpoint) -> EndpointAddr:
 
 async def test_relay_only_streams_and_datagrams() -> None:
     async with relay_server() as relay:
-        a = await relay_endpoint([relay.url])
-        b = await relay_endpoint([relay.url], [ALPN])
+        a = await relay_endpoint([relay.url], relay_only=True)
+        b = await relay_endpoint([relay.url], [ALPN], relay_only=True)
         try:
             async with asyncio.timeout(T):
                 await a.online()
@@ -45,7 +46,7 @@ async def test_relay_only_streams_and_datagrams() -> None:
             assert TransportAddr.Relay(RelayUrl.parse(relay.url)) in b.addr().addrs
             before = relay.metrics()
             accepted = asyncio.create_task(accept_one(b, T))
-            conn = await a.connect(relay_only(b), ALPN, timeout=T)
+            conn = await a.connect(relay_addr(b), ALPN, timeout=T)
             peer = await accepted
             assert peer.remote_id == a.id and conn.remote_id == b.id
             payload = os.urandom(500_000)
@@ -89,7 +90,7 @@ async def test_fifty_concurrent_connections_through_relay() -> None:
                 await asyncio.gather(*tasks)
 
             serving = asyncio.create_task(serve())
-            target = relay_only(server)
+            target = relay_addr(server)
 
             async def dial(i: int) -> bytes:
                 conn = await clients[i % 5].connect(target, ALPN, timeout=30)
@@ -133,7 +134,7 @@ async def test_relay_restart_reconnects_and_new_connection_within_5s() -> None:
         try:
             async with asyncio.timeout(T):
                 await asyncio.gather(a.online(), b.online())
-            target = relay_only(b)
+            target = relay_addr(b)
             await relay.restart()
             loop = asyncio.get_running_loop()
             start = loop.time()

@@ -12,7 +12,7 @@ from irohpy.base.addr import TransportAddr
 from irohpy.socket.paths import RelayPath
 from tests.helpers import accept_one
 from tests.relay_fixture import relay_server
-from tests.test_relay_client import ALPN, relay_endpoint, relay_only
+from tests.test_relay_client import ALPN, relay_addr, relay_endpoint
 
 pytestmark = pytest.mark.refpeer
 
@@ -92,6 +92,46 @@ async def test_rust_dials_python_through_our_relay(iroh_loop) -> None:  # type: 
             assert relay.forwarded_bytes(relay.metrics()) > relay.forwarded_bytes(before)
             stats = {name: counter.value for name, counter in ref.stats().items()}
             assert stats["socket:send_relay"] > 0 and stats["socket:recv_data_relay"] > 0
+        finally:
+            await ours.close()
+            await ref.close()
+
+
+async def test_rust_peer_stays_connected_while_we_punch(iroh_loop) -> None:  # type: ignore[no-untyped-def]
+    """Rust iroh ignores our control packets; our punch rounds must never disturb the connection."""
+    iroh = iroh_loop
+    async with relay_server() as relay:
+        ref = await bind_ref_relay(iroh, relay.url, [ALPN])
+        ours = await relay_endpoint([relay.url])
+        try:
+            await asyncio.wait_for(ours.online(), T)
+
+            async def serve() -> None:
+                inc = await ref.accept_next()
+                conn = await (await inc.accept()).connect()
+                while True:
+                    bi = await conn.accept_bi()
+                    await bi.send().write_all(await bi.recv().read_to_end(1 << 16))
+                    await bi.send().finish()
+
+            server = asyncio.create_task(serve())
+            target = EndpointAddr(EndpointId.from_bytes(ref.id().to_bytes()),
+                                  frozenset({TransportAddr.Relay(RelayUrl.parse(relay.url))}))
+            conn = await ours.connect(target, ALPN, timeout=T)
+            paths_seen = set()
+            for i in range(24):  # 12 s: many punch rounds and heartbeats
+                async with asyncio.timeout(T):
+                    send, recv = await conn.open_bi()
+                    await send.write_all(b"tick %d" % i)
+                    await send.finish()
+                    assert await recv.read_to_end(100) == b"tick %d" % i
+                paths_seen.add(type(conn.path).__name__)
+                await asyncio.sleep(0.5)
+            assert not conn.is_closed
+            assert paths_seen == {"RelayPath"}  # no flapping to a path the peer never validated
+            assert ours.metrics().holepunch_attempts >= 3
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
         finally:
             await ours.close()
             await ref.close()

@@ -158,6 +158,14 @@ class ConfigError(IrohError, ValueError):
 # -- lookup -------------------------------------------------------------------
 
 
+class ControlPacketError(DecodeError):
+    """A hole-punching control packet that is malformed, forged, stale or replayed."""
+
+
+class StunError(DecodeError):
+    """A STUN message that is not a well-formed binding request or response."""
+
+
 class MdnsError(DecodeError):
     """An mDNS datagram that is not a DNS message."""
 

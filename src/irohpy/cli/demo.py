@@ -1,10 +1,11 @@
-"""``irohpy demo``: a relay and two endpoints on this machine, dialing by key.
+"""``irohpy demo``: a relay, a DNS server and two endpoints on this machine, dialing by key.
 
-Everything stays on loopback. A local relay server runs as its own process,
-as a deployed one would; a second process serves; this one dials it by
-EndpointId, first with nothing but the relay (the path when no direct
-address is known or reachable), then directly, and reports path, round trip
-and throughput for each.
+Everything stays on loopback. A relay server and a DNS/pkarr server run as
+their own processes, as deployed ones would; a second process serves and
+publishes its address; this one dials it by EndpointId alone, found through
+DNS. The first dial is relay-only (IP privacy mode); the second starts on
+the relay and hole-punches to a direct path. Both report path, round trip
+and throughput.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import contextlib
 import signal
 import statistics
 import sys
+import tempfile
 import time
 
-from irohpy.base.addr import EndpointAddr, TransportAddr
-from irohpy.base.ticket import EndpointTicket
+from irohpy.base.keys import EndpointId, SecretKey
 from irohpy.endpoint import presets
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
+from irohpy.lookup.dns import DnsAddressLookup
+from irohpy.lookup.pkarr_client import PkarrPublisher
 from irohpy.protocols import ping as ping_proto
 from irohpy.protocols.router import Router
 from irohpy.relay.map import RelayMode
@@ -29,16 +32,18 @@ from irohpy.socket.paths import RelayPath, describe_path
 
 SINK_ALPN = b"irohpy/demo-sink/0"
 LOOPBACK = ["127.0.0.1:0"]
+ORIGIN = "irohpy.demo."
 DEFAULT_MB = 64
 RELAY_MB = 8
+DIRECT_TIMEOUT = 10.0
 PINGS = 20
 START_TIMEOUT = 20.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("demo", help="run a local relay and two endpoints; show a connection (loopback only)")
-    parser.add_argument("--megabytes", type=int, default=DEFAULT_MB, help=f"direct transfer size (default {DEFAULT_MB})")
-    parser.add_argument("--serve", metavar="RELAY_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--megabytes", type=int, default=DEFAULT_MB, help=f"direct transfer size (default {DEFAULT_MB}; the relay-only one is at most {RELAY_MB})")
+    parser.add_argument("--serve", nargs=3, metavar=("RELAY_URL", "PKARR_URL", "DNS_PORT"), help=argparse.SUPPRESS)
     parser.set_defaults(func=run, interrupt_exit=0)
 
 
@@ -56,18 +61,35 @@ class Sink:
                 await send.finish()
 
 
-def _local(relay_url: str) -> dict[str, object]:
-    return {"preset": presets.MINIMAL, "relay_mode": RelayMode.custom([relay_url]), "bind_addrs": LOOPBACK}
+def _local(relay_url: str, **extra: object) -> dict[str, object]:
+    return {"preset": presets.MINIMAL, "relay_mode": RelayMode.custom([relay_url]), "bind_addrs": LOOPBACK, **extra}
 
 
-async def serve(relay_url: str) -> int:
-    endpoint = await Endpoint.bind(**_local(relay_url))  # type: ignore[arg-type]
+async def _published(lookup: DnsAddressLookup, endpoint_id: EndpointId) -> None:
+    """Wait until DNS names our relay: publishing is asynchronous."""
+    async with asyncio.timeout(START_TIMEOUT):
+        while True:
+            async for item in lookup.resolve(endpoint_id):
+                if item.info.data.relay_urls:
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def serve(relay_url: str, pkarr_url: str, dns_port: int) -> int:
+    secret = SecretKey.generate()
+    publisher = PkarrPublisher(secret, pkarr_url)
+    endpoint = await Endpoint.bind(**_local(relay_url, secret_key=secret, address_lookup=[publisher]))  # type: ignore[arg-type]
     router = Router.builder(endpoint).accept(ping_proto.ALPN, ping_proto.Ping()).accept(SINK_ALPN, Sink()).spawn()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with asyncio.timeout(START_TIMEOUT):
         await endpoint.online()
-    print(EndpointTicket(endpoint.addr()), flush=True)
+    lookup = DnsAddressLookup(ORIGIN, nameservers=[("127.0.0.1", dns_port)])
+    try:
+        await _published(lookup, endpoint.id)
+    finally:
+        await lookup.close()
+    print(f"endpoint {endpoint.id}", flush=True)
     async with router:
         await stop.wait()
     return 0
@@ -106,28 +128,27 @@ async def _first_line(proc: asyncio.subprocess.Process, marker: str) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     if args.serve:
-        return await serve(args.serve)
-    print("irohpy demo: a local relay and two endpoints on loopback, dialed by key")
+        relay_url, pkarr_url, dns_port = args.serve
+        return await serve(relay_url, pkarr_url, int(dns_port))
+    print("irohpy demo: a local relay, a DNS server and two endpoints on loopback, dialed by key")
     relay_args = ("relay", "--dev", "--http-bind", "127.0.0.1:0", "--metrics-bind", "none")
-    async with _child(*relay_args) as relay:
-        relay_url = (await _first_line(relay, "relay listening on")).split()[-1]
-        _row("relay server", f"{relay_url} (irohpy relay, its own process)")
-        async with _child("demo", "--serve", relay_url) as server:
-            ticket = EndpointTicket.parse(await _first_line(server, "endpoint"))
-            await _dial(ticket, relay_url, args.megabytes)
+    with tempfile.TemporaryDirectory(prefix="irohpy-demo-") as tmp:
+        dns_args = ("dns-server", "--dev", "--origin", ORIGIN, "--db", f"{tmp}/dns.sqlite", "--http-bind",
+                    "127.0.0.1:0", "--dns-bind", "127.0.0.1:0", "--metrics-bind", "none")
+        async with _child(*relay_args) as relay, _child(*dns_args) as dns:
+            relay_url = (await _first_line(relay, "relay listening on")).split()[-1]
+            _row("relay server", f"{relay_url} (irohpy relay, its own process; STUN on the same port)")
+            pkarr_url = (await _first_line(dns, "pkarr http on")).split()[-1]
+            dns_addr = (await _first_line(dns, "dns on udp+tcp")).split()[-1]
+            dns_port = int(dns_addr.rsplit(":", 1)[1])
+            _row("dns server", f"pkarr {pkarr_url}, DNS udp+tcp {dns_addr} (irohpy dns-server)")
+            async with _child("demo", "--serve", relay_url, pkarr_url, str(dns_port)) as server:
+                server_id = EndpointId.parse((await _first_line(server, "endpoint")).split()[-1])
+                await _dial(server_id, relay_url, dns_port, args.megabytes)
     return 0
 
 
-async def _measure(endpoint: Endpoint, target: EndpointAddr, megabytes: int, label: str) -> None:
-    start = time.perf_counter()
-    conn = await endpoint.connect(target, SINK_ALPN)
-    handshake = time.perf_counter() - start
-    path = conn.path
-    kind = "relay" if isinstance(path, RelayPath) else "direct UDP"
-    print(f"\n  {label}")
-    _row("path", f"{kind}: {describe_path(path)}" if path else "unknown")
-    _row("handshake", f"{handshake * 1000:.1f} ms (TLS 1.3, raw public keys, peer {conn.remote_id.fmt_short()} ✓)")
-
+async def _measure(conn: Connection, megabytes: int) -> None:
     rtts = []
     for _ in range(PINGS):
         send, recv = await conn.open_bi()
@@ -147,20 +168,52 @@ async def _measure(endpoint: Endpoint, target: EndpointAddr, megabytes: int, lab
     received = int(await recv.read_to_end(64))
     elapsed = time.perf_counter() - start
     _row("throughput", f"{received / elapsed / 1e6:.1f} MB/s ({received / 1e6:.0f} MB in {elapsed:.2f} s)")
+    _row("path at the end", _path(conn))
     conn.close(0, b"done")
 
 
-async def _dial(ticket: EndpointTicket, relay_url: str, megabytes: int) -> None:
-    server = ticket.addr
-    _row("server endpoint id", str(server.id))
-    _row("ticket", str(ticket))
-    async with await Endpoint.bind(**_local(relay_url)) as endpoint:  # type: ignore[arg-type]
+def _path(conn: Connection) -> str:
+    path = conn.path
+    if path is None:
+        return "unknown"
+    return f"{'relay' if isinstance(path, RelayPath) else 'direct UDP'}: {describe_path(path)}"
+
+
+async def _connect(endpoint: Endpoint, server_id: EndpointId, label: str) -> Connection:
+    print(f"\n  {label}")
+    start = time.perf_counter()
+    conn = await endpoint.connect(server_id, SINK_ALPN)
+    _row("dialed by", f"EndpointId only, addresses from DNS ({ORIGIN})")
+    _row("handshake", f"{(time.perf_counter() - start) * 1000:.1f} ms (TLS 1.3, raw public keys, "
+                      f"peer {conn.remote_id.fmt_short()} ✓)")
+    _row("path at connect", _path(conn))
+    return conn
+
+
+async def _dial(server_id: EndpointId, relay_url: str, dns_port: int, megabytes: int) -> None:
+    _row("server endpoint id", str(server_id))
+
+    def lookup() -> list[DnsAddressLookup]:
+        return [DnsAddressLookup(ORIGIN, nameservers=[("127.0.0.1", dns_port)])]
+
+    options = _local(relay_url, address_lookup=lookup(), relay_only=True)
+    async with await Endpoint.bind(**options) as endpoint:  # type: ignore[arg-type]
+        async with asyncio.timeout(START_TIMEOUT):
+            await endpoint.online()
+        conn = await _connect(endpoint, server_id, "1. relay-only mode: our IP addresses stay private")
+        await _measure(conn, min(RELAY_MB, megabytes))
+
+    async with await Endpoint.bind(**_local(relay_url, address_lookup=lookup())) as endpoint:  # type: ignore[arg-type]
         async with asyncio.timeout(START_TIMEOUT):
             await endpoint.online()
         _row("client endpoint id", str(endpoint.id))
-        relay_only = EndpointAddr(server.id, frozenset(TransportAddr.Relay(u) for u in server.relay_urls()))
-        await _measure(endpoint, relay_only, RELAY_MB, "1. dialed with the relay only (no known IP address)")
-        direct = EndpointAddr(server.id, frozenset(server.ip_addrs()))
-        fresh = await Endpoint.bind(preset=presets.MINIMAL, bind_addrs=LOOPBACK)
-        async with fresh:
-            await _measure(fresh, direct, megabytes, "2. dialed with its direct address")
+        conn = await _connect(endpoint, server_id, "2. default mode: start on the relay, hole-punch to direct")
+        start = time.perf_counter()
+        async with asyncio.timeout(DIRECT_TIMEOUT):
+            while not conn.is_direct:
+                await asyncio.sleep(0.005)
+        _row("went direct after", f"{(time.perf_counter() - start) * 1000:.0f} ms "
+                                  f"(pinged candidates learned over the relay and from STUN)")
+        await _measure(conn, megabytes)
+        metrics = endpoint.metrics()
+        _row("bytes over the relay", f"{metrics.bytes_sent_relay + metrics.bytes_recv_relay:,}")

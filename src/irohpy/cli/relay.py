@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
     parser.add_argument("--metrics-bind", metavar="ADDR:PORT|none",
                         help="Prometheus /metrics listener (default 127.0.0.1:9090)")
+    parser.add_argument("--stun-port", metavar="PORT|none",
+                        help="answer STUN binding requests on this UDP port at the relay's address, so "
+                             "endpoints learn their public address (default 0: the relay's own port number)")
     parser.set_defaults(func=serve)
 
     actions = parser.add_subparsers(dest="relay_command", metavar="SUBCOMMAND")
@@ -88,7 +91,8 @@ def inspect_cmd(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> ServerConfig:
     return load_config(args.config, dev=args.dev, http_bind=args.http_bind, https_bind=args.https_bind,
-                       tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_bind=args.metrics_bind)
+                       tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_bind=args.metrics_bind,
+                       stun_port=args.stun_port)
 
 
 def _reload(args: argparse.Namespace, server: RelayServer) -> None:
@@ -117,6 +121,8 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"captive portal on {server.portal_url}", flush=True)
         if server.metrics_url:
             print(f"metrics on {server.metrics_url}", flush=True)
+        if server.stun_addr:
+            print(f"stun on udp {server.stun_addr[0]}:{server.stun_addr[1]}", flush=True)
         for sig in signals:
             loop.add_signal_handler(sig, stop.set)
         if hasattr(signal, "SIGHUP"):

@@ -6,7 +6,8 @@ import asyncio
 import enum
 import itertools
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from aioquic.quic import events
@@ -26,7 +27,7 @@ from irohpy.errors import (
     TransportError,
 )
 from irohpy.socket.mapped import MappedAddr
-from irohpy.socket.paths import PathKey
+from irohpy.socket.paths import PathEvent, PathInfo, PathKey, is_relay
 
 if TYPE_CHECKING:
     from irohpy.endpoint.dispatch import Dispatcher
@@ -191,6 +192,43 @@ class Connection:
         """The path datagrams take now: ``(host, port)`` for direct UDP, or a RelayPath."""
         remote = self._dispatcher.remotes.get(self._mapped)
         return remote.paths.selected if remote is not None else None
+
+    @property
+    def is_direct(self) -> bool:
+        """True while traffic takes a direct UDP path rather than a relay."""
+        path = self.path
+        return path is not None and not is_relay(path)
+
+    def paths(self) -> list[PathInfo]:
+        """Every path we know to the remote: kind, address, RTT, whether selected, bytes."""
+        remote = self._dispatcher.remotes.get(self._mapped)
+        if remote is None:
+            return []
+        infos = remote.paths.infos()
+        return [replace(i, rtt=self.rtt) if i.selected and i.rtt is None else i for i in infos]
+
+    async def path_events(self) -> AsyncIterator[PathEvent]:
+        """Path changes as they happen (selected, validated, lost, fallback), until the connection ends."""
+        remote = self._dispatcher.remotes.get(self._mapped)
+        if remote is None:
+            return
+        queue = remote.subscribe()
+        try:
+            while not self._closed.done():
+                getter = asyncio.ensure_future(queue.get())
+                try:
+                    await asyncio.wait([getter, self._closed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not getter.done():
+                        getter.cancel()
+                if getter.cancelled():
+                    break
+                yield getter.result()
+        finally:
+            current = self._dispatcher.remotes.get(self._mapped)
+            for state in {id(remote): remote, id(current): current}.values():
+                if state is not None:
+                    state.unsubscribe(queue)
 
     @property
     def rtt(self) -> float:

@@ -28,7 +28,7 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from irohpy.endpoint.connection import Connection
 from irohpy.socket.paths import PathKey
-from irohpy.socket.remote_map import RemoteMap
+from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
 
 if TYPE_CHECKING:
@@ -145,6 +145,9 @@ class Dispatcher:
         cids = self._cids
         by_mapped = self.remotes.by_mapped
         touched: dict[Connection, None] = {}
+        # Liveness of each selected path, checked once per burst: only
+        # packets that authenticate keep a path alive.
+        selected_marks: dict[Connection, tuple[RemoteState, PathKey, int]] = {}
         for data, path in batch:
             first = data[0]
             if first & 0x80:
@@ -169,7 +172,12 @@ class Dispatcher:
             quic = conn._quic
             remote = by_mapped.get(conn._mapped)
             if remote is not None and path == remote.paths.selected:
+                if conn not in selected_marks:
+                    selected_marks[conn] = (remote, path, quic.auth_mark())
                 quic.receive_datagram(data, conn._mapped, now)
+                path_state = remote.paths.paths.get(path)
+                if path_state is not None:
+                    path_state.bytes_recv += len(data)
             else:
                 mark = quic.auth_mark()
                 quic.receive_datagram(data, conn._mapped, now)
@@ -178,6 +186,9 @@ class Dispatcher:
             conn.rx_datagrams += 1
             conn.rx_bytes += len(data)
             touched[conn] = None
+        for conn, (remote, path, mark) in selected_marks.items():
+            if conn._quic.auth_mark() != mark:
+                remote.paths.heard(path, now)
         for conn in touched:
             conn._handle_events()
             self._flush(conn, now)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from types import TracebackType
@@ -23,18 +21,20 @@ from irohpy.endpoint import presets as _presets
 from irohpy.endpoint.connection import Connection, Side
 from irohpy.endpoint.dispatch import INCOMING_BUFFER, KEEP_ALIVE, Dispatcher
 from irohpy.endpoint.hooks import ConnectionInfo, EndpointHooks, Reject
+from irohpy.endpoint.metrics import EndpointMetrics
 from irohpy.endpoint.quic import EndpointQuic
 from irohpy.errors import (
     BindError,
+    ConfigError,
     ConnectError,
     ConnectionLost,
     ConnectTimeout,
     EndpointClosed,
     LocallyRejected,
 )
+from irohpy.base.notify import Notify
 from irohpy.base.relay_url import RelayUrl
 from irohpy.relay.map import RelayConfig, RelayKind, RelayMap, RelayMode
-from irohpy.socket.interfaces import interface_addrs
 from irohpy.socket.paths import PathKey, RelayPath, describe_path
 from irohpy.socket.relay_transport import RelayTransport
 from irohpy.lookup.base import AddressLookup, EndpointData
@@ -43,6 +43,7 @@ from irohpy.lookup.dns import DnsAddressLookup
 from irohpy.lookup.pkarr_client import PkarrPublisher, PkarrResolver
 from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
+from irohpy.socket.traversal import NatTraversal
 from irohpy.tls import quic_configuration
 
 log = logging.getLogger(__name__)
@@ -157,13 +158,23 @@ class Endpoint:
         idle_timeout: float = IDLE_TIMEOUT,
         keep_alive: float = KEEP_ALIVE,
         max_datagram_size: int = 1200,
+        relay_only: bool = False,
     ) -> Endpoint:
+        """Bind the sockets and start the relay and lookup machinery.
+
+        ``relay_only=True`` keeps our IP addresses private: no UDP sockets are bound, no
+        direct address is published, and peers are reached through relays only.
+        """
         self = object.__new__(cls)
         self._secret = secret_key if secret_key is not None else SecretKey.generate()
         self._id = self._secret.public()
         self._alpns = [_alpn_bytes(a) for a in alpns]
         self.preset = preset
         self.relay_mode = relay_mode if relay_mode is not None else preset.relay_mode
+        self.relay_only = relay_only
+        if relay_only and self.relay_mode.kind is RelayKind.DISABLED:
+            raise ConfigError("relay_only needs relays: it cannot be combined with RelayMode.DISABLED")
+        self._addr_changed = Notify()
         self._hooks = list(hooks)
         self._idle_timeout = idle_timeout
         self._max_datagram_size = max_datagram_size
@@ -183,14 +194,18 @@ class Endpoint:
         self._dispatcher.incoming_factory = self._on_incoming
         self._dispatcher.handshake_listener = self._on_handshake
         self._dispatcher.closed_listener = self._on_conn_removed
-        try:
-            self._transport.bind([_parse_bind(a) for a in bind_addrs])
-        except OSError as exc:
-            raise BindError(exc.errno, f"cannot bind {list(bind_addrs)}: {exc.strerror or exc}") from exc
+        if not relay_only:
+            try:
+                self._transport.bind([_parse_bind(a) for a in bind_addrs])
+            except OSError as exc:
+                raise BindError(exc.errno, f"cannot bind {list(bind_addrs)}: {exc.strerror or exc}") from exc
         if self.relay_mode.kind is not RelayKind.DISABLED:
             self._transport.relay = RelayTransport(
                 self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed
             )
+        self._traversal = (
+            None if relay_only else NatTraversal(self._secret, self._transport, self._remotes, self._addr_changed.notify_all)
+        )
         self.address_lookup = CombinedLookup([*address_lookup, *_preset_lookups(preset, self._secret)])
         self._spawn(self._publish_loop())
         return self
@@ -221,14 +236,8 @@ class Endpoint:
         relay = self._transport.relay
         if relay is not None and relay.home is not None:
             addrs.add(TransportAddr.Relay(relay.home))
-        for host, port in self.bound_sockets():
-            ip = ipaddress.ip_address(host)
-            if ip.is_unspecified:
-                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-                for local in interface_addrs(family):
-                    addrs.add(TransportAddr.Ip(local, port))
-            else:
-                addrs.add(TransportAddr.Ip(host, port))
+        if self._traversal is not None:
+            addrs.update(TransportAddr.Ip(host, port) for host, port in self._traversal.local_candidates())
         return EndpointAddr(self._id, frozenset(addrs))
 
     async def online(self) -> None:
@@ -251,13 +260,39 @@ class Endpoint:
         """Our EndpointAddr now, then each time it changes (for example a new home relay)."""
         last = self.addr()
         yield last
-        relay = self._transport.relay
-        while relay is not None and not self._closed:
-            await relay.home_changed.wait()
+        while not self._closed:
+            await self._addr_change()
             current = self.addr()
             if current != last:
                 last = current
                 yield current
+
+    async def _addr_change(self) -> None:
+        """Wait for a new home relay or new local or public addresses."""
+        waits = [asyncio.ensure_future(self._addr_changed.wait())]
+        if self._transport.relay is not None:
+            waits.append(asyncio.ensure_future(self._transport.relay.home_changed.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    def metrics(self) -> EndpointMetrics:
+        """Counters since bind: hole punching, fallbacks, and bytes by way (relay or direct)."""
+        relay = self._transport.relay
+        punch = self._traversal.metrics if self._traversal is not None else None
+        return EndpointMetrics(
+            holepunch_attempts=punch.holepunch_attempts if punch else 0,
+            holepunch_successes=punch.holepunch_successes if punch else 0,
+            fallbacks_to_relay=punch.fallbacks_to_relay if punch else 0,
+            time_to_direct=list(punch.time_to_direct) if punch else [],
+            control_rejected=punch.control_rejected if punch else 0,
+            bytes_sent_relay=relay.bytes_sent if relay else 0,
+            bytes_recv_relay=relay.bytes_recv if relay else 0,
+            bytes_sent_direct=sum(s.sent_bytes for s in self._transport.sockets),
+            bytes_recv_direct=sum(s.recv_bytes for s in self._transport.sockets),
+        )
 
     def insert_relay(self, relay: RelayConfig | RelayUrl | str) -> None:
         """Add a relay to the map at run time; it competes for home relay from the next choice on."""
@@ -331,7 +366,7 @@ class Endpoint:
             if isinstance(outcome, Reject):
                 raise LocallyRejected(f"connection to {addr.id.fmt_short()} rejected by a before_connect hook")
         remote = self._remotes.for_id(addr.id)
-        for ip in addr.ip_addrs():
+        for ip in addr.ip_addrs() if not self.relay_only else ():
             remote.paths.add_candidate(ip.sockaddr, "dial")
         relay = self._transport.relay
         if relay is not None:
@@ -384,7 +419,7 @@ class Endpoint:
             async with asyncio.timeout(timeout):
                 async for item in self.address_lookup.resolve(endpoint_id):
                     log.debug("%s: %s has %s", item.provenance, endpoint_id.fmt_short(), item.info.data)
-                    for ip in item.info.data.ip_addrs:
+                    for ip in item.info.data.ip_addrs if not self.relay_only else ():
                         remote.paths.add_candidate(ip.sockaddr, item.provenance)
                     if relay is not None:
                         for url in item.info.data.relay_urls:
@@ -402,9 +437,12 @@ class Endpoint:
             if data != published and self.address_lookup.lookups:
                 self.address_lookup.publish(data)
                 published = data
-            if relay is None:
+            if relay is None and self._traversal is None:
                 return
-            await relay.home_changed.wait()
+            home = relay.home if relay is not None else None
+            await self._addr_change()
+            if self._traversal is not None and relay is not None and relay.home != home:
+                self._traversal.stun_soon()
 
     def _target_addr(self, target: Target) -> EndpointAddr:
         if isinstance(target, EndpointTicket):
@@ -501,7 +539,9 @@ class Endpoint:
         conn.alpn = event.alpn_protocol.encode()
         conn.remote_id = EndpointId.from_bytes(quic.peer_id)
         conn.zero_rtt_accepted = event.early_data_accepted
-        self._remotes.identify(conn._mapped, conn.remote_id)
+        remote = self._remotes.identify(conn._mapped, conn.remote_id)
+        if self._traversal is not None:
+            self._traversal.on_connection(remote)
         if not self._hooks:
             conn._handshake.set_result(None)
             return
@@ -563,6 +603,8 @@ class Endpoint:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._dispatcher.close()
         await self.address_lookup.close()
+        if self._traversal is not None:
+            await self._traversal.close()
         if self._transport.relay is not None:
             await self._transport.relay.close()
         self._transport.close()

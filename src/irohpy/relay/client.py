@@ -16,6 +16,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -23,6 +24,7 @@ from irohpy.base.keys import PublicKey, SecretKey
 from irohpy.base.relay_url import RelayUrl
 from irohpy.errors import RelayAuthError, RelayError, RelayProtocolError
 from irohpy.relay import protocol as p
+from irohpy.relay.stun import STUN_PORT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,16 @@ def http_url(url: RelayUrl, path: str) -> str:
     return f"{url.scheme}://{host}:{url.port}{path}"
 
 
-async def probe_latency(session: aiohttp.ClientSession, url: RelayUrl, timeout: float = PROBE_TIMEOUT) -> float:
-    """Seconds for ``GET /ping``, iroh's relay latency probe; raises RelayError if unreachable."""
+@dataclass(frozen=True)
+class RelayProbe:
+    """What ``GET /ping`` tells us: the latency, and where the relay answers STUN (if it says)."""
+
+    latency: float
+    stun_port: int | None
+
+
+async def probe(session: aiohttp.ClientSession, url: RelayUrl, timeout: float = PROBE_TIMEOUT) -> RelayProbe:
+    """Time ``GET /ping``, iroh's relay latency probe; raises RelayError if unreachable."""
     start = time.perf_counter()
     try:
         async with asyncio.timeout(timeout):
@@ -61,9 +71,11 @@ async def probe_latency(session: aiohttp.ClientSession, url: RelayUrl, timeout: 
                 await resp.read()
                 if resp.status != 200:
                     raise RelayError(f"relay {url} answered /ping with {resp.status}")
+                port_text = resp.headers.get(STUN_PORT_HEADER, "")
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise RelayError(f"relay {url} is unreachable: {exc or type(exc).__name__}") from None
-    return time.perf_counter() - start
+    stun_port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else None
+    return RelayProbe(time.perf_counter() - start, stun_port)
 
 
 class RelayClient:

@@ -20,7 +20,7 @@ import aiohttp
 from irohpy.base.keys import PublicKey, SecretKey
 from irohpy.base.relay_url import RelayUrl
 from irohpy.base.notify import Notify
-from irohpy.relay.client import CONNECT_TIMEOUT, RelayClient, probe_latency
+from irohpy.relay.client import CONNECT_TIMEOUT, RelayClient, probe
 from irohpy.relay.map import RelayConfig, RelayMap
 from irohpy.socket.paths import RelayPath
 
@@ -41,6 +41,10 @@ class RelayTransport:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT))
         self._clients: dict[RelayUrl, RelayClient] = {}
         self.home: RelayUrl | None = None
+        # Where each relay answers STUN, as its /ping said.
+        self.stun_ports: dict[RelayUrl, int] = {}
+        self.bytes_sent = 0
+        self.bytes_recv = 0
         self.home_changed = Notify()
         self._home_connected = asyncio.Event()
         self._closed = False
@@ -52,10 +56,12 @@ class RelayTransport:
     def send(self, path: RelayPath, data: bytes) -> None:
         client = self._client_for(path.url)
         if client is not None:
+            self.bytes_sent += len(data)
             client.send(path.endpoint_id, data)
 
     def _deliver(self, url: RelayUrl, src: PublicKey, datagrams: list[bytes]) -> None:
         path = RelayPath(url, src)
+        self.bytes_recv += sum(map(len, datagrams))
         self._on_packets([(d, path) for d in datagrams])
 
     def _client_for(self, url: RelayUrl) -> RelayClient | None:
@@ -91,8 +97,14 @@ class RelayTransport:
 
     async def _rank(self) -> list[RelayUrl]:
         urls = self._map.urls()
-        results = await asyncio.gather(*(probe_latency(self._session, u) for u in urls), return_exceptions=True)
-        reachable = [(lat, u) for u, lat in zip(urls, results, strict=True) if isinstance(lat, float)]
+        results = await asyncio.gather(*(probe(self._session, u) for u in urls), return_exceptions=True)
+        reachable: list[tuple[float, RelayUrl]] = []
+        for url, result in zip(urls, results, strict=True):
+            if isinstance(result, BaseException):
+                continue
+            reachable.append((result.latency, url))
+            if result.stun_port is not None:
+                self.stun_ports[url] = result.stun_port
         return [u for _, u in sorted(reachable, key=lambda t: t[0])]
 
     async def _supervise(self) -> None:

@@ -7,11 +7,15 @@ remote; then it joins (or becomes) that remote's state.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from irohpy.base.keys import EndpointId
+from irohpy.socket.holepunch import HolePunch
 from irohpy.socket.mapped import MappedAddr
-from irohpy.socket.paths import PathKey, RemotePaths
+from irohpy.socket.paths import PathEvent, PathKey, RemotePaths
+
+EVENT_QUEUE = 256
 
 
 @dataclass(eq=False)
@@ -20,6 +24,26 @@ class RemoteState:
     mapped: MappedAddr = field(default_factory=MappedAddr)
     paths: RemotePaths = field(default_factory=RemotePaths)
     connections: int = 0
+    punch: HolePunch = field(default_factory=HolePunch)
+    subscribers: list[asyncio.Queue[PathEvent]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.paths.listener = self._publish
+
+    def _publish(self, event: PathEvent) -> None:
+        for queue in self.subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue[PathEvent]:
+        queue: asyncio.Queue[PathEvent] = asyncio.Queue(EVENT_QUEUE)
+        self.subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[PathEvent]) -> None:
+        if queue in self.subscribers:
+            self.subscribers.remove(queue)
 
 
 class RemoteMap:
@@ -38,7 +62,9 @@ class RemoteMap:
     def provisional(self, path: PathKey) -> RemoteState:
         """State for an incoming connection whose remote is not yet authenticated."""
         state = RemoteState(None)
-        state.paths.add_candidate(path, "incoming")
+        # The handshake on this path is its round trip: it counts as validated.
+        path_state = state.paths.add_candidate(path, "incoming")
+        path_state.validated = True
         state.paths.selected = path
         self.by_mapped[state.mapped] = state
         return state
@@ -55,6 +81,7 @@ class RemoteMap:
             return provisional
         known.paths.merge(provisional.paths)
         known.connections += provisional.connections
+        known.subscribers += provisional.subscribers
         self.by_mapped[mapped] = known
         return known
 

@@ -76,8 +76,12 @@ class Transport:
         if state is None:
             return
         paths = state.paths
-        if paths.selected is not None:
-            self.send_path(paths.selected, data)
+        selected = paths.selected
+        if selected is not None:
+            path_state = paths.paths.get(selected)
+            if path_state is not None:
+                path_state.bytes_sent += len(data)
+            self.send_path(selected, data)
             return
         for path in paths.send_targets():
             self.send_path(path, data)

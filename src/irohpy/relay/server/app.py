@@ -21,6 +21,7 @@ from irohpy.relay.server.clients import Clients
 from irohpy.relay.server.config import ServerConfig
 from irohpy.relay.server.handshake import handshake
 from irohpy.relay.server.metrics import RelayMetrics
+from irohpy.relay.stun import STUN_PORT_HEADER
 
 BANNER = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>iroh relay</title></head>
@@ -73,9 +74,6 @@ async def generate_204(request: web.Request) -> web.Response:
     return response
 
 
-async def ping(request: web.Request) -> web.Response:
-    """Latency probe: clients time it, browsers may call it cross-origin."""
-    return web.Response(status=200, headers={"Access-Control-Allow-Origin": "*"})
 
 
 async def index(request: web.Request) -> web.Response:
@@ -99,6 +97,18 @@ class RelayService:
         self.policy: AccessPolicy = config.access
         self._clients = clients
         self._metrics = metrics
+        self.stun_port: int | None = None
+
+    async def ping(self, request: web.Request) -> web.Response:
+        """Latency probe: clients time it, browsers may call it cross-origin.
+
+        It also says where we answer STUN, so endpoints find their public address without
+        configuration; other clients ignore the header.
+        """
+        headers = {"Access-Control-Allow-Origin": "*"}
+        if self.stun_port is not None:
+            headers[STUN_PORT_HEADER] = str(self.stun_port)
+        return web.Response(status=200, headers=headers)
 
     async def relay(self, request: web.Request) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
@@ -135,7 +145,7 @@ async def _tls_headers(request: web.Request, response: web.StreamResponse) -> No
 def relay_app(service: RelayService) -> web.Application:
     app = web.Application()
     app.router.add_get("/relay", service.relay)
-    app.router.add_get("/ping", ping)
+    app.router.add_get("/ping", service.ping)
     app.router.add_get("/generate_204", generate_204)
     app.router.add_get("/", index)
     app.router.add_get("/index.html", index)

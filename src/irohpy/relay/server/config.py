@@ -80,6 +80,9 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     timers: Timers = field(default_factory=Timers)
     shutdown: Shutdown = field(default_factory=Shutdown)
+    # STUN binding on UDP at the relay listener's address: this port, 0 for
+    # the listener's own port number, None for none.
+    stun_port: int | None = 0
 
     def __post_init__(self) -> None:
         if self.dev and self.http_bind is None:
@@ -147,6 +150,14 @@ def _bind(text: str, what: str) -> IpAddr | None:
         return IpAddr.parse(text)
     except DecodeError as exc:
         raise ConfigError(f"{what} {text!r}: {exc} (use an IP literal, e.g. [::]:3340)") from None
+
+
+def _stun_port(text: str) -> int | None:
+    if text == NONE:
+        return None
+    if not text.isdigit() or int(text) > 65535:
+        raise ConfigError(f"stun port {text!r}: expected 0-65535 (0: the relay's port) or {NONE!r}")
+    return int(text)
 
 
 def _required_bind(text: str, what: str) -> IpAddr:
@@ -248,6 +259,7 @@ def load_config(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     metrics_bind: str | None = None,
+    stun_port: str | None = None,
 ) -> ServerConfig:
     """The config file (if any) with command-line values taking precedence.
 
@@ -268,6 +280,7 @@ def load_config(
     file_http = root.take("http_bind_addr", str, DEV_HTTP_BIND if dev else HTTP_BIND)
     enable_metrics = root.take("enable_metrics", bool, True)
     file_metrics = root.take("metrics_bind_addr", str, METRICS_BIND)
+    file_stun = root.take("stun_port", str, "0")
     config = ServerConfig(
         dev=dev,
         http_bind=_bind(http_bind or file_http, "http bind address"),
@@ -278,6 +291,7 @@ def load_config(
         limits=_limits(root.table("limits")),
         timers=_timers(root.table("timers")),
         shutdown=_shutdown(root.table("shutdown")),
+        stun_port=_stun_port(stun_port or file_stun),
     )
     root.done()
     return config

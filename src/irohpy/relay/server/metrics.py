@@ -42,6 +42,10 @@ class RelayMetrics:
         self.queued_bytes = Gauge("iroh_relay_queued_bytes", "Bytes waiting in send queues", registry=r)
         self.config_reloads = Counter("iroh_relay_config_reloads", "Config reloads on SIGHUP, by result",
                                       ["result"], registry=r)
+        self.stun_requests = Counter("iroh_relay_stun_requests", "STUN binding requests, by outcome",
+                                     ["result"], registry=r)
+        for result in ("ok", "bad"):
+            self.stun_requests.labels(result)
         for reason in DROP_REASONS:
             self.packets_dropped.labels(reason)
         for reason in DISCONNECT_REASONS:

@@ -14,7 +14,8 @@ import ssl
 from aiohttp import WSCloseCode, web
 
 from irohpy.base.addr import IpAddr
-from irohpy.errors import BindError, ConfigError
+from irohpy.errors import BindError, ConfigError, StunError
+from irohpy.relay import stun
 from irohpy.relay.protocol import Restarting, encode
 from irohpy.relay.server.app import RelayService, metrics_app, portal_app, relay_app
 from irohpy.relay.server.client import Client, Ending
@@ -48,6 +49,35 @@ def _url(scheme: str, server: asyncio.Server, path: str) -> str:
     return f"{scheme}://{host}:{port}{path}"
 
 
+class StunResponder(asyncio.DatagramProtocol):
+    """Answers binding requests with the address they came from; ignores everything else."""
+
+    def __init__(self, metrics: RelayMetrics) -> None:
+        self._metrics = metrics
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            msg = stun.parse(data)
+        except StunError:
+            self._metrics.stun_requests.labels("bad").inc()
+            return
+        if msg.kind != stun.BINDING_REQUEST or self._transport is None:
+            self._metrics.stun_requests.labels("bad").inc()
+            return
+        host = addr[0].split("%")[0]
+        if host.startswith("::ffff:") and "." in host:
+            host = host.removeprefix("::ffff:")
+        self._metrics.stun_requests.labels("ok").inc()
+        self._transport.sendto(stun.binding_response(msg.tx_id, (host, addr[1])), addr)
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("STUN socket error: %s", exc)
+
+
 class RelayServer:
     """An iroh relay; use as ``async with RelayServer(config) as server:`` or start()/shutdown()."""
 
@@ -62,6 +92,8 @@ class RelayServer:
         self.relay_url = ""
         self.portal_url: str | None = None
         self.metrics_url: str | None = None
+        self.stun_addr: tuple[str, int] | None = None
+        self._stun: asyncio.DatagramTransport | None = None
         self._stopped = False
 
     async def __aenter__(self) -> RelayServer:
@@ -108,6 +140,8 @@ class RelayServer:
             else:
                 assert config.http_bind is not None  # ServerConfig guarantees it without TLS
                 self.relay_url = _url("http", await self._listen(relay_app(self._service), config.http_bind, None), "/")
+            if config.stun_port is not None:
+                await self._listen_stun(self._servers[0], config.stun_port)
             if config.metrics_bind is not None:
                 metrics = await self._listen(metrics_app(self.metrics), config.metrics_bind, None)
                 self.metrics_url = _url("http", metrics, "/metrics")
@@ -115,6 +149,23 @@ class RelayServer:
             await self._teardown()
             raise
         logger.info("relay listening on %s", self.relay_url)
+
+    async def _listen_stun(self, relay: asyncio.Server, port: int) -> None:
+        host, relay_port = relay.sockets[0].getsockname()[:2]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((host, port or relay_port))
+        except OSError as exc:
+            sock.close()
+            raise BindError(f"cannot bind STUN on udp {host}:{port or relay_port}: {exc.strerror or exc}") from None
+        sock.setblocking(False)
+        self._stun, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: StunResponder(self.metrics), sock=sock)
+        self.stun_addr = sock.getsockname()[:2]
+        self._service.stun_port = self.stun_addr[1]
 
     def reload(self, config: ServerConfig) -> None:
         """Apply a new access policy (and re-read the TLS certificate files).
@@ -151,6 +202,9 @@ class RelayServer:
         logger.info("relay stopped")
 
     async def _teardown(self) -> None:
+        if self._stun is not None:
+            self._stun.close()
+            self._stun = None
         for server in self._servers:
             server.close()
         for runner in self._runners:

@@ -1,0 +1,234 @@
+"""Hole punching end to end on loopback, through OUR relay server (a separate process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from irohpy import Endpoint, EndpointAddr, RelayMode, presets
+from irohpy.base.addr import TransportAddr
+from irohpy.base.keys import SecretKey
+from irohpy.endpoint import Connection
+from irohpy.relay import stun
+from irohpy.socket import control
+from irohpy.socket.paths import PathEvent, RelayPath
+from tests.helpers import accept_one
+from tests.relay_fixture import relay_server
+
+ALPN = b"test/punch/0"
+T = 10
+
+
+async def bind(url: str, alpns: list[bytes] | None = None, relay_only: bool = False) -> Endpoint:
+    return await Endpoint.bind(preset=presets.MINIMAL, relay_mode=RelayMode.custom([url]), alpns=alpns or [],
+                               bind_addrs=["127.0.0.1:0"], relay_only=relay_only)
+
+
+def relay_addr(ep: Endpoint) -> EndpointAddr:
+    home = ep.home_relay
+    assert home is not None
+    return EndpointAddr(ep.id, frozenset({TransportAddr.Relay(home)}))
+
+
+async def wait_for(predicate: object, timeout: float) -> float:
+    start = time.monotonic()
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def pair(url: str) -> tuple[Endpoint, Endpoint, Connection, Connection]:
+    a = await bind(url)
+    b = await bind(url, [ALPN])
+    async with asyncio.timeout(T):
+        await asyncio.gather(a.online(), b.online())
+    accepted = asyncio.create_task(accept_one(b, T))
+    conn = await a.connect(relay_addr(b), ALPN, timeout=T)
+    return a, b, conn, await accepted
+
+
+async def test_relay_dial_goes_direct_and_reports_it() -> None:
+    async with relay_server() as relay:
+        a, b, conn, peer = await pair(relay.url)
+        try:
+            events: list[PathEvent] = []
+
+            async def collect() -> None:
+                async for event in conn.path_events():
+                    events.append(event)
+
+            collector = asyncio.create_task(collect())
+            assert isinstance(conn.path, RelayPath)  # the only address we gave was the relay
+            took = await wait_for(lambda: conn.is_direct and peer.is_direct, 5)
+            assert took < 3
+            send, recv = await conn.open_bi()
+            await send.write_all(os.urandom(200_000))
+            await send.finish()
+            psend, precv = await peer.accept_bi()
+            assert len(await precv.read_to_end(1 << 20)) == 200_000
+            infos = conn.paths()
+            selected = [p for p in infos if p.selected]
+            assert len(selected) == 1 and selected[0].kind == "direct" and selected[0].validated
+            assert selected[0].rtt is not None and selected[0].bytes_sent >= 200_000
+            assert any(p.kind == "relay" and p.bytes_sent > 0 for p in infos)  # the handshake went there
+            metrics = a.metrics()
+            assert metrics.holepunch_attempts >= 1 and metrics.holepunch_successes + b.metrics().holepunch_successes >= 1
+            assert all(t < 3 for t in metrics.time_to_direct + b.metrics().time_to_direct)
+            assert metrics.bytes_sent_direct >= 200_000 and metrics.bytes_sent_relay > 0
+            await wait_for(lambda: any(e.kind == "selected" and e.path.kind == "direct" for e in events), 2)
+            collector.cancel()
+            await asyncio.gather(collector, return_exceptions=True)
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_stun_on_the_relay_reports_our_address() -> None:
+    async with relay_server() as relay:
+        ep = await bind(relay.url)
+        try:
+            async with asyncio.timeout(T):
+                await ep.online()
+            assert ep._traversal is not None
+            await wait_for(lambda: ep._traversal.reflexive, 5)  # type: ignore[union-attr]
+            assert ep._traversal.reflexive == {tuple(ep.bound_sockets()[0])}
+        finally:
+            await ep.close()
+        # The server itself: a plain UDP socket gets its own address back; garbage gets nothing.
+        port = int(relay.url.rsplit(":", 1)[1].strip("/"))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            s.bind(("127.0.0.1", 0))
+            s.sendto(b"\x00\x01garbage", ("127.0.0.1", port))
+            request, tx = stun.binding_request()
+            s.sendto(request, ("127.0.0.1", port))
+            answer = stun.parse(s.recv(600))
+            assert answer.tx_id == tx and answer.mapped == s.getsockname()
+
+
+async def test_forged_and_replayed_control_packets_never_change_a_path() -> None:
+    async with relay_server() as relay:
+        a, b, conn, peer = await pair(relay.url)
+        try:
+            await wait_for(lambda: conn.is_direct and peer.is_direct, 5)
+            path_before = conn.path
+            candidates_before = set(a._remotes.for_id(b.id).paths.paths)
+            rejected_before = a.metrics().control_rejected
+            target = a.bound_sockets()[0]
+            eve = SecretKey.generate()
+            recorded = control.ControlCodec(b.secret_key)  # what an eavesdropper could have captured
+            packets = [
+                control.ControlCodec(eve).seal(a.id, control.Pong(b"\0" * 12, ("192.0.2.66", 6666))),
+                recorded.seal(a.id, control.Pong(os.urandom(12), ("192.0.2.66", 6666))),  # answers no ping
+                recorded.seal(a.id, control.CallMeMaybe((("192.0.2.66", 6666),))),  # not via the relay
+                control.MAGIC + b"\x01" + bytes(b.id) + os.urandom(60),  # claims b, wrong tag
+            ]
+            ping = recorded.seal(a.id, control.Ping(os.urandom(12)))
+            loop = asyncio.get_running_loop()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", 0))
+                s.setblocking(False)
+                for packet in packets:
+                    s.sendto(packet, target)
+                s.sendto(ping, target)
+                # The first copy of a genuine ping is answered (and then probed back)...
+                answers = [await asyncio.wait_for(loop.sock_recv(s, 600), 2)]
+                await asyncio.sleep(0.3)
+                while True:
+                    try:
+                        answers.append(s.recv(600))
+                    except BlockingIOError:
+                        break
+                opened = [control.ControlCodec(b.secret_key).open(x)[1] for x in answers]
+                assert sum(isinstance(m, control.Pong) for m in opened) == 1
+                s.sendto(ping, target)
+                await asyncio.sleep(0.5)
+                replies = []
+                while True:
+                    try:
+                        replies.append(control.ControlCodec(b.secret_key).open(s.recv(600))[1])
+                    except BlockingIOError:
+                        break
+                assert not any(isinstance(m, control.Pong) for m in replies)  # ...a replay is not
+            await asyncio.sleep(0.5)
+            assert conn.path == path_before and conn.is_direct
+            added = set(a._remotes.for_id(b.id).paths.paths) - candidates_before
+            assert ("192.0.2.66", 6666) not in added
+            assert a.metrics().control_rejected >= rejected_before + 4
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_relay_only_mode_never_uses_or_reveals_ip_addresses() -> None:
+    async with relay_server() as relay:
+        private = await bind(relay.url, relay_only=True)
+        public = await bind(relay.url, [ALPN])
+        try:
+            async with asyncio.timeout(T):
+                await asyncio.gather(private.online(), public.online())
+            assert private.bound_sockets() == []
+            assert private.addr().ip_addrs() == [] and private.addr().relay_urls()
+            accepted = asyncio.create_task(accept_one(public, T))
+            conn = await private.connect(public.addr(), ALPN, timeout=T)  # direct addrs offered, not used
+            peer = await accepted
+            await asyncio.sleep(2)
+            assert isinstance(conn.path, RelayPath) and isinstance(peer.path, RelayPath)
+            known = public.remote_addr(private.id)
+            assert known is not None and known.ip_addrs() == []
+            assert private.metrics().holepunch_attempts == 0
+        finally:
+            await private.close()
+            await public.close()
+
+
+@pytest.mark.netns
+async def test_direct_path_loss_falls_back_within_5s_and_comes_back() -> None:
+    nft = shutil.which("nft")
+    if nft is None:
+        pytest.skip("nft (nftables) is not installed; it is needed to cut the direct path")
+    table = f"irohpy_cut_{os.getpid()}"
+    async with relay_server() as relay:
+        a, b, conn, peer = await pair(relay.url)
+        ports = ", ".join(str(ep.bound_sockets()[0][1]) for ep in (a, b))
+        rules = (f"table inet {table} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n"
+                 f"  udp dport {{ {ports} }} counter drop\n }}\n}}\n")
+        try:
+            await wait_for(lambda: conn.is_direct and peer.is_direct, 5)
+            send, recv = await conn.open_bi()
+            psend_task = asyncio.create_task(peer.accept_bi())
+            await send.write(b"x" * 1000)
+            _, precv = await asyncio.wait_for(psend_task, T)
+            subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True, capture_output=True)
+            blocked_at = time.monotonic()
+            # Keep writing through the cut: the connection must survive it.
+            writer_done = asyncio.Event()
+
+            async def writer() -> None:
+                for _ in range(60):
+                    await send.write(b"y" * 10_000)
+                    await asyncio.sleep(0.1)
+                await send.finish()
+                writer_done.set()
+
+            writing = asyncio.create_task(writer())
+            await wait_for(lambda: isinstance(conn.path, RelayPath), 6)
+            assert time.monotonic() - blocked_at < 5.0
+            assert a.metrics().fallbacks_to_relay >= 1
+            subprocess.run([nft, "delete", "table", "inet", table], check=True, capture_output=True)
+            await wait_for(lambda: conn.is_direct and peer.is_direct, 10)
+            data = await asyncio.wait_for(precv.read_to_end(1 << 24), 20)
+            assert data == b"x" * 1000 + b"y" * 600_000
+            await asyncio.wait_for(writing, T)
+            assert not conn.is_closed
+        finally:
+            subprocess.run([nft, "delete", "table", "inet", table], check=False, capture_output=True)
+            await a.close()
+            await b.close()
