@@ -103,8 +103,9 @@ def test_stale_names_are_recognised() -> None:
 # -- the lab on this machine ---------------------------------------------------------
 
 
-def _lab_names() -> set[str]:
-    return set(topology.lab_namespaces())
+def _lab_names(tag: str) -> set[str]:
+    """This lab's namespaces only: other test runs may build labs at the same time."""
+    return {n for n in topology.lab_namespaces() if n.startswith(tag)}
 
 
 def _links() -> list[str]:
@@ -291,13 +292,13 @@ async def test_enter_switches_only_the_block() -> None:
 
 @needs_lab
 async def test_teardown_leaves_nothing() -> None:
-    links, rules, names = _links(), _ruleset(), _lab_names()
+    links, rules = _links(), _ruleset()
     lab = Lab(Network(a=Router(delay_ms=5), b=Router(NatMode.SYMMETRIC)))
     async with lab:
-        assert len(_lab_names() - names) == len(topology.ROLES)
+        assert len(_lab_names(lab.topology.tag)) == len(topology.ROLES)
         assert len(lab.processes) >= 2  # relay and DNS server (and the delay line without netem)
         pids = [p.pid for p in lab.processes]
-    assert _lab_names() == names
+    assert not _lab_names(lab.topology.tag)
     assert _links() == links
     assert _ruleset() == rules
     for pid in pids:
@@ -316,7 +317,7 @@ def test_failed_setup_removes_what_it_created() -> None:
             topo.build()
     finally:
         topology.delete_namespaces([clash])
-    assert not [n for n in _lab_names() if n.startswith(topo.tag)]
+    assert not _lab_names(topo.tag)
 
 
 @needs_lab
@@ -329,7 +330,7 @@ def test_stale_labs_of_dead_owners_are_removed() -> None:
     try:
         removed = topology.remove_stale()
         assert stale in removed
-        assert live in _lab_names() and stale not in _lab_names()
+        assert live in topology.lab_namespaces() and stale not in topology.lab_namespaces()
     finally:
         topology.delete_namespaces([stale, live])
 

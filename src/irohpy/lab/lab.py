@@ -161,7 +161,7 @@ class Lab:
         self._tmp = tempfile.TemporaryDirectory(prefix="irohpy-lab-")
         relay = await self.spawn("relay", python(
             "-m", "irohpy", "relay", "--dev", "--http-bind", f"{RELAY_IP}:{RELAY_PORT}",
-            "--metrics-bind", f"{RELAY_IP}:{RELAY_METRICS_PORT}"), "relay")
+            "--metrics-bind", f"{RELAY_IP}:{RELAY_METRICS_PORT}", "--stun-port", "0"), "relay")
         dns = await self.spawn("relay", python(
             "-m", "irohpy", "dns-server", "--dev", "--http-bind", f"{RELAY_IP}:{PKARR_PORT}",
             "--dns-bind", f"{RELAY_IP}:{DNS_PORT}", "--origin", DNS_ORIGIN, "--db", f"{self._tmp.name}/dns.sqlite",

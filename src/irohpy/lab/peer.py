@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,7 +33,6 @@ from irohpy.errors import IrohError
 from irohpy.lookup.dns import DnsAddressLookup
 from irohpy.lookup.pkarr_client import PkarrPublisher
 from irohpy.relay.map import RelayMode
-from irohpy.socket.paths import describe_path, is_relay
 
 ALPN = b"irohpy/lab/0"
 PING = b"p"
@@ -127,22 +127,25 @@ async def listen(args: argparse.Namespace) -> int:
 
 @dataclass
 class PathLog:
-    """Path changes as ``[wall time, "direct"|"relay", description]``, sampled every 10 ms."""
+    """Path changes as ``[wall time, "direct"|"relay", address]``, sampled every 10 ms.
+
+    Sampling ``is_direct`` (rather than ``path_events()``) records what the traffic used,
+    including switches too short to matter, with the same clock the lab uses for changes.
+    """
 
     conn: Connection
     changes: list[list[Any]] = field(default_factory=list)
 
     def kind(self) -> str:
-        path = self.conn.path
-        return "relay" if path is None or is_relay(path) else "direct"
+        return "direct" if self.conn.is_direct else "relay"
 
     async def run(self) -> None:
         last = None
         while not self.conn.is_closed:
             kind = self.kind()
             if kind != last:
-                path = self.conn.path
-                self.changes.append([time.time(), kind, describe_path(path) if path is not None else None])
+                selected = next((p.addr for p in self.conn.paths() if p.selected), None)
+                self.changes.append([time.time(), kind, selected])
                 last = kind
             await asyncio.sleep(POLL)
 
@@ -199,9 +202,11 @@ async def dial(args: argparse.Namespace) -> int:
             watcher = group.create_task(log.run())
             result = await _exercise(conn, log, args)
             watcher.cancel()
+        final_path = log.kind()
         conn.close(0, b"done")
+        metrics = dataclasses.asdict(endpoint.metrics())
         emit(event="result", connected=True, started=started, connected_at=connected, path_changes=log.changes,
-             final_path=log.kind(), **result)
+             final_path=final_path, metrics=metrics, **result)
     return 0
 
 

@@ -102,6 +102,8 @@ class ScenarioResult:
     teardown_s: float = 0.0
     error: str | None = None
     path_changes: list[list[Any]] = field(default_factory=list)
+    dialer_metrics: dict[str, Any] = field(default_factory=dict)
+    """The dialing endpoint's ``Endpoint.metrics()`` at the end (hole-punch attempts, bytes per path)."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,6 +115,7 @@ def _analyse(result: ScenarioResult, report: dict[str, Any], change_at: float | 
     result.final_path = report.get("final_path")
     result.transfer_ok = bool(report.get("transfer_ok"))
     result.rtt_ms = report.get("rtt_ms")
+    result.dialer_metrics = report.get("metrics", {})
     if report.get("errors"):
         result.error = "; ".join(report["errors"])
     connected_at = report["connected_at"]
