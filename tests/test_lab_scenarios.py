@@ -58,6 +58,13 @@ async def test_direct_despite_delay_and_loss(name: str) -> None:
 
 
 @HOLEPUNCH
+async def test_one_sided_reachability_goes_direct() -> None:
+    result = await _run("fullcone_symmetric")
+    assert result.final_path == "direct", result.path_changes
+    assert result.direct_to_relay == 0, result.path_changes
+
+
+@HOLEPUNCH
 async def test_network_change_mid_transfer_completes_and_returns_to_direct() -> None:
     result = await _run("network_change")
     assert result.time_to_direct is not None, "direct before the change"

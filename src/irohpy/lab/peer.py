@@ -202,7 +202,7 @@ async def dial(args: argparse.Namespace) -> int:
             watcher = group.create_task(log.run())
             result = await _exercise(conn, log, args)
             watcher.cancel()
-        final_path = log.kind()
+        final_path = "closed" if conn.is_closed else log.kind()
         conn.close(0, b"done")
         metrics = dataclasses.asdict(endpoint.metrics())
         emit(event="result", connected=True, started=started, connected_at=connected, path_changes=log.changes,

@@ -19,7 +19,7 @@ from typing import Any
 
 from irohpy.errors import LabError
 from irohpy.lab.lab import Lab
-from irohpy.lab.nat import NatMode
+from irohpy.lab.nat import FULL_CONE_PORT, NatMode
 from irohpy.lab.process import python
 from irohpy.lab.topology import Network, Router
 
@@ -57,6 +57,8 @@ class Scenario:
     """Seconds after the transfer starts at which ``change`` runs."""
     rate: float = 0.0
     """Pace the transfer to this many bytes/s (0: as fast as possible)."""
+    listener_port: int = 0
+    """UDP port the listener binds (0: any)."""
 
 
 CONE = Router(NatMode.CONE)
@@ -68,6 +70,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cone_symmetric", "listener behind cone NAT, dialer behind symmetric NAT",
              Network(CONE, SYMMETRIC), False),
     Scenario("symmetric_symmetric", "both behind symmetric NAT", Network(SYMMETRIC, SYMMETRIC), False),
+    Scenario("fullcone_symmetric", "listener behind a router forwarding its port (full cone), dialer behind "
+             "symmetric NAT", Network(Router(NatMode.FULL_CONE_PORT), SYMMETRIC), True,
+             listener_port=FULL_CONE_PORT),
     Scenario("udp_blocked", "the dialer's router lets only TCP out", Network(CONE, Router(NatMode.UDP_BLOCKED)),
              False),
     Scenario("wan_50ms", "cone/cone, 25 ms each way on each uplink (50 ms RTT to the relay, 100 ms between hosts)",
@@ -145,7 +150,8 @@ async def run_scenario(scenario: Scenario, *, transfer_bytes: int = TRANSFER_BYT
     result = ScenarioResult(scenario.name, connected=False)
     async with lab:
         peer = python("-m", "irohpy.lab.peer")
-        listener = await lab.spawn(scenario.listener, [*peer, "listen", *lab.peer_args()], "listener")
+        listener = await lab.spawn(scenario.listener, [*peer, "listen", *lab.peer_args(),
+                                                       "--port", str(scenario.listener_port)], "listener")
         ready = await listener.expect("ready", timeout)
         before = await lab.relay_forwarded_bytes()
         settle_s = settle if scenario.expect_direct else min(settle, 2.0)
@@ -228,10 +234,14 @@ def median_row(name: str, results: Sequence[ScenarioResult]) -> tuple[str, ...]:
     ttd = med([r.time_to_direct for r in results if r.time_to_direct is not None])
     rtt = med([r.rtt_ms for r in results if r.rtt_ms is not None])
     n = len(results)
+    changed = [r for r in results if r.change_to_relay is not None or r.change_to_direct is not None]
+    change = ""
+    if changed:
+        change = (f"relay {_seconds(med([r.change_to_relay for r in changed if r.change_to_relay is not None]))}, "
+                  f"direct {_seconds(med([r.change_to_direct for r in changed if r.change_to_direct is not None]))}")
     return (
         name, f"{connected}/{n}", f"direct {direct}/{n}", _seconds(ttd),
         _bytes(med([r.relay_bytes for r in results]) or 0.0),
         f"intact {sum(r.transfer_ok for r in results)}/{n}", "n/a" if rtt is None else f"{rtt:.1f} ms",
-        str(sum(r.direct_to_relay for r in results)),
-        f"direct {_seconds(med([r.change_to_direct for r in results if r.change_to_direct is not None]))}",
+        str(sum(r.direct_to_relay for r in results)), change,
     )
