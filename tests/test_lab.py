@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -305,6 +306,49 @@ async def test_teardown_leaves_nothing() -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert lab.timings["setup_s"] > 0 and lab.timings["teardown_s"] > 0
+
+
+_OWNER = """
+import asyncio
+from irohpy.lab import Lab, Network, Router
+
+async def main():
+    async with Lab(Network(a=Router(delay_ms=5), services=False)) as lab:
+        await lab.spawn("a1", ["sleep", "60"])
+        print(lab.topology.tag, *(p.pid for p in lab.processes), flush=True)
+        await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def _gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@needs_lab
+async def test_children_die_with_a_killed_owner_and_its_lab_is_removed_later() -> None:
+    owner = await asyncio.create_subprocess_exec(sys.executable, "-c", _OWNER, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert owner.stdout is not None
+        tag, *pids = (await asyncio.wait_for(owner.stdout.readline(), 60)).decode().split()
+    finally:
+        owner.kill()
+        await owner.communicate()
+    assert len(pids) == 2  # the delay line (in this namespace) and sleep (in a1, through ip netns exec)
+    for pid in pids:
+        assert await _gone(int(pid)), f"child {pid} outlived its killed owner"
+    left = _lab_names(tag)
+    assert len(left) == len(topology.ROLES)
+    assert left <= set(topology.remove_stale())
+    assert not _lab_names(tag)
 
 
 @needs_lab
