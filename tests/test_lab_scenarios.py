@@ -10,7 +10,14 @@ from __future__ import annotations
 import pytest
 
 from irohpy.lab import scenarios, topology
-from irohpy.lab.scenarios import CONNECT_ALLOWANCE, FALLBACK_LIMIT, SCENARIOS, ScenarioResult, run_scenario
+from irohpy.lab.scenarios import (
+    CONNECT_ALLOWANCE,
+    FALLBACK_LIMIT,
+    RECOVERY_LIMIT,
+    SCENARIOS,
+    ScenarioResult,
+    run_scenario,
+)
 
 REASON = topology.unavailable_reason()
 TRANSFER = 2 << 20
@@ -69,6 +76,7 @@ async def test_network_change_mid_transfer_completes_and_returns_to_direct() -> 
     result = await _run("network_change")
     assert result.time_to_direct is not None, "direct before the change"
     assert result.change_to_direct is not None, result.path_changes
+    assert result.change_to_direct <= RECOVERY_LIMIT, result.path_changes
     assert result.final_path == "direct"
 
 

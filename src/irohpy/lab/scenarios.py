@@ -31,6 +31,9 @@ CONNECT_ALLOWANCE = 1.0
 """Seconds allowed on top of 2 RTT between the connection being up and the path being direct."""
 FALLBACK_LIMIT = 5.0
 """A dead direct path must hand over to the relay within this many seconds."""
+RECOVERY_LIMIT = 10.0
+"""Seconds from a network change to a direct path again: the dead-path limit plus punching, with
+margin, and well inside QUIC's 30 s idle timeout, so a transfer never depends on luck to survive."""
 
 
 async def _readdress_dialer(lab: Lab) -> None:
