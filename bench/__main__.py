@@ -278,6 +278,10 @@ def main() -> int:
         from bench import relay
 
         return relay.main(sys.argv[2:])
+    if sys.argv[1:2] == ["nat"]:
+        from bench import nat
+
+        return nat.main(sys.argv[2:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Loopback benchmark, two processes per implementation: connect, "

@@ -200,3 +200,10 @@ class DhtError(IrohError):
 
 class GossipError(DecodeError):
     """A gossip frame or message that is malformed, oversized, or has an unknown variant."""
+
+
+# -- lab ----------------------------------------------------------------------
+
+
+class LabError(IrohError):
+    """The NAT lab could not be built, entered or driven (needs Linux, root, iproute2, nftables)."""

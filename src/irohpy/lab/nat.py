@@ -1,0 +1,82 @@
+"""Home-router behaviours as nftables rulesets (pure text, loaded by the topology).
+
+Every router filters like a real one: input and forward policy drop, with
+established flows and LAN → WAN allowed. The input filter matters: without it an
+early punch from the peer creates a confirmed conntrack entry that makes
+masquerade move our own mapping to another port, and cone/cone punching fails.
+"""
+
+from __future__ import annotations
+
+import enum
+
+FULL_CONE_PORT = 40000
+"""The UDP port a ``full_cone_port`` router forwards from its WAN address to the first host."""
+
+
+class NatMode(enum.StrEnum):
+    """How a router maps and filters; see docs/concepts/nat-traversal.md."""
+
+    CONE = "cone"
+    """Endpoint-independent mapping (masquerade keeps the port), port-restricted filtering."""
+    FULL_CONE_PORT = "full_cone_port"
+    """Cone, plus UDP port 40000 on the WAN address forwarded to the first host: one-sided reachability."""
+    SYMMETRIC = "symmetric"
+    """A new random source port per destination (``masquerade random``)."""
+    UDP_BLOCKED = "udp_blocked"
+    """Cone, but no UDP leaves the home except DNS (port 53): only TCP (the relay over HTTP) works."""
+
+
+def loss_rules(loss_pct: float) -> str:
+    """Drop ``loss_pct`` percent of forwarded packets in each direction, established flows too."""
+    if loss_pct <= 0:
+        return ""
+    cutoff = round(loss_pct * 100)
+    return (f'iifname "wan" numgen random mod 10000 < {cutoff} counter drop\n'
+            f'oifname "wan" numgen random mod 10000 < {cutoff} counter drop\n')
+
+
+def ruleset(mode: NatMode, host_ip: str, loss_pct: float = 0.0) -> str:
+    """The whole ruleset for one router; ``host_ip`` is the full-cone forward target."""
+    forward_extra = ""
+    prerouting = ""
+    masquerade = "masquerade"
+    if mode is NatMode.SYMMETRIC:
+        masquerade = "masquerade random"
+    elif mode is NatMode.UDP_BLOCKED:
+        forward_extra = 'iifname "lan" udp dport 53 accept\n  iifname "lan" meta l4proto udp drop\n'
+    elif mode is NatMode.FULL_CONE_PORT:
+        forward_extra = 'iifname "wan" ct status dnat accept\n'
+        prerouting = (
+            "chain prerouting { type nat hook prerouting priority dstnat; policy accept;\n"
+            f'  iifname "wan" udp dport {FULL_CONE_PORT} dnat to {host_ip}\n}}\n'
+        )
+    return (
+        "table inet fw {\n"
+        "chain input { type filter hook input priority filter; policy drop;\n"
+        '  ct state established,related accept\n  iif "lo" accept\n  iifname "lan" accept\n'
+        "  meta l4proto icmp accept\n}\n"
+        "chain forward { type filter hook forward priority filter; policy drop;\n"
+        f"{loss_rules(loss_pct)}"
+        "  ct state established,related accept\n"
+        f"{forward_extra}"
+        '  iifname "lan" oifname "wan" accept\n}\n'
+        "}\n"
+        "table ip nat {\n"
+        f"{prerouting}"
+        "chain postrouting { type nat hook postrouting priority srcnat; policy accept;\n"
+        f'  oifname "wan" {masquerade}\n}}\n'
+        "}\n"
+    )
+
+
+BLOCK_UDP_TABLE = "labblock"
+
+
+def block_udp_rules() -> str:
+    """A separate table that drops UDP between LAN and WAN; deleting the table unblocks it."""
+    return (
+        f"table inet {BLOCK_UDP_TABLE} {{\n"
+        "chain forward { type filter hook forward priority filter - 10; policy accept;\n"
+        '  iifname "lan" meta l4proto udp drop\n  iifname "wan" meta l4proto udp drop\n}\n}\n'
+    )
