@@ -21,7 +21,6 @@ from irohpy.lab.scenarios import (
 
 REASON = topology.unavailable_reason()
 TRANSFER = 2 << 20
-HOLEPUNCH = pytest.mark.xfail(strict=False, reason="hole punching lands with issue 6")
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(180)]
 
 
@@ -42,7 +41,6 @@ def _direct_in_time(result: ScenarioResult) -> None:
     assert result.relay_bytes < TRANSFER / 2, "most of the data must go direct"
 
 
-@HOLEPUNCH
 @pytest.mark.parametrize("name", ["same_lan", "cone_cone"])
 async def test_direct_quickly(name: str) -> None:
     _direct_in_time(await _run(name))
@@ -56,7 +54,6 @@ async def test_relay_only_without_flapping(name: str) -> None:
     assert result.relay_bytes >= TRANSFER
 
 
-@HOLEPUNCH
 @pytest.mark.parametrize("name", ["wan_50ms", "loss_5pct"])
 async def test_direct_despite_delay_and_loss(name: str) -> None:
     result = await _run(name)
@@ -64,14 +61,12 @@ async def test_direct_despite_delay_and_loss(name: str) -> None:
     assert result.relay_bytes < TRANSFER / 2
 
 
-@HOLEPUNCH
 async def test_one_sided_reachability_goes_direct() -> None:
     result = await _run("fullcone_symmetric")
     assert result.final_path == "direct", result.path_changes
     assert result.direct_to_relay == 0, result.path_changes
 
 
-@HOLEPUNCH
 async def test_network_change_mid_transfer_completes_and_returns_to_direct() -> None:
     result = await _run("network_change")
     assert result.time_to_direct is not None, "direct before the change"
@@ -80,7 +75,6 @@ async def test_network_change_mid_transfer_completes_and_returns_to_direct() -> 
     assert result.final_path == "direct"
 
 
-@HOLEPUNCH
 async def test_direct_path_loss_falls_back_to_relay_within_5s() -> None:
     result = await _run("direct_path_loss")
     assert result.time_to_direct is not None, "direct before UDP was blocked"
