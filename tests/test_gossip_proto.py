@@ -277,3 +277,30 @@ def test_hundred_nodes_full_delivery_with_churn() -> None:
         assert [sim.delivery_ratio(m) for m in mids] == [1.0] * len(mids)
         sim.left.clear()
     assert time.monotonic() - started < 10
+
+
+def test_refused_neighbor_request_does_not_trigger_another() -> None:
+    """A Low request refused with Disconnect must not start a Neighbor/Disconnect storm."""
+    s = node()
+    with_neighbors(s, [1])
+    s.passive.update({7: None, 8: None})
+    s.handle(RecvMessage(1, Disconnect(alive=True)), 0.0)
+    s.handle(RecvMessage(2, Neighbor(Priority.HIGH)), 0.1)
+    out = s.handle(RecvMessage(7, Disconnect(alive=True)), 0.2)
+    assert sends(out) == [] and 7 in s.passive
+
+
+def test_stable_swarm_is_quiet() -> None:
+    """Once joined, an idle swarm sends no membership traffic until the shuffle timer."""
+    sim = Simulation(200, seed=3)
+    sim.bootstrap()
+    sent: list[object] = []
+    apply = sim._apply
+
+    def counting(node: int, actions: list[Action[int]]) -> None:
+        sent.extend(a.message for a in actions if isinstance(a, SendMessage))
+        apply(node, actions)
+
+    sim._apply = counting  # type: ignore[method-assign]
+    sim.run_until(sim.now + 5)
+    assert not [m for m in sent if isinstance(m, (Neighbor, Disconnect))]

@@ -319,13 +319,7 @@ class TopicState(Generic[P]):
         elif isinstance(msg, Neighbor):
             self._on_neighbor(sender, msg)
         elif isinstance(msg, Disconnect):
-            self._pending.pop(sender, None)
-            self._remove_active(sender)
-            if msg.alive:
-                self._add_passive(sender, None)
-            else:
-                self.passive.pop(sender, None)
-            self._refill()
+            self._on_disconnect(sender, msg)
         elif isinstance(msg, Shuffle):
             self._on_shuffle(sender, msg)
         elif isinstance(msg, ShuffleReply):
@@ -341,6 +335,18 @@ class TopicState(Generic[P]):
             self._on_graft(sender, msg)
         elif isinstance(msg, IHave):
             self._on_ihave(sender, msg)
+
+    def _on_disconnect(self, sender: P, msg: Disconnect) -> None:
+        """Refill only when a neighbor left: refilling after a refused request would storm."""
+        self._pending.pop(sender, None)
+        was_active = sender in self.active
+        self._remove_active(sender)
+        if msg.alive:
+            self._add_passive(sender, None)
+        else:
+            self.passive.pop(sender, None)
+        if was_active:
+            self._refill()
 
     def _on_join(self, sender: P, msg: Join) -> None:
         others = [p for p in self.active if p != sender]
@@ -454,9 +460,6 @@ class TopicState(Generic[P]):
         self._remember(msg.id, msg.content)
         announcers = self._missing.pop(msg.id, [])
         self._out.append(Received(msg.content, sender, msg.round))
-        if sender in self.active:
-            self.lazy.pop(sender, None)
-            self.eager[sender] = None
         self._push(msg.id, msg.content, min(msg.round + 1, _MAX_ROUND), sender)
         self._optimize(sender, msg.round, announcers)
 
