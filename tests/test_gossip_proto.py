@@ -304,3 +304,21 @@ def test_stable_swarm_is_quiet() -> None:
     sim._apply = counting  # type: ignore[method-assign]
     sim.run_until(sim.now + 5)
     assert not [m for m in sent if isinstance(m, (Neighbor, Disconnect))]
+
+
+def test_node_without_neighbors_keeps_asking_passive_peers() -> None:
+    s = node()
+    s.passive.update({7: None})
+    s._pending[8] = None
+    out = s.handle(RecvMessage(8, Disconnect(alive=True)), 0.0)
+    assert (7, Neighbor(Priority.HIGH, None)) in sends(out) or (8, Neighbor(Priority.HIGH, None)) in sends(out)
+
+
+def test_graft_answered_after_dropping_the_peer() -> None:
+    """A Graft that crossed our Disconnect is still answered from the cache."""
+    s = node()
+    with_neighbors(s, [1])
+    s.handle(BroadcastCmd(b"x"), 0.0)
+    s.handle(RecvMessage(1, Disconnect(alive=True)), 0.01)
+    out = s.handle(RecvMessage(1, Graft(message_id(b"x"), 0)), 0.02)
+    assert sends(out) == [(1, Gossip(message_id(b"x"), b"x", 0))]

@@ -273,7 +273,6 @@ class TopicState(Generic[P]):
         del self.active[peer]
         self.eager.pop(peer, None)
         self.lazy.pop(peer, None)
-        self._ihave_queue.pop(peer, None)
         self._out.append(NeighborDown(peer))
         self._out.append(DisconnectPeer(peer))
 
@@ -337,7 +336,8 @@ class TopicState(Generic[P]):
             self._on_ihave(sender, msg)
 
     def _on_disconnect(self, sender: P, msg: Disconnect) -> None:
-        """Refill only when a neighbor left: refilling after a refused request would storm."""
+        """Refill when a neighbor left or we have none; refilling after every refused Low
+        request would storm, while a High request (sent with no neighbor) is never refused."""
         self._pending.pop(sender, None)
         was_active = sender in self.active
         self._remove_active(sender)
@@ -345,7 +345,7 @@ class TopicState(Generic[P]):
             self._add_passive(sender, None)
         else:
             self.passive.pop(sender, None)
-        if was_active:
+        if was_active or not self.active:
             self._refill()
 
     def _on_join(self, sender: P, msg: Join) -> None:
@@ -487,10 +487,10 @@ class TopicState(Generic[P]):
                 self._schedule(self.config.graft_timeout_1, GraftTimer(mid))
 
     def _on_graft(self, sender: P, msg: Graft) -> None:
-        if sender not in self.active:
-            return
-        self.lazy.pop(sender, None)
-        self.eager[sender] = None
+        """Answer even a peer we just dropped: its Graft may have crossed our Disconnect."""
+        if sender in self.active:
+            self.lazy.pop(sender, None)
+            self.eager[sender] = None
         if msg.id is not None and msg.id in self._cache:
             self._send(sender, Gossip(msg.id, self._cache[msg.id][0], msg.round))
 
@@ -503,7 +503,7 @@ class TopicState(Generic[P]):
         if peer in self.active:
             self.lazy.pop(peer, None)
             self.eager[peer] = None
-            self._send(peer, Graft(timer.id, round_))
+        self._send(peer, Graft(timer.id, round_))
         self._schedule(self.config.graft_timeout_2, GraftTimer(timer.id, second=True))
 
     def _on_timer(self, timer: Timer[P]) -> None:

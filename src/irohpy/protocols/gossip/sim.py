@@ -34,7 +34,7 @@ from irohpy.protocols.gossip.wire import Gossip
 
 @dataclass
 class Delivery:
-    """Who got one broadcast, at which hop, and who was up when it was sent."""
+    """Who got one broadcast, at which hop, and who was connected to the sender when it was sent."""
 
     sender: int
     sent_at: float
@@ -115,9 +115,21 @@ class Simulation:
         """Nodes that are up and have at least one neighbor, in id order."""
         return [p for p in sorted(self.nodes) if self.nodes[p].active]
 
+    def connected(self, node: int) -> set[int]:
+        """Nodes reachable from ``node`` over active-view links to nodes that are up."""
+        seen = {node}
+        stack = [node]
+        while stack:
+            for peer in self.nodes[stack.pop()].active:
+                if peer in self.nodes and peer not in seen:
+                    seen.add(peer)
+                    stack.append(peer)
+        return seen - {node}
+
     def broadcast(self, node: int, content: bytes) -> bytes:
+        """Send from ``node``; delivery is judged against the nodes connected to it right now."""
         mid = message_id(content)
-        self.deliveries[mid] = Delivery(node, self.now, set(self.joined()) - {node})
+        self.deliveries[mid] = Delivery(node, self.now, self.connected(node))
         self._handle(node, BroadcastCmd(content))
         return mid
 
@@ -135,7 +147,7 @@ class Simulation:
         self.now = t
 
     def delivery_ratio(self, mid: bytes) -> float:
-        """Share of nodes joined (non-empty active view) at send time and still up that got it."""
+        """Share of the nodes connected to the sender at send time and still up that got it."""
         d = self.deliveries[mid]
         expected = {p for p in d.expected if p in self.nodes and p not in self.left}
         if not expected:
