@@ -231,6 +231,10 @@ class TopicState(Generic[P]):
             raise TypeError(f"unknown gossip event {type(event).__name__}")
         return self._out
 
+    def uses(self, peer: P) -> bool:
+        """Whether this topic still needs a connection to ``peer`` (neighbor or asked to be one)."""
+        return peer in self.active or peer in self._pending
+
     # -- helpers -----------------------------------------------------------
 
     def _send(self, peer: P, message: Message[P]) -> None:

@@ -1,0 +1,137 @@
+"""Gossip over real QUIC on loopback: the API, many endpoints, churn, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from irohpy import RelayMode
+from irohpy.endpoint.endpoint import Endpoint
+from irohpy.errors import GossipError
+from irohpy.protocols.gossip import (
+    Gossip,
+    GossipTopic,
+    Lagged,
+    NeighborDown,
+    NeighborUp,
+    Received,
+    TopicId,
+)
+from irohpy.protocols.router import Router
+from tests.helpers import bind
+
+TOPIC = TopicId.from_name("test topic")
+
+
+@dataclass
+class Node:
+    endpoint: Endpoint
+    gossip: Gossip
+    router: Router
+
+    async def close(self) -> None:
+        await self.router.shutdown()
+
+
+async def start_node(**kwargs: object) -> Node:
+    ep = await bind(relay_mode=RelayMode.DISABLED)
+    gossip = Gossip(ep, **kwargs)  # type: ignore[arg-type]
+    router = Router.builder(ep).accept(gossip.alpn, gossip).spawn()
+    return Node(ep, gossip, router)
+
+
+@contextlib.asynccontextmanager
+async def nodes(n: int, **kwargs: object) -> AsyncIterator[list[Node]]:
+    started = [await start_node(**kwargs) for _ in range(n)]
+    try:
+        yield started
+    finally:
+        await asyncio.gather(*(node.close() for node in started))
+
+
+async def next_received(topic: GossipTopic, timeout: float = 10.0) -> Received:
+    async with asyncio.timeout(timeout):
+        async for event in topic.receiver:
+            if isinstance(event, Received):
+                return event
+    raise AssertionError("receiver ended")
+
+
+def test_topic_id() -> None:
+    import hashlib
+
+    assert TopicId.from_name("chat").to_bytes() == hashlib.sha256(b"chat").digest()
+    assert TopicId.from_bytes(bytes(32)) == TopicId(bytes(32))
+    with pytest.raises(ValueError):
+        TopicId.from_bytes(b"short")
+
+
+async def test_two_nodes_broadcast_both_ways() -> None:
+    async with nodes(2) as (a, b):
+        ta = await a.gossip.subscribe(TOPIC)
+        tb = await b.gossip.subscribe(TOPIC, bootstrap=[a.endpoint.addr()])
+        await tb.joined(timeout=10)
+        await ta.joined(timeout=10)
+        assert tb.neighbors == {a.endpoint.id}
+        await tb.broadcast(b"hello from b")
+        got = await next_received(ta)
+        assert got == Received(b"hello from b", b.endpoint.id)
+        await ta.sender.broadcast_neighbors(b"neighbors only")
+        got = await next_received(tb)
+        assert got.content == b"neighbors only" and got.neighbors_only
+        await ta.close()
+        await tb.close()
+
+
+async def test_oversized_message_is_an_error_for_the_sender() -> None:
+    async with nodes(1) as (a,):
+        async with await a.gossip.subscribe(TOPIC) as topic:
+            await topic.broadcast(b"x" * (a.gossip.max_message_size - 100))
+            with pytest.raises(GossipError, match="too large"):
+                await topic.broadcast(b"x" * a.gossip.max_message_size)
+
+
+async def test_clean_shutdown_tells_neighbors() -> None:
+    async with nodes(2) as (a, b):
+        ta = await a.gossip.subscribe(TOPIC)
+        tb = await b.gossip.subscribe(TOPIC, bootstrap=[a.endpoint.addr()])
+        await ta.joined(timeout=10)
+        await b.gossip.shutdown()
+        async with asyncio.timeout(10):
+            events = [e async for e in _until(ta, NeighborDown)]
+        assert events[-1] == NeighborDown(b.endpoint.id)
+        assert ta.neighbors == frozenset()
+        with pytest.raises(GossipError):
+            await tb.broadcast(b"after shutdown")
+        await ta.close()
+
+
+async def _until(topic: GossipTopic, kind: type) -> AsyncIterator[object]:
+    async for event in topic.receiver:
+        yield event
+        if isinstance(event, kind):
+            return
+
+
+async def test_slow_receiver_sees_lagged() -> None:
+    async with nodes(2, event_capacity=4) as (a, b):
+        ta = await a.gossip.subscribe(TOPIC)
+        tb = await b.gossip.subscribe(TOPIC, bootstrap=[a.endpoint.addr()])
+        await tb.joined(timeout=10)
+        await ta.joined(timeout=10)
+        for i in range(20):
+            await ta.broadcast(b"m%d" % i)
+        async with asyncio.timeout(10):
+            while True:
+                await asyncio.sleep(0.05)
+                if len(tb.receiver._queue) == 4 and tb.receiver._queue[-1] == Received(b"m19", a.endpoint.id):
+                    break
+        events = [await anext(tb.receiver) for _ in range(5)]
+        assert isinstance(events[0], Lagged)
+        assert [e.content for e in events[1:]] == [b"m16", b"m17", b"m18", b"m19"]  # type: ignore[union-attr]
+        await ta.close()
+        await tb.close()
