@@ -135,3 +135,44 @@ async def test_slow_receiver_sees_lagged() -> None:
         assert [e.content for e in events[1:]] == [b"m16", b"m17", b"m18", b"m19"]  # type: ignore[union-attr]
         await ta.close()
         await tb.close()
+@pytest.mark.timeout(240)
+async def test_thirty_endpoints_all_deliver_and_survive_losing_a_third() -> None:
+    """Every node broadcasts; every message reaches all others. Then 10 endpoints close
+    without leaving the topic, and delivery among the remaining 20 goes on."""
+    async with nodes(30) as swarm:
+        topics = [await swarm[0].gossip.subscribe(TOPIC)]
+        for i, node in enumerate(swarm[1:], 1):
+            contact = swarm[(i - 1) // 2].endpoint.addr()  # a tree of contacts, like tickets passed on
+            topics.append(await node.gossip.subscribe(TOPIC, bootstrap=[contact]))
+        await asyncio.gather(*(t.joined(timeout=60) for t in topics))
+        await asyncio.sleep(1.0)
+
+        async def collect(topic: GossipTopic, want: set[bytes]) -> set[bytes]:
+            got: set[bytes] = set()
+            async with asyncio.timeout(90):
+                async for event in topic.receiver:
+                    if isinstance(event, Received) and event.content in want:
+                        got.add(event.content)
+                        if got == want:
+                            return got
+            return got
+
+        msgs = [b"round 1 from %d" % i for i in range(30)]
+        waits = [asyncio.ensure_future(collect(t, set(msgs) - {msgs[i]})) for i, t in enumerate(topics)]
+        for topic, msg in zip(topics, msgs, strict=True):
+            await topic.broadcast(msg)
+        results = await asyncio.gather(*waits)
+        assert all(got == set(msgs) - {msgs[i]} for i, got in enumerate(results))
+
+        killed, alive = swarm[:30:3], [n for i, n in enumerate(swarm) if i % 3]
+        alive_topics = [t for i, t in enumerate(topics) if i % 3]
+        for node in killed:
+            await node.endpoint.close()
+        await asyncio.sleep(2.0)
+        msgs = [b"round 2 from %d" % i for i in range(len(alive))]
+        waits = [asyncio.ensure_future(collect(t, set(msgs) - {msgs[i]})) for i, t in enumerate(alive_topics)]
+        for topic, msg in zip(alive_topics, msgs, strict=True):
+            await topic.broadcast(msg)
+        results = await asyncio.gather(*waits)
+        assert all(got == set(msgs) - {msgs[i]} for i, got in enumerate(results))
+        assert all(t.neighbors for t in alive_topics)

@@ -37,7 +37,11 @@ _MAX_ROUND = 0xFFFF
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults from wire spec §10.3; times are seconds."""
+    """Defaults from wire spec §10.3; times are seconds.
+
+    ``first_shuffle_delay`` is ours (upstream waits a full interval): a node that just joined
+    shuffles soon, so its passive view has peers to fall back on if its first neighbors fail.
+    """
 
     active_view_capacity: int = 5
     passive_view_capacity: int = 30
@@ -47,6 +51,7 @@ class Config:
     shuffle_active_view_count: int = 3
     shuffle_passive_view_count: int = 4
     shuffle_interval: float = 60.0
+    first_shuffle_delay: float = 2.0
     neighbor_request_timeout: float = 0.5
     graft_timeout_1: float = 0.080
     graft_timeout_2: float = 0.040
@@ -202,6 +207,7 @@ class TopicState(Generic[P]):
     _missing: dict[bytes, list[tuple[P, int]]] = field(default_factory=dict)
     _ihave_queue: dict[P, list[tuple[bytes, int]]] = field(default_factory=dict)
     _shuffle_scheduled: bool = False
+    _shuffling: bool = False
     _evict_scheduled: bool = False
     _out: list[Action[P]] = field(default_factory=list)
     _now: float = 0.0
@@ -218,12 +224,12 @@ class TopicState(Generic[P]):
             for peer in event.peers:
                 if peer != self.me:
                     self._send(peer, Join(self.me_data))
-            self._schedule_shuffle()
+            self._schedule_shuffle(self.config.first_shuffle_delay)
         elif isinstance(event, BroadcastCmd):
             self._broadcast(event.content, event.neighbors_only)
         elif isinstance(event, QuitCmd):
             for peer in list(self.active):
-                self._send(peer, Disconnect(alive=False))
+                self._send_disconnect(peer, alive=False)
                 self._remove_active(peer)
         elif isinstance(event, ConnectionDown):
             self._on_connection_down(event.peer)
@@ -246,10 +252,16 @@ class TopicState(Generic[P]):
     def _pick(self, items: list[P]) -> P | None:
         return self.rng.choice(items) if items else None
 
-    def _schedule_shuffle(self) -> None:
+    def _schedule_shuffle(self, delay: float | None = None) -> None:
         if not self._shuffle_scheduled:
             self._shuffle_scheduled = True
-            self._schedule(self.config.shuffle_interval, ShuffleTimer())
+            self._schedule(self.config.shuffle_interval if delay is None else delay, ShuffleTimer())
+
+    def _send_disconnect(self, peer: P, *, alive: bool) -> None:
+        """Like upstream, hand over some peers first so the other side does not run dry."""
+        cfg = self.config
+        self._send(peer, ShuffleReply(tuple(self._shuffle_sample(cfg.shuffle_active_view_count + cfg.shuffle_passive_view_count, peer))))
+        self._send(peer, Disconnect(alive=alive))
 
     # -- HyParView -----------------------------------------------------------
 
@@ -261,7 +273,7 @@ class TopicState(Generic[P]):
         self.passive.pop(peer, None)
         while len(self.active) >= self.config.active_view_capacity:
             victim = self.rng.choice(list(self.active))
-            self._send(victim, Disconnect(alive=True))
+            self._send_disconnect(victim, alive=True)
             self._remove_active(victim)
             self._add_passive(victim, None)
         self.active[peer] = data
@@ -292,12 +304,16 @@ class TopicState(Generic[P]):
         self.passive[peer] = data
 
     def _refill(self) -> None:
-        """Ask random passive peers to fill free active slots (High if we have no neighbor)."""
+        """Ask random passive peers to fill free active slots.
+
+        Only one request is High (when we have no neighbor and none pending): each High one
+        evicts someone, so several at once would cascade through the swarm.
+        """
         free = self.config.active_view_capacity - len(self.active) - len(self._pending)
         candidates = [p for p in self.passive if p not in self._pending]
         while free > 0 and candidates:
             peer = candidates.pop(self.rng.randrange(len(candidates)))
-            prio = Priority.HIGH if not self.active else Priority.LOW
+            prio = Priority.HIGH if not self.active and not self._pending else Priority.LOW
             self._request_neighbor(peer, prio)
             free -= 1
 
@@ -328,6 +344,9 @@ class TopicState(Generic[P]):
         elif isinstance(msg, ShuffleReply):
             for info in msg.nodes:
                 self._add_passive(info.id, info.data)
+            if self._shuffling:
+                self._shuffling = False
+                self._refill()
         elif isinstance(msg, Gossip):
             self._on_gossip(sender, msg)
         elif isinstance(msg, Prune):
@@ -386,12 +405,19 @@ class TopicState(Generic[P]):
         if requested or msg.priority == Priority.HIGH or room:
             self._add_active(sender, msg.data, reply=not requested)
         else:
-            self._send(sender, Disconnect(alive=True))
+            self._send_disconnect(sender, alive=True)
             self._add_passive(sender, msg.data)
 
     def _sample(self, view: dict[P, bytes | None], n: int, exclude: P) -> list[PeerInfo[P]]:
         keys = [p for p in view if p != exclude]
         return [PeerInfo(p, view[p]) for p in self.rng.sample(keys, min(n, len(keys)))]
+
+    def _shuffle_sample(self, n: int, exclude: P) -> list[PeerInfo[P]]:
+        """``n`` passive peers, topped up from the active view when the passive one is short."""
+        nodes = self._sample(self.passive, n, exclude)
+        if len(nodes) < n:
+            nodes += self._sample(self.active, n - len(nodes), exclude)
+        return nodes
 
     def _on_shuffle(self, sender: P, msg: Shuffle[P]) -> None:
         if msg.origin == self.me:
@@ -401,7 +427,7 @@ class TopicState(Generic[P]):
             if nxt is not None:
                 self._send(nxt, Shuffle(msg.origin, msg.nodes, msg.ttl - 1))
                 return
-        reply = self._sample(self.passive, len(msg.nodes), msg.origin)
+        reply = self._shuffle_sample(len(msg.nodes), msg.origin)
         self._send(msg.origin, ShuffleReply(tuple(reply)))
         for info in msg.nodes:
             self._add_passive(info.id, info.data)
@@ -410,13 +436,14 @@ class TopicState(Generic[P]):
         self._shuffle_scheduled = False
         self._schedule_shuffle()
         target = self._pick(list(self.active))
-        if target is None or not self.passive:
+        if target is None:
             return
         cfg = self.config
         nodes = self._sample(self.active, cfg.shuffle_active_view_count, target)
         nodes += self._sample(self.passive, cfg.shuffle_passive_view_count, target)
         nodes.append(PeerInfo(self.me, self.me_data))
         self._send(target, Shuffle(self.me, tuple(nodes), cfg.shuffle_random_walk_length))
+        self._shuffling = True
 
     # -- PlumTree ------------------------------------------------------------
 
