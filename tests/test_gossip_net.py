@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ import pytest
 
 from irohpy import RelayMode
 from irohpy.endpoint.endpoint import Endpoint
-from irohpy.errors import GossipError
+from irohpy.errors import ApplicationClosed, GossipError
 from irohpy.protocols.gossip import (
     Gossip,
     GossipTopic,
@@ -21,6 +22,7 @@ from irohpy.protocols.gossip import (
     Received,
     TopicId,
 )
+from irohpy.protocols.gossip.wire import ALPN, Join, encode_frame, encode_header, encode_message
 from irohpy.protocols.router import Router
 from tests.helpers import bind
 
@@ -62,8 +64,6 @@ async def next_received(topic: GossipTopic, timeout: float = 10.0) -> Received:
 
 
 def test_topic_id() -> None:
-    import hashlib
-
     assert TopicId.from_name("chat").to_bytes() == hashlib.sha256(b"chat").digest()
     assert TopicId.from_bytes(bytes(32)) == TopicId(bytes(32))
     with pytest.raises(ValueError):
@@ -176,3 +176,84 @@ async def test_thirty_endpoints_all_deliver_and_survive_losing_a_third() -> None
         results = await asyncio.gather(*waits)
         assert all(got == set(msgs) - {msgs[i]} for i, got in enumerate(results))
         assert all(t.neighbors for t in alive_topics)
+
+
+# -- bad input from a raw peer ------------------------------------------------------------------
+
+
+async def _raw_stream(raw: Endpoint, node: Node):  # type: ignore[no-untyped-def]
+    conn = await raw.connect(node.endpoint.addr(), ALPN, timeout=10)
+    return conn, await conn.open_uni()
+
+
+@pytest.mark.parametrize(
+    "first_bytes",
+    [
+        b"\x00\x00\x00\x05hello",  # header frame that is not 32 bytes
+        b"\x00\x01\x00\x00" + bytes(100),  # frame length over the 4096-byte limit
+    ],
+    ids=["short-header", "oversized-header-frame"],
+)
+async def test_bad_stream_header_closes_the_connection(first_bytes: bytes) -> None:
+    async with nodes(1) as (a,):
+        async with await a.gossip.subscribe(TOPIC):
+            raw = await bind(relay_mode=RelayMode.DISABLED)
+            try:
+                conn, stream = await _raw_stream(raw, a)
+                await stream.write_all(first_bytes)
+                async with asyncio.timeout(10):
+                    reason = await conn.closed()
+                assert isinstance(reason, ApplicationClosed) and reason.error_code == 1
+            finally:
+                await raw.close()
+
+
+@pytest.mark.parametrize(
+    "bad_frame",
+    [
+        b"\x00\x00\x00\x02\x07\x00",  # unknown topic::Message variant
+        b"\x00\x00\x00\x02\x00\x09",  # unknown hyparview::Message variant
+        b"\x00\x00\x00\x03\x01\x00\x05",  # truncated Gossip message
+        b"\x00\x00\x10\x01" + bytes(16),  # frame of 4097 bytes announced
+    ],
+    ids=["unknown-outer", "unknown-swarm", "truncated", "oversized"],
+)
+async def test_bad_frame_drops_the_stream_and_nothing_breaks(bad_frame: bytes) -> None:
+    async with nodes(2) as (a, b):
+        ta = await a.gossip.subscribe(TOPIC)
+        raw = await bind(relay_mode=RelayMode.DISABLED)
+        try:
+            conn, stream = await _raw_stream(raw, a)
+            await stream.write_all(encode_header(TOPIC.to_bytes()) + encode_frame(encode_message(Join(None))))
+            async with asyncio.timeout(10):
+                assert await anext(ta.receiver) == NeighborUp(raw.id)
+            await stream.write_all(bad_frame)
+            async with asyncio.timeout(10):
+                assert await stream.stopped() == 1
+            assert not conn.is_closed
+            tb = await b.gossip.subscribe(TOPIC, bootstrap=[a.endpoint.addr()])
+            await tb.joined(timeout=10)
+            await tb.broadcast(b"still fine")
+            assert (await next_received(ta)).content == b"still fine"
+            await tb.close()
+        finally:
+            await raw.close()
+        await ta.close()
+
+
+async def test_message_for_unsubscribed_topic_is_dropped() -> None:
+    async with nodes(1) as (a,):
+        ta = await a.gossip.subscribe(TOPIC)
+        raw = await bind(relay_mode=RelayMode.DISABLED)
+        try:
+            conn, stream = await _raw_stream(raw, a)
+            other = TopicId.from_name("not subscribed")
+            await stream.write_all(encode_header(other.to_bytes()) + encode_frame(encode_message(Join(None))))
+            conn2_stream = await conn.open_uni()
+            await conn2_stream.write_all(encode_header(TOPIC.to_bytes()) + encode_frame(encode_message(Join(None))))
+            async with asyncio.timeout(10):
+                assert await anext(ta.receiver) == NeighborUp(raw.id)
+            assert other.to_bytes() not in a.gossip._topics and not conn.is_closed
+        finally:
+            await raw.close()
+        await ta.close()
