@@ -19,6 +19,7 @@ from irohpy.protocols.gossip.net import (
     TopicId,
 )
 from irohpy.protocols.gossip.proto import Config, TopicState, message_id
+from irohpy.protocols.gossip.ticket import GossipTicket
 from irohpy.protocols.gossip.wire import (
     ALPN,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -37,6 +38,7 @@ __all__ = [
     "GossipEvent",
     "GossipReceiver",
     "GossipSender",
+    "GossipTicket",
     "GossipTopic",
     "Lagged",
     "NeighborDown",
