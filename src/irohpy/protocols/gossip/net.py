@@ -632,11 +632,16 @@ class Gossip:
             peer.send = live[-1] if live else None
             peer.streams.clear()
             if peer.send is None:
-                if peer.closing:
-                    if peer.writer is None or peer.writer.done():
-                        del self._peers[peer_id]
+                if peer.closing or not self._needed(peer_id):
+                    del self._peers[peer_id]
+                    if peer.writer is not None and peer.writer is not asyncio.current_task():
+                        peer.writer.cancel()
                 else:
                     self._peer_failed(peer)
+
+    def _needed(self, peer_id: EndpointId) -> bool:
+        """Whether a topic counts on ``peer_id``; losing a peer nobody needs is no failure."""
+        return any(topic.state.uses(peer_id) for topic in self._topics.values())
 
     async def _dial(self, peer: _Peer) -> _Conn:
         target: EndpointAddr | EndpointId = self._addrs.get(peer.id, peer.id)

@@ -325,8 +325,10 @@ class TopicState(Generic[P]):
     def _on_connection_down(self, peer: P) -> None:
         self._pending.pop(peer, None)
         self.passive.pop(peer, None)
+        was_active = peer in self.active
         self._remove_active(peer)
-        self._refill()
+        if was_active or not self.active:
+            self._refill()
 
     def _on_message(self, sender: P, msg: Message[P]) -> None:
         if sender == self.me:
