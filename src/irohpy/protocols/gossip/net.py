@@ -313,7 +313,7 @@ class Gossip:
         self._peers: dict[EndpointId, _Peer] = {}
         self._addrs: dict[EndpointId, EndpointAddr] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timers: list[tuple[float, int, bytes, Timer[EndpointId]]] = []
+        self._timers: list[tuple[float, int, _Topic, Timer[EndpointId]]] = []
         self._timer_seq = 0
         self._timer_handle: asyncio.TimerHandle | None = None
         self._drained = asyncio.Event()
@@ -460,7 +460,7 @@ class Gossip:
             if isinstance(action, proto.SendMessage):
                 self._send(action.peer, tid, action.message)
             elif isinstance(action, proto.ScheduleTimer):
-                self._schedule(action.at, tid, action.timer)
+                self._schedule(action.at, topic, action.timer)
             elif isinstance(action, proto.Received):
                 self._emit(topic, Received(action.content, action.delivered_from, action.round is None))
             elif isinstance(action, proto.NeighborUp):
@@ -483,9 +483,9 @@ class Gossip:
         for receiver in topic.receivers:
             receiver._push(event)
 
-    def _schedule(self, at: float, tid: bytes, timer: Timer[EndpointId]) -> None:
+    def _schedule(self, at: float, topic: _Topic, timer: Timer[EndpointId]) -> None:
         self._timer_seq += 1
-        heapq.heappush(self._timers, (at, self._timer_seq, tid, timer))
+        heapq.heappush(self._timers, (at, self._timer_seq, topic, timer))
         if self._timer_handle is None or at < self._timer_handle.when():
             if self._timer_handle is not None:
                 self._timer_handle.cancel()
@@ -495,9 +495,8 @@ class Gossip:
         self._timer_handle = None
         now = self._loop.time()
         while self._timers and self._timers[0][0] <= now:
-            _, _, tid, timer = heapq.heappop(self._timers)
-            topic = self._topics.get(tid)
-            if topic is not None and not self._closed:
+            _, _, topic, timer = heapq.heappop(self._timers)
+            if self._topics.get(topic.id.value) is topic and not self._closed:
                 self._handle(topic, TimerFired(timer))
         if self._timers and self._timer_handle is None and not self._closed:
             self._timer_handle = self._loop.call_at(self._timers[0][0], self._run_timers)
