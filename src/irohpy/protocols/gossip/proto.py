@@ -223,7 +223,10 @@ class TopicState(Generic[P]):
         elif isinstance(event, JoinCmd):
             for peer in event.peers:
                 if peer != self.me:
+                    # The contact answers with Neighbor; expecting it keeps us from answering back.
+                    self._pending[peer] = None
                     self._send(peer, Join(self.me_data))
+                    self._schedule(self.config.neighbor_request_timeout, NeighborRequestTimeout(peer))
             self._schedule_shuffle(self.config.first_shuffle_delay)
         elif isinstance(event, BroadcastCmd):
             self._broadcast(event.content, event.neighbors_only)
@@ -260,13 +263,18 @@ class TopicState(Generic[P]):
     def _send_disconnect(self, peer: P, *, alive: bool) -> None:
         """Like upstream, hand over some peers first so the other side does not run dry."""
         cfg = self.config
-        self._send(peer, ShuffleReply(tuple(self._shuffle_sample(cfg.shuffle_active_view_count + cfg.shuffle_passive_view_count, peer))))
+        handover = self._shuffle_sample(cfg.shuffle_active_view_count + cfg.shuffle_passive_view_count, peer)
+        self._send(peer, ShuffleReply(tuple(handover)))
         self._send(peer, Disconnect(alive=alive))
 
     # -- HyParView -----------------------------------------------------------
 
-    def _add_active(self, peer: P, data: bytes | None, *, reply: bool) -> None:
-        """Add ``peer``, evicting a random neighbor if full; ``reply`` sends our Neighbor."""
+    def _add_active(self, peer: P, data: bytes | None, *, reply: Priority | None) -> None:
+        """Add ``peer``, evicting a random neighbor if full; ``reply`` sends our Neighbor.
+
+        Like upstream, the reply has the request's priority: should our request have timed out
+        meanwhile, a Low reply can then be refused instead of forcing an eviction.
+        """
         if peer == self.me or peer in self.active:
             return
         self._pending.pop(peer, None)
@@ -279,8 +287,8 @@ class TopicState(Generic[P]):
         self.active[peer] = data
         self.eager[peer] = None
         self.lazy.pop(peer, None)
-        if reply:
-            self._send(peer, Neighbor(Priority.HIGH, self.me_data))
+        if reply is not None:
+            self._send(peer, Neighbor(reply, self.me_data))
         self._out.append(NeighborUp(peer))
 
     def _remove_active(self, peer: P) -> None:
@@ -289,6 +297,7 @@ class TopicState(Generic[P]):
         del self.active[peer]
         self.eager.pop(peer, None)
         self.lazy.pop(peer, None)
+        # IHaves already queued for the peer still go out: they may be its only way to a message.
         self._out.append(NeighborDown(peer))
         self._out.append(DisconnectPeer(peer))
 
@@ -375,7 +384,7 @@ class TopicState(Generic[P]):
 
     def _on_join(self, sender: P, msg: Join) -> None:
         others = [p for p in self.active if p != sender]
-        self._add_active(sender, msg.data, reply=True)
+        self._add_active(sender, msg.data, reply=Priority.HIGH)
         info = PeerInfo(sender, msg.data)
         for peer in others:
             if peer in self.active:
@@ -405,7 +414,7 @@ class TopicState(Generic[P]):
         requested = sender in self._pending
         room = len(self.active) < self.config.active_view_capacity
         if requested or msg.priority == Priority.HIGH or room:
-            self._add_active(sender, msg.data, reply=not requested)
+            self._add_active(sender, msg.data, reply=None if requested else msg.priority)
         else:
             self._send_disconnect(sender, alive=True)
             self._add_passive(sender, msg.data)
