@@ -323,3 +323,18 @@ def test_graft_answered_after_dropping_the_peer() -> None:
     s.handle(RecvMessage(1, Disconnect(alive=True)), 0.01)
     out = s.handle(RecvMessage(1, Graft(message_id(b"x"), 0)), 0.02)
     assert sends(out) == [(1, Gossip(message_id(b"x"), b"x", 0))]
+
+
+def test_contact_answer_to_join_is_not_answered_back() -> None:
+    """The contact's Neighbor after our Join is the reply we expect, not a request to answer."""
+    s = node()
+    s.handle(JoinCmd((5,)), 0.0)
+    out = s.handle(RecvMessage(5, Neighbor(Priority.HIGH)), 0.05)
+    assert NeighborUp(5) in out and sends(out) == []
+
+
+def test_neighbor_reply_has_the_request_priority() -> None:
+    s = node()
+    with_neighbors(s, [1])
+    out = s.handle(RecvMessage(9, Neighbor(Priority.LOW)), 0.0)
+    assert sends(out) == [(9, Neighbor(Priority.LOW, None))]
