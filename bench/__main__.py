@@ -282,12 +282,16 @@ def main() -> int:
         from bench import nat
 
         return nat.main(sys.argv[2:])
+    if sys.argv[1:2] in (["gossip"], ["gossip-sim"]):
+        from bench import gossip_net, gossip_sim
+
+        return (gossip_net if sys.argv[1] == "gossip" else gossip_sim).main(sys.argv[2:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Loopback benchmark, two processes per implementation: connect, "
                     "1-byte echo RTT, one-way bulk throughput and CPU.",
         epilog="`python -m bench relay` runs the relay server benchmarks instead "
-               "(see `python -m bench relay --help`).",
+               "(see `python -m bench relay --help`); `gossip` and `gossip-sim` the gossip ones.",
     )
     parser.add_argument("--impl", type=_impl_list, default=list(IMPLS),
                         help=f"comma-separated subset of {','.join(IMPLS)} (default: all)")

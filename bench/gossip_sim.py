@@ -2,7 +2,7 @@
 
 Runs the sans-IO state machine in the deterministic in-memory network
 (``irohpy.protocols.gossip.sim``), so numbers are reproducible for a seed and measure the
-protocol logic, not sockets. ``python -m bench.gossip_sim [--sizes 100 500 1000] [--seed N]``.
+protocol logic, not sockets. ``python -m bench gossip-sim [--sizes 100 500 1000] [--seed N]``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import collections
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from irohpy.protocols.gossip.sim import Simulation
@@ -78,11 +79,11 @@ def run(n: int, seed: int) -> Result:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench gossip-sim", description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print("| nodes | msgs | delivery (mean / min) | hops p50 / p99 | dups/msg mean / median | active-view degree: count | wall s |")
     print("|---:|---:|---|---|---:|---|---:|")
     for n in args.sizes:
@@ -93,7 +94,8 @@ def main() -> None:
             f" | {r.dups_per_msg:.1f} / {r.dups_median:.0f} | {deg} | {r.seconds:.1f} |",
             flush=True,
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

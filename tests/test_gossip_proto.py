@@ -59,7 +59,7 @@ def with_neighbors(state: TopicState[int], peers: list[int]) -> None:
 def test_join_sends_join_and_schedules_shuffle() -> None:
     out = node().handle(JoinCmd((5, 0, 6)), 1.0)
     assert sends(out) == [(5, Join(None)), (6, Join(None))]
-    assert ScheduleTimer(61.0, ShuffleTimer()) in out
+    assert ScheduleTimer(3.0, ShuffleTimer()) in out
 
 
 def test_contact_accepts_joiner_and_forwards_join() -> None:
@@ -106,7 +106,8 @@ def test_low_priority_neighbor_rejected_when_full() -> None:
     s = node()
     with_neighbors(s, [1, 2, 3, 4, 5])
     out = s.handle(RecvMessage(9, Neighbor(Priority.LOW)), 0.0)
-    assert sends(out) == [(9, Disconnect(alive=True))]
+    assert [m for p, m in sends(out) if p == 9 and not isinstance(m, ShuffleReply)] == [Disconnect(alive=True)]
+    assert isinstance(sends(out)[0][1], ShuffleReply)  # upstream hands over peers before refusing
     assert 9 not in s.active and 9 in s.passive
 
 
@@ -116,8 +117,8 @@ def test_disconnect_refills_from_passive_and_timeout_tries_next() -> None:
     s.passive.update({7: None, 8: None})
     out = s.handle(RecvMessage(1, Disconnect(alive=False)), 0.0)
     assert NeighborDown(1) in out and 1 not in s.passive
-    asked = [p for p, m in sends(out) if m == Neighbor(Priority.HIGH, None)]
-    assert sorted(asked) == [7, 8]
+    asked = [(p, m.priority) for p, m in sends(out) if isinstance(m, Neighbor)]
+    assert sorted(asked) == [(7, Priority.HIGH), (8, Priority.LOW)]
     out = s.handle(TimerFired(NeighborRequestTimeout(7)), 0.5)
     assert 7 not in s.passive
     out = s.handle(RecvMessage(8, Disconnect(alive=True)), 0.6)
@@ -145,7 +146,7 @@ def test_shuffle_cycle() -> None:
     with_neighbors(r, [4])
     r.passive[11] = None
     out = r.handle(RecvMessage(4, Shuffle(20, (PeerInfo(21), PeerInfo(22)), 2)), 0.0)
-    assert sends(out) == [(20, ShuffleReply((PeerInfo(11),)))]
+    assert sends(out) == [(20, ShuffleReply((PeerInfo(11), PeerInfo(4))))]  # passive, topped up from active
     assert {21, 22} <= set(r.passive)
     r.handle(RecvMessage(20, ShuffleReply((PeerInfo(30, b"x"),))), 0.0)
     assert r.passive[30] == b"x"
@@ -155,7 +156,7 @@ def test_quit_disconnects_everyone() -> None:
     s = node()
     with_neighbors(s, [1, 2])
     out = s.handle(QuitCmd(), 0.0)
-    assert sorted(sends(out)) == [(1, Disconnect(False)), (2, Disconnect(False))]
+    assert sorted((p, m) for p, m in sends(out) if isinstance(m, Disconnect)) == [(1, Disconnect(False)), (2, Disconnect(False))]
     assert not s.active
 
 
@@ -277,3 +278,63 @@ def test_hundred_nodes_full_delivery_with_churn() -> None:
         assert [sim.delivery_ratio(m) for m in mids] == [1.0] * len(mids)
         sim.left.clear()
     assert time.monotonic() - started < 10
+
+
+def test_refused_neighbor_request_does_not_trigger_another() -> None:
+    """A Low request refused with Disconnect must not start a Neighbor/Disconnect storm."""
+    s = node()
+    with_neighbors(s, [1])
+    s.passive.update({7: None, 8: None})
+    s.handle(RecvMessage(1, Disconnect(alive=True)), 0.0)
+    s.handle(RecvMessage(2, Neighbor(Priority.HIGH)), 0.1)
+    out = s.handle(RecvMessage(7, Disconnect(alive=True)), 0.2)
+    assert sends(out) == [] and 7 in s.passive
+
+
+def test_stable_swarm_is_quiet() -> None:
+    """Once joined, an idle swarm sends no membership traffic until the shuffle timer."""
+    sim = Simulation(200, seed=3)
+    sim.bootstrap()
+    sent: list[object] = []
+    apply = sim._apply
+
+    def counting(node: int, actions: list[Action[int]]) -> None:
+        sent.extend(a.message for a in actions if isinstance(a, SendMessage))
+        apply(node, actions)
+
+    sim._apply = counting  # type: ignore[method-assign]
+    sim.run_until(sim.now + 5)
+    assert not [m for m in sent if isinstance(m, (Neighbor, Disconnect))]
+
+
+def test_node_without_neighbors_keeps_asking_passive_peers() -> None:
+    s = node()
+    s.passive.update({7: None})
+    s._pending[8] = None
+    out = s.handle(RecvMessage(8, Disconnect(alive=True)), 0.0)
+    assert sorted(p for p, m in sends(out) if isinstance(m, Neighbor)) == [7, 8]
+
+
+def test_graft_answered_after_dropping_the_peer() -> None:
+    """A Graft that crossed our Disconnect is still answered from the cache."""
+    s = node()
+    with_neighbors(s, [1])
+    s.handle(BroadcastCmd(b"x"), 0.0)
+    s.handle(RecvMessage(1, Disconnect(alive=True)), 0.01)
+    out = s.handle(RecvMessage(1, Graft(message_id(b"x"), 0)), 0.02)
+    assert sends(out) == [(1, Gossip(message_id(b"x"), b"x", 0))]
+
+
+def test_contact_answer_to_join_is_not_answered_back() -> None:
+    """The contact's Neighbor after our Join is the reply we expect, not a request to answer."""
+    s = node()
+    s.handle(JoinCmd((5,)), 0.0)
+    out = s.handle(RecvMessage(5, Neighbor(Priority.HIGH)), 0.05)
+    assert NeighborUp(5) in out and sends(out) == []
+
+
+def test_neighbor_reply_has_the_request_priority() -> None:
+    s = node()
+    with_neighbors(s, [1])
+    out = s.handle(RecvMessage(9, Neighbor(Priority.LOW)), 0.0)
+    assert sends(out) == [(9, Neighbor(Priority.LOW, None))]

@@ -1,8 +1,25 @@
-"""iroh-gossip (ALPN ``/iroh-gossip/1``): wire codec and sans-IO HyParView/PlumTree state."""
+"""iroh-gossip (ALPN ``/iroh-gossip/1``): topic broadcast over HyParView + PlumTree.
+
+``Gossip(endpoint)`` is the API; register it on a Router under ``gossip.alpn``. The wire codec
+(:mod:`.wire`) and the sans-IO state (:mod:`.proto`) are usable on their own.
+"""
 
 from __future__ import annotations
 
+from irohpy.protocols.gossip.net import (
+    Gossip,
+    GossipEvent,
+    GossipReceiver,
+    GossipSender,
+    GossipTopic,
+    Lagged,
+    NeighborDown,
+    NeighborUp,
+    Received,
+    TopicId,
+)
 from irohpy.protocols.gossip.proto import Config, TopicState, message_id
+from irohpy.protocols.gossip.ticket import GossipTicket
 from irohpy.protocols.gossip.wire import (
     ALPN,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -17,6 +34,17 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "Config",
     "FrameDecoder",
+    "Gossip",
+    "GossipEvent",
+    "GossipReceiver",
+    "GossipSender",
+    "GossipTicket",
+    "GossipTopic",
+    "Lagged",
+    "NeighborDown",
+    "NeighborUp",
+    "Received",
+    "TopicId",
     "TopicState",
     "decode_message",
     "encode_frame",

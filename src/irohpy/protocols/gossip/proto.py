@@ -37,7 +37,11 @@ _MAX_ROUND = 0xFFFF
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults from wire spec §10.3; times are seconds."""
+    """Defaults from wire spec §10.3; times are seconds.
+
+    ``first_shuffle_delay`` is ours (upstream waits a full interval): a node that just joined
+    shuffles soon, so its passive view has peers to fall back on if its first neighbors fail.
+    """
 
     active_view_capacity: int = 5
     passive_view_capacity: int = 30
@@ -47,6 +51,7 @@ class Config:
     shuffle_active_view_count: int = 3
     shuffle_passive_view_count: int = 4
     shuffle_interval: float = 60.0
+    first_shuffle_delay: float = 2.0
     neighbor_request_timeout: float = 0.5
     graft_timeout_1: float = 0.080
     graft_timeout_2: float = 0.040
@@ -202,6 +207,7 @@ class TopicState(Generic[P]):
     _missing: dict[bytes, list[tuple[P, int]]] = field(default_factory=dict)
     _ihave_queue: dict[P, list[tuple[bytes, int]]] = field(default_factory=dict)
     _shuffle_scheduled: bool = False
+    _shuffling: bool = False
     _evict_scheduled: bool = False
     _out: list[Action[P]] = field(default_factory=list)
     _now: float = 0.0
@@ -217,19 +223,26 @@ class TopicState(Generic[P]):
         elif isinstance(event, JoinCmd):
             for peer in event.peers:
                 if peer != self.me:
+                    # The contact answers with Neighbor; expecting it keeps us from answering back.
+                    self._pending[peer] = None
                     self._send(peer, Join(self.me_data))
-            self._schedule_shuffle()
+                    self._schedule(self.config.neighbor_request_timeout, NeighborRequestTimeout(peer))
+            self._schedule_shuffle(self.config.first_shuffle_delay)
         elif isinstance(event, BroadcastCmd):
             self._broadcast(event.content, event.neighbors_only)
         elif isinstance(event, QuitCmd):
             for peer in list(self.active):
-                self._send(peer, Disconnect(alive=False))
+                self._send_disconnect(peer, alive=False)
                 self._remove_active(peer)
         elif isinstance(event, ConnectionDown):
             self._on_connection_down(event.peer)
         else:
             raise TypeError(f"unknown gossip event {type(event).__name__}")
         return self._out
+
+    def uses(self, peer: P) -> bool:
+        """Whether this topic still needs a connection to ``peer`` (neighbor or asked to be one)."""
+        return peer in self.active or peer in self._pending
 
     # -- helpers -----------------------------------------------------------
 
@@ -242,29 +255,40 @@ class TopicState(Generic[P]):
     def _pick(self, items: list[P]) -> P | None:
         return self.rng.choice(items) if items else None
 
-    def _schedule_shuffle(self) -> None:
+    def _schedule_shuffle(self, delay: float | None = None) -> None:
         if not self._shuffle_scheduled:
             self._shuffle_scheduled = True
-            self._schedule(self.config.shuffle_interval, ShuffleTimer())
+            self._schedule(self.config.shuffle_interval if delay is None else delay, ShuffleTimer())
+
+    def _send_disconnect(self, peer: P, *, alive: bool) -> None:
+        """Like upstream, hand over some peers first so the other side does not run dry."""
+        cfg = self.config
+        handover = self._shuffle_sample(cfg.shuffle_active_view_count + cfg.shuffle_passive_view_count, peer)
+        self._send(peer, ShuffleReply(tuple(handover)))
+        self._send(peer, Disconnect(alive=alive))
 
     # -- HyParView -----------------------------------------------------------
 
-    def _add_active(self, peer: P, data: bytes | None, *, reply: bool) -> None:
-        """Add ``peer``, evicting a random neighbor if full; ``reply`` sends our Neighbor."""
+    def _add_active(self, peer: P, data: bytes | None, *, reply: Priority | None) -> None:
+        """Add ``peer``, evicting a random neighbor if full; ``reply`` sends our Neighbor.
+
+        Like upstream, the reply has the request's priority: should our request have timed out
+        meanwhile, a Low reply can then be refused instead of forcing an eviction.
+        """
         if peer == self.me or peer in self.active:
             return
         self._pending.pop(peer, None)
         self.passive.pop(peer, None)
         while len(self.active) >= self.config.active_view_capacity:
             victim = self.rng.choice(list(self.active))
-            self._send(victim, Disconnect(alive=True))
+            self._send_disconnect(victim, alive=True)
             self._remove_active(victim)
             self._add_passive(victim, None)
         self.active[peer] = data
         self.eager[peer] = None
         self.lazy.pop(peer, None)
-        if reply:
-            self._send(peer, Neighbor(Priority.HIGH, self.me_data))
+        if reply is not None:
+            self._send(peer, Neighbor(reply, self.me_data))
         self._out.append(NeighborUp(peer))
 
     def _remove_active(self, peer: P) -> None:
@@ -273,7 +297,7 @@ class TopicState(Generic[P]):
         del self.active[peer]
         self.eager.pop(peer, None)
         self.lazy.pop(peer, None)
-        self._ihave_queue.pop(peer, None)
+        # IHaves already queued for the peer still go out: they may be its only way to a message.
         self._out.append(NeighborDown(peer))
         self._out.append(DisconnectPeer(peer))
 
@@ -289,12 +313,16 @@ class TopicState(Generic[P]):
         self.passive[peer] = data
 
     def _refill(self) -> None:
-        """Ask random passive peers to fill free active slots (High if we have no neighbor)."""
+        """Ask random passive peers to fill free active slots.
+
+        Only one request is High (when we have no neighbor and none pending): each High one
+        evicts someone, so several at once would cascade through the swarm.
+        """
         free = self.config.active_view_capacity - len(self.active) - len(self._pending)
         candidates = [p for p in self.passive if p not in self._pending]
         while free > 0 and candidates:
             peer = candidates.pop(self.rng.randrange(len(candidates)))
-            prio = Priority.HIGH if not self.active else Priority.LOW
+            prio = Priority.HIGH if not self.active and not self._pending else Priority.LOW
             self._request_neighbor(peer, prio)
             free -= 1
 
@@ -306,8 +334,10 @@ class TopicState(Generic[P]):
     def _on_connection_down(self, peer: P) -> None:
         self._pending.pop(peer, None)
         self.passive.pop(peer, None)
+        was_active = peer in self.active
         self._remove_active(peer)
-        self._refill()
+        if was_active or not self.active:
+            self._refill()
 
     def _on_message(self, sender: P, msg: Message[P]) -> None:
         if sender == self.me:
@@ -319,18 +349,15 @@ class TopicState(Generic[P]):
         elif isinstance(msg, Neighbor):
             self._on_neighbor(sender, msg)
         elif isinstance(msg, Disconnect):
-            self._pending.pop(sender, None)
-            self._remove_active(sender)
-            if msg.alive:
-                self._add_passive(sender, None)
-            else:
-                self.passive.pop(sender, None)
-            self._refill()
+            self._on_disconnect(sender, msg)
         elif isinstance(msg, Shuffle):
             self._on_shuffle(sender, msg)
         elif isinstance(msg, ShuffleReply):
             for info in msg.nodes:
                 self._add_passive(info.id, info.data)
+            if self._shuffling:
+                self._shuffling = False
+                self._refill()
         elif isinstance(msg, Gossip):
             self._on_gossip(sender, msg)
         elif isinstance(msg, Prune):
@@ -342,9 +369,22 @@ class TopicState(Generic[P]):
         elif isinstance(msg, IHave):
             self._on_ihave(sender, msg)
 
+    def _on_disconnect(self, sender: P, msg: Disconnect) -> None:
+        """Refill when a neighbor left or we have none; refilling after every refused Low
+        request would storm, while a High request (sent with no neighbor) is never refused."""
+        self._pending.pop(sender, None)
+        was_active = sender in self.active
+        self._remove_active(sender)
+        if msg.alive:
+            self._add_passive(sender, None)
+        else:
+            self.passive.pop(sender, None)
+        if was_active or not self.active:
+            self._refill()
+
     def _on_join(self, sender: P, msg: Join) -> None:
         others = [p for p in self.active if p != sender]
-        self._add_active(sender, msg.data, reply=True)
+        self._add_active(sender, msg.data, reply=Priority.HIGH)
         info = PeerInfo(sender, msg.data)
         for peer in others:
             if peer in self.active:
@@ -374,14 +414,21 @@ class TopicState(Generic[P]):
         requested = sender in self._pending
         room = len(self.active) < self.config.active_view_capacity
         if requested or msg.priority == Priority.HIGH or room:
-            self._add_active(sender, msg.data, reply=not requested)
+            self._add_active(sender, msg.data, reply=None if requested else msg.priority)
         else:
-            self._send(sender, Disconnect(alive=True))
+            self._send_disconnect(sender, alive=True)
             self._add_passive(sender, msg.data)
 
     def _sample(self, view: dict[P, bytes | None], n: int, exclude: P) -> list[PeerInfo[P]]:
         keys = [p for p in view if p != exclude]
         return [PeerInfo(p, view[p]) for p in self.rng.sample(keys, min(n, len(keys)))]
+
+    def _shuffle_sample(self, n: int, exclude: P) -> list[PeerInfo[P]]:
+        """``n`` passive peers, topped up from the active view when the passive one is short."""
+        nodes = self._sample(self.passive, n, exclude)
+        if len(nodes) < n:
+            nodes += self._sample(self.active, n - len(nodes), exclude)
+        return nodes
 
     def _on_shuffle(self, sender: P, msg: Shuffle[P]) -> None:
         if msg.origin == self.me:
@@ -391,7 +438,7 @@ class TopicState(Generic[P]):
             if nxt is not None:
                 self._send(nxt, Shuffle(msg.origin, msg.nodes, msg.ttl - 1))
                 return
-        reply = self._sample(self.passive, len(msg.nodes), msg.origin)
+        reply = self._shuffle_sample(len(msg.nodes), msg.origin)
         self._send(msg.origin, ShuffleReply(tuple(reply)))
         for info in msg.nodes:
             self._add_passive(info.id, info.data)
@@ -400,13 +447,14 @@ class TopicState(Generic[P]):
         self._shuffle_scheduled = False
         self._schedule_shuffle()
         target = self._pick(list(self.active))
-        if target is None or not self.passive:
+        if target is None:
             return
         cfg = self.config
         nodes = self._sample(self.active, cfg.shuffle_active_view_count, target)
         nodes += self._sample(self.passive, cfg.shuffle_passive_view_count, target)
         nodes.append(PeerInfo(self.me, self.me_data))
         self._send(target, Shuffle(self.me, tuple(nodes), cfg.shuffle_random_walk_length))
+        self._shuffling = True
 
     # -- PlumTree ------------------------------------------------------------
 
@@ -454,9 +502,6 @@ class TopicState(Generic[P]):
         self._remember(msg.id, msg.content)
         announcers = self._missing.pop(msg.id, [])
         self._out.append(Received(msg.content, sender, msg.round))
-        if sender in self.active:
-            self.lazy.pop(sender, None)
-            self.eager[sender] = None
         self._push(msg.id, msg.content, min(msg.round + 1, _MAX_ROUND), sender)
         self._optimize(sender, msg.round, announcers)
 
@@ -484,10 +529,10 @@ class TopicState(Generic[P]):
                 self._schedule(self.config.graft_timeout_1, GraftTimer(mid))
 
     def _on_graft(self, sender: P, msg: Graft) -> None:
-        if sender not in self.active:
-            return
-        self.lazy.pop(sender, None)
-        self.eager[sender] = None
+        """Answer even a peer we just dropped: its Graft may have crossed our Disconnect."""
+        if sender in self.active:
+            self.lazy.pop(sender, None)
+            self.eager[sender] = None
         if msg.id is not None and msg.id in self._cache:
             self._send(sender, Gossip(msg.id, self._cache[msg.id][0], msg.round))
 
@@ -500,7 +545,7 @@ class TopicState(Generic[P]):
         if peer in self.active:
             self.lazy.pop(peer, None)
             self.eager[peer] = None
-            self._send(peer, Graft(timer.id, round_))
+        self._send(peer, Graft(timer.id, round_))
         self._schedule(self.config.graft_timeout_2, GraftTimer(timer.id, second=True))
 
     def _on_timer(self, timer: Timer[P]) -> None:

@@ -1,7 +1,9 @@
 """Deterministic in-memory network of :class:`TopicState` nodes, for tests and benchmarks.
 
-Messages travel as Python objects with a seeded random latency; sending to a node that is not
-up yields ``ConnectionDown`` at the sender, as a failed dial would. Each node's state is
+Messages travel as Python objects. Each pair of nodes gets a fixed latency drawn once from a
+seeded RNG, so a link is FIFO like a QUIC stream and the fastest tree is stable, as on a real
+network. Sending to a node that is not up yields ``ConnectionDown`` at the sender, as a failed
+dial would. Each node's state is
 replaced on rejoin, and a generation number keeps old timers from firing on the new state.
 """
 
@@ -32,7 +34,7 @@ from irohpy.protocols.gossip.wire import Gossip
 
 @dataclass
 class Delivery:
-    """Who got one broadcast, at which hop, and who was up when it was sent."""
+    """Who got one broadcast, at which hop, and who was connected to the sender when it was sent."""
 
     sender: int
     sent_at: float
@@ -60,21 +62,26 @@ class Simulation:
         self.left: dict[int, float] = {}
         self._queue: list[tuple[float, int, int, int, Event[int]]] = []
         self._seq = 0
+        self._links: dict[tuple[int, int], float] = {}
 
     def _push(self, at: float, node: int, gen: int, event: Event[int]) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, node, gen, event))
 
-    def _delay(self) -> float:
-        return self.rng.uniform(*self.latency)
+    def _delay(self, a: int, b: int) -> float:
+        key = (a, b) if a < b else (b, a)
+        delay = self._links.get(key)
+        if delay is None:
+            delay = self._links[key] = self.rng.uniform(*self.latency)
+        return delay
 
     def _apply(self, node: int, actions: list[Action[int]]) -> None:
         for action in actions:
             if isinstance(action, SendMessage):
                 if action.peer in self.nodes:
-                    self._push(self.now + self._delay(), action.peer, -1, RecvMessage(node, action.message))
+                    self._push(self.now + self._delay(node, action.peer), action.peer, -1, RecvMessage(node, action.message))
                 else:
-                    self._push(self.now + 2 * self._delay(), node, self.gen[node], ConnectionDown(action.peer))
+                    self._push(self.now + 2 * self._delay(node, action.peer), node, self.gen[node], ConnectionDown(action.peer))
             elif isinstance(action, ScheduleTimer):
                 self._push(action.at, node, self.gen[node], TimerFired(action.timer))
             elif isinstance(action, Received):
@@ -100,7 +107,7 @@ class Simulation:
         else:
             for peer in state.active:
                 if peer in self.nodes:
-                    self._push(self.now + 2 * self._delay(), peer, self.gen[peer], ConnectionDown(node))
+                    self._push(self.now + 2 * self._delay(node, peer), peer, self.gen[peer], ConnectionDown(node))
         del self.nodes[node]
         self.left[node] = self.now
 
@@ -108,9 +115,21 @@ class Simulation:
         """Nodes that are up and have at least one neighbor, in id order."""
         return [p for p in sorted(self.nodes) if self.nodes[p].active]
 
+    def connected(self, node: int) -> set[int]:
+        """Nodes reachable from ``node`` over active-view links to nodes that are up."""
+        seen = {node}
+        stack = [node]
+        while stack:
+            for peer in self.nodes[stack.pop()].active:
+                if peer in self.nodes and peer not in seen:
+                    seen.add(peer)
+                    stack.append(peer)
+        return seen - {node}
+
     def broadcast(self, node: int, content: bytes) -> bytes:
+        """Send from ``node``; delivery is judged against the nodes connected to it right now."""
         mid = message_id(content)
-        self.deliveries[mid] = Delivery(node, self.now, set(self.joined()) - {node})
+        self.deliveries[mid] = Delivery(node, self.now, self.connected(node))
         self._handle(node, BroadcastCmd(content))
         return mid
 
@@ -128,7 +147,7 @@ class Simulation:
         self.now = t
 
     def delivery_ratio(self, mid: bytes) -> float:
-        """Share of nodes joined (non-empty active view) at send time and still up that got it."""
+        """Share of the nodes connected to the sender at send time and still up that got it."""
         d = self.deliveries[mid]
         expected = {p for p in d.expected if p in self.nodes and p not in self.left}
         if not expected:
