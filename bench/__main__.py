@@ -91,6 +91,8 @@ async def _client_worker(name: str, job: dict[str, Any]) -> None:
 
 def _opts_args(opts: common.Options) -> list[str]:
     args = ["--datagram-size", str(opts.datagram_size)]
+    if opts.keep_alive is not None:
+        args += ["--keep-alive", str(opts.keep_alive)]
     return args + (["--relay-url", opts.relay_url] if opts.relay_url else [])
 
 
@@ -236,7 +238,8 @@ async def _orchestrate(args: argparse.Namespace) -> int:
             count = args.idle_connections if name == "irohpy" else args.idle_ref_connections
             params = common.Params(parts=("idle",), idle_connections=count,
                                    idle_concurrency=args.idle_concurrency, idle_hold=args.idle_hold)
-            results["idle"][name] = await _run_part("idle", name, params, opts)
+            idle_opts = dataclasses.replace(opts, keep_alive=args.idle_keep_alive)
+            results["idle"][name] = await _run_part("idle", name, params, idle_opts)
     if "relay-path" in args.parts:
         results["relay_path"] = await _relay_path(args)
     if "relay" in args.parts:
@@ -254,7 +257,7 @@ async def _orchestrate(args: argparse.Namespace) -> int:
         "versions": _versions(),
         "elapsed_s": elapsed,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                 if k not in ("worker", "job", "relay_url")},
+                 if k not in ("worker", "job", "relay_url", "keep_alive")},
     }
     text = report.markdown(meta, results)
     print(f"\n{text}", flush=True)
@@ -342,10 +345,13 @@ def main() -> int:
                         help="idle connections irohpy holds in one process (default 10000)")
     parser.add_argument("--idle-ref-connections", type=_positive, default=1000,
                         help="idle connections each reference holds (default 1000)")
-    parser.add_argument("--idle-concurrency", type=_positive, default=64,
-                        help="handshakes in flight while opening idle connections (default 64)")
+    parser.add_argument("--idle-concurrency", type=_positive, default=32,
+                        help="handshakes in flight while opening idle connections (default 32)")
     parser.add_argument("--idle-hold", type=float, default=10.0,
                         help="seconds the idle connections are held (default 10, > keep-alive)")
+    parser.add_argument("--idle-keep-alive", type=float, default=25.0,
+                        help="irohpy's keep-alive interval in the idle part (default 25 s, under "
+                             "the 30 s idle timeout; the endpoint's own default is 5 s)")
     parser.add_argument("--relay-megabytes", type=_positive, default=20,
                         help="bulk size over the relay path (default 20)")
     parser.add_argument("--relay-args", default="--pairs 2,10 --seconds 3 --idle-target 2000 "
@@ -357,13 +363,15 @@ def main() -> int:
     parser.add_argument("--worker", choices=("server", "client"), help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--relay-url", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-alive", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker is not None:
         if len(args.impl) != 1:
             parser.error("a worker runs exactly one --impl")
         if args.worker == "server":
-            opts = common.Options(datagram_size=args.datagram_size, relay_url=args.relay_url)
+            opts = common.Options(datagram_size=args.datagram_size, relay_url=args.relay_url,
+                                  keep_alive=args.keep_alive)
             asyncio.run(_server_worker(args.impl[0], opts))
         else:
             asyncio.run(_client_worker(args.impl[0], json.loads(args.job)))

@@ -18,8 +18,10 @@ from irohpy.socket.paths import RelayPath
 
 async def _bind(alpns: list[bytes], opts: common.Options) -> Endpoint:
     relay = RelayMode.custom([opts.relay_url]) if opts.relay_url else None
+    extra = {} if opts.keep_alive is None else {"keep_alive": opts.keep_alive}
     return await Endpoint.bind(preset=presets.MINIMAL, alpns=alpns, relay_mode=relay,
-                               bind_addrs=[f"{common.HOST}:0"], max_datagram_size=opts.datagram_size)
+                               bind_addrs=[f"{common.HOST}:0"], max_datagram_size=opts.datagram_size,
+                               **extra)
 
 
 class _Stream:

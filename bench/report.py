@@ -239,8 +239,11 @@ def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
     if idle:
         out += ["## Idle connections and memory", "", idle_table(idle), "",
                 f"Connections are opened {args['idle_concurrency']} at a time by one client process "
-                f"and held for {args['idle_hold']:g} s (irohpy sends keep-alives every 5 s). Memory per "
-                "connection is the growth of RSS while they were opened, divided by their number.", ""]
+                f"and held for {args['idle_hold']:g} s; irohpy sends a keep-alive PING every "
+                f"{args.get('idle_keep_alive') or 5:g} s"
+                f"{' (configured with `Endpoint.bind(keep_alive=...)`; the default is 5 s)' if args.get('idle_keep_alive') else ''}. "
+                "Memory per connection is the growth of RSS while they were opened, divided by their "
+                "number; the server's CPU is measured over the hold.", ""]
     if "relay_path" in results:
         out += ["## Relay path", "", relay_path_table(results["relay_path"]), ""]
     relay = results.get("relay")
