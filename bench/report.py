@@ -215,9 +215,9 @@ def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "",
         f"QUIC datagram size: **{args['datagram_size']} bytes** for irohpy and raw aioquic, configured "
         "(`Endpoint.bind(max_datagram_size=...)`; irohpy's default stays at the always-safe 1200, it has "
-        "no PMTU discovery). The official iroh package runs PMTU discovery from 1200 and on loopback "
-        "settles at its own ceiling of 1452. Encryption (AES-128-GCM), congestion control (irohpy: CUBIC, "
-        "aioquic: Reno) and flow control are on in every QUIC implementation.",
+        "no PMTU discovery). The official iroh package sizes its datagrams itself (quinn's defaults, not "
+        "configured here). Encryption, congestion control (irohpy: CUBIC, aioquic: Reno) and flow control "
+        "are on in every QUIC implementation.",
         "",
         "Each cell: median (min–max) over the samples: bulk runs (`--runs`; iroh-stock `--stock-runs`), "
         "`--connects` connections, `--echo-samples` echoes. Ratios are irohpy's median ÷ the reference's, "
