@@ -52,6 +52,8 @@ CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 IDLE_CONNECT_TIMEOUT = 30.0
 """Per connection while thousands are opened: the handshakes queue behind each other's CPU."""
+IDLE_CONNECT_ATTEMPTS = 3
+"""Dials per idle connection, as an application would retry; every failed dial is counted."""
 ECHO_TIMEOUT = 60.0
 SLOWEST_MB_S = 1.0
 """Bulk runs slower than this time out (iroh-stock manages ~7 MB/s)."""
@@ -88,7 +90,8 @@ class Params:
     def client_timeout(self) -> float:
         """Seconds a whole client worker may take: every step at its own limit, plus start-up."""
         per_conn = CONNECT_TIMEOUT + CLOSE_TIMEOUT
-        idle = (self.idle_connections * IDLE_CONNECT_TIMEOUT / self.idle_concurrency + self.idle_hold
+        idle = (self.idle_connections * IDLE_CONNECT_ATTEMPTS * IDLE_CONNECT_TIMEOUT
+                / self.idle_concurrency + self.idle_hold
                 if "idle" in self.parts else 0.0)
         return (STARTUP_TIMEOUT + 3 * self.connects * per_conn + per_conn + ECHO_TIMEOUT
                 + 2 * self.runs * (self.streams * per_conn + self.bulk_timeout()) + idle)
@@ -457,13 +460,15 @@ async def _idle(dialer: Dialer, params: Params) -> dict[str, Any]:
     async def one() -> None:
         nonlocal failures
         async with gate:
-            try:
-                async with asyncio.timeout(IDLE_CONNECT_TIMEOUT):
-                    conns.append(await dialer.connect())
-            except Exception as exc:  # noqa: BLE001 -- counted; the first one is printed
-                failures += 1
-                if failures == 1:
-                    print(f"idle connect failed: {exc!r}", file=sys.stderr)
+            for _ in range(IDLE_CONNECT_ATTEMPTS):
+                try:
+                    async with asyncio.timeout(IDLE_CONNECT_TIMEOUT):
+                        conns.append(await dialer.connect())
+                    return
+                except Exception as exc:  # noqa: BLE001 -- counted; the first one is printed
+                    failures += 1
+                    if failures == 1:
+                        print(f"idle connect failed: {exc!r}", file=sys.stderr)
 
     t0 = time.perf_counter()
     cpu0 = cpu_seconds()
@@ -482,6 +487,7 @@ async def _idle(dialer: Dialer, params: Params) -> dict[str, Any]:
             await conn.close()
     return {
         "target": params.idle_connections,
+        "attempts": IDLE_CONNECT_ATTEMPTS,
         "connected": len(conns),
         "failed": failures,
         "alive_after_hold": alive,

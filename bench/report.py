@@ -116,6 +116,7 @@ def idle_figures(entry: dict[str, Any]) -> dict[str, float] | None:
         "connected": n,
         "target": idle["target"],
         "alive": idle["alive_after_hold"],
+        "failed": idle["failed"],
         "setup_s": idle["setup_s"],
         "server_kib": (server[1] - server[0]) / n if len(server) > 1 else float("nan"),
         "client_kib": (client[1] - client[0]) / n,
@@ -126,7 +127,7 @@ def idle_figures(entry: dict[str, Any]) -> dict[str, float] | None:
 
 def idle_table(idle: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "| impl | connections held (alive after hold / opened / asked) | open time s "
+        "| impl | connections held (alive after hold / opened / asked; failed dials) | open time s "
         "| server KiB per conn | server MiB per 1,000 conns | client KiB per conn "
         "| server RSS MiB holding | server CPU % while idle |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -137,7 +138,8 @@ def idle_table(idle: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {name} | {idle[name].get('status', '?')[:60]} | | | | | | |")
             continue
         lines.append(
-            f"| {name} | {f['alive']:.0f} / {f['connected']:.0f} / {f['target']:.0f} | {f['setup_s']:.1f} "
+            f"| {name} | {f['alive']:.0f} / {f['connected']:.0f} / {f['target']:.0f}; {f['failed']:.0f} "
+            f"| {f['setup_s']:.1f} "
             f"| {f['server_kib']:.1f} | {f['server_kib'] * 1000 / 1024:.1f} | {f['client_kib']:.1f} "
             f"| {f['server_rss_mib']:.0f} | {f['hold_cpu_pct']:.1f} |"
         )
@@ -236,9 +238,11 @@ def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
                 "0-RTT reuses a session ticket so the request rides in the first flight; "
                 "only irohpy exposes 0-RTT here.", ""]
     idle = results.get("idle", {})
+    attempts = max((e["raw"]["idle"].get("attempts", 1) for e in idle.values() if _ok(e)), default=1)
     if idle:
         out += ["## Idle connections and memory", "", idle_table(idle), "",
                 f"Connections are opened {args['idle_concurrency']} at a time by one client process "
+                f"{f'(a failed dial is retried, {attempts} attempts in all) ' if attempts > 1 else ''}"
                 f"and held for {args['idle_hold']:g} s; irohpy sends a keep-alive PING every "
                 f"{args.get('idle_keep_alive') or 5:g} s"
                 f"{' (configured with `Endpoint.bind(keep_alive=...)`; the default is 5 s)' if args.get('idle_keep_alive') else ''}. "
