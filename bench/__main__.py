@@ -1,13 +1,22 @@
-"""Orchestrator: for each implementation, a server process and a client process.
+"""Orchestrator: `python -m bench` (`make bench`), the whole suite in one run.
 
-`python -m bench` spawns, per implementation, `python -m bench --worker server`
-then `python -m bench --worker client`, collects their JSON lines, stops them,
-prints a Markdown table with ratios and writes every raw sample to JSON.
-Separate processes keep each side's CPU accounting honest and stop one
-implementation's threads or patches from touching another's.
+For each implementation a server process and a client process (`python -m bench
+--worker server|client`) exchange JSON lines with this orchestrator; separate
+processes keep each side's CPU and memory accounting honest and stop one
+implementation's threads or patches from touching another's. Parts (`--parts`):
 
-`python -m bench relay` is a separate suite, the relay server's forwarding
-throughput and idle capacity: see bench/relay.py.
+- core: connect (fresh, and a first request with and without 0-RTT), 1-byte echo
+  RTT, bulk on one stream and on `--streams` parallel streams, CPU per GB;
+- idle: memory per idle connection, `--idle-connections` held by irohpy
+  (`--idle-ref-connections` by the references) for `--idle-hold` seconds;
+- relay-path: irohpy echo and bulk with every packet through our relay server;
+- relay: the relay server's own forwarding throughput and idle-client capacity
+  (a short run of `python -m bench relay`, see bench/relay.py).
+
+Every figure is the median of its samples with min and max; ratios divide
+irohpy's median by each reference's, all measured in this run. Results go to
+bench/results/latest.json (raw samples) and latest.md (tables + Analysis, the
+latter from bench/analysis.md).
 """
 
 from __future__ import annotations
@@ -21,14 +30,15 @@ import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import common
+from bench import common, report
+from bench.relay import RelayProcess, proc_cpu_seconds, raise_nofile
 from bench.worker import Worker, WorkerFailed
 
 IMPLS = {
@@ -39,9 +49,13 @@ IMPLS = {
     "tcp-tls": "bench.impl_tcptls",
 }
 OFFICIAL_IROH = ("iroh-stock", "iroh-patched")
-RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+PARTS = ("core", "idle", "relay-path", "relay")
+RESULTS = Path(__file__).resolve().parent / "results"
 BUSY_LOAD = 0.5
 """1-minute load average above which the machine is not idle enough for quiet numbers."""
+NOFILE = 65536
+"""Open-file limit workers ask for: idle TCP connections need one socket each."""
+RELAY_SUITE_TIMEOUT = 600.0
 
 
 # ---------------------------------------------------------------- worker side
@@ -56,15 +70,18 @@ def _load(name: str) -> ModuleType:
     return module
 
 
-async def _server_worker(name: str) -> None:
+async def _server_worker(name: str, opts: common.Options) -> None:
     module = _load(name)
-    await common.until_stdin_closes(module.serve(lambda info: common.emit("ready", info)))
+    raise_nofile(NOFILE)
+    await common.until_stdin_closes(module.serve(lambda info: common.emit("ready", info), opts))
 
 
 async def _client_worker(name: str, job: dict[str, Any]) -> None:
     module = _load(name)
-    params = common.Params(**job["params"])
-    result = await common.until_stdin_closes(module.run_client(job["info"], params))
+    raise_nofile(NOFILE)
+    params = common.Params(**{**job["params"], "parts": tuple(job["params"]["parts"])})
+    opts = common.Options(**job["opts"])
+    result = await common.until_stdin_closes(module.run_client(job["info"], params, opts))
     if result is not None:
         common.emit("result", result)
 
@@ -72,17 +89,43 @@ async def _client_worker(name: str, job: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- orchestrator
 
 
-async def _measure(name: str, params: common.Params) -> dict[str, Any]:
-    """Run one implementation's server and client; the client's raw results."""
-    server = await Worker.spawn(f"{name} server", "--worker", "server", "--impl", name)
+def _opts_args(opts: common.Options) -> list[str]:
+    args = ["--datagram-size", str(opts.datagram_size)]
+    if opts.keep_alive is not None:
+        args += ["--keep-alive", str(opts.keep_alive)]
+    return args + (["--relay-url", opts.relay_url] if opts.relay_url else [])
+
+
+async def _measure(name: str, params: common.Params, opts: common.Options) -> dict[str, Any]:
+    """Run one implementation's server and client; the client's raw results.
+
+    With the idle part, the server's RSS and CPU are read from /proc when the client holds
+    every connection, and when the hold is over.
+    """
+    server = await Worker.spawn(f"{name} server", "--worker", "server", "--impl", name,
+                                *_opts_args(opts))
     client: Worker | None = None
     try:
         info = await server.message("ready", common.STARTUP_TIMEOUT)
-        job = json.dumps({"info": info, "params": dataclasses.asdict(params)})
+        server_rss = [common.rss_kib(server.proc.pid)]
+        job = json.dumps({"info": info, "params": dataclasses.asdict(params),
+                          "opts": dataclasses.asdict(opts)})
         client = await Worker.spawn(
             f"{name} client", "--worker", "client", "--impl", name, "--job", job
         )
+        server_cpu: list[float] = []
+        if "idle" in params.parts:
+            await client.message("holding", params.client_timeout())
+            server_rss.append(common.rss_kib(server.proc.pid))
+            server_cpu.append(proc_cpu_seconds(server.proc.pid))
+            await asyncio.sleep(params.idle_hold * 0.95)
+            server_rss.append(common.rss_kib(server.proc.pid))
+            server_cpu.append(proc_cpu_seconds(server.proc.pid))
         result: dict[str, Any] = await client.message("result", params.client_timeout())
+        if "idle" in result:
+            result["idle"]["server_rss_kib"] = server_rss
+            if len(server_cpu) == 2:
+                result["idle"]["server_hold_cpu_s"] = server_cpu[1] - server_cpu[0]
         return result
     except WorkerFailed as exc:
         spawned = [w for w in (client, server) if w is not None]
@@ -97,87 +140,6 @@ async def _measure(name: str, params: common.Params) -> dict[str, Any]:
                 worker.close()
 
 
-def _summary(raw: dict[str, Any]) -> dict[str, Any]:
-    """Medians of the raw samples; each bulk figure is the median over runs."""
-    bulk = raw["bulk"]
-    return {
-        "connect_ms": common.median(raw["connect_ms"]),
-        "echo_us": common.median(raw["echo_us"]),
-        "bulk_mb_s": common.median([b["mb_s"] for b in bulk]),
-        "bulk_runs_mb_s": [b["mb_s"] for b in bulk],
-        "cpu_sender_s": common.median([b["cpu_sender_s"] for b in bulk]),
-        "cpu_receiver_s": common.median([b["cpu_receiver_s"] for b in bulk]),
-        "udp_rcvbuf_errors": [b["udp_errors"].get("RcvbufErrors") for b in bulk],
-    }
-
-
-def _fmt(value: float, digits: int) -> str:
-    return f"{value:.{digits}f}"
-
-
-def _ratio(value: float) -> str:
-    if value >= 10:
-        return f"{value:.0f}×"
-    if value >= 0.95:
-        return f"{value:.1f}×"
-    if value >= 0.1:
-        return f"{value:.2f}×"
-    return f"{value:.2g}×"
-
-
-def _table(results: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        "| impl | connect ms | echo µs | bulk MB/s median (runs) | CPU s sender+receiver |",
-        "|---|---:|---:|---|---:|",
-    ]
-    for name, res in results.items():
-        if "summary" not in res:
-            lines.append(f"| {name} | {res['status']} | | | |")
-            continue
-        s = res["summary"]
-        runs = ", ".join(_fmt(r, 1) for r in s["bulk_runs_mb_s"])
-        cpu = s["cpu_sender_s"] + s["cpu_receiver_s"]
-        lines.append(
-            f"| {name} | {_fmt(s['connect_ms'], 2)} | {_fmt(s['echo_us'], 0)} "
-            f"| {_fmt(s['bulk_mb_s'], 1)} ({runs}) "
-            f"| {_fmt(cpu, 2)} ({_fmt(s['cpu_sender_s'], 2)}+{_fmt(s['cpu_receiver_s'], 2)}) |"
-        )
-    return "\n".join(lines)
-
-
-def _ratios(results: dict[str, dict[str, Any]]) -> str:
-    """irohpy's medians divided by each other implementation's, one line per metric."""
-    base = results.get("irohpy", {}).get("summary")
-    others = {n: r["summary"] for n, r in results.items() if n != "irohpy" and "summary" in r}
-    if base is None or not others:
-        return "(no ratios: irohpy and at least one other implementation must both succeed)"
-
-    def cpu(s: dict[str, Any]) -> float:
-        return float(s["cpu_sender_s"] + s["cpu_receiver_s"])
-
-    metrics: list[tuple[str, Callable[[dict[str, Any]], float], str]] = [
-        ("connect time", lambda s: float(s["connect_ms"]), "lower is better"),
-        ("echo RTT", lambda s: float(s["echo_us"]), "lower is better"),
-        ("bulk throughput", lambda s: float(s["bulk_mb_s"]), "higher is better"),
-        ("bulk CPU (sender+receiver)", cpu, "lower is better"),
-    ]
-    lines = []
-    for label, get, better in metrics:
-        parts = [f"{_ratio(get(base) / get(s))} {n}" for n, s in others.items() if get(s) > 0]
-        lines.append(f"- irohpy {label} = {', '.join(parts)} ({better})")
-    return "\n".join(lines)
-
-
-def _drops(results: dict[str, dict[str, Any]]) -> str:
-    """UDP receive-buffer drops per bulk run: lost packets cost QUIC retransmits and variance."""
-    parts = [
-        f"{name} {res['summary']['udp_rcvbuf_errors']}"
-        for name, res in results.items()
-        if "summary" in res and name != "tcp-tls"
-    ]
-    return "UDP receive-buffer drops per bulk run: " + ("; ".join(parts) or "n/a")
-
-
 def _versions() -> dict[str, str]:
     out = {}
     for dist in ("irohpy", "aioquic", "iroh", "cryptography"):
@@ -188,65 +150,134 @@ def _versions() -> dict[str, str]:
     return out
 
 
+async def _run_part(label: str, name: str, params: common.Params,
+                    opts: common.Options) -> dict[str, Any]:
+    """One measurement with progress on stderr; failures are recorded, not raised."""
+    print(f"== {label}: {name} ...", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    try:
+        raw = await _measure(name, params, opts)
+    except WorkerFailed as exc:
+        print(f"== {label}: {name} FAILED: {exc}", file=sys.stderr)
+        return {"status": "failed", "error": str(exc)}
+    print(f"== {label}: {name} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    return {"status": "ok", "params": dataclasses.asdict(params), "opts": dataclasses.asdict(opts),
+            "raw": raw}
+
+
+async def _relay_path(args: argparse.Namespace) -> dict[str, Any]:
+    """irohpy with every packet relayed through a fresh relay server process."""
+    relay = RelayProcess(nofile=4096)
+    try:
+        await relay.start()
+        params = common.Params(parts=("echo", "bulk"), megabytes=args.relay_megabytes,
+                               runs=args.runs, echo_samples=args.echo_samples,
+                               echo_warmups=args.echo_warmups)
+        opts = common.Options(datagram_size=args.datagram_size, relay_url=relay.url)
+        cpu0 = relay.cpu_seconds()
+        result = await _run_part("relay-path", "irohpy", params, opts)
+        result["relay_cpu_s"] = relay.cpu_seconds() - cpu0
+        await relay.stop()
+        return result
+    except (RuntimeError, OSError) as exc:
+        return {"status": "failed", "error": str(exc)}
+    finally:
+        relay.close()
+
+
+async def _relay_suite(args: argparse.Namespace) -> dict[str, Any]:
+    """The relay server's own benchmark, short: `python -m bench relay` in a child process."""
+    out = args.json.with_name("relay.json")
+    cmd = [sys.executable, "-m", "bench", "relay", *args.relay_args.split(), "--json", str(out)]
+    print(f"== relay server: {' '.join(cmd[3:])} ...", file=sys.stderr, flush=True)
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(RELAY_SUITE_TIMEOUT):
+            code = await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return {"status": "failed", "error": f"no result within {RELAY_SUITE_TIMEOUT:.0f} s"}
+    if not out.exists():
+        return {"status": "failed", "error": f"exit status {code}, no {out.name}"}
+    data = json.loads(out.read_text())
+    return {"status": "ok" if code == 0 else f"exit status {code}", "table": data.get("table", ""),
+            "args": data.get("args"), "throughput": data.get("throughput"), "idle": data.get("idle")}
+
+
 async def _orchestrate(args: argparse.Namespace) -> int:
     names: list[str] = args.impl
-    results: dict[str, dict[str, Any]] = {}
     foreign = common.foreign_interfaces()
     load_before = os.getloadavg()
     if load_before[0] > BUSY_LOAD:
         print(f"warning: load average {load_before[0]:.2f} before starting; other processes "
               "share the CPUs and will add noise", file=sys.stderr)
+    t_start = time.monotonic()
+    opts = common.Options(datagram_size=args.datagram_size)
+    runnable = []
+    results: dict[str, dict[str, Any]] = {"core": {}, "idle": {}}
     for name in names:
-        runs = args.stock_runs if name == "iroh-stock" else args.runs
-        params = common.Params(
-            megabytes=args.megabytes, runs=runs, connects=args.connects,
-            echo_samples=args.echo_samples, echo_warmups=args.echo_warmups,
-        )
         if name in OFFICIAL_IROH and foreign:
             reason = (f"skipped: interfaces besides lo ({', '.join(foreign)}); "
                       "run as root via `make bench` (loopback-only namespace)")
-            print(f"== {name}: refusing to run the official iroh package; {reason}",
-                  file=sys.stderr)
-            results[name] = {"status": reason}
+            print(f"== {name}: refusing to run the official iroh package; {reason}", file=sys.stderr)
+            for part in ("core", "idle"):
+                results[part][name] = {"status": reason}
             continue
-        print(f"== {name}: {params.runs} bulk run(s) of {params.megabytes} MB ...",
-              file=sys.stderr, flush=True)
-        t0 = time.monotonic()
-        try:
-            raw = await _measure(name, params)
-        except WorkerFailed as exc:
-            print(f"== {name}: FAILED: {exc}", file=sys.stderr)
-            results[name] = {"status": "failed (see JSON)", "error": str(exc)}
-            continue
-        results[name] = {"status": "ok", "params": dataclasses.asdict(params),
-                         "raw": raw, "summary": _summary(raw)}
-        print(f"== {name}: done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+        runnable.append(name)
+    if "core" in args.parts:
+        for name in runnable:
+            runs = args.stock_runs if name == "iroh-stock" else args.runs
+            params = common.Params(
+                megabytes=args.megabytes, runs=runs, streams=args.streams, connects=args.connects,
+                echo_samples=args.echo_samples, echo_warmups=args.echo_warmups,
+            )
+            results["core"][name] = await _run_part("core", name, params, opts)
+    if "idle" in args.parts:
+        for name in runnable:
+            count = args.idle_connections if name == "irohpy" else args.idle_ref_connections
+            params = common.Params(parts=("idle",), idle_connections=count,
+                                   idle_concurrency=args.idle_concurrency, idle_hold=args.idle_hold)
+            idle_opts = dataclasses.replace(opts, keep_alive=args.idle_keep_alive)
+            results["idle"][name] = await _run_part("idle", name, params, idle_opts)
+    if "relay-path" in args.parts:
+        results["relay_path"] = await _relay_path(args)
+    if "relay" in args.parts:
+        results["relay"] = await _relay_suite(args)
+    elapsed = time.monotonic() - t_start
 
-    table = _table(results)
-    ratios = _ratios(results)
-    drops = _drops(results)
-    print(f"\n{table}\n\nRatios (irohpy ÷ other):\n{ratios}\n\n{drops}\n", flush=True)
-    report = {
+    meta = {
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": sys.version,
+        "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "loopback_only": not foreign,
         "versions": _versions(),
+        "elapsed_s": elapsed,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                 if k not in ("worker", "job")},
-        "table": table,
-        "ratios": ratios,
-        "drops": drops,
-        "impls": results,
+                 if k not in ("worker", "job", "relay_url", "keep_alive")},
     }
+    text = report.markdown(meta, results)
+    print(f"\n{text}", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"raw samples: {args.json}", file=sys.stderr)
-    return 0 if all(r["status"] == "ok" or r["status"].startswith("skipped")
-                    for r in results.values()) else 1
+    args.json.write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
+    args.json.with_suffix(".md").write_text(text)
+    print(f"results: {args.json.with_suffix('.md')} (raw samples: {args.json.name}); "
+          f"total {elapsed:.0f} s", file=sys.stderr)
+    statuses = [r.get("status", "") for part in results.values() for r in
+                (part.values() if "status" not in part else [part])]
+    return 0 if all(s == "ok" or s.startswith("skipped") for s in statuses) else 1
+
+
+def _part_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PARTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown part(s) {', '.join(unknown) or '(none)'}; choose from " + ", ".join(PARTS))
+    return names
 
 
 def _impl_list(text: str) -> list[str]:
@@ -286,37 +317,71 @@ def main() -> int:
         from bench import gossip_net, gossip_sim
 
         return (gossip_net if sys.argv[1] == "gossip" else gossip_sim).main(sys.argv[2:])
+    if sys.argv[1:2] == ["profile"]:
+        from bench import profile
+
+        return profile.main(sys.argv[2:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Loopback benchmark, two processes per implementation: connect, "
-                    "1-byte echo RTT, one-way bulk throughput and CPU.",
-        epilog="`python -m bench relay` runs the relay server benchmarks instead "
-               "(see `python -m bench relay --help`); `gossip` and `gossip-sim` the gossip ones.",
+        description="Loopback benchmark suite, two processes per implementation: connect, "
+                    "0-RTT, echo RTT, bulk on one and on parallel streams, CPU, idle memory, "
+                    "the relay path and the relay server.",
+        epilog="`python -m bench relay` runs only the relay server benchmarks, `profile` profiles "
+               "irohpy's bulk path, `nat` the NAT lab scenarios (root), `gossip` and `gossip-sim` "
+               "the gossip ones (see their --help).",
     )
+    parser.add_argument("--parts", type=_part_list, default=list(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
     parser.add_argument("--impl", type=_impl_list, default=list(IMPLS),
                         help=f"comma-separated subset of {','.join(IMPLS)} (default: all)")
-    parser.add_argument("--megabytes", type=_positive, default=200,
-                        help="bulk size in MB (10^6 bytes; default 200)")
+    parser.add_argument("--megabytes", type=_positive, default=100,
+                        help="bulk size in MB (10^6 bytes; default 100)")
     parser.add_argument("--runs", type=_positive, default=3, help="bulk runs (default 3)")
     parser.add_argument("--stock-runs", type=_positive, default=1,
                         help="bulk runs for iroh-stock, which manages only a few MB/s (default 1)")
+    parser.add_argument("--streams", type=_positive, default=8,
+                        help="parallel streams in the multi-stream bulk run (default 8)")
     parser.add_argument("--connects", type=_positive, default=20,
-                        help="sequential connections timed (default 20)")
+                        help="sequential connections timed, per connect metric (default 20)")
     parser.add_argument("--echo-samples", type=_positive, default=200,
                         help="1-byte echoes timed (default 200)")
     parser.add_argument("--echo-warmups", type=_non_negative, default=20,
                         help="untimed echoes first (default 20)")
-    parser.add_argument("--json", type=Path, default=RESULTS,
-                        help=f"where to write raw samples (default {RESULTS})")
+    parser.add_argument("--datagram-size", type=_positive, default=1452,
+                        help="QUIC datagram size for irohpy and raw aioquic (default 1452; "
+                             "irohpy's own default is the always-safe 1200)")
+    parser.add_argument("--idle-connections", type=_positive, default=10_000,
+                        help="idle connections irohpy holds in one process (default 10000)")
+    parser.add_argument("--idle-ref-connections", type=_positive, default=1000,
+                        help="idle connections each reference holds (default 1000)")
+    parser.add_argument("--idle-concurrency", type=_positive, default=32,
+                        help="handshakes in flight while opening idle connections (default 32)")
+    parser.add_argument("--idle-hold", type=float, default=10.0,
+                        help="seconds the idle connections are held (default 10, > keep-alive)")
+    parser.add_argument("--idle-keep-alive", type=float, default=25.0,
+                        help="irohpy's keep-alive interval in the idle part (default 25 s, under "
+                             "the 30 s idle timeout; the endpoint's own default is 5 s)")
+    parser.add_argument("--relay-megabytes", type=_positive, default=20,
+                        help="bulk size over the relay path (default 20)")
+    parser.add_argument("--relay-args", default="--pairs 2,10 --seconds 3 --idle-target 2000 "
+                                                "--idle-hold 5",
+                        help="arguments for the relay server part (default: a short run)")
+    parser.add_argument("--json", type=Path, default=RESULTS / "latest.json",
+                        help="raw results; the Markdown report goes next to it as .md "
+                             "(default bench/results/latest.json)")
     parser.add_argument("--worker", choices=("server", "client"), help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
+    parser.add_argument("--relay-url", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-alive", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker is not None:
         if len(args.impl) != 1:
             parser.error("a worker runs exactly one --impl")
         if args.worker == "server":
-            asyncio.run(_server_worker(args.impl[0]))
+            opts = common.Options(datagram_size=args.datagram_size, relay_url=args.relay_url,
+                                  keep_alive=args.keep_alive)
+            asyncio.run(_server_worker(args.impl[0], opts))
         else:
             asyncio.run(_client_worker(args.impl[0], json.loads(args.job)))
         return 0

@@ -50,6 +50,10 @@ REPLY_LIMIT = 4096
 STARTUP_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
+IDLE_CONNECT_TIMEOUT = 30.0
+"""Per connection while thousands are opened: the handshakes queue behind each other's CPU."""
+IDLE_CONNECT_ATTEMPTS = 3
+"""Dials per idle connection, as an application would retry; every failed dial is counted."""
 ECHO_TIMEOUT = 60.0
 SLOWEST_MB_S = 1.0
 """Bulk runs slower than this time out (iroh-stock manages ~7 MB/s)."""
@@ -59,16 +63,25 @@ ServerInfo = dict[str, Any]
 ReadyCallback = Callable[[ServerInfo], None]
 
 
+PARTS = ("connect", "zero_rtt", "echo", "bulk", "bulk_streams", "idle")
+"""What a client worker can measure; `Params.parts` picks some."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     """What the client measures; sent to the client worker as JSON."""
 
+    parts: tuple[str, ...] = ("connect", "zero_rtt", "echo", "bulk", "bulk_streams")
     megabytes: int = 200
     runs: int = 3
+    streams: int = 8
     connects: int = 20
     echo_samples: int = 200
     echo_warmups: int = 20
     write_size: int = 1 << 20
+    idle_connections: int = 1000
+    idle_concurrency: int = 64
+    idle_hold: float = 10.0
 
     def bulk_timeout(self) -> float:
         """Seconds one bulk run may take before it counts as hung."""
@@ -77,8 +90,35 @@ class Params:
     def client_timeout(self) -> float:
         """Seconds a whole client worker may take: every step at its own limit, plus start-up."""
         per_conn = CONNECT_TIMEOUT + CLOSE_TIMEOUT
-        return (STARTUP_TIMEOUT + self.connects * per_conn + per_conn + ECHO_TIMEOUT
-                + self.runs * (per_conn + self.bulk_timeout()))
+        idle = (self.idle_connections * IDLE_CONNECT_ATTEMPTS * IDLE_CONNECT_TIMEOUT
+                / self.idle_concurrency + self.idle_hold
+                if "idle" in self.parts else 0.0)
+        return (STARTUP_TIMEOUT + 3 * self.connects * per_conn + per_conn + ECHO_TIMEOUT
+                + 2 * self.runs * (self.streams * per_conn + self.bulk_timeout()) + idle)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How both workers of one implementation are set up (the server gets them as arguments)."""
+
+    datagram_size: int = 1452
+    """QUIC datagram size for irohpy and raw aioquic (iroh's own is fixed at 1452 with PMTUD on)."""
+    relay_url: str | None = None
+    """irohpy only: dial through this relay server instead of directly."""
+    keep_alive: float | None = None
+    """irohpy only: seconds between keep-alive PINGs (None: the endpoint's default, 5 s)."""
+
+
+def rss_kib(pid: int | str = "self") -> int:
+    """Resident set size of a process in KiB, from /proc (0 where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def cpu_seconds() -> float:
@@ -247,6 +287,10 @@ class ClientConn(Protocol):
         """Open a bidirectional stream."""
         ...
 
+    def is_open(self) -> bool:
+        """Whether the connection is still up (idle connections are checked after the hold)."""
+        ...
+
     async def close(self) -> None:
         """Close the connection (not timed)."""
         ...
@@ -255,8 +299,16 @@ class ClientConn(Protocol):
 class Dialer(Protocol):
     """A client endpoint: one socket, or one TLS context for TCP, for all connections."""
 
+    stream_per_connection: bool
+    """True where a connection carries exactly one stream (TCP): parallel streams need connections."""
+
     async def connect(self) -> ClientConn:
         """Dial the server; return once the handshake is complete."""
+        ...
+
+    async def connect_0rtt(self) -> ClientConn | None:
+        """Dial with a session ticket from an earlier connection and return at once, so the
+        first stream's data rides in 0-RTT; None where the implementation offers no 0-RTT."""
         ...
 
     async def aclose(self) -> None:
@@ -265,12 +317,23 @@ class Dialer(Protocol):
 
 
 async def run_metrics(dialer: Dialer, params: Params) -> dict[str, Any]:
-    """Measure connect, echo and bulk through one dialer, the same way for every impl."""
-    return {
-        "connect_ms": await _connects(dialer, params),
-        "echo_us": await _echo(dialer, params),
-        "bulk": [await _bulk(dialer, params) for _ in range(params.runs)],
-    }
+    """Measure the chosen parts through one dialer, the same way for every impl."""
+    out: dict[str, Any] = {}
+    parts = params.parts
+    if "connect" in parts:
+        out["connect_ms"] = await _connects(dialer, params)
+        out["first_reply_ms"] = await _first_replies(dialer, params, zero_rtt=False)
+    if "zero_rtt" in parts:
+        out["first_reply_0rtt_ms"] = await _first_replies(dialer, params, zero_rtt=True)
+    if "echo" in parts:
+        out["echo_us"] = await _echo(dialer, params)
+    if "bulk" in parts:
+        out["bulk"] = [await _bulk(dialer, params, 1) for _ in range(params.runs)]
+    if "bulk_streams" in parts:
+        out["bulk_streams"] = [await _bulk(dialer, params, params.streams) for _ in range(params.runs)]
+    if "idle" in parts:
+        out["idle"] = await _idle(dialer, params)
+    return out
 
 
 async def _connects(dialer: Dialer, params: Params) -> list[float]:
@@ -281,6 +344,29 @@ async def _connects(dialer: Dialer, params: Params) -> list[float]:
             conn = await dialer.connect()
             samples.append((time.perf_counter() - t0) * 1e3)
         async with asyncio.timeout(CLOSE_TIMEOUT):
+            await conn.close()
+    return samples
+
+
+async def _first_replies(dialer: Dialer, params: Params, zero_rtt: bool) -> list[float]:
+    """Dial, send a 1-byte request on a new stream, wait for its echo: a request on a new connection.
+
+    With zero_rtt the request rides in the first flight (it needs a ticket from an earlier
+    connection, which the connect samples leave behind); an empty list where 0-RTT is unsupported.
+    """
+    samples = []
+    for _ in range(params.connects):
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            t0 = time.perf_counter()
+            conn = await (dialer.connect_0rtt() if zero_rtt else dialer.connect())
+            if conn is None:
+                return []
+            stream = await conn.open_stream()
+            await stream.write(HEADER.pack(OP_ECHO, 0) + b"x")
+            await stream.read_exact(1)
+            samples.append((time.perf_counter() - t0) * 1e3)
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await stream.finish()
             await conn.close()
     return samples
 
@@ -306,39 +392,110 @@ async def _echo(dialer: Dialer, params: Params) -> list[float]:
     return samples
 
 
-async def _bulk(dialer: Dialer, params: Params) -> dict[str, Any]:
+async def _send_one(stream: ClientStream, chunk: bytes, total: int) -> dict[str, Any]:
+    """Send one bulk stream of ``total`` bytes; the server's reply."""
+    await stream.write(HEADER.pack(OP_BULK, total))
+    sent = 0
+    while sent < total:
+        n = min(len(chunk), total - sent)
+        await stream.write(chunk if n == len(chunk) else chunk[:n])
+        sent += n
+    await stream.finish()
+    reply: dict[str, Any] = json.loads(await stream.read_to_end(REPLY_LIMIT))
+    if reply["bytes"] != total:
+        raise RuntimeError(f"server counted {reply['bytes']} bytes, sent {total}")
+    return reply
+
+
+async def _bulk(dialer: Dialer, params: Params, streams: int) -> dict[str, Any]:
+    """``megabytes`` from client to server, split over ``streams`` parallel streams.
+
+    The receiver's CPU is the largest of the per-stream figures the server reports: each
+    covers its stream's header to last byte, and parallel streams overlap almost entirely.
+    """
     total = params.megabytes * 1_000_000
+    shares = [total // streams + (1 if i < total % streams else 0) for i in range(streams)]
     chunk = os.urandom(params.write_size)
-    async with asyncio.timeout(CONNECT_TIMEOUT):
-        conn = await dialer.connect()
+    conns: list[ClientConn] = []
     try:
+        async with asyncio.timeout(CONNECT_TIMEOUT * streams):
+            for _ in range(streams if dialer.stream_per_connection else 1):
+                conns.append(await dialer.connect())
+            opened = [await conns[i % len(conns)].open_stream() for i in range(streams)]
         async with asyncio.timeout(params.bulk_timeout()):
-            stream = await conn.open_stream()
-            await stream.write(HEADER.pack(OP_BULK, total))
             udp0 = udp_counters()
             cpu0 = cpu_seconds()
             t0 = time.perf_counter()
-            sent = 0
-            while sent < total:
-                n = min(len(chunk), total - sent)
-                await stream.write(chunk if n == len(chunk) else chunk[:n])
-                sent += n
-            await stream.finish()
-            reply = json.loads(await stream.read_to_end(REPLY_LIMIT))
+            replies = await asyncio.gather(*(_send_one(s, chunk, n) for s, n in zip(opened, shares, strict=True)))
             seconds = time.perf_counter() - t0
             cpu = cpu_seconds() - cpu0
             udp1 = udp_counters()
+            path = getattr(conns[0], "path_name", lambda: None)()
     finally:
         async with asyncio.timeout(CLOSE_TIMEOUT):
-            await conn.close()
-    if reply["bytes"] != total:
-        raise RuntimeError(f"server counted {reply['bytes']} bytes, sent {total}")
+            for conn in conns:
+                await conn.close()
     return {
+        "streams": streams,
         "seconds": seconds,
         "mb_s": total / 1e6 / seconds,
         "cpu_sender_s": cpu,
-        "cpu_receiver_s": reply["cpu_s"],
+        "cpu_receiver_s": max(r["cpu_s"] for r in replies),
         "udp_errors": {k: udp1[k] - udp0.get(k, 0) for k in udp1},
+        "path": path,
+    }
+
+
+async def _idle(dialer: Dialer, params: Params) -> dict[str, Any]:
+    """Open ``idle_connections`` connections, hold them idle, count the survivors.
+
+    Reports this process's RSS before and after; the orchestrator reads the server's. The
+    `holding` message tells the orchestrator when every connection is up.
+    """
+    rss0 = rss_kib()
+    conns: list[ClientConn] = []
+    failures = 0
+    gate = asyncio.Semaphore(params.idle_concurrency)
+
+    async def one() -> None:
+        nonlocal failures
+        async with gate:
+            for _ in range(IDLE_CONNECT_ATTEMPTS):
+                try:
+                    async with asyncio.timeout(IDLE_CONNECT_TIMEOUT):
+                        conns.append(await dialer.connect())
+                    return
+                except Exception as exc:  # noqa: BLE001 -- counted; the first one is printed
+                    failures += 1
+                    if failures == 1:
+                        print(f"idle connect failed: {exc!r}", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    cpu0 = cpu_seconds()
+    await asyncio.gather(*(one() for _ in range(params.idle_connections)))
+    setup_s = time.perf_counter() - t0
+    setup_cpu = cpu_seconds() - cpu0
+    rss1 = rss_kib()
+    emit("holding", {"connected": len(conns)})
+    cpu1 = cpu_seconds()
+    await asyncio.sleep(params.idle_hold)
+    hold_cpu = cpu_seconds() - cpu1
+    alive = sum(1 for c in conns if c.is_open())
+    rss2 = rss_kib()
+    async with asyncio.timeout(CLOSE_TIMEOUT + len(conns) / 1000):
+        for conn in conns:
+            await conn.close()
+    return {
+        "target": params.idle_connections,
+        "attempts": IDLE_CONNECT_ATTEMPTS,
+        "connected": len(conns),
+        "failed": failures,
+        "alive_after_hold": alive,
+        "hold_s": params.idle_hold,
+        "setup_s": setup_s,
+        "setup_cpu_s": setup_cpu,
+        "hold_cpu_s": hold_cpu,
+        "client_rss_kib": [rss0, rss1, rss2],
     }
 
 

@@ -3,8 +3,9 @@
 Streams are handled at the event level: aioquic's asyncio stream adapter
 half-closes a stream when its unreferenced writer is garbage-collected
 (aioquic-notes §3.5), and it would also add a reader/writer pair per stream.
-Settings are aioquic's defaults (1200-byte datagrams, 1 MiB flow-control
-windows, Reno) with an Ed25519 self-signed certificate and no client auth.
+Settings are aioquic's defaults (1 MiB flow-control windows, Reno) except the
+datagram size, which is `Options.datagram_size` like irohpy's, with an Ed25519
+self-signed certificate and no client auth.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class _ServerProtocol(QuicConnectionProtocol):
             del self._states[event.stream_id]
 
 
-async def serve(ready_cb: common.ReadyCallback) -> None:
+async def serve(ready_cb: common.ReadyCallback, opts: common.Options) -> None:
     """Serve benchmark connections until cancelled."""
     key, cert = common.self_signed_ed25519()
     config = QuicConfiguration(
@@ -57,6 +58,7 @@ async def serve(ready_cb: common.ReadyCallback) -> None:
         alpn_protocols=[common.ALPN.decode()],
         certificate=cert,
         private_key=key,
+        max_datagram_size=opts.datagram_size,
     )
     loop = asyncio.get_running_loop()
     transport, server = await loop.create_datagram_endpoint(
@@ -73,7 +75,7 @@ async def serve(ready_cb: common.ReadyCallback) -> None:
 
 
 class _ClientProtocol(QuicConnectionProtocol):
-    """One client connection with per-stream receive buffers and a single wake-up future."""
+    """One client connection with per-stream receive buffers and one wake-up future all streams share."""
 
     def __init__(self, quic: QuicConnection) -> None:
         super().__init__(quic)
@@ -104,8 +106,9 @@ class _ClientProtocol(QuicConnectionProtocol):
         """Wait for the next datagram or event, failing once the connection is gone."""
         if self._terminated is not None:
             raise ConnectionError(f"connection closed: {self._terminated.reason_phrase}")
-        self._wakeup = self._loop.create_future()
-        await self._wakeup
+        if self._wakeup is None or self._wakeup.done():
+            self._wakeup = self._loop.create_future()
+        await asyncio.shield(self._wakeup)  # shared by every waiting stream
 
     def _unacked(self, stream_id: int) -> int:
         # aioquic exposes no send-buffer level; the sender's private offsets are
@@ -157,7 +160,12 @@ class _Conn:
 
     async def open_stream(self) -> _Stream:
         quic = self._proto._quic
-        return _Stream(self._proto, quic.get_next_available_stream_id())
+        stream_id = quic.get_next_available_stream_id()
+        quic._get_or_create_stream_for_send(stream_id)  # so the next call picks a new id
+        return _Stream(self._proto, stream_id)
+
+    def is_open(self) -> bool:
+        return self._proto._terminated is None
 
     async def close(self) -> None:
         """Send CONNECTION_CLOSE; draining finishes on the connection's own timer."""
@@ -165,25 +173,40 @@ class _Conn:
 
 
 class _Mux(asyncio.DatagramProtocol):
-    """The client socket: datagrams go to the newest connection.
+    """The client socket: datagrams go to the connection their destination CID names.
 
-    Connections are sequential, and aioquic drops packets whose destination
-    connection ID is not its own, so stragglers for a closed one are harmless.
+    Every connection uses aioquic's 8-byte CIDs; the map learns the CIDs a
+    connection issues later when a datagram names one it does not know yet.
     """
 
     def __init__(self) -> None:
-        self.current: _ClientProtocol | None = None
+        self.protocols: list[_ClientProtocol] = []
+        self._by_cid: dict[bytes, _ClientProtocol] = {}
+
+    def add(self, proto: _ClientProtocol) -> None:
+        self.protocols.append(proto)
+        self._by_cid[proto._quic.host_cid] = proto
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.current is not None:
-            self.current.datagram_received(data, addr)
+        if not data:
+            return
+        cid = data[6 : 6 + data[5]] if data[0] & 0x80 and len(data) > 6 else data[1:9]
+        proto = self._by_cid.get(cid)
+        if proto is None:
+            self.protocols = [p for p in self.protocols if p._terminated is None]
+            self._by_cid = {c.cid: p for p in self.protocols for c in p._quic._host_cids}
+            proto = self._by_cid.get(cid)
+        if proto is not None:
+            proto.datagram_received(data, addr)
 
 
 class _Dialer:
     """One UDP socket shared by every connection, like an endpoint."""
 
+    stream_per_connection = False
+
     def __init__(self, info: common.ServerInfo, transport: asyncio.DatagramTransport,
-                 mux: _Mux) -> None:
+                 mux: _Mux, opts: common.Options) -> None:
         self._addr = (info["host"], info["port"])
         self._transport = transport
         self._mux = mux
@@ -193,30 +216,35 @@ class _Dialer:
             server_name=SERVER_NAME,
             verify_mode=ssl.CERT_REQUIRED,
             cadata=info["cert_pem"].encode(),
+            max_datagram_size=opts.datagram_size,
         )
 
     @classmethod
-    async def bind(cls, info: common.ServerInfo) -> _Dialer:
+    async def bind(cls, info: common.ServerInfo, opts: common.Options) -> _Dialer:
         transport, mux = await asyncio.get_running_loop().create_datagram_endpoint(
             _Mux, local_addr=(common.HOST, 0)
         )
-        return cls(info, transport, mux)
+        return cls(info, transport, mux, opts)
 
     async def connect(self) -> _Conn:
         proto = _ClientProtocol(QuicConnection(configuration=self._config))
         proto.connection_made(self._transport)
-        self._mux.current = proto
+        self._mux.add(proto)
         proto.connect(self._addr)
         await proto.wait_connected()
         return _Conn(proto)
+
+    async def connect_0rtt(self) -> None:
+        """Not measured: the baseline keeps aioquic's defaults, which store no session tickets."""
 
     async def aclose(self) -> None:
         self._transport.close()
 
 
-async def run_client(server_info: common.ServerInfo, args: common.Params) -> dict[str, Any]:
+async def run_client(server_info: common.ServerInfo, args: common.Params,
+                     opts: common.Options) -> dict[str, Any]:
     """Measure this server with the shared driver."""
-    dialer = await _Dialer.bind(server_info)
+    dialer = await _Dialer.bind(server_info, opts)
     try:
         return await common.run_metrics(dialer, args)
     finally:

@@ -96,7 +96,7 @@ async def _serve_stream(stream: _Stream) -> None:
         await common.serve_stream(stream)
 
 
-async def serve(ready_cb: common.ReadyCallback) -> None:
+async def serve(ready_cb: common.ReadyCallback, opts: common.Options) -> None:
     """Serve benchmark connections until cancelled."""
     ep = await _bind([common.ALPN])
     tasks: set[asyncio.Task[None]] = set()
@@ -119,12 +119,17 @@ class _Conn:
     async def open_stream(self) -> _Stream:
         return _Stream(await self._conn.open_bi())
 
+    def is_open(self) -> bool:
+        return self._conn.close_reason() is None
+
     async def close(self) -> None:
         self._conn.close(0, b"")
 
 
 class _Dialer:
     """One client endpoint for every connection."""
+
+    stream_per_connection = False
 
     def __init__(self, ep: Any, ticket: str) -> None:
         self._ep = ep
@@ -133,11 +138,15 @@ class _Dialer:
     async def connect(self) -> _Conn:
         return _Conn(await self._ep.connect(self._addr, common.ALPN))
 
+    async def connect_0rtt(self) -> None:
+        """Not measured: the bindings expose no 0-RTT dial."""
+
     async def aclose(self) -> None:
         await self._ep.close()
 
 
-async def run_client(server_info: common.ServerInfo, args: common.Params) -> dict[str, Any]:
+async def run_client(server_info: common.ServerInfo, args: common.Params,
+                     opts: common.Options) -> dict[str, Any]:
     """Measure this server with the shared driver."""
     dialer = _Dialer(await _bind(None), server_info["ticket"])
     try:

@@ -1,4 +1,8 @@
-"""The subject: irohpy's Endpoint with the minimal preset, bound to 127.0.0.1."""
+"""The subject: irohpy's Endpoint with the minimal preset, bound to 127.0.0.1.
+
+With `Options.relay_url` both endpoints use that relay server and the server's
+ticket names only the relay, so every packet is relayed.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,17 @@ import contextlib
 from typing import Any
 
 from bench import common
-from irohpy import Endpoint, EndpointTicket, presets
+from irohpy import Endpoint, EndpointAddr, EndpointTicket, RelayMode, presets
 from irohpy.errors import IrohError
+from irohpy.socket.paths import RelayPath
 
 
-async def _bind(alpns: list[bytes] | None) -> Endpoint:
-    if alpns is None:
-        return await Endpoint.bind(preset=presets.MINIMAL, bind_addrs=[f"{common.HOST}:0"])
-    return await Endpoint.bind(preset=presets.MINIMAL, alpns=alpns,
-                               bind_addrs=[f"{common.HOST}:0"])
+async def _bind(alpns: list[bytes], opts: common.Options) -> Endpoint:
+    relay = RelayMode.custom([opts.relay_url]) if opts.relay_url else None
+    extra = {} if opts.keep_alive is None else {"keep_alive": opts.keep_alive}
+    return await Endpoint.bind(preset=presets.MINIMAL, alpns=alpns, relay_mode=relay,
+                               bind_addrs=[f"{common.HOST}:0"], max_datagram_size=opts.datagram_size,
+                               **extra)
 
 
 class _Stream:
@@ -63,12 +69,15 @@ async def _serve_stream(stream: _Stream) -> None:
         await common.serve_stream(stream)
 
 
-async def serve(ready_cb: common.ReadyCallback) -> None:
+async def serve(ready_cb: common.ReadyCallback, opts: common.Options) -> None:
     """Serve benchmark connections until cancelled."""
-    ep = await _bind([common.ALPN])
+    ep = await _bind([common.ALPN], opts)
     tasks: set[asyncio.Task[None]] = set()
     try:
-        ready_cb({"ticket": str(EndpointTicket(ep.addr()))})
+        addr = ep.addr()
+        if opts.relay_url:
+            addr = EndpointAddr.from_id(ep.id).with_relay_url(opts.relay_url)
+        ready_cb({"ticket": str(EndpointTicket(addr))})
         while (incoming := await ep.accept()) is not None:
             _spawn(tasks, _serve_conn(incoming, tasks))
     finally:
@@ -84,12 +93,22 @@ class _Conn:
     async def open_stream(self) -> _Stream:
         return _Stream(await self._conn.open_bi())
 
+    def is_open(self) -> bool:
+        return not self._conn.is_closed
+
+    def path_name(self) -> str:
+        """Which path the data took: the relay, or direct UDP."""
+        path = self._conn.path
+        return "relay" if isinstance(path, RelayPath) else "direct" if path else "none"
+
     async def close(self) -> None:
         self._conn.close(0, b"")
 
 
 class _Dialer:
     """One client endpoint for every connection."""
+
+    stream_per_connection = False
 
     def __init__(self, ep: Endpoint, ticket: str) -> None:
         self._ep = ep
@@ -99,13 +118,18 @@ class _Dialer:
         return _Conn(await self._ep.connect(self._ticket, common.ALPN,
                                             timeout=common.CONNECT_TIMEOUT))
 
+    async def connect_0rtt(self) -> _Conn:
+        return _Conn(await self._ep.connect(self._ticket, common.ALPN,
+                                            timeout=common.CONNECT_TIMEOUT, zero_rtt=True))
+
     async def aclose(self) -> None:
         await self._ep.close()
 
 
-async def run_client(server_info: common.ServerInfo, args: common.Params) -> dict[str, Any]:
+async def run_client(server_info: common.ServerInfo, args: common.Params,
+                     opts: common.Options) -> dict[str, Any]:
     """Measure this server with the shared driver."""
-    dialer = _Dialer(await _bind(None), server_info["ticket"])
+    dialer = _Dialer(await _bind([], opts), server_info["ticket"])
     try:
         return await common.run_metrics(dialer, args)
     finally:

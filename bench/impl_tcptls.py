@@ -88,6 +88,9 @@ class _ClientStream(_Stream):
     async def open_stream(self) -> _ClientStream:
         return self
 
+    def is_open(self) -> bool:
+        return not self._closed and not self._reader.at_eof()
+
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     stream = _ServerStream(reader, writer)
@@ -99,7 +102,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         await stream.close()
 
 
-async def serve(ready_cb: common.ReadyCallback) -> None:
+async def serve(ready_cb: common.ReadyCallback, opts: common.Options) -> None:
     """Serve benchmark connections until cancelled."""
     ctx, cert_pem = _server_context()
     server = await asyncio.start_server(_handle, common.HOST, 0, ssl=ctx)
@@ -112,6 +115,8 @@ async def serve(ready_cb: common.ReadyCallback) -> None:
 class _Dialer:
     """One client TLS context for all connections (TCP needs a socket per connection)."""
 
+    stream_per_connection = True
+
     def __init__(self, info: common.ServerInfo) -> None:
         self._addr = (info["host"], info["port"])
         self._ctx = ssl.create_default_context(cadata=info["cert_pem"])
@@ -123,11 +128,15 @@ class _Dialer:
         )
         return _ClientStream(reader, writer)
 
+    async def connect_0rtt(self) -> None:
+        """Not measured: stdlib ssl offers no TLS 1.3 early data."""
+
     async def aclose(self) -> None:
         """Nothing to release: each connection owns its socket."""
 
 
-async def run_client(server_info: common.ServerInfo, args: common.Params) -> dict[str, Any]:
+async def run_client(server_info: common.ServerInfo, args: common.Params,
+                     opts: common.Options) -> dict[str, Any]:
     """Measure this server with the shared driver."""
     dialer = _Dialer(server_info)
     try:

@@ -269,15 +269,20 @@ class Dispatcher:
                 conn._handle_events()
 
     def _flush(self, conn: Connection, now: float) -> None:
-        quic = conn._quic
-        send = self.transport.send
-        sent = 0
-        for data, addr in quic.datagrams_to_send(now):
-            send(addr, data)
-            sent += 1
-            conn.tx_bytes += len(data)
-        if sent:
-            conn.tx_datagrams += sent
+        """Everything the connection has to send, to the transport in one batch."""
+        items = conn._quic.datagrams_to_send(now)
+        if items:
+            # aioquic addresses datagrams to the one address it knows for the
+            # peer, the mapped address; anything else goes one by one.
+            mapped = conn._mapped
+            datagrams = [data for data, addr in items if addr == mapped]
+            self.transport.send_batch(mapped, datagrams)
+            for data, addr in items:
+                if addr != mapped:
+                    self.transport.send(addr, data)
+                    datagrams.append(data)
+            conn.tx_datagrams += len(datagrams)
+            conn.tx_bytes += sum(map(len, datagrams))
             if conn._keepalive_at is not None:
                 conn._keepalive_at = now + self.keep_alive
         self._schedule(conn)

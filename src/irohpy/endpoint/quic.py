@@ -3,13 +3,15 @@
 Two changes matter to users: receive credit follows what the application has
 *read* (aioquic grants it on arrival, which lets a slow reader's memory grow
 without bound), and the connection remembers who ended it, so errors can say
-"closed by peer" or "idle timeout" precisely.
+"closed by peer" or "idle timeout" precisely. A third keeps idle connections
+small: the handshake's output buffers are freed with its keys.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from aioquic import tls
 from aioquic.buffer import Buffer
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
@@ -49,6 +51,14 @@ class EndpointQuic(IrohQuicConnection):
     def auth_mark(self) -> int:
         """Changes whenever a packet was authenticated (decrypted) by this connection."""
         return sum(space.largest_received_packet for space in self._spaces.values())
+
+    def _discard_epoch(self, epoch: tls.Epoch) -> None:
+        super()._discard_epoch(epoch)
+        if epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE) and epoch in self._crypto_buffers:
+            # aioquic keeps a 16 KiB TLS output buffer per epoch for the
+            # connection's lifetime; nothing writes to these two once their
+            # keys are gone, and they are a third of an idle connection.
+            self._crypto_buffers[epoch] = Buffer(capacity=0)
 
     def handle_timer(self, now: float) -> None:
         before = self._close_event

@@ -53,7 +53,8 @@ class SendStream:
             await self._wait_progress()
             self._check_writable()
         if data:
-            self._conn._quic.send_stream_data(self.id, bytes(data))
+            # aioquic copies into its own send buffer, so a view needs no copy first.
+            self._conn._quic.send_stream_data(self.id, data)  # type: ignore[arg-type]
             self._conn._wake()
         return len(data)
 

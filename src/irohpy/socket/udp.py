@@ -1,9 +1,15 @@
 """One non-blocking UDP socket, read and written in bursts.
 
 Per-datagram Python overhead, not crypto, bounds QUIC throughput in aioquic,
-so we drain the socket until it would block and hand the whole burst up at
-once. Sends that hit a full kernel buffer wait in a small bounded queue
-instead of being lost.
+so both directions work in batches: reads drain the socket until it would
+block and hand the whole burst up at once; writes hand the kernel a run of
+same-size datagrams in one ``sendmsg`` with a UDP GSO segment size (Linux),
+falling back to one datagram per syscall where the kernel refuses. Sends that
+hit a full kernel buffer wait in a small bounded queue instead of being lost.
+
+Receiving with UDP GRO was measured too and left out: on loopback it moved
+the segmentation cost into the sender's ``sendmsg`` and saved nothing overall
+(bench/results/latest.md, Analysis).
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import asyncio
 import errno
 import logging
 import socket
+import struct
+import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +32,15 @@ RECV_BURST = 128
 RECV_SIZE = 65536
 BUFFER_BYTES = 4 * 1024 * 1024
 SEND_QUEUE_MAX = 1024
+
+# Linux's UDP socket options (include/uapi/linux/udp.h); Python 3.11 lacks names for them.
+SOL_UDP = 17
+UDP_SEGMENT = 103
+GSO_MAX_SEGMENTS = 64
+"""The kernel's UDP_MAX_SEGMENTS."""
+GSO_MAX_BYTES = 65000
+"""One GSO send must fit one IP datagram (64 KiB minus headers)."""
+_U16 = struct.Struct("=H")
 
 # Transient errors where UDP semantics say: drop and carry on.
 _DROP_ERRNOS = {
@@ -38,6 +55,19 @@ _DROP_ERRNOS = {
     errno.EMSGSIZE,
     errno.EINVAL,
 }
+# What a kernel or device without GSO answers to a segmented send.
+_NO_GSO_ERRNOS = {errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT}
+
+
+def _gso_supported(sock: socket.socket) -> bool:
+    """Whether the kernel knows UDP_SEGMENT (Linux 4.18+)."""
+    if sys.platform != "linux":
+        return False
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
 
 
 class UdpSocket:
@@ -54,8 +84,10 @@ class UdpSocket:
         self.family = sock.family
         host, port = sock.getsockname()[:2]
         self.local_addr: SockAddr = (host, port)
+        self.gso = _gso_supported(sock)
         self.sent_datagrams = 0
         self.sent_bytes = 0
+        self.sent_syscalls = 0
         self.recv_datagrams = 0
         self.recv_bytes = 0
         self.dropped_sends = 0
@@ -81,6 +113,8 @@ class UdpSocket:
             raise
         return cls(sock, receiver)
 
+    # -- receive ---------------------------------------------------------------
+
     def _on_readable(self) -> None:
         batch: list[tuple[bytes, SockAddr]] = []
         recvfrom = self._sock.recvfrom
@@ -102,6 +136,8 @@ class UdpSocket:
             self.recv_bytes += sum(len(d) for d, _ in batch)
             self._receiver(batch, self)
 
+    # -- send ------------------------------------------------------------------
+
     def send(self, data: bytes, addr: SockAddr) -> None:
         if self._closed:
             return
@@ -118,8 +154,60 @@ class UdpSocket:
                 log.debug("udp send to %s failed: %s", addr, exc)
             self.dropped_sends += 1
             return
+        self.sent_syscalls += 1
         self.sent_datagrams += 1
         self.sent_bytes += len(data)
+
+    def send_batch(self, datagrams: Sequence[bytes], addr: SockAddr) -> None:
+        """Send datagrams to one address in order, as few syscalls as GSO allows.
+
+        A GSO send carries a run of datagrams of one size, the last of which
+        may be shorter; the receiver sees them as separate datagrams.
+        """
+        if not self.gso or len(datagrams) < 2 or self._send_queue:
+            for data in datagrams:
+                self.send(data, addr)
+            return
+        i, n = 0, len(datagrams)
+        while i < n:
+            size = len(datagrams[i])
+            j, total = i + 1, size
+            limit = min(n, i + GSO_MAX_SEGMENTS)
+            while j < limit and total + size <= GSO_MAX_BYTES:
+                length = len(datagrams[j])
+                if length > size:
+                    break
+                total += length
+                j += 1
+                if length < size:
+                    break
+            if j - i == 1:
+                self.send(datagrams[i], addr)
+                i = j
+                continue
+            if not self._send_segmented(datagrams[i:j], size, total, addr):
+                for data in datagrams[i:]:
+                    self.send(data, addr)
+                return
+            i = j
+
+    def _send_segmented(self, run: Sequence[bytes], size: int, total: int, addr: SockAddr) -> bool:
+        """One GSO sendmsg; False when the datagrams still need sending."""
+        if self._closed:
+            return True
+        try:
+            self._sock.sendmsg(run, [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, addr)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno in _NO_GSO_ERRNOS:
+                log.debug("udp GSO send to %s refused (%s); sending datagrams one by one", addr, exc)
+                self.gso = False
+            return False
+        self.sent_syscalls += 1
+        self.sent_datagrams += len(run)
+        self.sent_bytes += total
+        return True
 
     def _enqueue(self, data: bytes, addr: SockAddr) -> None:
         if len(self._send_queue) >= SEND_QUEUE_MAX:
@@ -141,6 +229,7 @@ class UdpSocket:
             except OSError:
                 self.dropped_sends += 1
             else:
+                self.sent_syscalls += 1
                 self.sent_datagrams += 1
                 self.sent_bytes += len(data)
             queue.popleft()
@@ -159,3 +248,4 @@ class UdpSocket:
 
     def __repr__(self) -> str:
         return f"UdpSocket({self.local_addr[0]}:{self.local_addr[1]})"
+
