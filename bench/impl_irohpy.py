@@ -1,7 +1,7 @@
 """The subject: irohpy's Endpoint with the minimal preset, bound to 127.0.0.1.
 
-With `Options.relay_url` both endpoints use that relay server and the server's
-ticket names only the relay, so every packet is relayed.
+With `Options.relay_url` both endpoints use that relay server in relay-only
+mode (no UDP sockets, so no hole punching), so every packet is relayed.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from irohpy.socket.paths import RelayPath
 
 async def _bind(alpns: list[bytes], opts: common.Options) -> Endpoint:
     relay = RelayMode.custom([opts.relay_url]) if opts.relay_url else None
-    extra = {} if opts.keep_alive is None else {"keep_alive": opts.keep_alive}
+    extra: dict[str, Any] = {} if opts.keep_alive is None else {"keep_alive": opts.keep_alive}
     return await Endpoint.bind(preset=presets.MINIMAL, alpns=alpns, relay_mode=relay,
                                bind_addrs=[f"{common.HOST}:0"], max_datagram_size=opts.datagram_size,
-                               **extra)
+                               relay_only=opts.relay_url is not None, **extra)
 
 
 class _Stream:
