@@ -192,3 +192,18 @@ class DhtError(IrohError):
 
 class GossipError(DecodeError):
     """A gossip frame or message that is malformed, oversized, or has an unknown variant."""
+
+
+# -- blobs --------------------------------------------------------------------
+
+
+class BaoError(DecodeError):
+    """Bao-tree data, outboards or chunk ranges that are malformed or do not verify."""
+
+
+class BlobRequestError(DecodeError):
+    """A blobs request (iroh-bytes/4) that is malformed, unsupported, or over the limits."""
+
+
+class BlobsError(IrohError):
+    """A blob transfer failed: no provider had the data, every provider failed, or a provider refused."""
