@@ -1,0 +1,458 @@
+"""A store in a directory, built so that downloads resume across processes and crashes lie about nothing.
+
+Layout under the root::
+
+    lock                    held with flock by the one process using the store
+    complete/<hash>.obao    outboard, written (and fsynced) before the data is moved in
+    complete/<hash>.data    the blob; its presence is what makes a blob complete
+    partial/<hash>.data     a download's data file, as long as the blob, holes where not yet written
+    partial/<hash>.state    claimed size + bitfield of verified groups (replaced atomically)
+    tags.json               tags (replaced atomically)
+    tmp/                    files being written; emptied on open
+
+A group is marked in the state file only after its data is fsynced, and a blob becomes
+complete by one rename after its outboard is durable, so a crash at any point leaves at
+worst some verified groups to fetch again. Progress is saved every ``sync_bytes`` written or
+``sync_interval`` seconds, and on close. Blobs are streamed to and from disk and hashed
+through mmap, so a 1 GB blob never sits in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import mmap
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from irohpy.errors import BaoError, BlobsError, DecodeError
+from irohpy.protocols.blobs.bao import Leaf, Outboard, compute_outboard
+from irohpy.protocols.blobs.hashseq import check_hash
+from irohpy.protocols.blobs.ranges import ChunkRanges
+from irohpy.protocols.blobs.store.base import (
+    EMPTY_HASH,
+    BlobNotFound,
+    BlobStatus,
+    ReadFn,
+    Store,
+    atomic_write,
+)
+from irohpy.protocols.blobs.store.bitfield import GroupBits
+from irohpy.protocols.blobs.store.tags import Tag, decode_tags, encode_tags
+
+T = TypeVar("T")
+
+SYNC_BYTES = 16 << 20
+SYNC_INTERVAL = 1.0
+
+
+@dataclass(eq=False)
+class _Partial:
+    fd: int
+    bits: GroupBits
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    dirty: int = 0
+    synced_at: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write a small file through a temporary sibling, fsync and rename."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _hash_file(fd: int, size: int) -> Outboard:
+    """Hash an open file's first ``size`` bytes through mmap, in the bao module's batches."""
+    if size == 0:
+        return compute_outboard(b"")
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm, memoryview(mm) as view:
+        return compute_outboard(view)
+
+
+async def _settle(fn: Callable[..., T], *args: object) -> T:
+    """Run a blocking step in a thread and see it through even if the caller is cancelled.
+
+    The steps change files and the in-memory state together, so they must not be abandoned halfway.
+    """
+    fut = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        while not fut.done():
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                continue
+        raise
+
+
+class FsStore(Store):
+    """Blobs, partial downloads and tags in ``root``; one process at a time (others get BlobsError)."""
+
+    def __init__(
+        self, root: Path | str, *, sync_bytes: int = SYNC_BYTES, sync_interval: float = SYNC_INTERVAL
+    ) -> None:
+        self.root = Path(root)
+        self._sync_bytes = sync_bytes
+        self._sync_interval = sync_interval
+        self._complete_dir = self.root / "complete"
+        self._partial_dir = self.root / "partial"
+        self._tmp_dir = self.root / "tmp"
+        for d in (self._complete_dir, self._partial_dir, self._tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise BlobsError(f"blob store {self.root} is in use by another process") from None
+        self._partials: dict[bytes, _Partial] = {}
+        self._recover()
+
+    # -- paths and recovery ---------------------------------------------------
+
+    def _complete_path(self, hash: bytes, ext: str) -> Path:
+        return self._complete_dir / f"{hash.hex()}.{ext}"
+
+    def _partial_path(self, hash: bytes, ext: str) -> Path:
+        return self._partial_dir / f"{hash.hex()}.{ext}"
+
+    def _tmp_path(self, ext: str) -> Path:
+        return self._tmp_dir / f"{uuid.uuid4().hex}.{ext}"
+
+    def _recover(self) -> None:
+        """Drop what a crash can leave behind: temporary files, outboards without data, half-made partials."""
+        for tmp in self._tmp_dir.iterdir():
+            tmp.unlink(missing_ok=True)
+        for obao in self._complete_dir.glob("*.obao"):
+            if not obao.with_suffix(".data").exists():
+                obao.unlink(missing_ok=True)
+        for data in self._complete_dir.glob("*.data"):
+            if not data.with_suffix(".obao").exists():
+                data.unlink(missing_ok=True)
+        for path in self._partial_dir.iterdir():
+            other = path.with_suffix(".state" if path.suffix == ".data" else ".data")
+            done = (self._complete_dir / path.name).with_suffix(".data").exists()
+            if path.suffix not in (".data", ".state") or not other.exists() or done:
+                path.unlink(missing_ok=True)
+
+    def _check_open(self) -> None:
+        if self._lock_fd is None:
+            raise BlobsError(f"blob store {self.root} is closed")
+
+    # -- complete blobs -------------------------------------------------------
+
+    def _install(self, tmp_data: Path, outboard: Outboard) -> None:
+        """Make a fully written, fsynced temporary data file the complete blob ``outboard.root``."""
+        data_path = self._complete_path(outboard.root, "data")
+        if data_path.exists():
+            tmp_data.unlink()
+            return
+        _write_durably(self._complete_path(outboard.root, "obao"), outboard.data)
+        _fsync_dir(self._complete_dir)
+        os.replace(tmp_data, data_path)
+        _fsync_dir(self._complete_dir)
+
+    def _import_bytes(self, data: bytes) -> Outboard:
+        outboard = compute_outboard(data)
+        if not self._complete_path(outboard.root, "data").exists():
+            tmp = self._tmp_path("data")
+            _write_durably(tmp, data)
+            self._install(tmp, outboard)
+        return outboard
+
+    def _import_file(self, path: Path) -> Outboard:
+        tmp = self._tmp_path("data")
+        try:
+            shutil.copyfile(path, tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                outboard = _hash_file(fd, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+            self._install(tmp, outboard)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return outboard
+
+    async def import_bytes(self, data: bytes | bytearray | memoryview) -> bytes:
+        self._check_open()
+        outboard = await asyncio.to_thread(self._import_bytes, bytes(data))
+        await self._drop_partial(outboard.root)
+        return outboard.root
+
+    async def import_file(self, path: Path | str) -> bytes:
+        self._check_open()
+        outboard = await asyncio.to_thread(self._import_file, Path(path))
+        await self._drop_partial(outboard.root)
+        return outboard.root
+
+    async def has(self, hash: bytes) -> BlobStatus | None:
+        self._check_open()
+        hash = check_hash(hash)
+        if self._complete_path(hash, "data").exists():
+            return "complete"
+        return "partial" if self._load_partial(hash) else None
+
+    async def size(self, hash: bytes) -> int | None:
+        self._check_open()
+        hash = check_hash(hash)
+        try:
+            return self._complete_path(hash, "data").stat().st_size
+        except FileNotFoundError:
+            partial = self._load_partial(hash)
+            return partial.bits.size if partial else None
+
+    async def get_bytes(self, hash: bytes) -> bytes:
+        self._check_open()
+        hash = check_hash(hash)
+        try:
+            return await asyncio.to_thread(self._complete_path(hash, "data").read_bytes)
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {hash.hex()} is not in the store") from None
+
+    async def reader(self, hash: bytes) -> tuple[ReadFn, Outboard]:
+        """Reads go through a private read-only mmap, valid even if the blob is deleted meanwhile."""
+        self._check_open()
+        hash = check_hash(hash)
+        try:
+            with open(self._complete_path(hash, "data"), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                mm = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else None
+            outboard = Outboard(hash, size, self._complete_path(hash, "obao").read_bytes())
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {hash.hex()} is not in the store") from None
+
+        def read(offset: int, length: int) -> bytes:
+            return mm[offset : offset + length] if mm is not None else b""
+
+        return read, outboard
+
+    async def export(self, hash: bytes, path: Path | str, *, overwrite: bool = False) -> Path:
+        self._check_open()
+        hash = check_hash(hash)
+        source = self._complete_path(hash, "data")
+        if not source.exists():
+            raise BlobNotFound(f"blob {hash.hex()} is not in the store")
+        target = Path(path)
+        await asyncio.to_thread(
+            atomic_write, target, lambda tmp: shutil.copyfile(source, tmp), overwrite=overwrite
+        )
+        return target
+
+    # -- partial blobs --------------------------------------------------------
+
+    def _load_partial(self, hash: bytes) -> _Partial | None:
+        """The in-memory entry of a partial blob, loaded from disk on first use."""
+        partial = self._partials.get(hash)
+        if partial is not None:
+            return partial
+        state = self._partial_path(hash, "state")
+        try:
+            bits = GroupBits.from_bytes(state.read_bytes())
+            fd = os.open(self._partial_path(hash, "data"), os.O_RDWR)
+        except (FileNotFoundError, DecodeError):
+            state.unlink(missing_ok=True)
+            self._partial_path(hash, "data").unlink(missing_ok=True)
+            return None
+        os.ftruncate(fd, bits.size)
+        partial = self._partials[hash] = _Partial(fd, bits)
+        return partial
+
+    async def _save_state(self, partial: _Partial, hash: bytes) -> None:
+        """Save the bitfield as of now, after fsyncing the data it vouches for (caller holds the lock)."""
+        state = partial.bits.to_bytes()
+        partial.dirty = 0
+        partial.synced_at = time.monotonic()
+        await _settle(self._write_state, partial.fd, hash, state)
+
+    def _write_state(self, fd: int, hash: bytes, state: bytes) -> None:
+        os.fsync(fd)
+        _write_durably(self._partial_path(hash, "state"), state)
+
+    def _finish(self, fd: int, size: int, hash: bytes) -> None:
+        """Hash the finished download and move it in as complete, or drop it if it is not ``hash``."""
+        try:
+            os.fsync(fd)
+            outboard = _hash_file(fd, size)
+        finally:
+            os.close(fd)
+        if outboard.root == hash:
+            self._install(self._partial_path(hash, "data"), outboard)
+        self._partial_path(hash, "state").unlink(missing_ok=True)
+        self._partial_path(hash, "data").unlink(missing_ok=True)
+        if outboard.root != hash:
+            raise BaoError(f"blob {hash.hex()} hashed to {outboard.root.hex()} once complete; its data was dropped")
+
+    async def _complete(self, partial: _Partial, hash: bytes) -> bool:
+        """Finish a download whose every group is marked; False if another writer found it corrupt."""
+        async with partial.lock:
+            if not partial.closed:
+                partial.closed = True
+                try:
+                    await _settle(self._finish, partial.fd, partial.bits.size, hash)
+                finally:
+                    self._partials.pop(hash, None)
+        return self._complete_path(hash, "data").exists()
+
+    async def _drop_partial(self, hash: bytes) -> None:
+        partial = self._partials.pop(hash, None)
+        if partial is not None:
+            async with partial.lock:
+                if not partial.closed:
+                    partial.closed = True
+                    os.close(partial.fd)
+        self._partial_path(hash, "state").unlink(missing_ok=True)
+        self._partial_path(hash, "data").unlink(missing_ok=True)
+
+    async def missing_ranges(self, hash: bytes) -> ChunkRanges:
+        self._check_open()
+        hash = check_hash(hash)
+        if self._complete_path(hash, "data").exists():
+            return ChunkRanges.empty()
+        partial = self._load_partial(hash)
+        return partial.bits.missing() if partial else ChunkRanges.all()
+
+    async def begin_partial(self, hash: bytes, size: int) -> bool:
+        self._check_open()
+        hash = check_hash(hash)
+        if self._complete_path(hash, "data").exists():
+            return True
+        if size == 0:
+            if hash != EMPTY_HASH:
+                raise BaoError(f"blob {hash.hex()} cannot be empty")
+            await self.import_bytes(b"")
+            return True
+        partial = self._load_partial(hash)
+        if partial is None:
+            bits = GroupBits.new(size)
+            fd = os.open(self._partial_path(hash, "data"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.ftruncate(fd, size)
+            except OSError as exc:
+                os.close(fd)
+                self._partial_path(hash, "data").unlink(missing_ok=True)
+                raise BlobsError(f"cannot hold a blob of {size} bytes: {exc}") from None
+            partial = self._partials[hash] = _Partial(fd, bits)
+            async with partial.lock:
+                await self._save_state(partial, hash)
+        elif partial.bits.size != size:
+            if partial.bits.size_verified:
+                raise BaoError(f"size {size} contradicts the verified size {partial.bits.size} of {hash.hex()}")
+            async with partial.lock:
+                partial.bits = partial.bits.resized(size)
+                os.ftruncate(partial.fd, size)
+                await self._save_state(partial, hash)
+        if partial.bits.complete:
+            return await self._complete(partial, hash)
+        return False
+
+    async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf]) -> bool:
+        self._check_open()
+        hash = check_hash(hash)
+        if self._complete_path(hash, "data").exists():
+            return True
+        partial = self._load_partial(hash)
+        if partial is None:
+            raise BlobNotFound(f"blob {hash.hex()} has no partial download (call begin_partial first)")
+        if partial.closed:
+            return await self._complete(partial, hash)
+        for leaf in leaves:
+            if leaf.offset < 0 or leaf.offset + len(leaf.data) > partial.bits.size:
+                raise ValueError(f"leaf {leaf.offset}+{len(leaf.data)} outside a blob of {partial.bits.size} bytes")
+            _pwrite_all(partial.fd, leaf.data, leaf.offset)
+            partial.bits.mark(leaf.offset, len(leaf.data))
+            partial.dirty += len(leaf.data)
+        if partial.bits.complete:
+            return await self._complete(partial, hash)
+        if partial.dirty >= self._sync_bytes or time.monotonic() - partial.synced_at >= self._sync_interval:
+            async with partial.lock:
+                if not partial.closed:
+                    await self._save_state(partial, hash)
+        return False
+
+    # -- listing, deleting, tags, closing ---------------------------------------
+
+    async def blobs(self) -> dict[bytes, BlobStatus]:
+        self._check_open()
+        out: dict[bytes, BlobStatus] = {}
+        for directory, ext, status in (
+            (self._partial_dir, "state", "partial"),
+            (self._complete_dir, "data", "complete"),
+        ):
+            for path in directory.glob(f"*.{ext}"):
+                try:
+                    hash = bytes.fromhex(path.stem)
+                except ValueError:
+                    continue
+                if len(hash) == 32:
+                    out[hash] = status  # type: ignore[assignment]
+        out.update((h, "partial") for h in self._partials if h not in out)
+        return out
+
+    async def delete(self, hash: bytes) -> None:
+        self._check_open()
+        hash = check_hash(hash)
+        await self._drop_partial(hash)
+        self._complete_path(hash, "data").unlink(missing_ok=True)
+        self._complete_path(hash, "obao").unlink(missing_ok=True)
+
+    async def list_tags(self) -> dict[str, Tag]:
+        self._check_open()
+        try:
+            return decode_tags((self.root / "tags.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+
+    async def _save_tags(self, tags: dict[str, Tag]) -> None:
+        self._check_open()
+        _write_durably(self.root / "tags.json", encode_tags(tags))
+
+    def _in_use(self) -> set[bytes]:
+        return set(self._partials)
+
+    async def close(self) -> None:
+        """Save every download's progress, close its file, and release the store for other processes."""
+        if self._lock_fd is None:
+            return
+        for hash, partial in list(self._partials.items()):
+            async with partial.lock:
+                if not partial.closed:
+                    await self._save_state(partial, hash)
+                    partial.closed = True
+                    os.close(partial.fd)
+        self._partials.clear()
+        os.close(self._lock_fd)
+        self._lock_fd = None
