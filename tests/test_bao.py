@@ -334,3 +334,10 @@ def test_outboard_shape_checked() -> None:
         Outboard(bytes(32), 40_000, b"")
     with pytest.raises(BaoError):
         Outboard(bytes(31), 0, b"")
+
+
+def test_threaded_chunk_hashing_matches_single_thread() -> None:
+    data = blob(4 * blake3_np.MIN_TASK_LANES * CHUNK_SIZE, 9)
+    one = blake3_np.chunk_cvs(data, 3, threads=1)
+    assert (blake3_np.chunk_cvs(data, 3, threads=2) == one).all()
+    assert (blake3_np.chunk_cvs(data, 3, threads=3) == one).all()

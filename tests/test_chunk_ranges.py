@@ -35,6 +35,14 @@ def test_set_algebra_matches_model(a: ChunkRanges, b: ChunkRanges) -> None:
     assert (a & b).is_open() == (a.is_open() and b.is_open())
 
 
+@settings(max_examples=500, deadline=None)
+@given(ranges, st.integers(0, LIMIT), st.one_of(st.none(), st.integers(0, LIMIT)))
+def test_range_queries_match_model(r: ChunkRanges, start: int, end: int | None) -> None:
+    span = set(range(start, LIMIT + 1 if end is None else end))
+    assert r.contains_range(start, end) == (span <= model(r))
+    assert r.intersects(start, end) == bool(span & model(r))
+
+
 @settings(max_examples=300, deadline=None)
 @given(boundaries)
 def test_boundaries_roundtrip_and_canonical(bs: list[int]) -> None:

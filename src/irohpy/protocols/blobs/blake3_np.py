@@ -7,6 +7,9 @@ here, run over many independent lanes (chunks or parent pairs) at once.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import numpy.typing as npt
 
@@ -18,6 +21,12 @@ CHUNK_END = 2
 PARENT = 4
 ROOT = 8
 
+THREADS = os.cpu_count() or 1
+MIN_TASK_LANES = 2048
+"""Lanes (chunks) below which a thread's share costs more in per-call overhead than it saves."""
+_TRANSPOSE_LANES = 512
+"""Chunks transposed at once into word-major order: small enough to stay in cache."""
+
 U32 = npt.NDArray[np.uint32]
 
 IV = np.array(
@@ -27,46 +36,25 @@ IV = np.array(
 _PERMUTATION = (2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8)
 
 
-def _schedules() -> list[npt.NDArray[np.intp]]:
-    """Per round, message word indices ordered as (column mx, column my, diagonal mx, diagonal my)."""
+def _schedules() -> list[list[int]]:
+    """Message word order of each of the 7 rounds."""
     order = list(range(16))
     rounds = []
     for _ in range(7):
-        rounds.append(np.array(order[0:8:2] + order[1:8:2] + order[8:16:2] + order[9:16:2], dtype=np.intp))
+        rounds.append(order)
         order = [order[i] for i in _PERMUTATION]
     return rounds
 
 
-_SCHEDULES = _schedules()
-_DIAG_B = np.array([1, 2, 3, 0], dtype=np.intp)
-_DIAG_C = np.array([2, 3, 0, 1], dtype=np.intp)
-_DIAG_D = np.array([3, 0, 1, 2], dtype=np.intp)
-_UNDIAG_B = np.array([3, 0, 1, 2], dtype=np.intp)
-_UNDIAG_D = np.array([1, 2, 3, 0], dtype=np.intp)
+_SCHEDULES = [(s[0:8:2], s[1:8:2], s[8:16:2], s[9:16:2]) for s in _schedules()]
+"""Per round, the message words added in the column step (x, y) and the diagonal step (x, y)."""
 
-
-def _rotr(x: U32, n: int, tmp: U32) -> None:
-    np.right_shift(x, n, out=tmp)
-    np.left_shift(x, 32 - n, out=x)
-    np.bitwise_or(x, tmp, out=x)
-
-
-def _g(a: U32, b: U32, c: U32, d: U32, mx: U32, my: U32, tmp: U32) -> None:
-    """The BLAKE3 G function on four columns (or diagonals) of every lane at once."""
-    np.add(a, b, out=a)
-    np.add(a, mx, out=a)
-    np.bitwise_xor(d, a, out=d)
-    _rotr(d, 16, tmp)
-    np.add(c, d, out=c)
-    np.bitwise_xor(b, c, out=b)
-    _rotr(b, 12, tmp)
-    np.add(a, b, out=a)
-    np.add(a, my, out=a)
-    np.bitwise_xor(d, a, out=d)
-    _rotr(d, 8, tmp)
-    np.add(c, d, out=c)
-    np.bitwise_xor(b, c, out=b)
-    _rotr(b, 7, tmp)
+# The diagonal step G(v0,v5,v10,v15) G(v1,v6,v11,v12) G(v2,v7,v8,v13) G(v3,v4,v9,v14) done
+# on contiguous runs of state rows: (destination rows, source rows) pairs per operation.
+_DIAG_A_PLUS_B = ((slice(0, 3), slice(5, 8)), (slice(3, 4), slice(4, 5)))
+_DIAG_D_XOR_A = ((slice(15, 16), slice(0, 1)), (slice(12, 15), slice(1, 4)))
+_DIAG_C_PLUS_D = ((slice(10, 11), slice(15, 16)), (slice(11, 12), slice(12, 13)), (slice(8, 10), slice(13, 15)))
+_DIAG_B_XOR_C = ((slice(5, 7), slice(10, 12)), (slice(7, 8), slice(8, 9)), (slice(4, 5), slice(9, 10)))
 
 
 def compress(
@@ -76,34 +64,77 @@ def compress(
     block_len: npt.NDArray[np.uint32] | int,
     flags: npt.NDArray[np.uint32] | int,
 ) -> U32:
-    """Compress one 64-byte block per lane: cv (8, N), m (16, N) -> new chaining values (8, N)."""
+    """Compress one 64-byte block per lane: cv (8, N), m (16, N) -> new chaining values (8, N).
+
+    Each state word is one contiguous row over all lanes; the column step works on
+    four rows per numpy call and the diagonal step on the contiguous runs of its
+    rows; message words are added row by row (a gather would copy them).
+    """
     n = cv.shape[1]
     counter64 = np.asarray(counter, dtype=np.uint64)
-    a = np.array(cv[0:4], dtype=np.uint32)
-    b = np.array(cv[4:8], dtype=np.uint32)
-    c = np.empty((4, n), dtype=np.uint32)
-    c[:] = IV[0:4, None]
-    d = np.empty((4, n), dtype=np.uint32)
-    d[0] = (counter64 & 0xFFFFFFFF).astype(np.uint32)
-    d[1] = (counter64 >> np.uint64(32)).astype(np.uint32)
-    d[2] = block_len
-    d[3] = flags
-    tmp = np.empty((4, n), dtype=np.uint32)
-    mr = np.empty((16, n), dtype=np.uint32)
-    for schedule in _SCHEDULES:
-        np.take(m, schedule, axis=0, out=mr)
-        _g(a, b, c, d, mr[0:4], mr[4:8], tmp)
-        b = b[_DIAG_B]
-        c = c[_DIAG_C]
-        d = d[_DIAG_D]
-        _g(a, b, c, d, mr[8:12], mr[12:16], tmp)
-        b = b[_UNDIAG_B]
-        c = c[_DIAG_C]
-        d = d[_UNDIAG_D]
-    out = np.empty((8, n), dtype=np.uint32)
-    np.bitwise_xor(a, c, out=out[0:4])
-    np.bitwise_xor(b, d, out=out[4:8])
-    return out
+    v = np.empty((16, n), dtype=np.uint32)
+    v[0:8] = cv
+    v[8:12] = IV[0:4, None]
+    v[12] = counter64 & np.uint64(0xFFFFFFFF)
+    v[13] = counter64 >> np.uint64(32)
+    v[14] = block_len
+    v[15] = flags
+    a, b, c, d = v[0:4], v[4:8], v[8:12], v[12:16]
+    t = np.empty((4, n), dtype=np.uint32)
+    add, xor, shr, shl, orr = np.add, np.bitwise_xor, np.right_shift, np.left_shift, np.bitwise_or
+
+    def rotr(x: U32, bits: int) -> None:
+        shr(x, bits, out=t)
+        shl(x, 32 - bits, out=x)
+        orr(x, t, out=x)
+
+    a_plus_b, d_xor_a, c_plus_d, b_xor_c = (
+        [(v[dst], v[src]) for dst, src in runs]
+        for runs in (_DIAG_A_PLUS_B, _DIAG_D_XOR_A, _DIAG_C_PLUS_D, _DIAG_B_XOR_C)
+    )
+
+    def pairs(op: np.ufunc, runs: list[tuple[U32, U32]]) -> None:
+        for dst, src in runs:
+            op(dst, src, out=dst)
+
+    rows = list(m)
+    arows = list(v[0:4])
+
+    def add_msg(words: list[int]) -> None:
+        for row, word in zip(arows, words):
+            add(row, rows[word], out=row)
+
+    for col_x, col_y, diag_x, diag_y in _SCHEDULES:
+        add(a, b, out=a)
+        add_msg(col_x)
+        xor(d, a, out=d)
+        rotr(d, 16)
+        add(c, d, out=c)
+        xor(b, c, out=b)
+        rotr(b, 12)
+        add(a, b, out=a)
+        add_msg(col_y)
+        xor(d, a, out=d)
+        rotr(d, 8)
+        add(c, d, out=c)
+        xor(b, c, out=b)
+        rotr(b, 7)
+        pairs(add, a_plus_b)
+        add_msg(diag_x)
+        pairs(xor, d_xor_a)
+        rotr(d, 16)
+        pairs(add, c_plus_d)
+        pairs(xor, b_xor_c)
+        rotr(b, 12)
+        pairs(add, a_plus_b)
+        add_msg(diag_y)
+        pairs(xor, d_xor_a)
+        rotr(d, 8)
+        pairs(add, c_plus_d)
+        pairs(xor, b_xor_c)
+        rotr(b, 7)
+    xor(v[0:8], v[8:16], out=v[0:8])
+    return v[0:8]
 
 
 def words(data: bytes | memoryview) -> U32:
@@ -111,23 +142,45 @@ def words(data: bytes | memoryview) -> U32:
     return np.frombuffer(data, dtype="<u4").astype(np.uint32, copy=False)
 
 
-def chunk_cvs(data: bytes | memoryview, first_chunk: int | npt.NDArray[np.uint64]) -> U32:
+def chunk_cvs(
+    data: bytes | memoryview, first_chunk: int | npt.NDArray[np.uint64], threads: int | None = None
+) -> U32:
     """Chaining values (8, N) of N full, non-root 1 KiB chunks.
 
     The chunks are numbered from first_chunk on, or by first_chunk's N entries.
+    Large batches are split across `threads` threads (numpy releases the GIL in
+    its loops); by default as many as there are idle CPUs.
     """
     n = len(data) // CHUNK_LEN
-    w = words(data).reshape(n, 16, 16)
     if isinstance(first_chunk, int):
         counters = np.arange(first_chunk, first_chunk + n, dtype=np.uint64)
     else:
         counters = first_chunk
+    w = words(data).reshape(n, 256)
+    tasks = min(_idle_cpus() if threads is None else threads, n // MIN_TASK_LANES)
+    if tasks < 2:
+        return _chunk_cvs(w, counters)
+    bounds = [n * i // tasks for i in range(tasks + 1)]
+    with ThreadPoolExecutor(max_workers=tasks) as pool:
+        parts = pool.map(lambda i: _chunk_cvs(w[bounds[i] : bounds[i + 1]], counters[bounds[i] : bounds[i + 1]]), range(tasks))
+        return np.concatenate(list(parts), axis=1)
+
+
+def _idle_cpus() -> int:
+    """CPUs worth a thread now: threads only help while cores are idle, else they fight over the GIL."""
+    return max(1, min(THREADS, int(THREADS - os.getloadavg()[0] + 0.5)))
+
+
+def _chunk_cvs(w: U32, counters: npt.NDArray[np.uint64]) -> U32:
+    n = w.shape[0]
+    m = np.empty((256, n), dtype=np.uint32)
+    for i in range(0, n, _TRANSPOSE_LANES):
+        m[:, i : i + _TRANSPOSE_LANES] = w[i : i + _TRANSPOSE_LANES].T
     cv = np.empty((8, n), dtype=np.uint32)
     cv[:] = IV[:, None]
     for block in range(16):
         flags = (CHUNK_START if block == 0 else 0) | (CHUNK_END if block == 15 else 0)
-        m = np.ascontiguousarray(w[:, block, :].T)
-        cv = compress(cv, m, counters, BLOCK_LEN, flags)
+        cv = compress(cv, m[16 * block : 16 * block + 16], counters, BLOCK_LEN, flags)
     return cv
 
 

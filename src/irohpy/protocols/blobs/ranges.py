@@ -100,11 +100,21 @@ class ChunkRanges:
 
     def contains_range(self, start: int, end: int | None) -> bool:
         """Whether every chunk of start..end (start.. if end is None) is in the set."""
-        return (ChunkRanges.from_range(start, end) - self).is_empty()
+        if end is not None and end <= start:
+            return True
+        b = self._bounds
+        i = bisect_right(b, start)
+        if i % 2 == 0:
+            return False
+        return i == len(b) or (end is not None and b[i] >= end)
 
     def intersects(self, start: int, end: int | None) -> bool:
         """Whether some chunk of start..end (start.. if end is None) is in the set."""
-        return not (self & ChunkRanges.from_range(start, end)).is_empty()
+        if end is not None and end <= start:
+            return False
+        b = self._bounds
+        i = bisect_right(b, start)
+        return i % 2 == 1 or (i < len(b) and (end is None or b[i] < end))
 
     def count(self) -> int | None:
         """Number of chunks in the set, None if open-ended."""
