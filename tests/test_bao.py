@@ -358,3 +358,12 @@ def test_scalar_and_vector_compression_agree() -> None:
         one = slice(lane, lane + 1)
         scalar = blake3_np.compress(cv[:, one], m[:, one], counters[one], lens[one], flags[one])
         assert (scalar[:, 0] == vector[:, lane]).all()
+
+
+def test_encoder_rejects_short_reads() -> None:
+    data = blob(3 * BLOCK_SIZE)
+    ob = compute_outboard(data)
+    short = data[: 2 * BLOCK_SIZE + 100]
+    for ranges in (ChunkRanges.all(), ChunkRanges.from_range(40, 41)):
+        with pytest.raises(BaoError):
+            b"".join(encode_ranges(lambda o, n: short[o : o + n], ob, ranges))

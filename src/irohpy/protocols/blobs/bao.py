@@ -224,7 +224,17 @@ def _plan(size: int, ranges: ChunkRanges) -> Iterator[_Parent | _Data]:
 def encode_ranges(
     read: Callable[[int, int], bytes], outboard: Outboard, ranges: ChunkRanges
 ) -> Iterator[bytes]:
-    """The bao-tree encoding of a blob restricted to `ranges`, without the 8-byte size header."""
+    """The bao-tree encoding of a blob restricted to `ranges`, without the 8-byte size header.
+
+    Raises BaoError if `read` returns less than asked (the blob shrank under us).
+    """
+
+    def read_exact(offset: int, length: int) -> bytes:
+        data = read(offset, length)
+        if len(data) != length:
+            raise BaoError(f"blob data ends before {offset + length}, its outboard says {outboard.size} bytes")
+        return data
+
     group_start = -1
     group_data = b""
     group_cvs = np.empty((8, 0), dtype=np.uint32)
@@ -236,7 +246,7 @@ def encode_ranges(
             if first != group_start:
                 offset = first * CHUNK_SIZE
                 group_start = first
-                group_data = read(offset, min(BLOCK_SIZE, outboard.size - offset))
+                group_data = read_exact(offset, min(BLOCK_SIZE, outboard.size - offset))
                 group_cvs = _chunk_cvs_of(group_data, first)
             i = item.start_chunk - first
             mid = i + item.left_chunks
@@ -249,7 +259,7 @@ def encode_ranges(
                 rel = item.offset - first * CHUNK_SIZE
                 yield group_data[rel : rel + item.length]
             else:
-                yield read(item.offset, item.length)
+                yield read_exact(item.offset, item.length)
 
 
 def _chunk_cvs_of(data: bytes, first_chunk: int) -> np.ndarray:
