@@ -7,7 +7,8 @@ Separate processes keep each side's CPU accounting honest and stop one
 implementation's threads or patches from touching another's.
 
 `python -m bench relay` is a separate suite, the relay server's forwarding
-throughput and idle capacity: see bench/relay.py.
+throughput and idle capacity: see bench/relay.py. `python -m bench blobs` measures
+blob transfers from one and several providers: see bench/blobs_transfer.py.
 """
 
 from __future__ import annotations
@@ -278,6 +279,10 @@ def main() -> int:
         from bench import relay
 
         return relay.main(sys.argv[2:])
+    if sys.argv[1:2] == ["blobs"]:
+        from bench import blobs_transfer
+
+        return blobs_transfer.main(sys.argv[2:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Loopback benchmark, two processes per implementation: connect, "

@@ -29,7 +29,7 @@ from irohpy.errors import BaoError, BlobsError, DecodeError, IrohError
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq, check_hash
 from irohpy.protocols.blobs.ranges import GROUP_CHUNKS, GROUP_SIZE, ChunkRanges
-from irohpy.protocols.blobs.store.base import Store
+from irohpy.protocols.blobs.store import Store
 from irohpy.protocols.blobs.ticket import BlobFormat
 from irohpy.protocols.blobs.wire import ALPN, ChunkRangesSeq, GetManyRequest
 

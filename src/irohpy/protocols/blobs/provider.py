@@ -22,7 +22,7 @@ from irohpy.errors import BlobRequestError, BlobsError, DecodeError, IrohError, 
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq
 from irohpy.protocols.blobs.ranges import ChunkRanges
-from irohpy.protocols.blobs.store.base import Store
+from irohpy.protocols.blobs.store import Store
 from irohpy.protocols.blobs.wire import (
     ALPN,
     ERR_INTERNAL,
