@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +52,8 @@ class MemStore(Store):
     async def import_bytes(self, data: bytes | bytearray | memoryview) -> bytes:
         return self._add(bytes(data))
 
-    async def import_file(self, path: Path | str) -> bytes:
-        return self._add(await asyncio.to_thread(Path(path).read_bytes))
+    async def import_files(self, paths: Sequence[Path | str]) -> list[bytes]:
+        return [self._add(await asyncio.to_thread(Path(path).read_bytes)) for path in paths]
 
     async def has(self, hash: bytes) -> BlobStatus | None:
         hash = check_hash(hash)
