@@ -290,7 +290,7 @@ class ResponseDecoder:
         self._window = window
         self._buf = bytearray()
         self._pos = 0
-        self._plan: Iterator[_Parent | _Data] | None = None
+        self._plan: Iterator[_Parent | _Data] = iter(())
         self._item: _Parent | _Data | None = None
         self._expected: list[bytes] = [self._root]
         self._parents: list[tuple[bytes, bytes, bool]] = []
@@ -323,18 +323,18 @@ class ResponseDecoder:
             self._plan = _plan(self.size, self._ranges)
             self._item = next(self._plan, None)
         out: list[Leaf] = []
-        while self._item is not None:
-            item = self._item
-            need = PAIR_SIZE if isinstance(item, _Parent) else item.length
-            if len(self._buf) - self._pos < need:
-                break
-            chunk = bytes(self._buf[self._pos : self._pos + need])
-            self._pos += need
-            self._take(item, chunk)
-            assert self._plan is not None
-            self._item = next(self._plan, None)
-            if self._pending_bytes >= self._window:
-                out += self._flush()
+        with memoryview(self._buf) as view:
+            pos, item = self._pos, self._item
+            while item is not None:
+                need = PAIR_SIZE if isinstance(item, _Parent) else item.length
+                if len(view) - pos < need:
+                    break
+                self._take(item, bytes(view[pos : pos + need]))
+                pos += need
+                item = next(self._plan, None)
+                if self._pending_bytes >= self._window:
+                    out += self._flush()
+            self._pos, self._item = pos, item
         if self._item is None:
             out += self._flush()
             self._done = True
