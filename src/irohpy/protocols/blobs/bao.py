@@ -86,14 +86,12 @@ def compute_outboard(data: bytes | memoryview) -> Outboard:
     if groups == 1:
         return Outboard(blake3.blake3(view).digest(), size, b"")
     full = size // BLOCK_SIZE
-    if full == groups:
-        full -= 1
     parts = []
     for start in range(0, full, _BATCH_GROUPS):
         end = min(full, start + _BATCH_GROUPS)
         parts.append(_group_cvs(view[start * BLOCK_SIZE : end * BLOCK_SIZE], start))
-    tail = b3.subtree_cv(view[full * BLOCK_SIZE :], full * GROUP_CHUNKS)
-    parts.append(b3.cvs_from_bytes(tail))
+    if full < groups:
+        parts.append(b3.cvs_from_bytes(b3.subtree_cv(view[full * BLOCK_SIZE :], full * GROUP_CHUNKS)))
     level = np.concatenate(parts, axis=1)
     levels = [b3.cvs_to_bytes(level)]
     while level.shape[1] > 2:
@@ -247,7 +245,7 @@ def encode_ranges(
                 offset = first * CHUNK_SIZE
                 group_start = first
                 group_data = read_exact(offset, min(BLOCK_SIZE, outboard.size - offset))
-                group_cvs = _chunk_cvs_of(group_data, first)
+                group_cvs = b3.leaf_cvs(group_data, first)
             i = item.start_chunk - first
             mid = i + item.left_chunks
             left = b3.tree_cv(group_cvs[:, i:mid], False)
@@ -260,18 +258,6 @@ def encode_ranges(
                 yield group_data[rel : rel + item.length]
             else:
                 yield read_exact(item.offset, item.length)
-
-
-def _chunk_cvs_of(data: bytes, first_chunk: int) -> np.ndarray:
-    """Non-root chaining values (8, N) of every chunk of data (the last one may be short)."""
-    full = len(data) // CHUNK_SIZE
-    if len(data) % CHUNK_SIZE == 0:
-        full -= 1
-    parts = []
-    if full:
-        parts.append(b3.chunk_cvs(data[: full * CHUNK_SIZE], first_chunk))
-    parts.append(b3.last_chunk_cv(data[full * CHUNK_SIZE :], first_chunk + full, False))
-    return np.concatenate(parts, axis=1)
 
 
 class ResponseDecoder:

@@ -271,17 +271,23 @@ def last_chunk_cv(data: bytes | memoryview, chunk: int, is_root: bool) -> U32:
     return cv
 
 
-def subtree_cv(data: bytes | memoryview, first_chunk: int, is_root: bool = False) -> bytes:
-    """Chaining value of the BLAKE3 subtree over data starting at chunk first_chunk."""
-    full = len(data) // CHUNK_LEN
-    if len(data) % CHUNK_LEN == 0 and full > 0:
-        full -= 1
+def leaf_cvs(data: bytes | memoryview, first_chunk: int) -> U32:
+    """Non-root chaining values (8, N) of every chunk of data; the last may be short, empty data is one empty chunk."""
+    view = memoryview(data)
+    full = len(view) // CHUNK_LEN
     parts: list[U32] = []
     if full:
-        parts.append(chunk_cvs(memoryview(data)[: full * CHUNK_LEN], first_chunk))
-    parts.append(last_chunk_cv(memoryview(data)[full * CHUNK_LEN :], first_chunk + full, is_root and full == 0))
-    cvs = np.concatenate(parts, axis=1)
-    return cv_bytes(tree_cv(cvs, is_root))
+        parts.append(chunk_cvs(view[: full * CHUNK_LEN], first_chunk))
+    if len(view) % CHUNK_LEN or not full:
+        parts.append(last_chunk_cv(view[full * CHUNK_LEN :], first_chunk + full, False))
+    return np.concatenate(parts, axis=1)
+
+
+def subtree_cv(data: bytes | memoryview, first_chunk: int, is_root: bool = False) -> bytes:
+    """Chaining value of the BLAKE3 subtree over data starting at chunk first_chunk (the hash if is_root)."""
+    if len(data) <= CHUNK_LEN:
+        return cv_bytes(last_chunk_cv(data, first_chunk, is_root))
+    return cv_bytes(tree_cv(leaf_cvs(data, first_chunk), is_root))
 
 
 def tree_cv(cvs: U32, is_root: bool) -> U32:
