@@ -57,7 +57,7 @@ READ_SIZE = 1 << 20
 SLOWER = 2.0
 """End game: re-request a unit when its provider would take this many times longer than us."""
 
-LAST_CHUNK = ChunkRanges.from_range((1 << 64) - 1, None)
+FIRST_GROUP = ChunkRanges.from_range(0, GROUP_CHUNKS)
 
 
 # -- events ----------------------------------------------------------------------
@@ -80,7 +80,11 @@ class Connected:
 
 @dataclass(frozen=True)
 class SizesKnown:
-    """Every blob's size is verified: ``total_bytes`` overall, ``missing_bytes`` still to fetch."""
+    """Every blob's size is known: ``total_bytes`` overall, ``missing_bytes`` this download fetches.
+
+    ``missing_bytes`` counts what the store did not have when the download started (the
+    first groups fetched to learn the sizes included), so ``Progress.bytes`` runs up to it.
+    """
 
     blobs: int
     total_bytes: int
@@ -92,7 +96,7 @@ class Progress:
     bytes: int
     """Verified payload bytes fetched so far in this download."""
     missing_bytes: int
-    """Bytes that were missing when the transfer started."""
+    """What this download fetches in all (as in :class:`SizesKnown`)."""
     chunks: int
     providers: tuple[ProviderStats, ...]
 
@@ -347,7 +351,7 @@ class Download:
             total += size
             if await store.has(h) != "complete":
                 todo.append((h, await store.missing_ranges(h), size))
-        missing = sum(_range_bytes(r, size) for _, r, size in todo)
+        missing = self._fetched + sum(_range_bytes(r, size) for _, r, size in todo)
         if announce:
             self._missing_bytes = missing
             self._emit(SizesKnown(len(hashes), total, missing))
@@ -372,23 +376,26 @@ class Download:
                              + "; ".join(f"{p.id.fmt_short()}: {p.dropped}" for p in self._providers))
 
     async def _fetch_sizes(self, hashes: list[bytes]) -> None:
-        """Learn each unknown size from a verified proof of the blob's last chunk."""
+        """Learn unknown sizes with one request for the first chunk group of each blob.
+
+        The answer is useful data too: blobs up to 16 KiB arrive whole (their size then
+        verified), and larger ones get their first group and a size to plan the rest with,
+        verified when their last group arrives. (Asking for the last chunk instead would
+        make the provider hash every chunk of each last group.)
+        """
         store = self._dl.store
         unknown = [h for h in hashes if await store.size(h) is None]
         if not unknown:
             return
-        request = GetManyRequest(tuple(unknown), ChunkRangesSeq.from_ranges_infinite([LAST_CHUNK]))
+        request = GetManyRequest(tuple(unknown), ChunkRangesSeq.from_ranges_infinite([FIRST_GROUP]))
         errors = []
         for provider in self._alive():
             try:
-                sizes = await self._request(provider, request.to_bytes(), [(h, LAST_CHUNK) for h in unknown],
-                                            store_leaves=False)
+                await self._request(provider, request.to_bytes(), [(h, FIRST_GROUP) for h in unknown])
             except (IrohError, _Abandoned) as exc:
                 errors.append(f"{provider.id.fmt_short()}: {exc}")
                 self._drop(provider, f"getting sizes failed: {exc}")
                 continue
-            for h, size in zip(unknown, sizes, strict=True):
-                await store.begin_partial(h, size)
             return
         raise BlobsError("no provider could tell the sizes: " + "; ".join(errors))
 
@@ -475,13 +482,12 @@ class Download:
         return items
 
     async def _request(self, provider: _Provider, request: bytes, items: list[tuple[bytes, ChunkRanges]], *,
-                       unit: _Unit | None = None, store_leaves: bool = True) -> list[int]:
-        """Send one request and verify its response blob by blob; returns the blob sizes."""
+                       unit: _Unit | None = None) -> None:
+        """Send one request, verify its response blob by blob, and store what verifies."""
         if provider.conn is None or provider.dropped is not None:
             raise _Abandoned()
         stall = self._dl.stall_timeout
         store = self._dl.store
-        sizes: list[int] = []
         async with asyncio.timeout(stall):
             send, recv = await provider.conn.open_bi()
             await send.write(request)
@@ -491,8 +497,11 @@ class Download:
             for h, ranges in items:
                 decoder = bao.ResponseDecoder(h, ranges)
                 leaves = decoder.feed(pending)
+                complete: bool | None = None
                 while True:
-                    if leaves and store_leaves:
+                    if complete is None and decoder.size is not None:
+                        complete = await store.begin_partial(h, decoder.size)
+                    if leaves and not complete:
                         await self._store_leaves(provider, h, leaves)
                     if decoder.done:
                         break
@@ -504,14 +513,11 @@ class Download:
                         raise BlobsError(f"provider ended the response early (blob {h.hex()[:12]})")
                     leaves = decoder.feed(data)
                 pending = decoder.unused
-                assert decoder.size is not None
-                sizes.append(decoder.size)
             if pending:
                 raise BlobsError("provider sent more than was asked for")
             async with asyncio.timeout(stall):
                 if await recv.read(1):
                     raise BlobsError("provider sent more than was asked for")
-            return sizes
         except TimeoutError:
             send.reset(0)
             recv.stop(0)
