@@ -19,6 +19,7 @@ from irohpy.protocols.blobs.bao import (
     Outboard,
     ResponseDecoder,
     compute_outboard,
+    compute_outboard_from,
     encode_ranges,
     truncate_ranges,
 )
@@ -367,3 +368,20 @@ def test_encoder_rejects_short_reads() -> None:
     for ranges in (ChunkRanges.all(), ChunkRanges.from_range(40, 41)):
         with pytest.raises(BaoError):
             b"".join(encode_ranges(lambda o, n: short[o : o + n], ob, ranges))
+
+
+def test_outboard_from_file_reads(tmp_path) -> None:
+    data = blob(3 * MIB + 5000, 11)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        reads: list[int] = []
+
+        def read(offset: int, length: int) -> bytes:
+            reads.append(length)
+            return os.pread(f.fileno(), length, offset)
+
+        assert compute_outboard_from(read, len(data)) == compute_outboard(data)
+        assert max(reads) <= 16 * MIB
+        with pytest.raises(BaoError):
+            compute_outboard_from(read, len(data) + 1)

@@ -41,6 +41,7 @@ __all__ = [
     "Outboard",
     "ResponseDecoder",
     "compute_outboard",
+    "compute_outboard_from",
     "encode_ranges",
 ]
 
@@ -73,7 +74,7 @@ def _left_count(count: int) -> int:
     return 1 << ((count - 1).bit_length() - 1)
 
 
-def _group_cvs(data: memoryview, first_group: int) -> np.ndarray:
+def _group_cvs(data: bytes | memoryview, first_group: int) -> np.ndarray:
     """Chaining values (8, N) of N full 16 KiB chunk groups."""
     return b3.merge_pairs(b3.chunk_cvs(data, first_group * GROUP_CHUNKS), CHUNK_LOG)
 
@@ -81,17 +82,33 @@ def _group_cvs(data: memoryview, first_group: int) -> np.ndarray:
 def compute_outboard(data: bytes | memoryview) -> Outboard:
     """Hash a blob into its root and pre-order outboard (vectorised over up to 16 MiB at once)."""
     view = memoryview(data).cast("B")
-    size = len(view)
+    return compute_outboard_from(lambda offset, length: view[offset : offset + length], len(view))
+
+
+def compute_outboard_from(read: Callable[[int, int], bytes | memoryview], size: int) -> Outboard:
+    """:func:`compute_outboard` of a blob read in group-aligned pieces of up to 16 MiB.
+
+    Only one piece is held at a time, so a file read with os.pread never sits in
+    memory whole. Raises BaoError if a read comes back short.
+    """
+
+    def read_exact(offset: int, length: int) -> bytes | memoryview:
+        piece = read(offset, length)
+        if len(piece) != length:
+            raise BaoError(f"blob data ends before {offset + length} of {size} bytes")
+        return piece
+
     groups = groups_for_size(size)
     if groups == 1:
-        return Outboard(blake3.blake3(view).digest(), size, b"")
+        return Outboard(blake3.blake3(read_exact(0, size)).digest(), size, b"")
     full = size // BLOCK_SIZE
     parts = []
     for start in range(0, full, _BATCH_GROUPS):
         end = min(full, start + _BATCH_GROUPS)
-        parts.append(_group_cvs(view[start * BLOCK_SIZE : end * BLOCK_SIZE], start))
+        parts.append(_group_cvs(read_exact(start * BLOCK_SIZE, (end - start) * BLOCK_SIZE), start))
     if full < groups:
-        parts.append(b3.cvs_from_bytes(b3.subtree_cv(view[full * BLOCK_SIZE :], full * GROUP_CHUNKS)))
+        tail = read_exact(full * BLOCK_SIZE, size - full * BLOCK_SIZE)
+        parts.append(b3.cvs_from_bytes(b3.subtree_cv(tail, full * GROUP_CHUNKS)))
     level = np.concatenate(parts, axis=1)
     levels = [b3.cvs_to_bytes(level)]
     while level.shape[1] > 2:
