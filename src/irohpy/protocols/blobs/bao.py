@@ -43,6 +43,7 @@ __all__ = [
     "compute_outboard",
     "compute_outboard_from",
     "encode_ranges",
+    "truncate_ranges",
 ]
 
 
