@@ -22,6 +22,7 @@ PARENT = 4
 ROOT = 8
 
 THREADS = os.cpu_count() or 1
+"""Most threads one batch of chunks is split across."""
 SCALAR_LANES = 3
 """Lanes up to which plain Python beats numpy's per-call overhead."""
 MIN_TASK_LANES = 2048
@@ -226,7 +227,11 @@ def chunk_cvs(
 
 def _idle_cpus() -> int:
     """CPUs worth a thread now: threads only help while cores are idle, else they fight over the GIL."""
-    return max(1, min(THREADS, int(THREADS - os.getloadavg()[0] + 0.5)))
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return max(1, min(THREADS, int(THREADS - load + 0.5)))
 
 
 def _chunk_cvs(w: U32, counters: npt.NDArray[np.uint64]) -> U32:
