@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from collections.abc import AsyncIterator, Callable
@@ -367,3 +368,23 @@ async def test_a_raw_tag_on_a_hash_seq_protects_only_itself(stores: tuple[Store,
     assert set(await store.blobs()) == {coll.hash}
     with pytest.raises(BlobsError):
         await store.export_collection(coll.hash, tmp_path / "out")
+
+
+async def test_concurrent_writers_of_one_blob(stores: tuple[Store, Store]) -> None:
+    """Several providers' leaves for one blob, interleaved, overlapping and repeated: one completion, right data."""
+    src, dst = stores
+    data = os.urandom(40 * GROUP_SIZE + 9)
+    hash = await src.import_bytes(data)
+    read, _ = await src.reader(hash)
+    await dst.begin_partial(hash, len(data))
+
+    async def writer(seed: int) -> bool:
+        order = list(range(0, len(data), 3 * GROUP_SIZE))
+        random.Random(seed).shuffle(order)
+        done = False
+        for offset in order:
+            done = await dst.write_leaves(hash, [bao.Leaf(offset, read(offset, 3 * GROUP_SIZE))])
+        return done
+
+    assert await asyncio.gather(writer(1), writer(2), writer(3)) == [True, True, True]
+    assert await dst.get_bytes(hash) == data

@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,20 +281,25 @@ class FsStore(Store):
             raise BlobNotFound(f"blob {hash.hex()} is not in the store") from None
 
     async def reader(self, hash: bytes) -> tuple[ReadFn, Outboard]:
-        """Reads go through a private read-only mmap, valid even if the blob is deleted meanwhile."""
+        """Reads are ``pread`` on a file descriptor closed when ``read`` is garbage collected;
+        they keep working if the blob is deleted meanwhile."""
         self._check_open()
         hash = check_hash(hash)
         try:
-            with open(self._complete_path(hash, "data"), "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                mm = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) if size else None
-            outboard = Outboard(hash, size, self._complete_path(hash, "obao").read_bytes() if size > GROUP_SIZE else b"")
+            fd = os.open(self._complete_path(hash, "data"), os.O_RDONLY)
         except FileNotFoundError:
             raise BlobNotFound(f"blob {hash.hex()} is not in the store") from None
+        try:
+            size = os.fstat(fd).st_size
+            outboard = Outboard(hash, size, self._complete_path(hash, "obao").read_bytes() if size > GROUP_SIZE else b"")
+        except BaseException:
+            os.close(fd)
+            raise
 
         def read(offset: int, length: int) -> bytes:
-            return mm[offset : offset + length] if mm is not None else b""
+            return os.pread(fd, length, offset)
 
+        weakref.finalize(read, os.close, fd)
         return read, outboard
 
     async def export(self, hash: bytes, path: Path | str, *, overwrite: bool = False) -> Path:
