@@ -39,8 +39,10 @@ def response(data: bytes, ranges: ChunkRanges, outboard: Outboard | None = None)
     return len(data).to_bytes(8, "little") + body
 
 
-def decode(root: bytes, ranges: ChunkRanges, stream: bytes, step: int = 4096) -> dict[int, bytes]:
-    dec = ResponseDecoder(root, ranges)
+def decode(
+    root: bytes, ranges: ChunkRanges, stream: bytes, step: int = 4096, window: int = 8 * MIB
+) -> dict[int, bytes]:
+    dec = ResponseDecoder(root, ranges, window=window)
     got: dict[int, bytes] = {}
     for i in range(0, len(stream), step):
         for leaf in dec.feed(stream[i : i + step]):
@@ -158,10 +160,12 @@ RANGES = [
 def test_encoded_ranges_verify(size: int, ranges: ChunkRanges) -> None:
     data = blob(size, size)
     root = blake3.blake3(data).digest()
-    got = decode(root, ranges, response(data, ranges), step=777)
+    stream = response(data, ranges)
+    got = decode(root, ranges, stream, step=777)
     total = chunks_for_size(size)
     wanted = {c for c in range(total) if truncate_ranges(ranges, size).contains(c)}
     have = covered_chunks(data, got)
+    assert covered_chunks(data, decode(root, ranges, stream, step=5000, window=1)) == have
     assert wanted <= have
     if ranges.is_empty():
         assert have == set()
