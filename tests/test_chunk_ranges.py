@@ -66,7 +66,7 @@ def test_basics() -> None:
     assert r.intersects(2, 4) and not r.intersects(3, 9)
     assert ChunkRanges.from_range(10).intersects(0, None)
     assert ChunkRanges.from_range(15, 17).to_groups() == ChunkRanges.from_range(0, 2)
-    assert ChunkRanges.from_range(1, 2).from_groups() == ChunkRanges.from_range(16, 32)
+    assert ChunkRanges.from_range(1, 2).expand_groups() == ChunkRanges.from_range(16, 32)
     assert ChunkRanges.all() - ChunkRanges.from_range(0, 4) == ChunkRanges.from_range(4)
 
 

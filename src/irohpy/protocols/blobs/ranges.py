@@ -152,8 +152,8 @@ class ChunkRanges:
             )
         return out
 
-    def from_groups(self) -> ChunkRanges:
-        """This set read as chunk groups, expanded to the chunks they hold."""
+    def expand_groups(self) -> ChunkRanges:
+        """This set read as chunk group numbers, expanded to the chunks those groups hold."""
         return ChunkRanges(tuple(b * GROUP_CHUNKS for b in self._bounds))
 
     def __repr__(self) -> str:
