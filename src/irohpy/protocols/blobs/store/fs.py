@@ -14,7 +14,7 @@ A group is marked in the state file only after its data is fsynced, and a blob b
 complete by one rename after its outboard is durable, so a crash at any point leaves at
 worst some verified groups to fetch again. Progress is saved every ``sync_bytes`` written or
 ``sync_interval`` seconds, and on close. Blobs are streamed to and from disk and hashed
-through mmap, so a 1 GB blob never sits in memory.
+in batches of a few MiB, so a 1 GB blob never sits in memory.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from irohpy.errors import BaoError, BlobsError, DecodeError
-from irohpy.protocols.blobs.bao import Leaf, Outboard, compute_outboard
+from irohpy.protocols.blobs.bao import Leaf, Outboard, compute_outboard, compute_outboard_from
 from irohpy.protocols.blobs.hashseq import check_hash
 from irohpy.protocols.blobs.ranges import GROUP_SIZE, ChunkRanges
 from irohpy.protocols.blobs.store.base import (
@@ -117,11 +117,18 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 
 def _hash_file(fd: int, size: int) -> Outboard:
-    """Hash an open file's first ``size`` bytes through mmap, in the bao module's batches."""
+    """Hash an open file's first ``size`` bytes, one read-only mapping of a few MiB at a time.
+
+    bao reads group-aligned (so page-aligned) pieces; each mapping is unmapped once bao drops
+    it, so neither the heap nor the resident set ever holds more than a piece.
+    """
     if size == 0:
         return compute_outboard(b"")
-    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mm, memoryview(mm) as view:
-        return compute_outboard(view)
+
+    def piece(offset: int, length: int) -> memoryview:
+        return memoryview(mmap.mmap(fd, length, offset=offset, prot=mmap.PROT_READ))
+
+    return compute_outboard_from(piece, size)
 
 
 async def _settle(fn: Callable[..., T], *args: object) -> T:
