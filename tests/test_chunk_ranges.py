@@ -44,6 +44,15 @@ def test_range_queries_match_model(r: ChunkRanges, start: int, end: int | None) 
 
 
 @settings(max_examples=300, deadline=None)
+@given(ranges)
+def test_groups_match_model(r: ChunkRanges) -> None:
+    groups = r.to_groups()
+    assert {g for g in range(LIMIT // 16 + 1) if groups.contains(g)} == {c // 16 for c in model(r)}
+    chunks = groups.expand_groups()
+    assert model(chunks) == {c for c in range(LIMIT + 1) if groups.contains(c // 16)}
+
+
+@settings(max_examples=300, deadline=None)
 @given(boundaries)
 def test_boundaries_roundtrip_and_canonical(bs: list[int]) -> None:
     r = ChunkRanges.from_boundaries(bs)
