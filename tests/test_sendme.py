@@ -210,3 +210,46 @@ def test_receive_ctrl_c_exits_130(tmp_path: Path) -> None:
         assert proc.stderr is not None
         proc.stderr.close()
     assert not (out / "blob.bin").exists()
+
+
+def test_three_senders_one_killed_mid_transfer(tmp_path: Path) -> None:
+    """Several tickets for the same data: fetch from all; a sender SIGKILLed mid-way (no goodbye) is dropped."""
+    out = tmp_path / "out"
+    size = 32 << 20
+    data = os.urandom(size)
+    dirs = []
+    for i in range(3):
+        (tmp_path / f"s{i}").mkdir()
+        (tmp_path / f"s{i}" / "blob.bin").write_bytes(data)
+        dirs.append(tmp_path / f"s{i}")
+    senders = [spawn("send", "blob.bin", "--no-progress", *LOCAL, cwd=d) for d in dirs]
+    try:
+        tickets = []
+        for proc in senders:
+            assert proc.stdout is not None
+            tickets.append(next(line.split()[-1] for line in proc.stdout if line.startswith("irohpy receive ")))
+        receiver = spawn("receive", *tickets, "--out", str(out), "--json", *LOCAL)
+        assert receiver.stdout is not None
+        for line in receiver.stdout:
+            event = json.loads(line)
+            if event["event"] == "progress" and event["bytes"] >= size // 4:
+                senders[1].kill()
+                break
+        rest = receiver.stdout.read()
+        assert receiver.wait(300) == 0, receiver.stderr.read() if receiver.stderr else ""
+    finally:
+        for proc in senders:
+            proc.kill()
+            proc.wait(10)
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
+        if receiver.stdout:
+            receiver.stdout.close()
+        if receiver.stderr:
+            receiver.stderr.close()
+    done = done_event(rest)
+    assert (out / "blob.bin").read_bytes() == data
+    # The killed sender sends nothing more: its unfinished units are re-requested from the others
+    # once it stalls, so the download ends without waiting for its connection to time out.
+    assert sum(p["bytes"] for p in done["providers"]) == done["bytes_fetched"] >= size

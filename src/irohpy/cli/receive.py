@@ -26,6 +26,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from irohpy.base.addr import EndpointAddr
 from irohpy.cli.common import add_endpoint_args, bind_endpoint
 from irohpy.errors import BlobsError
 from irohpy.protocols.blobs import downloader as dl
@@ -36,7 +37,8 @@ from irohpy.protocols.blobs.ticket import BlobFormat, BlobTicket
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("receive", aliases=["recv"], help="fetch what `irohpy send` shares (sendme)")
-    parser.add_argument("ticket", metavar="TICKET", help="a blob ticket")
+    parser.add_argument("ticket", metavar="TICKET", nargs="+",
+                        help="a blob ticket; several tickets for the same data fetch from all those providers at once")
     parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
                         help="where to write the files (default: the current directory)")
     parser.add_argument("--overwrite", action="store_true", help="replace files that already exist")
@@ -118,7 +120,7 @@ class JsonLines(StageDisplay):
             self.emit(event="progress", bytes=completed)
 
 
-async def _fetch(args: argparse.Namespace, ticket: BlobTicket, store: FsStore,
+async def _fetch(args: argparse.Namespace, ticket: BlobTicket, providers: list[EndpointAddr], store: FsStore,
                  display: StageDisplay) -> dl.DownloadStats | None:
     """Download what is missing; None when everything was already complete."""
     if await _complete(store, ticket):
@@ -126,7 +128,7 @@ async def _fetch(args: argparse.Namespace, ticket: BlobTicket, store: FsStore,
     display.stage("[1/4] Connecting…")
     async with await bind_endpoint(args, []) as endpoint:
         downloader = dl.Downloader(endpoint, store)
-        async with downloader.download(ticket.hash, [ticket.addr], ticket.format) as download:
+        async with downloader.download(ticket.hash, providers, ticket.format) as download:
             async for event in download:
                 if isinstance(event, dl.Connected):
                     display.stage("[2/4] Getting sizes…")
@@ -161,7 +163,10 @@ async def _export(store: FsStore, ticket: BlobTicket, out: Path, overwrite: bool
 
 
 async def receive(args: argparse.Namespace) -> int:
-    ticket = BlobTicket.parse(args.ticket.strip())
+    tickets = [BlobTicket.parse(text.strip()) for text in args.ticket]
+    ticket = tickets[0]
+    if any((t.hash, t.format) != (ticket.hash, ticket.format) for t in tickets):
+        raise ValueError("all tickets must name the same data (hash and format)")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     store_dir = out / f".sendme-recv-{ticket.hash.hex()}"
@@ -169,7 +174,7 @@ async def receive(args: argparse.Namespace) -> int:
     display = JsonLines() if args.json else StageDisplay(not args.no_progress)
     with display:
         async with FsStore(store_dir) as store:
-            stats = await _fetch(args, ticket, store, display)
+            stats = await _fetch(args, ticket, [t.addr for t in tickets], store, display)
             if stats is None and not args.json:
                 print(f"{ticket.hash.hex()} already complete")
             display.stage("[4/4] Exporting")
@@ -180,7 +185,9 @@ async def receive(args: argparse.Namespace) -> int:
     size = sum(n for _, n in files)
     if args.json:
         JsonLines.emit(event="done", hash=ticket.hash.hex(), files=[{"name": n, "size": s} for n, s in files],
-                       bytes=size, bytes_fetched=fetched, elapsed=round(elapsed, 3), out=str(out))
+                       bytes=size, bytes_fetched=fetched, elapsed=round(elapsed, 3), out=str(out),
+                       providers=[{"id": str(p.provider), "bytes": p.bytes, "dropped": p.dropped}
+                                  for p in (stats.providers if stats else ())])
     elif getattr(args, "verbose", 0):
         print(f"downloaded {len(files)} files, {human_bytes(size)}. took {elapsed:.2f}s "
               f"({human_bytes(fetched / max(elapsed, 1e-9))}/s)")
