@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -253,3 +254,47 @@ def test_three_senders_one_killed_mid_transfer(tmp_path: Path) -> None:
     # The killed sender sends nothing more: its unfinished units are re-requested from the others
     # once it stalls, so the download ends without waiting for its connection to time out.
     assert sum(p["bytes"] for p in done["providers"]) == done["bytes_fetched"] >= size
+
+
+def test_slow_sender_gets_less_work(tmp_path: Path) -> None:
+    """A sender that runs only a fifth of the time (SIGSTOP/SIGCONT) ends up with less of the work."""
+    out = tmp_path / "out"
+    size = 32 << 20
+    data = os.urandom(size)
+    senders = []
+    for i in range(2):
+        (tmp_path / f"s{i}").mkdir()
+        (tmp_path / f"s{i}" / "blob.bin").write_bytes(data)
+        senders.append(spawn("send", "blob.bin", "--no-progress", *LOCAL, cwd=tmp_path / f"s{i}"))
+    stop = threading.Event()
+
+    def throttle(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+        while not stop.is_set():
+            proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.08)
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=throttle, args=(senders[0],), daemon=True)
+    try:
+        tickets = []
+        for proc in senders:
+            assert proc.stdout is not None
+            tickets.append(next(line.split()[-1] for line in proc.stdout if line.startswith("irohpy receive ")))
+        thread.start()
+        result = irohpy("receive", *tickets, "--out", str(out), "--json", *LOCAL, timeout=300)
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(5)
+        for proc in senders:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+            proc.wait(10)
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
+    assert result.returncode == 0, result.stderr
+    slow, fast = done_event(result.stdout)["providers"]
+    assert (out / "blob.bin").read_bytes() == data
+    assert slow["bytes"] < fast["bytes"], (slow, fast)
