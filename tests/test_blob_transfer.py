@@ -283,3 +283,31 @@ async def test_truncated_response_stores_nothing_bad() -> None:
     # The store re-hashes the whole blob on completion, so a bad kept byte would fail here.
     assert await target.get_bytes(digest) == data
     assert stats.bytes_fetched < len(data) and not kept.is_empty()
+
+
+async def test_many_concurrent_requests_are_queued_not_refused() -> None:
+    """More streams than the per-connection and global limits: all answered, a few at a time."""
+    store = MemStore()
+    blobs = [os.urandom(20_000 + i) for i in range(24)]
+    digests = [await store.import_bytes(b) for b in blobs]
+    endpoint = await bind([ALPN])
+    protocol = BlobsProtocol(store, max_streams=4, max_responses=2)
+    router = Router.builder(endpoint).accept(ALPN, protocol).spawn()
+    try:
+        async with receiver() as ep:
+            conn = await ep.connect(endpoint.addr(), ALPN)
+
+            async def get(digest: bytes) -> bytes:
+                send, recv = await conn.open_bi()
+                await send.write(GetRequest.blob(digest).to_bytes())
+                await send.finish()
+                async with asyncio.timeout(20):
+                    return await recv.read_to_end(1 << 20)
+
+            replies = await asyncio.gather(*(get(d) for d in digests))
+            conn.close(0, b"")
+    finally:
+        await router.shutdown()
+    for data, reply in zip(blobs, replies, strict=True):
+        assert int.from_bytes(reply[:8], "little") == len(data)
+    assert protocol.requests_served == len(blobs)

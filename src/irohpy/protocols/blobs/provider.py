@@ -1,8 +1,9 @@
 """The provider side of iroh-blobs: a Router protocol that serves Get and GetMany from a store.
 
 One request per bidi stream. The request read is bounded in size (1 MiB) and time, each write
-must make progress within a deadline, and a connection gets a bounded number of concurrent
-requests, so no peer can pin memory or tasks. Anything the provider cannot or will not serve
+must make progress within a deadline, a connection gets a bounded number of concurrent
+requests and all connections together a bounded number of responses in flight, so no peer
+can pin memory or tasks. Anything the provider cannot or will not serve
 resets the stream with iroh's codes: ``ERR_LIMIT`` for an oversized or too slow request,
 ``ERR_INTERNAL`` for a malformed one or missing data (what iroh-blobs sends when its store
 cannot export a blob). Only complete blobs are served.
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 10.0
 WRITE_TIMEOUT = 30.0
 MAX_STREAMS_PER_CONNECTION = 16
+MAX_RESPONSES = 64
+"""Responses being sent at once across all connections; more wait their turn."""
 MAX_HASH_SEQ_SIZE = 32 * 1024 * 1024
 """Hash sequences are read whole to find children; larger ones (a million children) are refused."""
 WRITE_BATCH = 256 * 1024
@@ -83,12 +86,14 @@ class BlobsProtocol:
         request_timeout: float = REQUEST_TIMEOUT,
         write_timeout: float = WRITE_TIMEOUT,
         max_streams: int = MAX_STREAMS_PER_CONNECTION,
+        max_responses: int = MAX_RESPONSES,
     ) -> None:
         self.store = store
         self._on_event = on_event
         self._request_timeout = request_timeout
         self._write_timeout = write_timeout
         self._max_streams = max_streams
+        self._responses = asyncio.Semaphore(max_responses)
         self.requests_served = 0
         self.requests_refused = 0
         self.bytes_sent = 0
@@ -131,12 +136,13 @@ class BlobsProtocol:
         try:
             request = await self._read_request(recv)
             request_hash = request.hash if isinstance(request, GetRequest) else b""
-            self._emit(event("started"))
-            async for n in self._send_response(send, request):
-                sent += n
-                self.bytes_sent += n
-                self._emit(event("progress"))
-            await send.finish()
+            async with self._responses:
+                self._emit(event("started"))
+                async for n in self._send_response(send, request):
+                    sent += n
+                    self.bytes_sent += n
+                    self._emit(event("progress"))
+                await send.finish()
             self.requests_served += 1
             self._emit(event("done"))
         except _Refused as exc:
