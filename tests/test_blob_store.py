@@ -5,19 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import blake3
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from irohpy.errors import BaoError, BlobsError, DecodeError
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.ranges import GROUP_CHUNKS, GROUP_SIZE, ChunkRanges
 from irohpy.protocols.blobs.store import BlobNotFound, FsStore, MemStore, Store, Tag
-from irohpy.protocols.blobs.store.bitfield import GroupBits
+from irohpy.protocols.blobs.store.bitfield import ChunkBits
 from irohpy.protocols.blobs.store.tags import decode_tags, encode_tags
 from irohpy.protocols.blobs.ticket import BlobFormat
 
@@ -67,35 +68,40 @@ def groups(*spans: tuple[int, int | None]) -> ChunkRanges:
 # -- bitfield and tag codecs --------------------------------------------------
 
 
-def test_bitfield_marks_whole_groups_and_keeps_the_end_open_until_the_size_is_verified() -> None:
-    bits = GroupBits.new(3 * GROUP_SIZE + 10)
-    assert bits.groups == 4
+def test_bitfield_reports_whole_missing_groups_open_ended_until_the_size_is_verified() -> None:
+    bits = ChunkBits.new(3 * GROUP_SIZE + 10)
+    assert len(bits.bits) == 3 * GROUP_CHUNKS + 1
     assert bits.missing() == ChunkRanges.all()
-    assert bits.mark(GROUP_SIZE + 1, 2 * GROUP_SIZE) == 1
+    bits.mark(2 * GROUP_SIZE - 1, GROUP_SIZE + 1)
     assert bits.missing() == groups((0, 2), (3, None))
-    assert bits.mark(3 * GROUP_SIZE, 10) == 1
+    bits.mark(3 * GROUP_SIZE, 10)
     assert bits.size_verified
     assert bits.missing() == groups((0, 2))
-    assert bits.mark(0, 3 * GROUP_SIZE) == 2
+    # Group 1 arrives in two pieces that meet mid-group.
+    bits.mark(0, GROUP_SIZE + 5 * 1024)
+    assert bits.missing() == groups((1, 2))
+    bits.mark(GROUP_SIZE + 5 * 1024, 2000)
+    assert bits.missing() == groups((1, 2))
+    bits.mark(GROUP_SIZE + 6 * 1024, 10 * 1024)
     assert bits.complete and bits.missing().is_empty()
     with pytest.raises(ValueError):
         bits.mark(3 * GROUP_SIZE, 11)
 
 
-def test_bitfield_resize_keeps_groups_whole_under_both_sizes_but_never_the_new_last() -> None:
-    bits = GroupBits.new(5 * GROUP_SIZE)
+def test_bitfield_resize_keeps_chunks_whole_under_both_sizes_but_never_the_new_last() -> None:
+    bits = ChunkBits.new(5 * GROUP_SIZE)
     bits.mark(0, 5 * GROUP_SIZE)
-    assert bits.resized(3 * GROUP_SIZE).bits.tolist() == [True, True, False]
-    assert bits.resized(2 * GROUP_SIZE + 5).bits.tolist() == [True, True, False]
-    assert bits.resized(9 * GROUP_SIZE).bits.tolist() == [True] * 5 + [False] * 4
+    assert bits.resized(3 * GROUP_SIZE).bits.tolist() == [True] * (3 * GROUP_CHUNKS - 1) + [False]
+    assert bits.resized(2 * GROUP_SIZE + 5).bits.tolist() == [True] * (2 * GROUP_CHUNKS) + [False]
+    assert bits.resized(9 * GROUP_SIZE).bits.tolist() == [True] * (5 * GROUP_CHUNKS) + [False] * (4 * GROUP_CHUNKS)
 
 
-@given(st.integers(0, 1 << 30), st.data())
+@given(st.integers(0, 1 << 28), st.data())
 def test_bitfield_state_roundtrips(size: int, data: st.DataObject) -> None:
-    bits = GroupBits.new(size)
-    picks = data.draw(st.lists(st.integers(0, bits.groups - 1), max_size=20))
+    bits = ChunkBits.new(size)
+    picks = data.draw(st.lists(st.integers(0, len(bits.bits) - 1), max_size=20))
     bits.bits[picks] = True
-    again = GroupBits.from_bytes(bits.to_bytes())
+    again = ChunkBits.from_bytes(bits.to_bytes())
     assert again.size == size and again.bits.tolist() == bits.bits.tolist()
 
 
@@ -103,16 +109,16 @@ def test_bitfield_state_roundtrips(size: int, data: st.DataObject) -> None:
 def test_bitfield_state_rejects_garbage_with_decode_error(data: bytes) -> None:
     for blob in (data, b"IPYPART1" + data):
         try:
-            GroupBits.from_bytes(blob)
+            ChunkBits.from_bytes(blob)
         except DecodeError:
             pass
 
 
 def test_bitfield_state_rejects_padding_bits_and_huge_sizes() -> None:
     with pytest.raises(DecodeError):
-        GroupBits.from_bytes(b"IPYPART1" + (10).to_bytes(8, "little") + b"\x01")
+        ChunkBits.from_bytes(b"IPYPART1" + (10).to_bytes(8, "little") + b"\x01")
     with pytest.raises(DecodeError):
-        GroupBits.from_bytes(b"IPYPART1" + (1 << 63).to_bytes(8, "little"))
+        ChunkBits.from_bytes(b"IPYPART1" + (1 << 63).to_bytes(8, "little"))
 
 
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
@@ -388,3 +394,51 @@ async def test_concurrent_writers_of_one_blob(stores: tuple[Store, Store]) -> No
 
     assert await asyncio.gather(writer(1), writer(2), writer(3)) == [True, True, True]
     assert await dst.get_bytes(hash) == data
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    size=st.integers(1, 9 * GROUP_SIZE),
+    cuts=st.lists(st.integers(0, 9 * GROUP_CHUNKS), max_size=12),
+    order=st.randoms(use_true_random=False),
+    reopen_after=st.sets(st.integers(0, 12), max_size=3),
+    kind=st.sampled_from(["mem", "fs"]),
+)
+def test_any_split_and_order_of_leaves_completes_exactly_once(
+    size: int, cuts: list[int], order: random.Random, reopen_after: set[int], kind: str
+) -> None:
+    """Leaves cut at any chunk boundary, written in any order with store re-opens between: what is
+    reported missing always covers what is not written, and the blob completes only at the end."""
+    data = order.randbytes(size)
+    hash = blake3.blake3(data).digest()
+    bounds = sorted({0, size, *(c * 1024 for c in cuts if c * 1024 < size)})
+    pieces = [bao.Leaf(a, data[a:b]) for a, b in zip(bounds, bounds[1:])]
+    order.shuffle(pieces)
+
+    async def run(root: Path) -> None:
+        store: Store = MemStore() if kind == "mem" else FsStore(root)
+        await store.begin_partial(hash, size)
+        written: list[bao.Leaf] = []
+        try:
+            for i, leaf in enumerate(pieces):
+                complete = await store.write_leaves(hash, [leaf])
+                written.append(leaf)
+                assert complete == (len(written) == len(pieces))
+                if not complete:
+                    # Every group not yet fully written is reported missing.
+                    have = bytearray(size)
+                    for w in written:
+                        have[w.offset : w.offset + len(w.data)] = b"\x01" * len(w.data)
+                    missing = await store.missing_ranges(hash)
+                    for g in range(-(-size // GROUP_SIZE)):
+                        if not all(have[g * GROUP_SIZE : (g + 1) * GROUP_SIZE]):
+                            assert missing.contains(g * GROUP_CHUNKS)
+                if i in reopen_after and kind == "fs":
+                    await store.close()
+                    store = FsStore(root)
+            assert await store.get_bytes(hash) == data
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(Path(tmp)))

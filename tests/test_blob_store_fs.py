@@ -16,7 +16,7 @@ from irohpy.errors import BlobsError
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.ranges import GROUP_CHUNKS, GROUP_SIZE, ChunkRanges, groups_for_size
 from irohpy.protocols.blobs.store import FsStore
-from irohpy.protocols.blobs.store.bitfield import GroupBits
+from irohpy.protocols.blobs.store.bitfield import ChunkBits
 
 MIB = 1 << 20
 
@@ -185,7 +185,7 @@ async def test_recovery_after_a_crash_between_outboard_and_data(tmp_path: Path) 
     root = tmp_path / "s"
     await FsStore(root).close()
     # The state a crash leaves after the outboard landed but before the data was moved in.
-    bits = GroupBits.new(len(data))
+    bits = ChunkBits.new(len(data))
     bits.bits[:] = True
     (root / "partial" / f"{hex_}.data").write_bytes(data)
     (root / "partial" / f"{hex_}.state").write_bytes(bits.to_bytes())

@@ -1,7 +1,7 @@
 """The Store interface, and what every store does the same way on top of its primitives.
 
 A store keeps complete blobs (data plus outboard, served by providers), partial blobs
-(a downloader's verified groups so far) and tags. Importing a directory, exporting a
+(a downloader's verified chunks so far) and tags. Importing a directory, exporting a
 collection and garbage collection are built here from the primitives each store implements.
 """
 
@@ -126,7 +126,7 @@ class Store(ABC):
     async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf]) -> bool:
         """Write leaves verified by ``bao.ResponseDecoder``; True once the blob is complete.
 
-        When the last group arrives the whole blob is hashed again and must match ``hash``
+        When the last missing chunk arrives the whole blob is hashed again and must match ``hash``
         before it is marked complete; if not, the partial data is dropped and BaoError raised.
         """
 

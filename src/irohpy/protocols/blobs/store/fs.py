@@ -6,13 +6,13 @@ Layout under the root::
     complete/<hash>.obao    outboard (blobs over 16 KiB), made durable before the data is moved in
     complete/<hash>.data    the blob; its presence is what makes a blob complete
     partial/<hash>.data     a download's data file, as long as the blob, holes where not yet written
-    partial/<hash>.state    claimed size + bitfield of verified groups, from the first save on (replaced atomically)
+    partial/<hash>.state    claimed size + bitfield of verified chunks, from the first save on (replaced atomically)
     tags.json               tags (replaced atomically)
     tmp/                    files being written; emptied on open
 
-A group is marked in the state file only after its data is fsynced, and a blob becomes
+A chunk is marked in the state file only after its data is fsynced, and a blob becomes
 complete by one rename after its outboard is durable, so a crash at any point leaves at
-worst some verified groups to fetch again. Progress is saved every ``sync_bytes`` written or
+worst some verified chunks to fetch again. Progress is saved every ``sync_bytes`` written or
 ``sync_interval`` seconds, and on close. Blobs are streamed to and from disk and hashed
 in batches of a few MiB, so a 1 GB blob never sits in memory.
 """
@@ -46,7 +46,7 @@ from irohpy.protocols.blobs.store.base import (
     Store,
     atomic_write,
 )
-from irohpy.protocols.blobs.store.bitfield import GroupBits
+from irohpy.protocols.blobs.store.bitfield import ChunkBits
 from irohpy.protocols.blobs.store.tags import Tag, decode_tags, encode_tags
 
 T = TypeVar("T")
@@ -57,8 +57,9 @@ SYNC_INTERVAL = 1.0
 
 @dataclass(eq=False)
 class _Partial:
-    fd: int
-    bits: GroupBits
+    """A download in progress; its data file is opened per write, so thousands of them cost no descriptors."""
+
+    bits: ChunkBits
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     dirty: int = 0
     synced_at: float = field(default_factory=time.monotonic)
@@ -330,14 +331,13 @@ class FsStore(Store):
             return partial
         state = self._partial_path(hash, "state")
         try:
-            bits = GroupBits.from_bytes(state.read_bytes())
-            fd = os.open(self._partial_path(hash, "data"), os.O_RDWR)
+            bits = ChunkBits.from_bytes(state.read_bytes())
+            os.truncate(self._partial_path(hash, "data"), bits.size)
         except (FileNotFoundError, DecodeError):
             state.unlink(missing_ok=True)
             self._partial_path(hash, "data").unlink(missing_ok=True)
             return None
-        os.ftruncate(fd, bits.size)
-        partial = self._partials[hash] = _Partial(fd, bits)
+        partial = self._partials[hash] = _Partial(bits)
         return partial
 
     async def _save_state(self, partial: _Partial, hash: bytes) -> None:
@@ -345,14 +345,19 @@ class FsStore(Store):
         state = partial.bits.to_bytes()
         partial.dirty = 0
         partial.synced_at = time.monotonic()
-        await _settle(self._write_state, partial.fd, hash, state)
+        await _settle(self._write_state, hash, state)
 
-    def _write_state(self, fd: int, hash: bytes, state: bytes) -> None:
-        os.fsync(fd)
+    def _write_state(self, hash: bytes, state: bytes) -> None:
+        fd = os.open(self._partial_path(hash, "data"), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         _write_durably(self._partial_path(hash, "state"), state)
 
-    def _finish(self, fd: int, size: int, hash: bytes) -> None:
+    def _finish(self, size: int, hash: bytes) -> None:
         """Hash the finished download and move it in as complete, or drop it if it is not ``hash``."""
+        fd = os.open(self._partial_path(hash, "data"), os.O_RDONLY)
         try:
             os.fsync(fd)
             outboard = _hash_file(fd, size)
@@ -366,12 +371,12 @@ class FsStore(Store):
             raise BaoError(f"blob {hash.hex()} hashed to {outboard.root.hex()} once complete; its data was dropped")
 
     async def _complete(self, partial: _Partial, hash: bytes) -> bool:
-        """Finish a download whose every group is marked; False if another writer found it corrupt."""
+        """Finish a download whose every chunk is marked; False if another writer found it corrupt."""
         async with partial.lock:
             if not partial.closed:
                 partial.closed = True
                 try:
-                    await _settle(self._finish, partial.fd, partial.bits.size, hash)
+                    await _settle(self._finish, partial.bits.size, hash)
                 finally:
                     self._partials.pop(hash, None)
         return self._complete_path(hash, "data").exists()
@@ -380,9 +385,7 @@ class FsStore(Store):
         partial = self._partials.pop(hash, None)
         if partial is not None:
             async with partial.lock:
-                if not partial.closed:
-                    partial.closed = True
-                    os.close(partial.fd)
+                partial.closed = True
         self._partial_path(hash, "state").unlink(missing_ok=True)
         self._partial_path(hash, "data").unlink(missing_ok=True)
 
@@ -406,21 +409,22 @@ class FsStore(Store):
             return True
         partial = self._load_partial(hash)
         if partial is None:
-            bits = GroupBits.new(size)
-            fd = os.open(self._partial_path(hash, "data"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            bits = ChunkBits.new(size)
+            fd = os.open(self._partial_path(hash, "data"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 os.ftruncate(fd, size)
             except OSError as exc:
-                os.close(fd)
                 self._partial_path(hash, "data").unlink(missing_ok=True)
                 raise BlobsError(f"cannot hold a blob of {size} bytes: {exc}") from None
-            partial = self._partials[hash] = _Partial(fd, bits)
+            finally:
+                os.close(fd)
+            partial = self._partials[hash] = _Partial(bits)
         elif partial.bits.size != size:
             if partial.bits.size_verified:
                 raise BaoError(f"size {size} contradicts the verified size {partial.bits.size} of {hash.hex()}")
             async with partial.lock:
                 partial.bits = partial.bits.resized(size)
-                os.ftruncate(partial.fd, size)
+                os.truncate(self._partial_path(hash, "data"), size)
                 await self._save_state(partial, hash)
         if partial.bits.complete:
             return await self._complete(partial, hash)
@@ -436,12 +440,16 @@ class FsStore(Store):
             raise BlobNotFound(f"blob {hash.hex()} has no partial download (call begin_partial first)")
         if partial.closed:
             return await self._complete(partial, hash)
-        for leaf in leaves:
-            if leaf.offset < 0 or leaf.offset + len(leaf.data) > partial.bits.size:
-                raise ValueError(f"leaf {leaf.offset}+{len(leaf.data)} outside a blob of {partial.bits.size} bytes")
-            _pwrite_all(partial.fd, leaf.data, leaf.offset)
-            partial.bits.mark(leaf.offset, len(leaf.data))
-            partial.dirty += len(leaf.data)
+        fd = os.open(self._partial_path(hash, "data"), os.O_WRONLY)
+        try:
+            for leaf in leaves:
+                if leaf.offset < 0 or leaf.offset + len(leaf.data) > partial.bits.size:
+                    raise ValueError(f"leaf {leaf.offset}+{len(leaf.data)} outside a blob of {partial.bits.size} bytes")
+                _pwrite_all(fd, leaf.data, leaf.offset)
+                partial.bits.mark(leaf.offset, len(leaf.data))
+                partial.dirty += len(leaf.data)
+        finally:
+            os.close(fd)
         if partial.bits.complete:
             return await self._complete(partial, hash)
         if partial.dirty >= self._sync_bytes or time.monotonic() - partial.synced_at >= self._sync_interval:
@@ -499,7 +507,6 @@ class FsStore(Store):
                 if not partial.closed:
                     await self._save_state(partial, hash)
                     partial.closed = True
-                    os.close(partial.fd)
         self._partials.clear()
         os.close(self._lock_fd)
         self._lock_fd = None

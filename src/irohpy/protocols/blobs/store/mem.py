@@ -19,14 +19,14 @@ from irohpy.protocols.blobs.store.base import (
     Store,
     atomic_write,
 )
-from irohpy.protocols.blobs.store.bitfield import GroupBits
+from irohpy.protocols.blobs.store.bitfield import ChunkBits
 from irohpy.protocols.blobs.store.tags import Tag
 
 
 @dataclass
 class _Partial:
     data: bytearray
-    bits: GroupBits
+    bits: ChunkBits
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -103,7 +103,7 @@ class MemStore(Store):
             return True
         partial = self._partial.get(hash)
         if partial is None:
-            self._partial[hash] = _Partial(bytearray(), GroupBits.new(size))
+            self._partial[hash] = _Partial(bytearray(), ChunkBits.new(size))
         elif partial.bits.size != size:
             if partial.bits.size_verified:
                 raise BaoError(f"size {size} contradicts the verified size {partial.bits.size} of {hash.hex()}")
