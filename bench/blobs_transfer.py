@@ -11,10 +11,11 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 from irohpy import presets
 from irohpy.base.ticket import EndpointTicket
@@ -30,7 +31,8 @@ LOCAL = dict(preset=presets.MINIMAL, bind_addrs=["127.0.0.1:0"])
 
 
 def blob(size_mib: int) -> bytes:
-    return random.Random(size_mib).randbytes(size_mib * MIB)
+    """The same pseudo-random bytes in every provider process."""
+    return np.random.default_rng(size_mib).bytes(size_mib * MIB)
 
 
 async def provide(size_mib: int) -> None:
@@ -50,7 +52,10 @@ async def download(size_mib: int, providers: int) -> dict[str, float]:
         for _ in range(providers)
     ]
     try:
-        infos = [json.loads(await asyncio.to_thread(p.stdout.readline)) for p in procs]  # type: ignore[union-attr]
+        lines = [await asyncio.to_thread(p.stdout.readline) for p in procs]  # type: ignore[union-attr]
+        if not all(lines):
+            raise RuntimeError("a provider process failed to start (see its stderr above)")
+        infos = [json.loads(line) for line in lines]
         addrs = [EndpointTicket.parse(i["ticket"]).addr for i in infos]
         async with await Endpoint.bind(**LOCAL) as endpoint:
             start, cpu = time.perf_counter(), time.process_time()

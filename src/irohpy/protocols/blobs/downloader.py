@@ -404,7 +404,7 @@ class Download:
     async def _transfer(self, blobs: list[tuple[bytes, ChunkRanges, int]]) -> None:
         self._queue.extend(plan_units(blobs, self._dl.unit_size))
         workers = [
-            asyncio.ensure_future(self._worker(p)) for p in self._alive() for _ in range(self._dl.in_flight)
+            asyncio.ensure_future(self._worker(p)) for _ in range(self._dl.in_flight) for p in self._alive()
         ]
         try:
             while self._queue or self._in_flight:
