@@ -54,8 +54,8 @@ CONNECT_TIMEOUT = 10.0
 IN_FLIGHT = 2
 PROGRESS_INTERVAL = 0.1
 READ_SIZE = 1 << 20
-VERIFY_WINDOW = 1 << 20
-"""Verify (and store, and report) every MiB: wide enough for numpy, fine enough for progress."""
+VERIFY_WINDOW = 2 << 20
+"""Verify (and store, and report) every 2 MiB: wide enough for numpy, fine enough for progress."""
 SLOWER = 2.0
 """End game: re-request a unit when its provider would take this many times longer than us."""
 
