@@ -25,7 +25,7 @@ from irohpy.protocols.blobs.downloader import (
 from irohpy.protocols.blobs.provider import BlobsProtocol
 from irohpy.protocols.blobs.ranges import ChunkRanges
 from irohpy.protocols.blobs.store.base import ReadFn
-from irohpy.protocols.blobs.store.mem import MemStore
+from irohpy.protocols.blobs.store import FsStore, MemStore
 from irohpy.protocols.blobs.ticket import BlobFormat
 from irohpy.protocols.blobs.wire import ALPN, ERR_INTERNAL, ERR_LIMIT, GetRequest
 from irohpy.protocols.router import Router
@@ -311,3 +311,28 @@ async def test_many_concurrent_requests_are_queued_not_refused() -> None:
     for data, reply in zip(blobs, replies, strict=True):
         assert int.from_bytes(reply[:8], "little") == len(data)
     assert protocol.requests_served == len(blobs)
+
+
+async def test_disk_corruption_on_a_provider(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A provider whose FsStore file rotted on disk (one flipped bit, then a truncation)."""
+    data = os.urandom(3 * 1024 * 1024)
+    good = MemStore()
+    digest = await good.import_bytes(data)
+    async with FsStore(tmp_path / "rotten") as rotten:
+        assert await rotten.import_bytes(data) == digest
+        path = tmp_path / "rotten" / "complete" / f"{digest.hex()}.data"
+        raw = bytearray(path.read_bytes())
+        raw[100_000] ^= 0x40  # in the first unit, which the first provider is asked for
+        path.write_bytes(raw)
+        async with providers(rotten, good) as routers, receiver() as ep:
+            target = MemStore()
+            events = []
+            async with Downloader(ep, target, unit_size=1024 * 1024).download(digest, addrs(routers)) as download:
+                events = [event async for event in download]
+            dropped = [e for e in events if isinstance(e, ProviderDropped)]
+            assert [e.provider for e in dropped] == [routers[0].endpoint.id]
+            assert await target.get_bytes(digest) == data
+            path.write_bytes(raw[:1_000_000])
+            with pytest.raises(StreamReset) as info:
+                await raw_request(ep, routers[0].endpoint.addr(), GetRequest.blob(digest).to_bytes())
+            assert info.value.error_code == ERR_INTERNAL

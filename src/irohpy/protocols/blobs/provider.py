@@ -155,6 +155,11 @@ class BlobsProtocol:
             log.debug("blobs request from %s failed: %s", conn.remote_id, exc)
             send.reset(ERR_INTERNAL)
             self._emit(event("failed", str(exc)))
+        except (OSError, ValueError) as exc:
+            # The store failed (a file vanished, a disk error): this request ends, the provider does not.
+            log.warning("blobs request from %s failed in the store: %s", conn.remote_id, exc)
+            send.reset(ERR_INTERNAL)
+            self._emit(event("failed", str(exc)))
 
     async def _read_request(self, recv: RecvStream) -> Request:
         try:
