@@ -17,6 +17,8 @@ from pathlib import Path
 import blake3
 import pytest
 
+from irohpy.protocols.blobs.ticket import BlobFormat, BlobTicket
+
 LOCAL = ["--relay", "disabled", "--ipv4-addr", "127.0.0.1:0", "--ipv6-addr", "none"]
 BIG = 1_000_000_000
 
@@ -298,3 +300,18 @@ def test_slow_sender_gets_less_work(tmp_path: Path) -> None:
     slow, fast = done_event(result.stdout)["providers"]
     assert (out / "blob.bin").read_bytes() == data
     assert slow["bytes"] < fast["bytes"], (slow, fast)
+
+
+def test_receive_a_raw_blob_ticket(tmp_path: Path) -> None:
+    """A `blob` ticket with format Raw names one blob; it is written as <out>/<hash>."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    data = os.urandom(100_000)
+    (src / "one.bin").write_bytes(data)
+    digest = blake3.blake3(data).digest()
+    with sending(src / "one.bin", src) as (ticket, _):
+        raw = BlobTicket(BlobTicket.parse(ticket).addr, digest, BlobFormat.RAW)
+        result = irohpy("receive", str(raw), "--out", str(out), "--json", *LOCAL)
+    assert result.returncode == 0, result.stderr
+    assert (out / digest.hex()).read_bytes() == data
+    assert done_event(result.stdout)["files"] == [{"name": digest.hex(), "size": len(data)}]
