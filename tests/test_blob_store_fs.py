@@ -275,3 +275,15 @@ async def test_large_blobs_stream_through_disk(tmp_path: Path) -> None:
     with open(source, "rb") as f1, open(out, "rb") as f2:
         while chunk := f1.read(8 * MIB):
             assert chunk == f2.read(8 * MIB)
+
+
+async def test_thousands_of_partials_cost_no_descriptors_and_close_saves_them_all(tmp_path: Path) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    sizes = {os.urandom(32): 20_000 + i for i in range(2000)}
+    async with FsStore(tmp_path / "s") as store:
+        for h, size in sizes.items():
+            await store.begin_partial(h, size)
+        assert len(os.listdir("/proc/self/fd")) - before < 5
+    async with FsStore(tmp_path / "s") as store:
+        assert await store.blobs() == dict.fromkeys(sizes, "partial")
+        assert all([await store.size(h) == size for h, size in sizes.items()])

@@ -61,6 +61,7 @@ class _Partial:
 
     bits: ChunkBits
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    saved: bool = False
     dirty: int = 0
     synced_at: float = field(default_factory=time.monotonic)
     closed: bool = False
@@ -337,23 +338,32 @@ class FsStore(Store):
             state.unlink(missing_ok=True)
             self._partial_path(hash, "data").unlink(missing_ok=True)
             return None
-        partial = self._partials[hash] = _Partial(bits)
+        partial = self._partials[hash] = _Partial(bits, saved=True)
         return partial
 
-    async def _save_state(self, partial: _Partial, hash: bytes) -> None:
-        """Save the bitfield as of now, after fsyncing the data it vouches for (caller holds the lock)."""
-        state = partial.bits.to_bytes()
+    def _save_due(self, partial: _Partial) -> bool:
+        return not partial.closed and partial.dirty > 0 and (
+            partial.dirty >= self._sync_bytes or time.monotonic() - partial.synced_at >= self._sync_interval
+        )
+
+    def _snapshot(self, partial: _Partial) -> bytes:
+        partial.saved = True
         partial.dirty = 0
         partial.synced_at = time.monotonic()
-        await _settle(self._write_state, hash, state)
+        return partial.bits.to_bytes()
 
-    def _write_state(self, hash: bytes, state: bytes) -> None:
-        fd = os.open(self._partial_path(hash, "data"), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _write_durably(self._partial_path(hash, "state"), state)
+    def _write_states(self, states: list[tuple[bytes, bytes]]) -> None:
+        """Save bitfields once the data they vouch for is durable; many at once share the syncs.
+
+        A state file torn by a crash fails to parse and its partial is dropped: never wrong, at worst lost.
+        """
+        _sync_files(self._partial_dir, [self._partial_path(h, "data") for h, _ in states])
+        for h, state in states:
+            path = self._partial_path(h, "state")
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(state)
+            os.replace(tmp, path)
+        _sync_files(self._partial_dir, [self._partial_path(h, "state") for h, _ in states])
 
     def _finish(self, size: int, hash: bytes) -> None:
         """Hash the finished download and move it in as complete, or drop it if it is not ``hash``."""
@@ -423,9 +433,11 @@ class FsStore(Store):
             if partial.bits.size_verified:
                 raise BaoError(f"size {size} contradicts the verified size {partial.bits.size} of {hash.hex()}")
             async with partial.lock:
+                if partial.closed:
+                    return self._complete_path(hash, "data").exists()
                 partial.bits = partial.bits.resized(size)
                 os.truncate(self._partial_path(hash, "data"), size)
-                await self._save_state(partial, hash)
+                await _settle(self._write_states, [(hash, self._snapshot(partial))])
         if partial.bits.complete:
             return await self._complete(partial, hash)
         return False
@@ -452,10 +464,10 @@ class FsStore(Store):
             os.close(fd)
         if partial.bits.complete:
             return await self._complete(partial, hash)
-        if partial.dirty >= self._sync_bytes or time.monotonic() - partial.synced_at >= self._sync_interval:
+        if self._save_due(partial):
             async with partial.lock:
-                if not partial.closed:
-                    await self._save_state(partial, hash)
+                if self._save_due(partial):
+                    await _settle(self._write_states, [(hash, self._snapshot(partial))])
         return False
 
     # -- listing, deleting, tags, closing ---------------------------------------
@@ -502,11 +514,16 @@ class FsStore(Store):
         """Save every download's progress, close its file, and release the store for other processes."""
         if self._lock_fd is None:
             return
+        states = []
         for hash, partial in list(self._partials.items()):
             async with partial.lock:
-                if not partial.closed:
-                    await self._save_state(partial, hash)
-                    partial.closed = True
+                if not partial.closed and (partial.dirty or not partial.saved):
+                    states.append((hash, self._snapshot(partial)))
+                partial.closed = True
         self._partials.clear()
-        os.close(self._lock_fd)
-        self._lock_fd = None
+        try:
+            if states:
+                await _settle(self._write_states, states)
+        finally:
+            os.close(self._lock_fd)
+            self._lock_fd = None
