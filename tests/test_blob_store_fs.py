@@ -191,9 +191,12 @@ async def test_recovery_after_a_crash_between_outboard_and_data(tmp_path: Path) 
     (root / "partial" / f"{hex_}.state").write_bytes(bits.to_bytes())
     (root / "complete" / f"{hex_}.obao").write_bytes(outboard.data)
     (root / "tmp" / "leftover.data").write_bytes(b"x")
+    (root / "complete" / f".{hex_}.obao.0123456789ab.tmp").write_bytes(b"half an outboard")
+    (root / ".tags.json.0123456789ab.tmp").write_bytes(b"{")
     (root / "partial" / f"{'ab' * 32}.data").write_bytes(b"no state")
     async with FsStore(root) as store:
         assert sorted(p.name for p in (root / "complete").iterdir()) == []
+        assert sorted(p.name for p in root.iterdir()) == ["complete", "lock", "partial", "tmp"]
         assert list((root / "tmp").iterdir()) == []
         assert await store.blobs() == {outboard.root: "partial"}
         assert await store.missing_ranges(outboard.root) == ChunkRanges.empty()

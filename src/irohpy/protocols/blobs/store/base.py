@@ -218,7 +218,10 @@ class Store(ABC):
         return [await self.export(h, target, overwrite=overwrite) for target, h in targets]
 
     async def gc(self) -> list[bytes]:
-        """Delete every blob no tag protects (partial downloads in progress are kept); return their hashes."""
+        """Delete every blob no tag protects (partial downloads in progress are kept); return their hashes.
+
+        Tag what you import before a gc may run: an untagged blob is garbage the moment it lands.
+        """
         live = set(self._in_use())
         for tag in (await self.list_tags()).values():
             live.add(tag.hash)

@@ -187,7 +187,7 @@ class FsStore(Store):
 
     def _recover(self) -> None:
         """Drop what a crash can leave behind: temporary files, outboards without data, half-made partials."""
-        for tmp in self._tmp_dir.iterdir():
+        for tmp in [*self._tmp_dir.iterdir(), *self._complete_dir.glob(".*.tmp"), *self.root.glob(".*.tmp")]:
             tmp.unlink(missing_ok=True)
         for obao in self._complete_dir.glob("*.obao"):
             if not obao.with_suffix(".data").exists():
