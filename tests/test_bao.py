@@ -389,3 +389,12 @@ def test_outboard_from_file_reads(tmp_path) -> None:
         assert max(reads) <= 16 * MIB
         with pytest.raises(BaoError):
             compute_outboard_from(read, len(data) + 1)
+
+
+def test_many_partly_requested_groups() -> None:
+    data = blob(8 * MIB + 5000, 12)
+    chunks = chunks_for_size(len(data))
+    ranges = ChunkRanges.from_boundaries([b for c in range(1, chunks, 3) for b in (c, c + 1)])
+    stream = response(data, ranges)
+    have = covered_chunks(data, decode(blake3.blake3(data).digest(), ranges, stream, step=100_000))
+    assert have == set(range(1, chunks, 3))

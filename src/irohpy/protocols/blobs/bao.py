@@ -242,40 +242,89 @@ def encode_ranges(
 ) -> Iterator[bytes]:
     """The bao-tree encoding of a blob restricted to `ranges`, without the 8-byte size header.
 
-    Raises BaoError if `read` returns less than asked (the blob shrank under us).
+    Groups that are only partly requested need the hashes inside them; those are
+    computed for up to 512 such groups at once. Raises BaoError if `read` returns
+    less than asked (the blob shrank under us).
     """
+    size = outboard.size
 
     def read_exact(offset: int, length: int) -> bytes:
         data = read(offset, length)
         if len(data) != length:
-            raise BaoError(f"blob data ends before {offset + length}, its outboard says {outboard.size} bytes")
+            raise BaoError(f"blob data ends before {offset + length}, its outboard says {size} bytes")
         return data
 
-    group_start = -1
-    group_data = b""
-    group_cvs = np.empty((8, 0), dtype=np.uint32)
-    for item in _plan(outboard.size, ranges):
-        if isinstance(item, _Parent) and item.pre is not None:
-            yield outboard.data[item.pre * PAIR_SIZE : (item.pre + 1) * PAIR_SIZE]
-        elif isinstance(item, _Parent):
-            first = item.start_chunk - item.start_chunk % GROUP_CHUNKS
-            if first != group_start:
-                offset = first * CHUNK_SIZE
-                group_start = first
-                group_data = read_exact(offset, min(BLOCK_SIZE, outboard.size - offset))
-                group_cvs = b3.leaf_cvs(group_data, first)
-            i = item.start_chunk - first
-            mid = i + item.left_chunks
-            left = b3.tree_cv(group_cvs[:, i:mid], False)
-            right = b3.tree_cv(group_cvs[:, mid : mid + item.right_chunks], False)
-            yield b3.cv_bytes(left) + b3.cv_bytes(right)
-        elif item.length:
-            first = item.start_chunk - item.start_chunk % GROUP_CHUNKS
-            if first == group_start:
-                rel = item.offset - first * CHUNK_SIZE
-                yield group_data[rel : rel + item.length]
-            else:
-                yield read_exact(item.offset, item.length)
+    for items, partial in _batches(_plan(size, ranges)):
+        inner = _GroupTrees(read_exact, size, partial)
+        for item in items:
+            if isinstance(item, _Parent) and item.pre is not None:
+                yield outboard.data[item.pre * PAIR_SIZE : (item.pre + 1) * PAIR_SIZE]
+            elif isinstance(item, _Parent):
+                yield inner.pair(item)
+            elif item.length:
+                yield inner.data(item) or read_exact(item.offset, item.length)
+
+
+_BATCH_ITEMS = 4096
+_BATCH_PARTIAL_GROUPS = 512
+
+
+def _batches(plan: Iterator[_Parent | _Data]) -> Iterator[tuple[list[_Parent | _Data], set[int]]]:
+    """Plan items in batches, each with the partly requested groups whose inner parents it holds."""
+    batch: list[_Parent | _Data] = []
+    groups: set[int] = set()
+    for item in plan:
+        batch.append(item)
+        if isinstance(item, _Parent) and item.pre is None:
+            groups.add(item.start_chunk // GROUP_CHUNKS)
+        if len(batch) >= _BATCH_ITEMS or len(groups) >= _BATCH_PARTIAL_GROUPS:
+            yield batch, groups
+            batch, groups = [], set()
+    if batch:
+        yield batch, groups
+
+
+class _GroupTrees:
+    """Data and inner chaining values of partly requested chunk groups, hashed in one batch."""
+
+    def __init__(self, read_exact: Callable[[int, int], bytes], size: int, groups: set[int]) -> None:
+        self._data = {g: read_exact(g * BLOCK_SIZE, min(BLOCK_SIZE, size - g * BLOCK_SIZE)) for g in groups}
+        full = sorted(g for g in groups if len(self._data[g]) == BLOCK_SIZE)
+        self._index = {g: i for i, g in enumerate(full)}
+        self._short = {g: b3.leaf_cvs(d, g * GROUP_CHUNKS) for g, d in self._data.items() if g not in self._index}
+        self._levels: list[bytes] = []
+        if full:
+            counters = np.concatenate([np.arange(g * GROUP_CHUNKS, (g + 1) * GROUP_CHUNKS, dtype=np.uint64) for g in full])
+            level = b3.chunk_cvs(b"".join(self._data[g] for g in full), counters)
+            self._levels.append(b3.cvs_to_bytes(level))
+            for _ in range(CHUNK_LOG - 1):
+                level = b3.parent_cvs(level[:, 0::2], level[:, 1::2])
+                self._levels.append(b3.cvs_to_bytes(level))
+
+    def pair(self, item: _Parent) -> bytes:
+        group = item.start_chunk // GROUP_CHUNKS
+        rel = item.start_chunk - group * GROUP_CHUNKS
+        mid = rel + item.left_chunks
+        if group in self._index:
+            return self._cv(group, rel, item.left_chunks) + self._cv(group, mid, item.right_chunks)
+        cvs = self._short[group]
+        left = b3.tree_cv(cvs[:, rel:mid], False)
+        return b3.cv_bytes(left) + b3.cv_bytes(b3.tree_cv(cvs[:, mid : mid + item.right_chunks], False))
+
+    def _cv(self, group: int, rel: int, count: int) -> bytes:
+        """The subtree of `count` (a power of two) chunks from chunk `rel` of a full group."""
+        k = count.bit_length() - 1
+        i = self._index[group] * (GROUP_CHUNKS >> k) + (rel >> k)
+        return self._levels[k][i * HASH_SIZE : (i + 1) * HASH_SIZE]
+
+    def data(self, item: _Data) -> bytes | None:
+        """The item's bytes if its group was read for hashing, else None."""
+        group = item.start_chunk // GROUP_CHUNKS
+        data = self._data.get(group)
+        if data is None:
+            return None
+        rel = item.offset - group * BLOCK_SIZE
+        return data[rel : rel + item.length]
 
 
 class ResponseDecoder:
