@@ -16,6 +16,10 @@ downloads resume across processes. Both implement :class:`Store`, every method a
   ``blobs()``, ``delete(hash)``; ``close()`` or ``async with``.
 
 Missing blobs raise :class:`BlobNotFound` (a BlobsError and a LookupError).
+
+Against the work split's contract: downloads use ``begin_partial`` + ``write_leaves`` (there is
+no separate ``writer(hash)``), and ``missing_ranges`` keeps its last range open until the size
+is verified; ``import_files``, ``collection``, ``blobs`` and ``delete`` are additions.
 """
 
 from __future__ import annotations
