@@ -25,6 +25,7 @@ from irohpy.base.addr import EndpointAddr
 from irohpy.base.keys import EndpointId
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
+from irohpy.endpoint.streams import RecvStream
 from irohpy.errors import BaoError, BlobsError, DecodeError, IrohError
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq, check_hash
@@ -222,6 +223,16 @@ class _Provider:
 
     def stats(self) -> ProviderStats:
         return ProviderStats(self.id, self.bytes, self.speed, self.dropped)
+
+
+def _stop(recv: RecvStream) -> None:
+    """Stop reading a response we give up on; our side was finished with the request.
+
+    A stream the provider reset is already over (and aioquic may have discarded it, when
+    stopping it would raise), so it is left alone.
+    """
+    if recv.received_reset() is None:
+        recv.stop(0)
 
 
 def _target_id(target: EndpointAddr | EndpointId) -> EndpointId:
@@ -521,12 +532,10 @@ class Download:
                 if await recv.read(1):
                     raise BlobsError("provider sent more than was asked for")
         except TimeoutError:
-            send.reset(0)
-            recv.stop(0)
+            _stop(recv)
             raise BlobsError(f"provider stalled: nothing for {stall:g} s") from None
         except BaseException:
-            send.reset(0)
-            recv.stop(0)
+            _stop(recv)
             raise
 
     async def _store_leaves(self, provider: _Provider, hash_: bytes, leaves: list[bao.Leaf]) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from irohpy.base.keys import EndpointId
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.streams import RecvStream, SendStream
-from irohpy.errors import BlobRequestError, BlobsError, DecodeError, IrohError, ReadError
+from irohpy.errors import BlobRequestError, BlobsError, DecodeError, IrohError, ReadError, StreamStopped
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq
 from irohpy.protocols.blobs.ranges import ChunkRanges
@@ -150,6 +150,10 @@ class BlobsProtocol:
             log.debug("refusing blobs request from %s: %s", conn.remote_id, exc)
             send.reset(exc.code)
             recv.stop(exc.code)
+            self._emit(event("failed", str(exc)))
+        except StreamStopped as exc:
+            # The requester stopped reading; QUIC already ended our side of the stream.
+            log.debug("blobs request from %s stopped by the peer: %s", conn.remote_id, exc)
             self._emit(event("failed", str(exc)))
         except IrohError as exc:
             log.debug("blobs request from %s failed: %s", conn.remote_id, exc)
