@@ -207,3 +207,18 @@ class GossipError(DecodeError):
 
 class LabError(IrohError):
     """The NAT lab could not be built, entered or driven (needs Linux, root, iproute2, nftables)."""
+
+
+# -- blobs --------------------------------------------------------------------
+
+
+class BaoError(DecodeError):
+    """Bao-tree data, outboards or chunk ranges that are malformed or do not verify."""
+
+
+class BlobRequestError(DecodeError):
+    """A blobs request (iroh-bytes/4) that is malformed, unsupported, or over the limits."""
+
+
+class BlobsError(IrohError):
+    """A blob transfer failed: no provider had the data, every provider failed, or a provider refused."""

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from irohpy.cli import chat, demo, dns_server, key, lab, pipe, ping, relay, ticket
+from irohpy.cli import chat, demo, dns_server, key, lab, pipe, ping, receive, relay, send, ticket
 from irohpy.errors import IrohError
 
 EXIT_ERROR = 1
@@ -21,7 +21,7 @@ EXIT_INTERRUPTED = 130
 Registrar = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
 COMMANDS: tuple[Registrar, ...] = (
     key.register, ticket.register, ping.register, pipe.register, demo.register, relay.register,
-    dns_server.register, lab.register, chat.register,
+    dns_server.register, lab.register, chat.register, send.register, receive.register,
 )
 
 
