@@ -159,6 +159,28 @@ async def test_stream_reset_and_stop() -> None:
         conn.close()
 
 
+async def test_stop_and_reset_after_the_stream_is_gone_are_harmless() -> None:
+    async with endpoints(2, [ALPN]) as (a, b):
+        accepted = asyncio.create_task(accept_one(b))
+        conn = await a.connect(b.addr(), ALPN)
+        peer = await accepted
+        send, recv = await conn.open_bi()
+        await send.write_all(b"request")
+        await send.finish()
+        psend, precv = await peer.accept_bi()
+        assert await precv.read_to_end(100) == b"request"
+        psend.reset(3)  # the answer is refused; our FIN was acknowledged long ago
+        with pytest.raises(StreamReset):
+            await asyncio.wait_for(recv.read_to_end(100), 5)
+        await asyncio.sleep(0.2)  # let aioquic discard the finished stream on both sides
+        recv.stop(1)
+        send.reset(1)
+        psend.reset(4)
+        precv.stop(2)
+        assert not conn.is_closed and not peer.is_closed
+        conn.close()
+
+
 async def test_read_exact_and_limits() -> None:
     async with endpoints(2, [ALPN]) as (a, b):
         accepted = asyncio.create_task(accept_one(b))

@@ -76,8 +76,12 @@ class SendStream:
         if self._reset_code is not None or self._conn._terminated:
             return
         self._reset_code = error_code
-        self._conn._quic.reset_stream(self.id, error_code)
-        self._conn._wake()
+        try:
+            self._conn._quic.reset_stream(self.id, error_code)
+        except ValueError:
+            pass  # aioquic already discarded the stream: both sides are done with it
+        else:
+            self._conn._wake()
         self._space.notify_all()
 
     async def stopped(self) -> int | None:
@@ -215,8 +219,12 @@ class RecvStream:
         self._stopped = True
         self._chunks.clear()
         self._buffered = 0
-        self._conn._quic.stop_stream(self.id, error_code)
-        self._conn._wake()
+        try:
+            self._conn._quic.stop_stream(self.id, error_code)
+        except ValueError:
+            pass  # aioquic already discarded the stream (the peer reset it and our FIN was acked)
+        else:
+            self._conn._wake()
         self._readable.notify_all()
 
     def received_reset(self) -> int | None:
