@@ -92,6 +92,21 @@ def test_ticket_inspect_text_and_json() -> None:
     }
 
 
+BLOB = ("blobaalqa7ei6mdzymfchte667kyzynzgyuf3lc6powsiafzq2ialzrmsaaaaeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqc"
+        "aibaeaqc")
+GOSSIP = "gossipfvyrmqvxe2yeialcpsu7xlbs6xefgd5rsa6mjwycewdrpeq2jcaqcfyapsepgb44gcrdzspppvmm4g4tmkc5vrphxljeac4yneaf4ywjaa"
+NODE = "17007c88f3079c30a23cc9ef7d58ce1b936285dac5e7bad2400b9869005e62c9"
+
+
+def test_ticket_inspect_knows_blob_and_gossip_tickets() -> None:
+    blob = json.loads(irohpy("ticket", "inspect", "--json", BLOB).stdout)
+    assert blob == {"kind": "blob", "hash": "01" * 32, "format": "hash_seq", "endpoint_id": NODE,
+                    "relay_urls": [], "ip_addrs": []}
+    gossip = json.loads(irohpy("ticket", "inspect", "--json", GOSSIP).stdout)
+    assert gossip["kind"] == "gossip" and gossip["endpoint_id"] == NODE
+    assert gossip["topic"] == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"  # sha256("x")
+
+
 @pytest.mark.parametrize("bad", ["endpointzzz", "nonsense", VECTOR[:-3], "endpoint"])
 def test_ticket_inspect_garbage(bad: str) -> None:
     out = irohpy("ticket", "inspect", bad)

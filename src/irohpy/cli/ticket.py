@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from irohpy.base.ticket import EndpointTicket, Ticket
+from irohpy.protocols.blobs.ticket import BlobTicket
+from irohpy.protocols.gossip.ticket import GossipTicket
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,12 +21,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def describe(ticket: Ticket) -> dict[str, Any]:
+    """The fields of every kind we know (importing the protocols registers blob and gossip)."""
     info: dict[str, Any] = {"kind": ticket.KIND}
-    if isinstance(ticket, EndpointTicket):
-        addr = ticket.addr
-        info["endpoint_id"] = str(addr.id)
-        info["relay_urls"] = [str(u) for u in addr.relay_urls()]
-        info["ip_addrs"] = [str(a) for a in addr.ip_addrs()]
+    addrs = []
+    if isinstance(ticket, (EndpointTicket, BlobTicket)):
+        addrs = [ticket.addr]
+    if isinstance(ticket, BlobTicket):
+        info["hash"] = ticket.hash.hex()
+        info["format"] = ticket.format.name.lower()
+    if isinstance(ticket, GossipTicket):
+        info["topic"] = ticket.topic.to_bytes().hex()
+        addrs = list(ticket.bootstrap)
+    if addrs:
+        info["endpoint_id"] = str(addrs[0].id)
+        info["relay_urls"] = [str(u) for u in addrs[0].relay_urls()]
+        info["ip_addrs"] = [str(a) for a in addrs[0].ip_addrs()]
+    if len(addrs) > 1:
+        info["bootstrap"] = [str(a.id) for a in addrs]
     return info
 
 
@@ -34,6 +47,9 @@ def inspect_ticket(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"kind:        {info['kind']}")
+    for field in ("hash", "format", "topic"):
+        if field in info:
+            print(f"{field + ':':<13}{info[field]}")
     if "endpoint_id" in info:
         print(f"endpoint id: {info['endpoint_id']}")
         for url in info["relay_urls"]:
