@@ -74,14 +74,7 @@ class TransportAddr(abc.ABC):
         if variant == _RELAY:
             return RelayAddr(RelayUrl.parse(reader.str_()))
         if variant == _IP:
-            family = reader.variant()
-            if family == _V4:
-                v4 = ipaddress.IPv4Address(reader.fixed(4))
-                return IpAddr(v4, reader.u16())
-            if family == _V6:
-                v6 = ipaddress.IPv6Address(reader.fixed(16))
-                return IpAddr(v6, reader.u16())
-            raise DecodeError(f"unknown socket address family variant {family}")
+            return IpAddr.decode_socket_addr(reader)
         if variant == _CUSTOM:
             return CustomAddr(reader.u64(), reader.bytes_())
         raise DecodeError(f"unknown transport address variant {variant}")
@@ -166,8 +159,21 @@ class IpAddr(TransportAddr):
         return (_IP, _V4 if self.host.version == 4 else _V6, self.host.packed, self.port)
 
     def encode_postcard(self, writer: Writer) -> None:
-        family = _V4 if self.host.version == 4 else _V6
-        writer.variant(_IP).variant(family).fixed(self.host.packed, len(self.host.packed)).u16(self.port)
+        self.encode_socket_addr(writer.variant(_IP))
+
+    def encode_socket_addr(self, writer: Writer) -> None:
+        """Rust's ``SocketAddr`` in postcard: the family variant, the address bytes, the port."""
+        packed = self.host.packed
+        writer.variant(_V4 if self.host.version == 4 else _V6).fixed(packed, len(packed)).u16(self.port)
+
+    @classmethod
+    def decode_socket_addr(cls, reader: Reader) -> IpAddr:
+        family = reader.variant()
+        if family == _V4:
+            return cls(ipaddress.IPv4Address(reader.fixed(4)), reader.u16())
+        if family == _V6:
+            return cls(ipaddress.IPv6Address(reader.fixed(16)), reader.u16())
+        raise DecodeError(f"unknown socket address family variant {family}")
 
     def __str__(self) -> str:
         if self.host.version == 4:
@@ -265,6 +271,22 @@ class EndpointAddr:
         """Read an EndpointAddr; like iroh's BTreeSet, any order is accepted and duplicates merge."""
         endpoint_id = PublicKey.from_bytes(reader.fixed(KEY_LENGTH))
         return cls(endpoint_id, frozenset(reader.seq(lambda: TransportAddr.decode_postcard(reader))))
+
+    def encode_addr_info(self, writer: Writer) -> None:
+        """iroh's pre-1.0 AddrInfo, still in blob tickets and gossip's PeerData:
+        ``{relay_url: Option<RelayUrl>, direct_addresses: BTreeSet<SocketAddr>}``.
+
+        It holds one relay at most and no custom addresses; others are dropped, as iroh does.
+        """
+        relays = self.relay_urls()
+        writer.option(str(relays[0]) if relays else None, writer.str_)
+        writer.seq(self.ip_addrs(), lambda ip: ip.encode_socket_addr(writer))
+
+    @classmethod
+    def decode_addr_info(cls, endpoint_id: EndpointId, reader: Reader) -> EndpointAddr:
+        relay = reader.option(lambda: RelayAddr(RelayUrl.parse(reader.str_())))
+        ips: list[TransportAddr] = reader.seq(lambda: IpAddr.decode_socket_addr(reader))
+        return cls(endpoint_id, frozenset([relay, *ips] if relay is not None else ips))
 
     def __repr__(self) -> str:
         addrs = ", ".join(repr(a) for a in self.sorted_addrs())

@@ -8,15 +8,13 @@ failure is a :class:`~irohpy.errors.GossipError`.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import struct
 from dataclasses import dataclass
 from typing import Generic, TypeVar, Union
 
-from irohpy.base.addr import EndpointAddr, IpAddr, TransportAddr
+from irohpy.base.addr import EndpointAddr
 from irohpy.base.keys import PublicKey
 from irohpy.base.postcard import Reader, Writer
-from irohpy.base.relay_url import RelayUrl
 from irohpy.errors import DecodeError, GossipError
 
 ALPN = b"/iroh-gossip/1"
@@ -264,11 +262,9 @@ class FrameDecoder:
 
 
 def encode_peer_data(addr: EndpointAddr) -> bytes:
-    """PeerData for iroh: postcard ``{relay_url: Option<RelayUrl>, direct_addresses: BTreeSet<SocketAddr>}``."""
+    """PeerData for iroh: the postcard AddrInfo ``{relay_url, direct_addresses}``."""
     w = Writer()
-    relays = addr.relay_urls()
-    w.option(str(relays[0]) if relays else None, w.str_)
-    w.seq(addr.ip_addrs(), lambda ip: w.variant(0 if ip.host.version == 4 else 1).fixed(ip.host.packed, len(ip.host.packed)).u16(ip.port))
+    addr.encode_addr_info(w)
     return w.finish()
 
 
@@ -278,22 +274,8 @@ def decode_peer_data(peer: PublicKey, data: bytes) -> EndpointAddr:
         return EndpointAddr.from_id(peer)
     try:
         r = Reader(data)
-        addrs: list[TransportAddr] = []
-        relay = r.option(r.str_)
-        if relay is not None:
-            addrs.append(TransportAddr.Relay(RelayUrl(relay)))
-
-        def socket_addr() -> IpAddr:
-            family = r.variant()
-            if family > 1:
-                raise GossipError(f"unknown SocketAddr variant {family}")
-            raw = r.fixed(4 if family == 0 else 16)
-            return IpAddr(ipaddress.ip_address(raw), r.u16())
-
-        addrs += r.seq(socket_addr)
+        addr = EndpointAddr.decode_addr_info(peer, r)
         r.finish()
-    except GossipError:
-        raise
     except DecodeError as exc:
         raise GossipError(f"bad gossip peer data: {exc}") from None
-    return EndpointAddr(peer, frozenset(addrs))
+    return addr
