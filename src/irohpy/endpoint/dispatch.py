@@ -14,6 +14,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aioquic.quic import events
@@ -67,6 +68,20 @@ def refuse_packet(version: int, client_dcid: bytes, client_scid: bytes, error_co
     buf.push_uint_var(0)
     datagrams, _ = builder.flush()
     return datagrams[0]
+
+
+@dataclass(slots=True)
+class _SelectedBurst:
+    """One connection's packets on its selected path within a receive burst.
+
+    Liveness and byte counts are settled once per burst, not per packet: the
+    path is heard only if some packet in the burst authenticated.
+    """
+
+    remote: RemoteState
+    path: PathKey
+    mark: int
+    nbytes: int = 0
 
 
 class Dispatcher:
@@ -147,7 +162,7 @@ class Dispatcher:
         touched: dict[Connection, None] = {}
         # Liveness of each selected path, checked once per burst: only
         # packets that authenticate keep a path alive.
-        selected_marks: dict[Connection, tuple[RemoteState, PathKey, int]] = {}
+        selected: dict[Connection, _SelectedBurst] = {}
         for data, path in batch:
             first = data[0]
             if first & 0x80:
@@ -172,12 +187,11 @@ class Dispatcher:
             quic = conn._quic
             remote = by_mapped.get(conn._mapped)
             if remote is not None and path == remote.paths.selected:
-                if conn not in selected_marks:
-                    selected_marks[conn] = (remote, path, quic.auth_mark())
+                burst = selected.get(conn)
+                if burst is None:
+                    burst = selected[conn] = _SelectedBurst(remote, path, quic.auth_mark())
+                burst.nbytes += len(data)
                 quic.receive_datagram(data, conn._mapped, now)
-                path_state = remote.paths.paths.get(path)
-                if path_state is not None:
-                    path_state.bytes_recv += len(data)
             else:
                 mark = quic.auth_mark()
                 quic.receive_datagram(data, conn._mapped, now)
@@ -186,9 +200,10 @@ class Dispatcher:
             conn.rx_datagrams += 1
             conn.rx_bytes += len(data)
             touched[conn] = None
-        for conn, (remote, path, mark) in selected_marks.items():
-            if conn._quic.auth_mark() != mark:
-                remote.paths.heard(path, now)
+        for conn, burst in selected.items():
+            burst.remote.paths.received(burst.path, burst.nbytes)
+            if conn._quic.auth_mark() != burst.mark:
+                burst.remote.paths.heard(burst.path, now)
         for conn in touched:
             conn._handle_events()
             self._flush(conn, now)
@@ -272,15 +287,9 @@ class Dispatcher:
         """Everything the connection has to send, to the transport in one batch."""
         items = conn._quic.datagrams_to_send(now)
         if items:
-            # aioquic addresses datagrams to the one address it knows for the
-            # peer, the mapped address; anything else goes one by one.
-            mapped = conn._mapped
-            datagrams = [data for data, addr in items if addr == mapped]
-            self.transport.send_batch(mapped, datagrams)
-            for data, addr in items:
-                if addr != mapped:
-                    self.transport.send(addr, data)
-                    datagrams.append(data)
+            # aioquic only ever knows the peer by its mapped address.
+            datagrams = [data for data, _ in items]
+            self.transport.send(conn._mapped, datagrams)
             conn.tx_datagrams += len(datagrams)
             conn.tx_bytes += sum(map(len, datagrams))
             if conn._keepalive_at is not None:

@@ -178,6 +178,11 @@ class RemotePaths:
             self._emit("validated", state, now)
         return self.reselect(now)
 
+    def received(self, key: PathKey, nbytes: int) -> None:
+        state = self.paths.get(key)
+        if state is not None:
+            state.bytes_recv += nbytes
+
     def heard(self, key: PathKey, now: float) -> None:
         """Any authenticated packet from ``key`` (a Ping, or QUIC on the selected path)."""
         state = self.paths.get(key)

@@ -71,32 +71,27 @@ class Transport:
         if batch:
             self._on_packets(batch)
 
-    def send(self, mapped: MappedAddr, data: bytes) -> None:
+    def send(self, mapped: MappedAddr, datagrams: list[bytes]) -> None:
+        """A connection's datagrams, in order, down the remote's chosen path (every
+        candidate while a dial has not heard back); on a direct path in as few
+        syscalls as the socket allows."""
         state = self.remotes.get(mapped)
         if state is None:
             return
         paths = state.paths
         selected = paths.selected
-        if selected is not None:
-            path_state = paths.paths.get(selected)
-            if path_state is not None:
-                path_state.bytes_sent += len(data)
-            self.send_path(selected, data)
+        if selected is None:
+            for path in paths.send_targets():
+                for data in datagrams:
+                    self.send_path(path, data)
             return
-        for path in paths.send_targets():
-            self.send_path(path, data)
-
-    def send_batch(self, mapped: MappedAddr, datagrams: list[bytes]) -> None:
-        """Send datagrams in order; on a direct path in as few syscalls as the socket allows."""
-        state = self.remotes.get(mapped)
-        selected = state.paths.selected if state is not None else None
-        if selected is None or isinstance(selected, RelayPath):
-            for data in datagrams:
-                self.send(mapped, data)
-            return
-        path_state = state.paths.paths.get(selected)  # type: ignore[union-attr]
+        path_state = paths.paths.get(selected)
         if path_state is not None:
             path_state.bytes_sent += sum(map(len, datagrams))
+        if isinstance(selected, RelayPath):
+            for data in datagrams:
+                self.send_path(selected, data)
+            return
         sock = self._v6 if ":" in selected[0] else self._v4
         if sock is not None and selected not in self._own:
             sock.send_batch(datagrams, selected)
