@@ -13,7 +13,7 @@ from irohpy.base.relay_url import RelayUrl
 from irohpy.errors import ControlPacketError, IrohError, StunError
 from irohpy.relay import stun
 from irohpy.socket import control
-from irohpy.socket.holepunch import HEARTBEAT, HolePunch, SendCallMeMaybe, SendPing
+from irohpy.socket.holepunch import HEARTBEAT, MAX_PROBES, HolePunch, SendCallMeMaybe, SendPing
 from irohpy.socket.paths import DEAD_AFTER, HYSTERESIS, RelayPath, RemotePaths
 
 A, B, EVE = SecretKey.generate(), SecretKey.generate(), SecretKey.generate()
@@ -245,3 +245,14 @@ def test_a_new_dial_fans_out_when_the_old_choice_went_quiet() -> None:
     assert paths.selected == D1
     paths.forget_stale_choice(DEAD_AFTER + 1.0)
     assert paths.selected is None and set(paths.send_targets()) == {RELAY, D1}
+
+
+def test_a_path_that_never_answers_is_probed_a_bounded_number_of_times() -> None:
+    punch, paths = HolePunch(ids()), RemotePaths()  # type: ignore[arg-type]
+    paths.speaks_control = True  # no relay, so no rounds: only the probes ping
+    paths.on_authenticated(D2, 0.0)  # heard there; it needs a round trip first
+    assert D2 in paths.to_probe
+    probes = 0
+    for step in range(200):  # 20 s of ticks, no Pong ever
+        probes += sum(1 for a in punch.tick(step / 10, paths) if isinstance(a, SendPing) and a.path == D2)
+    assert probes == MAX_PROBES and D2 not in paths.to_probe

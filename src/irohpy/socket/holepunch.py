@@ -23,6 +23,8 @@ HEARTBEAT = 1.0
 MIN_PING_GAP = 0.2
 PING_TIMEOUT = 5.0
 MAX_PENDING = 128
+# A path we were merely heard on gets this many Pings; unanswered, it is dropped.
+MAX_PROBES = 5
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class HolePunch:
         self._new_tx = new_tx
         self.pending: dict[bytes, tuple[DirectPath, float]] = {}
         self._last_ping: dict[DirectPath, float] = {}
+        self._probes: dict[DirectPath, int] = {}
         self.next_round: float | None = None
         self.rounds = 0
         self.started_at: float | None = None
@@ -60,10 +63,11 @@ class HolePunch:
         self.next_round = None
         self.started_at = None
 
-    def _ping(self, path: DirectPath, now: float, out: list[Action]) -> None:
+    def _ping(self, path: DirectPath, now: float, out: list[Action]) -> bool:
+        """Queue a Ping unless ``path`` had one within MIN_PING_GAP; True if queued."""
         last = self._last_ping.get(path)
         if last is not None and now - last < MIN_PING_GAP:
-            return
+            return False
         if len(self.pending) >= MAX_PENDING:
             oldest = min(self.pending, key=lambda t: self.pending[t][1])
             del self.pending[oldest]
@@ -71,19 +75,26 @@ class HolePunch:
         self.pending[tx] = (path, now)
         self._last_ping[path] = now
         out.append(SendPing(path, tx))
+        return True
 
     def tick(self, now: float, paths: RemotePaths) -> list[Action]:
         """What to send now, for a remote that has connections."""
         out: list[Action] = []
         for tx in [t for t, (_, sent) in self.pending.items() if now - sent > PING_TIMEOUT]:
             del self.pending[tx]
+        self._last_ping = {p: t for p, t in self._last_ping.items() if now - t < HEARTBEAT}
         selected = paths.selected
         if selected is not None and not is_relay(selected):
             last = self._last_ping.get(selected)  # type: ignore[arg-type]
             if last is None or now - last >= HEARTBEAT:
                 self._ping(selected, now, out)  # type: ignore[arg-type]
+        self._probes = {p: n for p, n in self._probes.items() if p in paths.to_probe}
         for path in list(paths.to_probe):
-            self._ping(path, now, out)
+            sent = self._probes.get(path, 0)
+            if sent >= MAX_PROBES:
+                paths.to_probe.discard(path)
+            elif self._ping(path, now, out):
+                self._probes[path] = sent + 1
         if paths.has_live_direct(now):
             self.next_round = None
             return out
@@ -104,9 +115,10 @@ class HolePunch:
     def on_call_me_maybe(self, now: float, paths: RemotePaths, candidates: tuple[DirectPath, ...]) -> list[Action]:
         """The remote pings these now; ping them back at once."""
         out: list[Action] = []
+        direct = paths.has_live_direct(now)
         for addr in candidates:
             paths.add_candidate(addr, "call-me-maybe")
-            if not paths.has_live_direct(now):
+            if not direct:
                 self._ping(addr, now, out)
         return out
 

@@ -105,8 +105,7 @@ class NatTraversal:
         was_direct = paths.selected is not None and not is_relay(paths.selected)
         if paths.check(now) and was_direct and paths.selected is not None and is_relay(paths.selected):
             self.metrics.fallbacks_to_relay += 1
-            log.info("direct path to %s went silent; back on the relay", remote.endpoint_id)
-            remote.punch.start(now)
+            log.info("direct path to %s went silent; back on the relay (punching resumes)", remote.endpoint_id)
         before = remote.punch.attempts
         self._run(remote, remote.punch.tick(now, paths))
         self.metrics.holepunch_attempts += remote.punch.attempts - before
