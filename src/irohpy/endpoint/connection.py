@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnectionState
 
 from irohpy.base.keys import EndpointId
 from irohpy.base.notify import Notify
@@ -363,10 +362,6 @@ class Connection:
         while self._datagram_bytes > DATAGRAM_RECV_BUFFER:
             self._datagram_bytes -= len(self._datagrams.popleft())
         self._datagram_notify.notify_all()
-
-    @property
-    def _draining_done(self) -> bool:
-        return self._quic._state == QuicConnectionState.TERMINATED
 
     def __repr__(self) -> str:
         remote = self.remote_id.fmt_short() if self.remote_id else "?"
