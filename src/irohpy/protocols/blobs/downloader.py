@@ -25,7 +25,6 @@ from irohpy.base.addr import EndpointAddr
 from irohpy.base.keys import EndpointId
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
-from irohpy.endpoint.streams import RecvStream
 from irohpy.errors import BaoError, BlobsError, DecodeError, IrohError
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq, check_hash
@@ -223,16 +222,6 @@ class _Provider:
 
     def stats(self) -> ProviderStats:
         return ProviderStats(self.id, self.bytes, self.speed, self.dropped)
-
-
-def _stop(recv: RecvStream) -> None:
-    """Stop reading a response we give up on; our side was finished with the request.
-
-    A stream the provider reset is already over (and aioquic may have discarded it, when
-    stopping it would raise), so it is left alone.
-    """
-    if recv.received_reset() is None:
-        recv.stop(0)
 
 
 def _target_id(target: EndpointAddr | EndpointId) -> EndpointId:
@@ -532,10 +521,10 @@ class Download:
                 if await recv.read(1):
                     raise BlobsError("provider sent more than was asked for")
         except TimeoutError:
-            _stop(recv)
+            recv.stop(0)
             raise BlobsError(f"provider stalled: nothing for {stall:g} s") from None
         except BaseException:
-            _stop(recv)
+            recv.stop(0)
             raise
 
     async def _store_leaves(self, provider: _Provider, hash_: bytes, leaves: list[bao.Leaf]) -> None:
