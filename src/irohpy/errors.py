@@ -6,6 +6,8 @@ so callers can catch one type at the boundary and still tell cases apart.
 
 from __future__ import annotations
 
+from typing import Final
+
 
 class IrohError(Exception):
     """Base of every error irohpy raises on purpose."""
@@ -47,6 +49,55 @@ class TicketError(DecodeError):
 
 class TlsError(IrohError):
     """A TLS name, key, ALPN or configuration that iroh's raw-public-key TLS cannot use."""
+
+
+# -- quic wire ----------------------------------------------------------------
+
+
+class QuicError(IrohError):
+    """A QUIC protocol error; ``error_code`` is the RFC 9000 transport error code to close with.
+
+    ``frame_type`` names the frame that caused it (0 when none), as CONNECTION_CLOSE carries it.
+    """
+
+    NO_ERROR: Final = 0x00
+    INTERNAL_ERROR: Final = 0x01
+    CONNECTION_REFUSED: Final = 0x02
+    FLOW_CONTROL_ERROR: Final = 0x03
+    STREAM_LIMIT_ERROR: Final = 0x04
+    STREAM_STATE_ERROR: Final = 0x05
+    FINAL_SIZE_ERROR: Final = 0x06
+    FRAME_ENCODING_ERROR: Final = 0x07
+    TRANSPORT_PARAMETER_ERROR: Final = 0x08
+    CONNECTION_ID_LIMIT_ERROR: Final = 0x09
+    PROTOCOL_VIOLATION: Final = 0x0A
+    INVALID_TOKEN: Final = 0x0B
+    APPLICATION_ERROR: Final = 0x0C
+    CRYPTO_BUFFER_EXCEEDED: Final = 0x0D
+    KEY_UPDATE_ERROR: Final = 0x0E
+    AEAD_LIMIT_REACHED: Final = 0x0F
+    NO_VIABLE_PATH: Final = 0x10
+    CRYPTO_ERROR: Final = 0x100
+
+    def __init__(self, message: str, *, error_code: int = 0x0A, frame_type: int = 0) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.frame_type = frame_type
+
+
+class QuicDecodeError(QuicError, DecodeError):
+    """QUIC bytes (varint, packet header, frame, transport parameters) that do not decode.
+
+    Frame errors default to FRAME_ENCODING_ERROR; a frame that is well formed but not allowed
+    where it arrived carries PROTOCOL_VIOLATION, transport parameters TRANSPORT_PARAMETER_ERROR.
+    """
+
+    def __init__(self, message: str, *, error_code: int = 0x07, frame_type: int = 0) -> None:
+        super().__init__(message, error_code=error_code, frame_type=frame_type)
+
+
+class QuicDecryptError(QuicDecodeError):
+    """A packet that fails AEAD authentication: dropped, never a reason to close (RFC 9001 §5.5)."""
 
 
 # -- endpoint, connections, streams -----------------------------------------
