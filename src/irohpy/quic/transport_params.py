@@ -254,17 +254,22 @@ class TransportParameters:
         params = TransportParameters()
         seen: set[int] = set()
         r = Reader(data)
-        while not r.eof():
-            param = r.pull_varint()
-            length = r.pull_varint()
-            if length > r.remaining():
-                raise _error("truncated transport parameter")
-            value = r.pull_bytes(length)
-            if param in seen:
-                raise _error(f"duplicate transport parameter 0x{param:x}")
-            if param in _KNOWN:
-                seen.add(param)
-                _apply(params, param, value)
+        try:
+            while not r.eof():
+                param = r.pull_varint()
+                length = r.pull_varint()
+                if length > r.remaining():
+                    raise _error("truncated transport parameter")
+                value = r.pull_bytes(length)
+                if param in seen:
+                    raise _error(f"duplicate transport parameter 0x{param:x}")
+                if param in _KNOWN:
+                    seen.add(param)
+                    _apply(params, param, value)
+        except QuicDecodeError as exc:
+            if exc.error_code == QuicError.TRANSPORT_PARAMETER_ERROR:
+                raise
+            raise _error(str(exc)) from None
         params._validate(from_server)
         return params
 
