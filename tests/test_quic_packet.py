@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from irohpy.errors import QuicDecodeError, QuicError
 from irohpy.quic import packet
 from irohpy.quic.buffer import Reader, Writer
+from irohpy.quic.crypto import AES_128_GCM_SHA256, HeaderProtection
 from irohpy.quic.varint import VARINT_MAX, decode_varint, encode_varint, varint_size
 
 AQ_TYPES = {
@@ -270,3 +271,9 @@ def test_stateless_reset_build_and_detect() -> None:
     assert packet.parse_packet(reset, 0, 0).packet_type == packet.PACKET_ONE_RTT
     with pytest.raises(QuicError):
         packet.build_stateless_reset(token, 20)
+
+
+def test_unprotecting_a_packet_without_protection_is_refused() -> None:
+    retry = packet.split_datagram(packet.build_retry(b"a", b"b", b"c", b"token"), 8)
+    with pytest.raises(QuicError):
+        packet.unprotect_headers(retry, HeaderProtection(AES_128_GCM_SHA256, bytes(32)), -1)

@@ -364,6 +364,9 @@ def unprotect_headers(packets: list[Packet], hp: HeaderProtection, largest_pn: i
     """
     if not packets:
         return
+    for packet in packets:
+        if packet.pn_offset == 0:
+            raise QuicError("packet type without header protection", error_code=QuicError.INTERNAL_ERROR)
     masks = hp.masks(b"".join([p.data[p.pn_offset + _PN_PROBE : p.pn_offset + _PN_PROBE + SAMPLE_SIZE] for p in packets]))
     expected = largest_pn + 1
     m = 0
