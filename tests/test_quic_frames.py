@@ -35,7 +35,7 @@ def ack_ranges(draw: st.DrawFn) -> list[tuple[int, int]]:
     high = largest
     for _ in range(draw(st.integers(1, 20))):
         low = high - draw(st.integers(0, min(high, 1000)))
-        ranges.append((low, high))
+        ranges.append((low, high + 1))
         if low < 2:
             break
         high = low - 2 - draw(st.integers(0, min(low - 2, 1000)))
@@ -104,7 +104,7 @@ def test_padding_runs_collapse_and_stream_without_length_runs_to_the_end() -> No
 # RFC 9000 Table 3 (and RFC 9221, the ack-frequency, multipath, QAD and NAT-traversal drafts).
 ALLOWED = {
     "IZHO": [f.Padding(3), f.Ping(), f.ConnectionClose(1, b"x", 6)],
-    "IHO": [f.Ack([(0, 3)]), f.Crypto(0, b"hi")],
+    "IHO": [f.Ack([(0, 4)]), f.Crypto(0, b"hi")],
     "ZO": [
         f.ResetStream(0, 1, 2), f.StopSending(0, 1), f.Stream(0, 0, b"x"), f.MaxData(5), f.MaxStreamData(0, 5),
         f.MaxStreams(True, 3), f.DataBlocked(1), f.StreamDataBlocked(0, 1), f.StreamsBlocked(False, 2),
@@ -113,7 +113,7 @@ ALLOWED = {
     ],
     "O": [
         f.NewToken(b"t"), f.RetireConnectionId(1), f.PathResponse(bytes(8)), f.HandshakeDone(),
-        f.Ack([(0, 1)], path_id=1), f.NewConnectionId(1, 0, b"abcd", bytes(16), path_id=1),
+        f.Ack([(0, 2)], path_id=1), f.NewConnectionId(1, 0, b"abcd", bytes(16), path_id=1),
         f.RetireConnectionId(1, path_id=1), f.PathAbandon(1, 0), f.PathStatus(1, 1), f.PathStatus(1, 1, False),
         f.MaxPathId(3), f.PathsBlocked(3), f.PathCidsBlocked(1, 2), f.ObservedAddress(0, bytes(4), 1),
         f.AddAddress(0, bytes(16), 1), f.ReachOut(1, bytes(4), 2), f.RemoveAddress(0),
@@ -171,7 +171,7 @@ def test_extension_codepoints_and_layouts() -> None:
     assert f.encode_frames([f.PathStatus(1, 5, False)]).hex() == "7e760105"
     assert f.encode_frames([f.PathStatus(1, 5, True)]).hex() == "7e770105"
     assert f.encode_frames([f.MaxPathId(7)]).hex() == "7e7a07"
-    assert f.encode_frames([f.Ack([(3, 5)], 1, None, 2)]).hex() == "3e0205010002"
+    assert f.encode_frames([f.Ack([(3, 6)], 1, None, 2)]).hex() == "3e0205010002"
     assert f.encode_frames([f.AckFrequency(1, 2, 3, 4)]).hex() == "40af01020304"
     assert f.encode_frames([f.ImmediateAck()]).hex() == "1f"
     assert f.encode_frames([f.Datagram(b"ab")]).hex() == "31026162"
@@ -181,8 +181,8 @@ def test_extension_codepoints_and_layouts() -> None:
 @given(ack_ranges(), st.integers(0, 2**20))
 def test_ack_agrees_with_aioquic(ranges: list[tuple[int, int]], delay: int) -> None:
     rangeset = RangeSet()
-    for low, high in ranges:
-        rangeset.add(low, high + 1)
+    for start, stop in ranges:
+        rangeset.add(start, stop)
     buf = Buffer(capacity=4096)
     push_ack_frame(buf, rangeset, delay, 4096)
     theirs = b"\x02" + buf.data
@@ -192,7 +192,7 @@ def test_ack_agrees_with_aioquic(ranges: list[tuple[int, int]], delay: int) -> N
     [ack] = f.decode_frames(theirs, PACKET_ONE_RTT)
     assert isinstance(ack, f.Ack) and ack.ranges == ranges and ack.delay == delay
     parsed, parsed_delay = pull_ack_frame(Buffer(data=w.getvalue()[1:]))
-    assert [(r.start, r.stop - 1) for r in reversed(list(parsed))] == ranges and parsed_delay == delay
+    assert [(r.start, r.stop) for r in reversed(list(parsed))] == ranges and parsed_delay == delay
 
 
 def test_ack_without_ranges_is_refused() -> None:
@@ -201,7 +201,7 @@ def test_ack_without_ranges_is_refused() -> None:
 
 
 def test_ack_eliciting() -> None:
-    assert not f.is_ack_eliciting(f.Ack([(0, 0)]))
+    assert not f.is_ack_eliciting(f.Ack([(0, 1)]))
     assert not f.is_ack_eliciting(f.Padding(1))
     assert not f.is_ack_eliciting(f.ConnectionClose(0))
     assert f.is_ack_eliciting(f.Ping()) and f.is_ack_eliciting(f.Stream(0, 0, b""))

@@ -12,8 +12,8 @@ negotiated, and which side may send a frame, is for the connection to check.
 
 Sending: every frame class has ``encode(writer)``; the hot frames also have free functions
 that write straight from integers (``push_stream_header``, ``push_ack``) so the packet
-builder need not make frame objects. ACK ranges are ``(smallest, largest)`` pairs, inclusive,
-largest range first.
+builder need not make frame objects. ACK ranges are half-open ``(start, stop)`` pairs, highest
+first, as ``range`` and the recovery code use them.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class Ack:
 
     @property
     def largest(self) -> int:
-        return self.ranges[0][1]
+        return self.ranges[0][1] - 1
 
     def encode(self, w: Writer) -> None:
         push_ack(w, self.ranges, self.delay, self.ecn, self.path_id)
@@ -604,7 +604,7 @@ def push_ack(
     ecn: tuple[int, int, int] | None = None,
     path_id: int | None = None,
 ) -> None:
-    """ACK (or PATH_ACK) of ``ranges``: disjoint ``(smallest, largest)``, descending."""
+    """ACK (or PATH_ACK) of ``ranges``: disjoint half-open ``(start, stop)``, highest first."""
     if not ranges:
         raise QuicError("ACK without ranges", error_code=QuicError.INTERNAL_ERROR)
     if path_id is None:
@@ -612,16 +612,16 @@ def push_ack(
     else:
         w.push_uint8(FRAME_PATH_ACK_ECN if ecn is not None else FRAME_PATH_ACK)
         w.push_varint(path_id)
-    smallest, largest = ranges[0]
-    w.push_varint(largest)
+    start, stop = ranges[0]
+    w.push_varint(stop - 1)
     w.push_varint(delay)
     w.push_varint(len(ranges) - 1)
-    w.push_varint(largest - smallest)
+    w.push_varint(stop - 1 - start)
     for i in range(1, len(ranges)):
         low, high = ranges[i]
-        w.push_varint(smallest - high - 2)
-        w.push_varint(high - low)
-        smallest = low
+        w.push_varint(start - high - 1)
+        w.push_varint(high - 1 - low)
+        start = low
     if ecn is not None:
         w.push_varint(ecn[0])
         w.push_varint(ecn[1])
@@ -647,15 +647,15 @@ def _pull_ack(r: Reader, path_id: int | None, with_ecn: bool) -> Ack:
     smallest = largest - first
     if smallest < 0:
         raise QuicDecodeError("ACK range below zero")
-    ranges = [(smallest, largest)]
+    ranges = [(smallest, largest + 1)]
     for _ in range(count):
         gap = r.pull_varint()
         length = r.pull_varint()
-        high = smallest - gap - 2
-        low = high - length
+        stop = smallest - gap - 1
+        low = stop - 1 - length
         if low < 0:
             raise QuicDecodeError("ACK range below zero")
-        ranges.append((low, high))
+        ranges.append((low, stop))
         smallest = low
     ecn: tuple[int, int, int] | None = None
     if with_ecn:
