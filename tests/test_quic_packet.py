@@ -81,6 +81,18 @@ def test_writer_is_bounded_and_reusable() -> None:
     w.reset()
     w.push_uint32(0xAABBCCDD)
     assert w.getvalue() == bytes.fromhex("aabbccdd")
+    # Reserve a field, write past it, then fill it in place (e.g. a long header's Length).
+    w.reset()
+    w.push_uint8(1)
+    w.push_uint16(0)
+    w.push_uint8(9)
+    end = w.tell()
+    w.seek(1)
+    w.push_uint16(end)
+    w.seek(end)
+    assert w.getvalue() == b"\x01\x00\x04\x09" and w.buffer[:4] == bytearray(b"\x01\x00\x04\x09")
+    with pytest.raises(QuicError):
+        w.seek(5)
 
 
 @given(st.binary(max_size=64))
@@ -92,6 +104,7 @@ def test_reader_only_raises_decode_errors(data: bytes) -> None:
             r.pull_uint16()
             r.pull_bytes(r.pull_uint8())
             r.pull_uint32()
+            r.skip(r.pull_uint8())
             r.pull_uint64()
     except QuicDecodeError:
         pass

@@ -21,16 +21,8 @@ class Reader:
         self._pos = start
         self._end = len(data) if end < 0 else min(end, len(data))
 
-    @property
-    def data(self) -> bytes:
-        return self._data
-
     def tell(self) -> int:
         return self._pos
-
-    @property
-    def end(self) -> int:
-        return self._end
 
     def seek(self, pos: int) -> None:
         if pos < 0 or pos > self._end:

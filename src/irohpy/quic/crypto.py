@@ -24,7 +24,6 @@ from irohpy.errors import QuicDecryptError, QuicError
 AES_128_GCM_SHA256: Final = 0x1301
 AES_256_GCM_SHA384: Final = 0x1302
 CHACHA20_POLY1305_SHA256: Final = 0x1303
-CIPHER_SUITES: Final = (AES_128_GCM_SHA256, AES_256_GCM_SHA384, CHACHA20_POLY1305_SHA256)
 
 INITIAL_SALT_V1: Final = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
 RETRY_KEY_V1: Final = bytes.fromhex("be0c690b9f66575a1d766b54e368c84e")

@@ -96,10 +96,6 @@ class Packet:
         self.key_phase = 0
         self.header = b""
 
-    @property
-    def is_long(self) -> bool:
-        return self.packet_type != PACKET_ONE_RTT
-
     def ciphertext(self) -> bytes:
         return self.data[self.pn_offset + self.pn_length : self.end]
 
