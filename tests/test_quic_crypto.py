@@ -230,3 +230,36 @@ def test_garbage_never_opens_and_only_typed_errors_escape(data: bytes, short_len
     for p in headered:
         with pytest.raises(QuicError):
             packet.open_packet(prot.key, p)
+
+
+_FUZZ_KEYS = Protection(AES_128_GCM_SHA256, b"\x09" * 32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    long_header=st.booleans(),
+    payload=st.binary(min_size=4, max_size=300),
+    pn=st.integers(0, 2**20),
+    flips=st.lists(st.tuples(st.integers(0, 400), st.integers(1, 255)), max_size=4),
+)
+def test_fuzz_mutated_packets_only_typed_errors(
+    long_header: bool, payload: bytes, pn: int, flips: list[tuple[int, int]]
+) -> None:
+    """Whole receive pipeline on a sealed packet with flipped bits: typed errors or the original."""
+    dcid = b"\x05" * 8
+    if long_header:
+        header = packet.build_long_header(packet.PACKET_HANDSHAKE, dcid, b"\x06" * 8, pn, 3, len(payload))
+    else:
+        header = packet.build_short_header(dcid, pn, 3)
+    sealed = packet.seal_packet(_FUZZ_KEYS.key, _FUZZ_KEYS.hp, header, payload, pn)
+    for index, mask in flips:
+        sealed[index % len(sealed)] ^= mask
+    try:
+        parts = packet.split_datagram(bytes(sealed), 8)
+        protected = [p for p in parts if p.pn_offset]
+        packet.unprotect_headers(protected, _FUZZ_KEYS.hp, pn - 1)
+        for p in protected:
+            plain = packet.open_packet(_FUZZ_KEYS.key, p)
+            assert plain == payload and p.packet_number == pn
+    except QuicError:
+        assert flips
