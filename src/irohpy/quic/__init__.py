@@ -1,0 +1,1 @@
+"""irohpy's own sans-IO QUIC engine."""
