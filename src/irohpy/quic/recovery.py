@@ -143,6 +143,7 @@ class Recovery:
         "pto_count",
         "probes",
         "pto_space",
+        "anchor",
         "bytes_in_flight",
         "max_ack_delay",
         "is_server",
@@ -172,6 +173,8 @@ class Recovery:
         self.pto_count = 0
         self.probes = 0
         self.pto_space = APPLICATION
+        # When the RFC's SetLossDetectionTimer last ran: the anti-deadlock PTO counts from here.
+        self.anchor = 0.0
         self.bytes_in_flight = 0
         #: The peer's max_ack_delay transport parameter.
         self.max_ack_delay = max_ack_delay
@@ -228,6 +231,7 @@ class Recovery:
         if packet.ack_eliciting:
             sp.ack_eliciting_in_flight += 1
             sp.last_ack_eliciting_time = packet.time_sent
+            self.anchor = packet.time_sent
             if self.probes > 0:
                 self.probes -= 1
 
@@ -255,6 +259,7 @@ class Recovery:
         largest = ranges[0][1] - 1
         if largest >= sp.next_pn:
             raise AckError(f"ACK of packet {largest}, never sent (next is {sp.next_pn})")
+        self.anchor = now
         if sp.discarded:
             return
         if largest > sp.largest_acked:
@@ -281,7 +286,6 @@ class Recovery:
             return
         if space == HANDSHAKE and not self.is_server:
             self.peer_validated_address = True
-        acked_bytes = 0
         any_eliciting = False
         cc = self.cc
         for p in acked:
@@ -290,8 +294,6 @@ class Recovery:
                 sp.ack_eliciting_in_flight -= 1
             if p.in_flight:
                 self.bytes_in_flight -= p.size
-                if not cc.in_recovery(p.time_sent):
-                    acked_bytes += p.size
         if newest.pn == largest and any_eliciting:
             if space == INITIAL:
                 ack_delay = 0.0
@@ -304,6 +306,12 @@ class Recovery:
         self._detect_lost(sp, now)
         if self.lost:
             self._on_lost(now)
+        # After the losses, as RFC 9002 A.7 orders it: a congestion event this ACK revealed
+        # puts the packets it acknowledges inside the new recovery period.
+        acked_bytes = 0
+        for p in acked:
+            if p.in_flight and not cc.in_recovery(p.time_sent):
+                acked_bytes += p.size
         if acked_bytes:
             cc.on_ack(acked_bytes, now, self.rtt.smoothed, self.app_limited)
         if self.peer_validated_address:
@@ -371,6 +379,8 @@ class Recovery:
         if persistent:
             self.persistent_congestion_events += 1
             self.cc.on_persistent_congestion(now)
+            # RFC 9002 §5.2: min_rtt restarts from the newest sample after persistent congestion.
+            rtt.min = rtt.latest
 
     # -- timers -------------------------------------------------------------
 
@@ -380,12 +390,12 @@ class Recovery:
                 return True
         return False
 
-    def _pto_time(self, now: float) -> tuple[float, int]:
+    def _pto_time(self) -> tuple[float, int]:
         duration = self.rtt.pto_base() * (1 << self.pto_count)
         if not self._ack_eliciting_in_flight():
             # Client anti-deadlock (§6.2.2.1): keep probing until the server validated us.
             space = HANDSHAKE if self.has_handshake_keys else INITIAL
-            return now + duration, space
+            return self.anchor + duration, space
         best = INF
         best_space = APPLICATION
         for i in range(3):
@@ -402,7 +412,7 @@ class Recovery:
                 best_space = i
         return best, best_space
 
-    def loss_deadline(self, now: float) -> float:
+    def loss_deadline(self) -> float:
         """When :meth:`on_timeout` must run next, or ``inf`` (RFC 9002 A.8)."""
         earliest = INF
         for sp in self.spaces:
@@ -414,7 +424,7 @@ class Recovery:
             return INF
         if not self._ack_eliciting_in_flight() and self.peer_validated_address:
             return INF
-        return self._pto_time(now)[0]
+        return self._pto_time()[0]
 
     def on_timeout(self, now: float) -> int:
         """The loss-detection deadline passed: declare time-threshold losses or arm a PTO.
@@ -437,10 +447,11 @@ class Recovery:
             if self.lost:
                 self._on_lost(now)
             return TIMEOUT_LOSS
-        deadline = self.loss_deadline(now)
+        deadline = self.loss_deadline()
         if deadline > now:
             return TIMEOUT_NONE
-        _, space = self._pto_time(now)
+        _, space = self._pto_time()
+        self.anchor = now
         self.pto_space = space
         self.pto_count += 1
         self.probes = PTO_PROBES
