@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from irohpy.quic.congestion import CongestionController, Cubic
 from irohpy.quic.errors import AckError
+from irohpy.quic.rangeset import RangeSet
 
 INF = float("inf")
 
@@ -23,6 +24,10 @@ APPLICATION = 2
 
 #: RFC 9002 §6.1 / Appendix A.2 constants.
 PACKET_THRESHOLD = 3
+#: The packet threshold grows when reordering proves a loss spurious (§6.1.1), up to this.
+MAX_PACKET_THRESHOLD = 32
+#: Packet numbers declared lost that are remembered to spot spurious losses.
+LOST_MEMORY_RANGES = 32
 TIME_THRESHOLD = 9.0 / 8.0
 GRANULARITY = 0.001
 INITIAL_RTT = 0.333
@@ -120,6 +125,7 @@ class SentSpace:
         "ack_eliciting_in_flight",
         "ecn_ce",
         "discarded",
+        "declared_lost",
     )
 
     def __init__(self) -> None:
@@ -131,6 +137,7 @@ class SentSpace:
         self.ack_eliciting_in_flight = 0
         self.ecn_ce = 0
         self.discarded = False
+        self.declared_lost = RangeSet(LOST_MEMORY_RANGES)
 
 
 class Recovery:
@@ -155,6 +162,8 @@ class Recovery:
         "bytes_sent",
         "app_limited",
         "persistent_congestion_events",
+        "packet_threshold",
+        "spurious_losses",
         "acked",
         "lost",
     )
@@ -189,6 +198,8 @@ class Recovery:
         self.bytes_sent = 0
         self.app_limited = False
         self.persistent_congestion_events = 0
+        self.packet_threshold = PACKET_THRESHOLD
+        self.spurious_losses = 0
         self.acked: list[SentPacket] = []
         self.lost: list[SentPacket] = []
 
@@ -264,11 +275,20 @@ class Recovery:
             return
         if largest > sp.largest_acked:
             sp.largest_acked = largest
+        if sp.declared_lost:
+            self._check_spurious(sp, ranges, largest)
         packets = sp.packets
         newest: SentPacket | None = None
+        # Old ranges are re-reported in every ACK; everything below the oldest packet still
+        # outstanding is done, so the work per ACK is what it newly acknowledges.
+        lowest = next(iter(packets)) if packets else sp.next_pn
         for start, stop in ranges:
             if start >= stop:
                 raise AckError("empty ACK range")
+            if stop <= lowest:
+                break
+            if start < lowest:
+                start = lowest
             if stop - start <= len(packets):
                 for pn in range(start, stop):
                     p = packets.pop(pn, None)
@@ -317,26 +337,54 @@ class Recovery:
         if self.peer_validated_address:
             self.pto_count = 0
 
+    def _check_spurious(self, sp: SentSpace, ranges: list[tuple[int, int]], largest: int) -> None:
+        """A packet we declared lost was acknowledged after all: the path reorders.
+
+        Widen the packet threshold past the reordering seen (RFC 9002 §6.1.1 allows adapting
+        it), so the next reordered packet is not retransmitted and taken for congestion.
+        """
+        lost = sp.declared_lost
+        low = lost.start
+        for start, stop in ranges:
+            if stop <= low:
+                break
+            gaps = lost.gaps(start, stop)
+            if sum(b - a for a, b in gaps) == stop - start:
+                continue
+            # The lowest packet both acknowledged and declared lost: the widest reordering.
+            first = gaps[0][1] if gaps and gaps[0][0] == start else start
+            lost.remove(start, stop)
+            self.spurious_losses += 1
+            distance = largest - first + 1
+            if distance > self.packet_threshold:
+                self.packet_threshold = (
+                    distance if distance < MAX_PACKET_THRESHOLD else MAX_PACKET_THRESHOLD
+                )
+            if not lost:
+                break
+
     def _detect_lost(self, sp: SentSpace, now: float) -> None:
         sp.loss_time = INF
         largest = sp.largest_acked
         loss_delay = self.rtt.loss_delay()
-        lost_before = now - loss_delay
         lost = self.lost
         first = len(lost)
+        threshold = self.packet_threshold
         for pn, p in sp.packets.items():
             if pn > largest:
                 break
-            if p.time_sent <= lost_before or largest >= pn + PACKET_THRESHOLD:
+            # The same sum as the deadline, so a timer firing at loss_time always finds it due.
+            t = p.time_sent + loss_delay
+            if t <= now or largest >= pn + threshold:
                 lost.append(p)
-            else:
-                t = p.time_sent + loss_delay
-                if t < sp.loss_time:
-                    sp.loss_time = t
+            elif t < sp.loss_time:
+                sp.loss_time = t
         packets = sp.packets
+        declared = sp.declared_lost
         for i in range(first, len(lost)):
             p = lost[i]
             del packets[p.pn]
+            declared.add(p.pn, p.pn + 1)
             if p.ack_eliciting:
                 sp.ack_eliciting_in_flight -= 1
 

@@ -227,6 +227,16 @@ class SendStream:
             return self.reset_pending
         return bool(self.retx) or self.sent < self.written or (self.fin_written and not self.fin_sent)
 
+    def sendable(self, conn: SendCredit) -> bool:
+        """:meth:`next_frame` would return a frame now (data within credit, FIN or a repair)."""
+        if self.reset_code >= 0:
+            return False
+        if self.retx:
+            return True
+        if self.sent < self.written:
+            return self.sent < self.max_data and conn.used < conn.max_data
+        return self.fin_written and not self.fin_sent
+
     # -- engine side: sending ---------------------------------------------
 
     def _slice(self, offset: int, n: int) -> memoryview:
