@@ -270,17 +270,19 @@ class Peer:
         while True:
             mtu = self.pmtud.mtu
             probe = self.pmtud.poll_probe(now)
-            if probe and rec.probes == 0 and rec.send_budget() >= probe:
-                if self.pacer.next_send_time(now, probe, rec.cc.cwnd, rec.rtt.smoothed) > now:
-                    probe = 0
-                else:
+            # A pending PMTU probe goes before new data, else a full window starves it.
+            probe_waits = False
+            if probe and rec.probes == 0:
+                if rec.send_budget() < probe:
+                    probe_waits = True
+                elif self.pacer.next_send_time(now, probe, rec.cc.cwnd, rec.rtt.smoothed) <= now:
                     self.pmtud.on_probe_sent()
                     self._send([(F_PROBE,)], probe, now, mtu_probe=True)
                     continue
             want_ack = self.acks.wants_ack(now)
             has_data = self._has_data()
             if has_data and rec.probes == 0:
-                if rec.send_budget() < mtu:
+                if probe_waits or rec.send_budget() < mtu:
                     has_data = False
                 else:
                     t = self.pacer.next_send_time(now, mtu, rec.cc.cwnd, rec.rtt.smoothed)
