@@ -43,6 +43,9 @@ class LinkConfig:
     reorder: float = 0.0  # probability of an extra random delay up to reorder_delay
     reorder_delay: float = 0.005
     duplicate: float = 0.0
+    #: From this simulated time on, the path MTU is ``mtu_later`` (a route change: black hole).
+    mtu_change_at: float = INF
+    mtu_later: int = 1452
 
 
 @dataclass
@@ -83,7 +86,7 @@ class Sim:
         link = self.link
         rng = self.rng
         self.stats.sent += 1
-        if size > link.mtu:
+        if size > (link.mtu if self.now < link.mtu_change_at else link.mtu_later):
             self.stats.dropped_mtu += 1
             return
         if rng.random() < link.loss:
@@ -268,7 +271,7 @@ class Peer:
     def flush(self, now: float) -> None:
         rec = self.rec
         while True:
-            mtu = self.pmtud.mtu
+            mtu = self.pmtud.datagram_size(rec.pto_count)
             probe = self.pmtud.poll_probe(now)
             # A pending PMTU probe goes before new data, else a full window starves it.
             probe_waits = False
@@ -335,6 +338,7 @@ class TransferResult:
     intact: bool
     stats: Stats
     final_mtu: int
+    black_holes: int
     congestion_events: int
     packets_lost: int
 
@@ -356,6 +360,7 @@ def transfer(size: int, link: LinkConfig, seed: int, until: float = 3600.0) -> T
         intact=intact,
         stats=sim.stats,
         final_mtu=client.pmtud.mtu,
+        black_holes=client.pmtud.black_holes,
         congestion_events=client.rec.cc.congestion_events,
         packets_lost=sim.stats.dropped_random + sim.stats.dropped_queue + sim.stats.dropped_mtu,
     )

@@ -100,3 +100,17 @@ def test_raise_timer_retries_above() -> None:
     # The path got better; after the raise interval the search restarts at the ceiling.
     mtu, _ = _converge(p, 1500, RAISE_INTERVAL + 1.0)
     assert low < mtu == 1452
+
+
+def test_pto_probes_shrink_and_stale_losses_do_not_retrigger() -> None:
+    p = Pmtud()
+    _converge(p, 1500)
+    assert p.datagram_size(0) == p.datagram_size(1) == 1452
+    assert p.datagram_size(2) == BASE_MTU
+    for pn in range(BLACK_HOLE_THRESHOLD):
+        p.on_packet_lost(pn, 1452, 1.0)
+    assert p.black_holes == 1 and p.mtu == BASE_MTU
+    # The rest of the old 1452-byte flight is declared lost afterwards: no second fallback.
+    for pn in range(BLACK_HOLE_THRESHOLD, 100):
+        assert not p.on_packet_lost(pn, 1452, 1.1)
+    assert p.black_holes == 1 and p.high == 1452

@@ -70,3 +70,23 @@ def test_matches_a_set(ops: list[tuple[bool, int, int]]) -> None:
             assert (probe in rs) == (probe in ref)
         gaps = rs.gaps(start, stop + 5)
         assert {x for a, b in gaps for x in range(a, b)} == set(range(start, stop + 5)) - ref
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPS)
+def test_agrees_with_aioquic_reference(ops: list[tuple[bool, int, int]]) -> None:
+    """aioquic's RangeSet, used here only as an independent reference."""
+    from aioquic.quic.rangeset import RangeSet as Reference
+
+    ours = RangeSet()
+    ref = Reference()
+    for is_add, start, length in ops:
+        if length == 0:
+            continue
+        if is_add:
+            ours.add(start, start + length)
+            ref.add(start, start + length)
+        else:
+            ours.remove(start, start + length)
+            ref.subtract(start, start + length)
+        assert list(ours) == [(r.start, r.stop) for r in ref]

@@ -40,6 +40,15 @@ def test_pmtud_finds_a_smaller_path_mtu() -> None:
     assert result.stats.dropped_mtu >= 3  # the oversized probes
 
 
+def test_black_hole_mid_transfer_falls_back_and_recovers() -> None:
+    # The route changes at 0.3 s: datagrams above 1300 bytes vanish from then on.
+    link = LinkConfig(queue_bytes=250_000, mtu_change_at=0.3, mtu_later=1300)
+    result = transfer(6_000_000, link, seed=11)
+    assert result.intact
+    assert result.black_holes >= 1
+    assert 1280 < result.final_mtu <= 1300
+
+
 def test_same_seed_same_outcome() -> None:
     link = LinkConfig(loss=0.05, reorder=0.05, duplicate=0.05)
     a = transfer(300_000, link, seed=3)

@@ -8,7 +8,8 @@ Lost probes never count as congestion; recovery skips them.
 
 Black holes: if regular datagrams larger than the base size keep getting lost while no large
 datagram is acknowledged, the path falls back to the base size and searches again below the
-size that failed.
+size that failed. PTO probes shrink to the base size after repeated timeouts, so even a
+path that drops every large datagram produces the acknowledgements that expose it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ SEARCH_GRANULARITY = 20
 RAISE_INTERVAL = 600.0
 #: Consecutive large datagrams lost, none acknowledged in between, that mean a black hole.
 BLACK_HOLE_THRESHOLD = 8
+#: From this many consecutive PTOs on, probe packets shrink to the base size (see datagram_size).
+PTO_SHRINK = 2
 
 SEARCHING = 0
 SEARCH_COMPLETE = 1
@@ -122,6 +125,16 @@ class Pmtud:
             self.state = SEARCH_COMPLETE
             self.next_search = now + RAISE_INTERVAL
 
+    def datagram_size(self, pto_count: int) -> int:
+        """The largest datagram to build now.
+
+        After repeated PTOs, a path that silently dropped everything above some size would also
+        drop full-size PTO probes forever and never produce the losses that reveal a black hole.
+        So from the second consecutive PTO, probes fit in the base size: their ACK declares the
+        large packets lost, and :meth:`on_packet_lost` sees the black hole.
+        """
+        return BASE_MTU if pto_count >= PTO_SHRINK else self.mtu
+
     def on_packet_acked(self, pn: int, size: int) -> None:
         """A regular (non-probe) datagram was acknowledged."""
         if size > BASE_MTU and pn > self.largest_acked_large_pn:
@@ -130,7 +143,8 @@ class Pmtud:
 
     def on_packet_lost(self, pn: int, size: int, now: float) -> bool:
         """A regular datagram was lost; returns True when that reveals a black hole."""
-        if size <= BASE_MTU or pn < self.largest_acked_large_pn:
+        # Packets larger than the current MTU were sent before an earlier fallback: old news.
+        if size <= BASE_MTU or size > self.mtu or pn < self.largest_acked_large_pn:
             return False
         self.large_losses += 1
         if self.large_losses < BLACK_HOLE_THRESHOLD:
