@@ -56,11 +56,14 @@ def test_credit_limits_and_blocked_frames() -> None:
     s = SendStream(0, 1000)
     s.write(b"x" * 3000)
     assert [len(d) for _, d, _ in _drain(s, 1200, conn)] == [1000]
+    assert s.wants_send() and not s.sendable(conn)  # blocked: the engine must not spin on it
     assert s.blocked_frame() == 1000 and s.blocked_frame() == -1
     s.on_max_stream_data(5000)
     assert [len(d) for _, d, _ in _drain(s, 1200, conn)] == [500]
     assert conn.blocked_frame() == 1500 and conn.blocked_frame() == -1
+    assert not s.sendable(conn)
     conn.on_max_data(10_000)
+    assert s.sendable(conn)
     assert sum(len(d) for _, d, _ in _drain(s, 1200, conn)) == 1500
     assert conn.used == 3000
 
