@@ -255,8 +255,12 @@ def test_stop_returns_connection_credit_once_final_size_known() -> None:
     rs.stop(5)
     assert rs.take_stop_sending() == 5
     assert m.conn_recv.consumed == 0
+    rs.on_stop_sending_lost()
+    assert rs.take_stop_sending() == 5  # resent while the final size is unknown
     m.on_stream_frame(0, 3000, b"z" * 1000, True)
     assert m.conn_recv.consumed == 4000 and rs.released
+    rs.on_stop_sending_lost()
+    assert rs.take_stop_sending() == -1  # the peer finished anyway: nothing to stop
 
 
 # -- stream IDs -----------------------------------------------------------------

@@ -39,11 +39,6 @@ class RangeSet:
     def __repr__(self) -> str:
         return "RangeSet([" + ", ".join(f"{a}..{b}" for a, b in self) + "])"
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RangeSet):
-            return NotImplemented
-        return self._starts == other._starts and self._stops == other._stops
-
     def __contains__(self, value: int) -> bool:
         i = bisect_right(self._starts, value) - 1
         return i >= 0 and value < self._stops[i]

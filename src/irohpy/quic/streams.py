@@ -37,10 +37,6 @@ def stream_is_uni(stream_id: int) -> bool:
     return bool(stream_id & 2)
 
 
-def stream_is_server_initiated(stream_id: int) -> bool:
-    return bool(stream_id & 1)
-
-
 # -- flow control -------------------------------------------------------------
 
 
@@ -198,11 +194,6 @@ class SendStream:
         self._offs.clear()
         self._head = 0
         self.retx.clear()
-
-    @property
-    def final_size(self) -> int:
-        """The final size a RESET_STREAM reports."""
-        return self.sent
 
     def _acked_prefix(self) -> int:
         acked = self.acked
