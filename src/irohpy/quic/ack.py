@@ -1,13 +1,13 @@
 """What we received in one packet-number space, and when to acknowledge it (RFC 9000 §13.2).
 
 One :class:`AckTracker` per packet-number space; with multipath each path has its own
-application-data space, so its own tracker. It also turns the ranges of an ACK frame we
-receive into plain ``[start, stop)`` ranges, refusing ones that acknowledge packets never sent.
+application-data space, so its own tracker. ACK frames themselves are coded in
+:mod:`irohpy.quic.frames`; :mod:`irohpy.quic.recovery` refuses ones that acknowledge packets
+never sent.
 """
 
 from __future__ import annotations
 
-from irohpy.quic.errors import AckError
 from irohpy.quic.rangeset import RangeSet
 
 INF = float("inf")
@@ -152,41 +152,3 @@ class AckTracker:
         if cut > self.floor:
             received.remove_below(cut)
             self.floor = cut
-
-
-def ack_ranges_from_wire(
-    largest: int, first_range: int, gaps: list[tuple[int, int]], next_pn: int
-) -> list[tuple[int, int]]:
-    """Turn an ACK frame's (largest, first range, [(gap, range length)]) into ``[start, stop)``.
-
-    Ranges come out highest first. ``next_pn`` is the next packet number we would send in the
-    space; acknowledging it or anything above is a protocol violation (RFC 9000 §13.1), as is a
-    range that runs below packet number 0 (§19.3.1).
-    """
-    if largest >= next_pn:
-        raise AckError(f"ACK of packet {largest}, never sent (next is {next_pn})")
-    smallest = largest - first_range
-    if smallest < 0:
-        raise AckError("ACK first range runs below packet number 0")
-    out = [(smallest, largest + 1)]
-    for gap, length in gaps:
-        stop = smallest - gap - 1
-        start = stop - 1 - length
-        if start < 0:
-            raise AckError("ACK range runs below packet number 0")
-        out.append((start, stop))
-        smallest = start
-    return out
-
-
-def ack_ranges_to_wire(ranges: list[tuple[int, int]]) -> tuple[int, int, list[tuple[int, int]]]:
-    """Inverse of :func:`ack_ranges_from_wire` for ranges listed highest first."""
-    start, stop = ranges[0]
-    largest = stop - 1
-    first = largest - start
-    gaps: list[tuple[int, int]] = []
-    prev_start = start
-    for start, stop in ranges[1:]:
-        gaps.append((prev_start - stop - 1, stop - start - 1))
-        prev_start = start
-    return largest, first, gaps
