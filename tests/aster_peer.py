@@ -17,7 +17,9 @@ What aster's API cannot do, and so this peer cannot either:
 - delete: ``DocHandle`` has no ``del``/``delete_prefix``, and ``set_bytes`` with an empty value
   is refused by iroh-docs ("Attempted to insert an empty entry"); a Rust peer can only receive
   deletions;
-- import an author or namespace secret, or query by author (filter :meth:`RustDoc.query` instead);
+- list a document: every aster query returns at most 3 entries (``QUERY_ENTRY_LIMIT = 3`` in
+  aster_transport_core), so :meth:`RustDoc.entries` looks a known key set up key by key;
+- import an author or namespace secret, or query by author (filter :meth:`RustDoc.entries`);
 - name the sender of a gossip message or a gossip neighbor (events carry only the kind and content);
 - leave a gossip topic explicitly (closing the subscription drops the handle, which leaves);
 - take an address for an endpoint id directly: :meth:`AsterPeer.learn_addr` dials the address
@@ -207,21 +209,30 @@ class RustDoc:
         value = await self.peer.call("doc_get_exact", doc=self.id, author=author, key=b64(key))
         return None if value is None else unb64(value)
 
-    async def query(self, prefix: bytes = b"") -> list[DocEntry]:
-        """Latest entry per (author, key) under ``prefix``, across authors (deletions excluded)."""
+    async def query_prefix(self, prefix: bytes = b"") -> list[DocEntry]:
+        """The FIRST THREE entries under ``prefix`` (by key): aster caps every query at 3
+        (``QUERY_ENTRY_LIMIT``), so this cannot list a document; use :meth:`entries`."""
         rows = await self.peer.call("doc_query_prefix", doc=self.id, prefix=b64(prefix))
         return [_entry(row) for row in rows]
 
     async def query_key(self, key: bytes) -> list[DocEntry]:
+        """Every author's entry for ``key`` (at most 3 authors, see :meth:`query_prefix`)."""
         rows = await self.peer.call("doc_query_key", doc=self.id, key=b64(key))
+        return [_entry(row) for row in rows]
+
+    async def entries(self, keys: list[bytes]) -> list[DocEntry]:
+        """Every author's entry for each of ``keys`` (deletions excluded), looked up key by key
+        inside the Rust peer: the complete state for a known key set, which is how a test
+        compares this replica with another's full query."""
+        rows = await self.peer.call("doc_entries", doc=self.id, keys=[b64(k) for k in keys])
         return [_entry(row) for row in rows]
 
     async def read_content(self, content_hash: str) -> bytes:
         return unb64(await self.peer.call("doc_read_content", doc=self.id, hash=content_hash))
 
-    async def contents(self, prefix: bytes = b"") -> dict[tuple[str, bytes], bytes]:
-        """{(author, key): content} of every entry under ``prefix``, read inside the Rust peer."""
-        rows = await self.peer.call("doc_contents", doc=self.id, prefix=b64(prefix))
+    async def contents(self, keys: list[bytes]) -> dict[tuple[str, bytes], bytes]:
+        """{(author, key): content} for each of ``keys``; content not yet downloaded is an error."""
+        rows = await self.peer.call("doc_contents", doc=self.id, keys=[b64(k) for k in keys])
         return {(author, unb64(key)): unb64(value) for author, key, value in rows}
 
     async def share(self, mode: str = "write", *, with_addr: bool = True) -> str:

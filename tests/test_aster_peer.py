@@ -48,8 +48,21 @@ async def test_docs_share_join_and_live_sync() -> None:
         ev, _ = await live_a.wait_for(lambda e: e["kind"] == "insert_remote", 30)
         assert ev["entry"]["author"] == author_b and ev["from"] == str(b.id)
         await live_a.close()
-        rows = {(e.author, e.key) for e in await doc_a.query()}
+        rows = {(e.author, e.key) for e in await doc_a.entries([b"hello", b"reply"])}
         assert rows == {(author_a, b"hello"), (author_b, b"reply")}
+        assert await doc_b.contents([b"hello", b"reply"]) == {
+            (author_a, b"hello"): b"from a", (author_b, b"reply"): b"from b"}
+
+
+async def test_aster_queries_stop_at_three_entries() -> None:
+    """Pins aster's QUERY_ENTRY_LIMIT, so a test never mistakes a capped query for a full one."""
+    async with aster_peer() as a:
+        author = await a.create_author()
+        doc = await a.create_doc()
+        keys = [b"k/%02d" % i for i in range(10)]
+        await doc.set_many(author, [(k, k + b"!") for k in keys])
+        assert [e.key for e in await doc.query_prefix(b"k/")] == keys[:3]
+        assert sorted(e.key for e in await doc.entries(keys)) == keys
 
 
 async def test_empty_value_is_refused_so_rust_cannot_delete() -> None:
