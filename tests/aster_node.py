@@ -77,15 +77,12 @@ class _Server:
 
     # -- node --
 
-    async def op_start(self, data_dir: str | None, secret: str | None) -> dict[str, Any]:
+    async def op_start(self, secret: str | None) -> dict[str, Any]:
         a = self.aster
         cfg = a.EndpointConfig(alpns=[], relay_mode="disabled", bind_addr="127.0.0.1:0",
                                portmapper_config="disabled",
                                secret_key=None if secret is None else bytes.fromhex(secret))
-        if data_dir is None:
-            self.node = await a.IrohNode.memory_with_alpns([], cfg)
-        else:
-            self.node = await a.IrohNode.persistent_with_alpns(data_dir, [], cfg)
+        self.node = await a.IrohNode.memory_with_alpns([], cfg)
         self.blobs = a.blobs_client(self.node)
         self.gossip_client = a.gossip_client(self.node)
         self.docs_client = a.docs_client(self.node)

@@ -287,15 +287,14 @@ class AsterPeer:
         """Set by :meth:`start`: the node's id and its direct loopback addresses (no relay)."""
 
     @classmethod
-    async def start(cls, *, data_dir: Path | None = None, secret: bytes | None = None) -> AsterPeer:
-        """Start a node: in memory, or persistent in ``data_dir``; ``secret`` fixes its id."""
+    async def start(cls, *, secret: bytes | None = None) -> AsterPeer:
+        """Start an in-memory node; ``secret`` (32 bytes) fixes its id."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(NODE_SCRIPT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT)
         peer = cls(proc)
         try:
-            info = await peer.call("start", data_dir=None if data_dir is None else str(data_dir),
-                                   secret=None if secret is None else secret.hex(), timeout=START_TIMEOUT)
+            info = await peer.call("start", secret=None if secret is None else secret.hex(), timeout=START_TIMEOUT)
         except BaseException:
             await peer.close()
             raise
@@ -482,9 +481,9 @@ def _endpoint_addr(endpoint_id: EndpointId, addrs: list[str]) -> EndpointAddr:
 
 
 @contextlib.asynccontextmanager
-async def aster_peer(*, data_dir: Path | None = None, secret: bytes | None = None) -> AsyncIterator[AsterPeer]:
+async def aster_peer(*, secret: bytes | None = None) -> AsyncIterator[AsterPeer]:
     """A running Rust node, closed on exit."""
-    peer = await AsterPeer.start(data_dir=data_dir, secret=secret)
+    peer = await AsterPeer.start(secret=secret)
     try:
         yield peer
     finally:

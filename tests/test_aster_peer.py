@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from irohpy.base.keys import SecretKey
 from tests.aster_peer import SKIP_REASON, AsterError, aster_peer
 
 pytestmark = [pytest.mark.aster, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
@@ -22,6 +23,12 @@ async def test_blob_ticket_and_addresses() -> None:
         digest = await a.add_bytes(data)
         assert await b.download_ticket(await a.blob_ticket(digest)) == data
         assert await b.blob_status(digest) == ("complete", len(data))
+
+
+async def test_secret_fixes_the_id() -> None:
+    secret = bytes(range(32))
+    async with aster_peer(secret=secret) as a:
+        assert a.id == SecretKey.from_bytes(secret).public()
 
 
 async def test_learn_addr_then_download_by_hash() -> None:
