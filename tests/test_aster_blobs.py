@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from irohpy.protocols.blobs.wire import ALPN
 from irohpy.protocols.router import Router
 from tests.aster_peer import SKIP_REASON, AsterPeer, aster_peer
 from tests.helpers import bind
+from tests.test_sendme import LOCAL, irohpy, sending
 
 pytestmark = [pytest.mark.aster, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
 
@@ -181,3 +183,25 @@ async def test_rust_provider_killed_irohpy_provider_finishes(rust: AsterPeer) ->
             stats = await asyncio.wait_for(download.wait(), 60)
     assert await target.get_bytes(digest) == data
     assert stats.bytes_fetched >= len(data) - len(data) // 4
+
+
+async def test_cli_receive_from_rust_and_irohpy_send_at_once(rust: AsterPeer, tmp_path: Path) -> None:
+    """sendme-style: `irohpy receive` given a Rust collection ticket and an `irohpy send`
+    ticket for the same directory fetches from both providers at once and writes the files."""
+    files = sendme_dir(tmp_path)
+    (tmp_path / "share" / "huge.bin").write_bytes(huge := os.urandom(10 * MIB))
+    files["share/huge.bin"] = huge
+    root = await rust.add_collection(sorted(files.items()))
+    rust_ticket = await rust.blob_ticket(root, collection=True)
+    out = tmp_path / "out"
+    with sending(tmp_path / "share", tmp_path) as (py_ticket, _):
+        sender = BlobTicket.parse(py_ticket)
+        assert sender.hash == root, "both sides build the same collection"
+        done = await asyncio.to_thread(irohpy, "receive", rust_ticket, py_ticket, "--out", str(out),
+                                       "--json", *LOCAL)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    served = {p["id"]: p["bytes"] for p in summary["providers"]}
+    assert served[str(rust.id)] > 0 and served[str(sender.addr.id)] > 0, served
+    for name, data in files.items():
+        assert (out / name).read_bytes() == data

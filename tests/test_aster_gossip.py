@@ -18,7 +18,7 @@ import pytest
 from irohpy import RelayMode
 from irohpy.base.addr import EndpointAddr
 from irohpy.endpoint.endpoint import Endpoint
-from irohpy.protocols.gossip import Gossip, GossipTopic, Lagged, Received, TopicId
+from irohpy.protocols.gossip import Gossip, GossipTopic, Lagged, NeighborDown, Received, TopicId
 from irohpy.protocols.router import Router
 from tests.aster_peer import SKIP_REASON, AsterPeer, GossipSub, aster_peer
 from tests.helpers import bind
@@ -255,3 +255,27 @@ async def test_bursts_both_ways(size: int) -> None:
         finally:
             await precv.close()
             await rsub.close()
+
+
+async def test_leaving_is_seen_by_the_other_side() -> None:
+    """Each side leaves the topic in turn; the other sees its neighbor go (Disconnect)."""
+    topic = fresh_topic()
+    async with aster_peer() as rust, py_node() as py:
+        rsub = await rust.gossip_subscribe(topic.to_bytes())
+        ptopic = await py.gossip.subscribe(topic, [rust.addr])
+        await ptopic.joined(JOIN)
+        await rsub.joined(JOIN)
+        await ptopic.close()
+        await rsub.wait_for(lambda e: e["kind"] == "neighbor_down", DELIVERY)
+
+        ptopic = await py.gossip.subscribe(topic, [rust.addr])
+        await ptopic.joined(JOIN)
+        await rsub.wait_for(lambda e: e["kind"] == "neighbor_up", DELIVERY)
+        await rsub.close()
+        async with asyncio.timeout(DELIVERY):
+            async for event in ptopic.receiver:
+                if isinstance(event, NeighborDown):
+                    assert event.endpoint_id == rust.id
+                    break
+        assert ptopic.neighbors == frozenset()
+        await ptopic.close()
