@@ -18,6 +18,7 @@ import pytest
 from irohpy import RelayMode
 from irohpy.base.addr import EndpointAddr
 from irohpy.endpoint.endpoint import Endpoint
+from irohpy.errors import GossipError
 from irohpy.protocols.gossip import Gossip, GossipTopic, Lagged, NeighborDown, Received, TopicId
 from irohpy.protocols.router import Router
 from tests.aster_peer import SKIP_REASON, AsterPeer, GossipSub, aster_peer
@@ -279,3 +280,30 @@ async def test_leaving_is_seen_by_the_other_side() -> None:
                     break
         assert ptopic.neighbors == frozenset()
         await ptopic.close()
+
+
+async def test_largest_message_both_ways() -> None:
+    """The biggest content irohpy lets through (frame just under 4096 bytes) is accepted by
+    Rust, and Rust's message of that size reaches irohpy: both sides draw the line alike."""
+    topic = fresh_topic()
+    async with aster_peer() as rust, py_node() as py:
+        rsub = await rust.gossip_subscribe(topic.to_bytes())
+        ptopic = await py.gossip.subscribe(topic, [rust.addr])
+        await ptopic.joined(JOIN)
+        await rsub.joined(JOIN)
+        size = py.gossip.max_message_size
+        while True:
+            try:
+                await ptopic.broadcast(biggest := os.urandom(size))
+                break
+            except GossipError:
+                size -= 1
+        assert size > py.gossip.max_message_size - 64
+        await RustReceiver(rsub).wait_for({biggest})
+        precv = PyReceiver(ptopic)
+        try:
+            await rsub.broadcast(back := os.urandom(size))
+            await precv.wait_for({back})
+        finally:
+            await precv.close()
+            await rsub.close()
