@@ -21,7 +21,7 @@ from irohpy.endpoint.endpoint import Endpoint
 from irohpy.errors import GossipError
 from irohpy.protocols.gossip import Gossip, GossipTopic, Lagged, NeighborDown, Received, TopicId
 from irohpy.protocols.router import Router
-from tests.aster_peer import SKIP_REASON, AsterPeer, GossipSub, aster_peer
+from tests.aster_peer import SKIP_REASON, GossipSub, aster_peer
 from tests.helpers import bind
 
 pytestmark = [pytest.mark.aster, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
