@@ -476,6 +476,55 @@ class AsterPeer:
         return RustDoc(self, doc_id), sub
 
 
+@dataclass(frozen=True)
+class SyncStats:
+    """One Rust-to-Rust doc sync: a reference figure for irohpy's own."""
+
+    entries: int
+    sync_seconds: float
+    """From join until ``sync_finished``."""
+    seconds: float
+    """From join until ``sync_finished`` and ``pending_content_ready`` (all content fetched)."""
+    bytes_to_joiner: int
+    """UDP bytes the sharing node sent (both address families)."""
+    bytes_from_joiner: int
+
+
+async def measure_rust_to_rust_sync(items: list[tuple[bytes, bytes]], timeout: float = 600.0) -> SyncStats:
+    """Two fresh Rust nodes: one writes ``items`` as one author, the other joins its read
+    ticket; timed by the joiner's live events, and checked entry by entry afterwards."""
+    async with aster_peer() as sharer, aster_peer() as joiner:
+        author = await sharer.create_author()
+        doc = await sharer.create_doc()
+        await doc.set_many(author, items)
+        ticket = await doc.share("read")
+        sent_before = _sent(await sharer.metrics())
+        recv_before = _sent(await joiner.metrics())
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        joined, events = await joiner.join_doc_and_subscribe(ticket)
+        synced = -1.0
+        async with asyncio.timeout(timeout):
+            seen: set[str] = set()
+            while not {"sync_finished", "pending_content_ready"} <= seen:
+                kind = (await events.next(timeout))["kind"]
+                seen.add(kind)
+                if kind == "sync_finished" and synced < 0:
+                    synced = loop.time() - start
+        elapsed = loop.time() - start
+        to_joiner = _sent(await sharer.metrics()) - sent_before
+        from_joiner = _sent(await joiner.metrics()) - recv_before
+        await events.close()
+        got = await joined.contents([key for key, _ in items])
+        if got != {(author, key): value for key, value in items}:
+            raise AssertionError(f"the joiner has {len(got)} of {len(items)} entries after the sync")
+    return SyncStats(len(items), synced, elapsed, to_joiner, from_joiner)
+
+
+def _sent(metrics: dict[str, int]) -> int:
+    return metrics["send_ipv4"] + metrics["send_ipv6"]
+
+
 def _endpoint_addr(endpoint_id: EndpointId, addrs: list[str]) -> EndpointAddr:
     addr = EndpointAddr.from_id(endpoint_id)
     for text in addrs:

@@ -20,7 +20,7 @@ from irohpy.endpoint.endpoint import Endpoint
 from irohpy.protocols.blobs.collection import Collection
 from irohpy.protocols.blobs.downloader import Downloader, Progress
 from irohpy.protocols.blobs.provider import BlobsProtocol
-from irohpy.protocols.blobs.store import MemStore
+from irohpy.protocols.blobs.store import FsStore, MemStore
 from irohpy.protocols.blobs.ticket import BlobFormat, BlobTicket
 from irohpy.protocols.blobs.wire import ALPN
 from irohpy.protocols.router import Router
@@ -141,30 +141,33 @@ async def test_same_collection_hash_on_both_sides(rust: AsterPeer) -> None:
     assert Collection(entries).hash() == rust_root
 
 
-async def test_resumed_download_from_rust_and_irohpy_providers(rust: AsterPeer) -> None:
-    """Rust and irohpy both provide; irohpy downloads, is interrupted halfway, then resumes."""
+async def test_resumed_download_from_rust_and_irohpy_providers(rust: AsterPeer, tmp_path: Path) -> None:
+    """Rust and irohpy both provide; irohpy downloads into a store on disk, is interrupted
+    halfway, then resumes with the store reopened and fetches only what is missing."""
     data = os.urandom(12 * MIB)
     digest = await rust.add_bytes(data)
-    source, target = MemStore(), MemStore()
+    source = MemStore()
     assert await source.import_bytes(data) == digest
+    credit: dict[object, int] = {}
     async with provider(source) as router, receiver() as ep:
         providers = [rust.addr, router.endpoint.addr()]
-        downloader = Downloader(ep, target, unit_size=MIB, in_flight=1)
-        first_credit: dict[object, int] = {}
-        async with downloader.download(digest, providers) as download:
-            async for event in download:
-                if isinstance(event, Progress) and event.bytes >= len(data) // 2:
-                    first_credit = {p.provider: p.bytes for p in event.providers}
-                    break
-        missing = await target.missing_ranges(digest)
-        have = len(data) - sum((end or len(data) // 1024) - start for start, end in missing.intervals()) * 1024
-        assert len(data) // 2 <= have < len(data)
-        stats = await downloader.fetch(digest, providers)
-    assert await target.get_bytes(digest) == data
+        async with FsStore(tmp_path / "store") as target:
+            downloader = Downloader(ep, target, unit_size=MIB, in_flight=1)
+            async with downloader.download(digest, providers) as download:
+                async for event in download:
+                    if isinstance(event, Progress) and event.bytes >= len(data) // 2:
+                        credit = {p.provider: p.bytes for p in event.providers}
+                        break
+        async with FsStore(tmp_path / "store") as target:
+            missing = await target.missing_ranges(digest)
+            have = len(data) - sum((end or len(data) // 1024) - start for start, end in missing.intervals()) * 1024
+            assert len(data) // 2 <= have < len(data)
+            stats = await Downloader(ep, target, unit_size=MIB, in_flight=1).fetch(digest, providers)
+            assert await target.get_bytes(digest) == data
     assert stats.bytes_fetched == len(data) - have, "the resumed download fetched only what was missing"
-    credited = {p.provider: p.bytes for p in stats.providers}
-    for peer in (rust.id, router.endpoint.id):
-        assert first_credit.get(peer, 0) + credited.get(peer, 0) > 0, f"{peer} served nothing"
+    for p in stats.providers:
+        credit[p.provider] = credit.get(p.provider, 0) + p.bytes
+    assert credit.get(rust.id, 0) > 0 and credit.get(router.endpoint.id, 0) > 0, credit
 
 
 async def test_rust_provider_killed_irohpy_provider_finishes(rust: AsterPeer) -> None:

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from irohpy.base.keys import SecretKey
-from tests.aster_peer import SKIP_REASON, AsterError, aster_peer
+from tests.aster_peer import SKIP_REASON, AsterError, aster_peer, measure_rust_to_rust_sync
 
 pytestmark = [pytest.mark.aster, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
 
@@ -78,3 +78,13 @@ async def test_empty_value_is_refused_so_rust_cannot_delete() -> None:
         doc = await a.create_doc()
         with pytest.raises(AsterError, match="empty entry"):
             await doc.set(author, b"k", b"")
+
+
+async def test_rust_to_rust_sync_measurement() -> None:
+    items = [(b"key/%04d" % i, os.urandom(40)) for i in range(300)]
+    stats = await measure_rust_to_rust_sync(items)
+    assert stats.entries == 300
+    assert 0 < stats.sync_seconds <= stats.seconds
+    # Each entry is at least its signed record (key, 2 signatures, ids, hash) on the wire.
+    assert stats.bytes_to_joiner > 300 * (8 + 2 * 64 + 3 * 32)
+    assert stats.bytes_from_joiner > 0
