@@ -53,6 +53,22 @@ class CorruptingStore(MemStore):
         return corrupt, outboard
 
 
+class StallingStore(MemStore):
+    """A provider's store that answers its first ``serve`` reads, then hangs: a peer gone silent."""
+
+    def __init__(self, serve: int) -> None:
+        super().__init__()
+        self.serve = serve
+        self.hung = asyncio.Event()
+
+    async def reader(self, hash: bytes) -> tuple[ReadFn, Outboard]:
+        if self.serve <= 0:
+            self.hung.set()
+            await asyncio.Event().wait()
+        self.serve -= 1
+        return await super().reader(hash)
+
+
 @contextlib.asynccontextmanager
 async def providers(*stores: MemStore) -> AsyncIterator[list[Router]]:
     routers = []
@@ -160,6 +176,23 @@ async def test_corrupt_provider_is_dropped() -> None:
     dropped = [e for e in events if isinstance(e, ProviderDropped)]
     assert [e.provider for e in dropped] == [routers[0].endpoint.id]
     assert "does not verify" in dropped[0].reason
+    assert await target.get_bytes(digest) == data
+
+
+async def test_stalled_provider_is_helped_before_its_stall_timeout() -> None:
+    """A provider that goes silent but stays connected: after a third of the stall timeout
+    an idle provider takes its unit over, so the download ends without waiting to drop it."""
+    data = os.urandom(6 * 1024 * 1024)
+    good, silent = MemStore(), StallingStore(serve=1)
+    digest = await good.import_bytes(data)
+    await silent.import_bytes(data)
+    target = MemStore()
+    async with providers(silent, good) as routers, receiver() as ep:
+        downloader = Downloader(ep, target, unit_size=1024 * 1024, in_flight=1, stall_timeout=9.0)
+        async with downloader.download(digest, addrs(routers)) as download:
+            events = [event async for event in download]
+    assert silent.hung.is_set()
+    assert not [e for e in events if isinstance(e, ProviderDropped)], "the silent provider's unit waited for its timeout"
     assert await target.get_bytes(digest) == data
 
 

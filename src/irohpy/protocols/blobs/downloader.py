@@ -423,7 +423,11 @@ class Download:
             unit = self._next_unit(provider)
             if unit is None:
                 self._work.clear()
-                await self._work.wait()
+                # Wake up when a unit another provider runs would count as stalled, too:
+                # nothing else signals that moment.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._until_stalled(provider)):
+                        await self._work.wait()
                 continue
             unit.running.append(provider)
             unit.started = unit.started or time.monotonic()
@@ -470,6 +474,14 @@ class Download:
             if (stalled or slower) and (best is None or unit.nbytes > best.nbytes):
                 best = unit
         return best
+
+    def _until_stalled(self, provider: _Provider) -> float | None:
+        """Seconds until a unit only another provider runs would count as stalled (None: none)."""
+        now = time.monotonic()
+        delays = [max(u.running[0].last_credit, u.started) + self._dl.stall_timeout / 3 - now
+                  for u in self._in_flight
+                  if not u.finished and len(u.running) == 1 and provider not in u.running]
+        return max(min(delays), 0.05) if delays else None
 
     async def _remaining(self, unit: _Unit) -> list[tuple[bytes, ChunkRanges]]:
         """What of the unit is still unverified in the store (all of it before sizes are known)."""
