@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 
+from irohpy.base.fd_limit import raise_fd_limit
 from irohpy.base.keys import PublicKey, SecretKey
 from irohpy.errors import ConfigError
 from irohpy.relay.server.config import ServerConfig, load_config
@@ -111,6 +112,7 @@ def _reload(args: argparse.Namespace, server: RelayServer) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     server = RelayServer(_config(args))
+    raise_fd_limit()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     await server.start()

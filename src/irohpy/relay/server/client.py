@@ -6,6 +6,10 @@ Datagrams for the client wait in a queue bounded in frames *and* bytes, so a cli
 never reads costs at most that much memory; every write has a timeout, after which the
 client is dropped. Control frames (Pong, EndpointGone, Status) have a small queue of their
 own that is served first.
+
+Every frame a client sends, of any type, is metered by its receive rate limit (if one is
+configured), and the reader yields to the event loop after each frame, so one client
+flooding tiny frames gets its turn like everyone else instead of the whole loop.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from irohpy.errors import RelayProtocolError
 from irohpy.relay.protocol import (
     ClientToRelay, Frame, Health, Ping, Pong, Status, StatusFrame, decode, encode,
 )
-from irohpy.relay.server.config import Limits, Timers
+from irohpy.relay.server.config import Limits, RateLimit, Timers
 from irohpy.relay.server.liveness import PingTracker
 from irohpy.relay.server.metrics import RelayMetrics
 from irohpy.relay.server.ratelimit import TokenBucket
@@ -67,6 +71,19 @@ def packet_count(frame: ClientToRelay) -> int:
     if frame.segment_size is None:
         return 1
     return -(-len(frame.payload) // frame.segment_size)
+
+
+def wire_size(message_len: int) -> int:
+    """Bytes a client's (masked) WebSocket message of ``message_len`` bytes takes on the wire."""
+    extended = 0 if message_len < 126 else 2 if message_len < 1 << 16 else 8
+    return 2 + extended + 4 + message_len
+
+
+def frame_cost(frame: Frame, message_len: int, rx: RateLimit) -> int:
+    """What a frame costs against the receive budget: its wire size, but at least
+    ``rx.min_frame_bytes`` for each datagram it carries (one for a non-datagram frame)."""
+    units = packet_count(frame) if isinstance(frame, ClientToRelay) else 1
+    return max(wire_size(message_len), units * rx.min_frame_bytes)
 
 
 class Client:
@@ -165,8 +182,11 @@ class Client:
         while True:
             msg = await self._ws.receive()
             if msg.type is WSMsgType.BINARY:
-                if not self._handle(msg.data):
+                wait = self._handle(msg.data)
+                if wait is None:
                     return
+                # Yield even when more frames are buffered: receive() would not.
+                await asyncio.sleep(wait)
             elif msg.type is WSMsgType.TEXT:
                 continue  # iroh ignores non-binary messages
             elif msg.type is WSMsgType.ERROR:
@@ -177,17 +197,18 @@ class Client:
                 self.stop(Ending("closed"))
                 return
 
-    def _handle(self, data: bytes) -> bool:
+    def _handle(self, data: bytes) -> float | None:
+        """Act on one message; the seconds to pause reading after it, None to stop."""
         now = asyncio.get_running_loop().time()
         try:
             frame = decode(data, version=self.version)
         except RelayProtocolError as exc:
             self.stop(Ending("protocol_error", WSCloseCode.PROTOCOL_ERROR, str(exc)))
-            return False
+            return None
         self._tracker.on_activity(now)
         match frame:
             case ClientToRelay():
-                self._on_datagrams(frame, len(data), now)
+                self._on_datagrams(frame)
             case Ping(payload):
                 self.enqueue_control(Pong(payload))
             case Pong(payload):
@@ -196,17 +217,28 @@ class Client:
             case _:
                 reason = f"unexpected {type(frame).__name__} frame from a client"
                 self.stop(Ending("protocol_error", WSCloseCode.PROTOCOL_ERROR, reason))
-                return False
-        return True
+                return None
+        return self._meter(frame, len(data), now)
 
-    def _on_datagrams(self, frame: ClientToRelay, size: int, now: float) -> None:
-        if self._bucket is not None and not self._bucket.try_take(size, now):
-            self._metrics.packets_dropped.labels("rate_limited").inc(packet_count(frame))
+    def _meter(self, frame: Frame, size: int, now: float) -> float:
+        rx = self._limits.client_rx
+        if self._bucket is None or rx is None:
+            return 0.0
+        cost = frame_cost(frame, size, rx)
+        wait = self._bucket.take(cost, now)
+        if wait > 0:
+            self._metrics.rx_ratelimited_bytes.inc(cost)
             if not self._throttled:
                 self._throttled = True
                 self._metrics.rate_limited.inc()
                 if self.version >= 2:
                     self.enqueue_control(StatusFrame(Status.RATE_LIMITED))
+        return wait
+
+    def _on_datagrams(self, frame: ClientToRelay) -> None:
+        segment = frame.segment_size
+        if segment is not None and segment < self._limits.min_segment_size and len(frame.payload) > segment:
+            self._metrics.packets_dropped.labels("segment_too_small").inc(packet_count(frame))
             return
         self._forwarder.forward(self.endpoint_id, frame)
 
