@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 import socket
 import statistics
 import time
@@ -18,10 +19,16 @@ import dns.asyncquery
 import dns.flags
 import dns.message
 import dns.rdatatype
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from irohpy.base.addr import IpAddr
 from irohpy.base.keys import SecretKey
+from irohpy.dns_server.config import load_config
 from irohpy.dns_server.ratelimit import PutRateLimiter
+from irohpy.dns_server.rrl import RrlConfig, truncated_reply
+from irohpy.errors import ConfigError
 from irohpy.dns_server.store import PacketStore
 from irohpy.lookup.pkarr import next_timestamp_us
 from tests.dns_fixture import DnsServerProcess, dns_server
@@ -251,3 +258,27 @@ async def test_response_rate_limiting_stops_amplification() -> None:
         assert len(full[0]) > 5 * len(q_wire)  # what an unlimited server would send back each time
         assert amplification < 1.0, amplification
         assert server.metric("irohpy_dns_queries_total", transport="udp", result="slipped") == len(slipped)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=600))
+def test_truncated_reply_never_raises(wire: bytes) -> None:
+    reply = truncated_reply(wire)
+    if reply is not None:
+        message = dns.message.from_wire(reply)
+        assert message.flags & dns.flags.TC and not message.answer and len(reply) <= max(len(wire), 12)
+
+
+def test_documented_config_is_valid(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "dns-server.md").read_text()
+    match = re.search(r"^```toml\n(.*?)^```", doc, re.S | re.M)
+    assert match is not None
+    (tmp_path / "dns.toml").write_text(match.group(1))
+    config = load_config(tmp_path / "dns.toml")
+    assert config.rrl == RrlConfig() and config.max_connections_per_ip == 64 and config.max_future_skew == 300
+    assert load_config(dev=True, db_path="x").rrl is None
+    for bad in ("[rrl]\nslip = 11\n", "[rrl]\nmode = \"on\"\n", "[limits]\nmax_connections_per_ip = 0\n",
+                "max_future_skew_secs = -1\n", "[limits]\nother = 1\n"):
+        (tmp_path / "bad.toml").write_text(bad)
+        with pytest.raises(ConfigError):
+            load_config(tmp_path / "bad.toml")

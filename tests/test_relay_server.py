@@ -738,7 +738,8 @@ def test_documented_config_is_valid(tmp_path: Path) -> None:
     assert config.tls == Tls(tmp_path / "fullchain.pem", tmp_path / "privkey.pem")
     assert str(config.http_bind) == "[::]:80" and str(config.metrics_bind) == "127.0.0.1:9090"
     assert config.access.mode is AccessMode.EVERYONE and len(config.access.revoked_tokens) == 1
-    assert config.limits.client_rx == RateLimit(1048576, 104857)
+    assert config.limits.client_rx == RateLimit(1048576, 104857, 256)
+    assert config.limits.max_connections_per_ip == 128 and config.limits.min_segment_size == 1200
     assert config.timers.ping_jitter == (1.0, 5.0) and config.shutdown.try_for_ms == 30000
     dev = load_config(tmp_path / "relay.toml", dev=True, http_bind="127.0.0.1:0", metrics_bind="none")
     assert dev.tls is None and dev.metrics_bind is None and str(dev.http_bind) == "127.0.0.1:0"
@@ -752,6 +753,9 @@ def test_documented_config_is_valid(tmp_path: Path) -> None:
     ("[access]\nrevoked_tokens = [\"xyz\"]", "hex token id"),
     ("[limits]\nsend_queue_packets = 0", "must be positive"),
     ("[limits]\nsend_queue_bytes = 1000", "at least two full frames"),
+    ("[limits]\nmax_connections_per_ip = 0", "must be positive"),
+    ("[limits]\nmin_segment_size = 70000", "at most 65535"),
+    ("[limits.client.rx]\nbytes_per_second = 1000\nmin_frame_bytes = 0", "must be positive"),
     ("[limits.client.rx]\nmax_burst_bytes = 5", "unknown config key limits.client.rx.max_burst_bytes"),
     ("[timers]\nping_jitter_secs = [5, 1]", "0 <= low <= high"),
     ("[timers]\nping_interval_secs = true", "must be a number"),
