@@ -4,12 +4,13 @@ The three run as tasks owned by :meth:`Client.run`; whichever ends first decides
 connection ends, and ``run`` cancels the others and closes the WebSocket with a reason.
 Datagrams for the client wait in a queue bounded in frames *and* bytes, so a client that
 never reads costs at most that much memory; every write has a timeout, after which the
-client is dropped. Control frames (Pong, EndpointGone, Status) have a small queue of their
-own that is served first.
+client is dropped. Control frames (Pong, EndpointGone, Status) have a queue of their own
+that is served first; at most ``CONTROL_QUEUE`` Pongs wait in it, so a Ping flood gets its
+excess Pongs dropped rather than queued.
 
 Every frame a client sends, of any type, is metered by its receive rate limit (if one is
-configured), and the reader yields to the event loop after each frame, so one client
-flooding tiny frames gets its turn like everyone else instead of the whole loop.
+configured), and the reader yields to the event loop after ``READ_SLICE`` of work, so a
+client flooding tiny frames gets its turn like everyone else instead of the whole loop.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from irohpy.base.keys import PublicKey
 from irohpy.errors import RelayProtocolError
 from irohpy.relay.protocol import (
-    ClientToRelay, Frame, Health, Ping, Pong, Status, StatusFrame, decode, encode,
+    ClientToRelay, Frame, FrameType, Health, Ping, Pong, Status, StatusFrame, decode, encode,
 )
 from irohpy.relay.server.config import Limits, RateLimit, Timers
 from irohpy.relay.server.liveness import PingTracker
@@ -38,6 +39,7 @@ from irohpy.relay.server.ratelimit import TokenBucket
 logger = logging.getLogger(__name__)
 
 CONTROL_QUEUE = 64
+READ_SLICE = 0.002  # seconds one client's reads (or writes) may run before yielding to the others
 REPLACED_TEXT = "another connection with the same endpoint id replaced this one"
 _MAX_CLOSE_REASON = 123  # a close frame carries at most 125 bytes, 2 of them the code
 
@@ -102,6 +104,7 @@ class Client:
         self._data: deque[_Queued] = deque()
         self._data_bytes = 0
         self._control: deque[bytes] = deque()
+        self._pongs_queued = 0
         self._wake = asyncio.Event()
         self._ending: asyncio.Future[Ending] = loop.create_future()
         rx = limits.client_rx
@@ -133,11 +136,14 @@ class Client:
         return True
 
     def enqueue_control(self, frame: Frame) -> None:
+        """Queue a control frame; Pongs (the only kind a client can multiply) are capped."""
         if self._ending.done():
             return
-        if len(self._control) >= CONTROL_QUEUE:
-            self._metrics.packets_dropped.labels("control_queue_full").inc()
-            return
+        if isinstance(frame, Pong):
+            if self._pongs_queued >= CONTROL_QUEUE:
+                self._metrics.packets_dropped.labels("control_queue_full").inc()
+                return
+            self._pongs_queued += 1
         self._control.append(encode(frame))
         self._wake.set()
 
@@ -179,14 +185,18 @@ class Client:
             self.stop(Ending("internal_error", WSCloseCode.INTERNAL_ERROR, "internal error"))
 
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        slice_end = loop.time() + READ_SLICE
         while True:
             msg = await self._ws.receive()
             if msg.type is WSMsgType.BINARY:
                 wait = self._handle(msg.data)
                 if wait is None:
                     return
-                # Yield even when more frames are buffered: receive() would not.
-                await asyncio.sleep(wait)
+                # receive() does not yield while frames are buffered: give the others their turn.
+                if wait > 0 or loop.time() >= slice_end:
+                    await asyncio.sleep(wait)
+                    slice_end = loop.time() + READ_SLICE
             elif msg.type is WSMsgType.TEXT:
                 continue  # iroh ignores non-binary messages
             elif msg.type is WSMsgType.ERROR:
@@ -243,13 +253,20 @@ class Client:
         self._forwarder.forward(self.endpoint_id, frame)
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
+            slice_end = loop.time() + READ_SLICE
             while self._control or self._data:
+                if loop.time() >= slice_end:  # each write is a syscall: others get their turn too
+                    await asyncio.sleep(0)
+                    slice_end = loop.time() + READ_SLICE
                 item = None
                 if self._control:
                     message = self._control.popleft()
+                    if message[0] == FrameType.PONG:
+                        self._pongs_queued -= 1
                 else:
                     item = self._data.popleft()
                     message = item.message
@@ -297,6 +314,7 @@ class Client:
             self._unqueue(item)
             self._metrics.packets_dropped.labels("client_gone").inc(item.packets)
         self._control.clear()
+        self._pongs_queued = 0
 
     async def _close(self, ending: Ending) -> None:
         """Send the final frame (if any) and a close frame with the reason, all bounded in time."""
