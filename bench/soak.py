@@ -4,9 +4,9 @@ One relay process (`irohpy relay --dev`, default limits unless `--rx-limit`) on 
 
 1. `--clients` idle clients (default 10,000) connect from worker processes, 64 per loopback
    source address (the relay caps connections per address), and answer the relay's Pings;
-2. honest pairs in a worker process of their own: `--latency-pairs` pairs each send a small
-   timestamped datagram every `--probe-ms` (one-way forwarding latency), and `--bulk-pairs`
-   pairs stream 1200-byte datagrams in batch frames of 20 (throughput);
+2. honest pairs, in two worker processes of their own: `--latency-pairs` pairs each send a
+   small timestamped datagram every `--probe-ms` (one-way forwarding latency), and
+   `--bulk-pairs` pairs stream 1200-byte datagrams in batch frames of 20 (throughput);
 3. a baseline window of `--seconds`, then the same window while one abusive client of each
    kind runs, each in its own process (`python -m tests.relay_attacker`): a Ping flood, a
    flood of 64 KB batch frames with segment size 1 aimed at a latency receiver, a client
@@ -121,7 +121,6 @@ async def _pairs_worker(job: dict[str, Any]) -> None:
                 "latency_ms_p99": (_pct(window, 0.99) or 0) * 1e3,
                 "latency_ms_max": max(window, default=0) * 1e3,
                 "bulk_mbit_s": 8 * (got - bytes0) / (now - t0) / 1e6,
-                "bulk_pairs_mbit_s": [],
                 "worker_cpu_s": common.cpu_seconds() - cpu0,
                 "closed": sum(1 for ws in wss if ws.closed),
             })
@@ -169,14 +168,20 @@ async def _collect(proc: subprocess.Popen[bytes], timeout: float) -> dict[str, A
 # ---------------------------------------------------------------- orchestrator
 
 
-async def _window(relay: RelayProcess, pairs: Worker, seconds: float) -> dict[str, Any]:
+async def _mark(workers: list[Worker]) -> list[dict[str, Any]]:
+    for w in workers:
+        assert w.proc.stdin is not None
+        w.proc.stdin.write(b"mark\n")
+    return await _gather_messages(workers, "window", 30)
+
+
+async def _window(relay: RelayProcess, latency: Worker, bulk: Worker | None, seconds: float) -> dict[str, Any]:
+    pairs = [latency] if bulk is None else [latency, bulk]
     cpu0, wall0 = relay.cpu_seconds(), time.monotonic()
-    assert pairs.proc.stdin is not None
-    pairs.proc.stdin.write(b"mark\n")  # start of the window
-    await pairs.message("window", 30)
+    await _mark(pairs)  # start of the window
     await asyncio.sleep(seconds)
-    pairs.proc.stdin.write(b"mark\n")
-    honest = await pairs.message("window", 30)
+    windows = await _mark(pairs)
+    honest = dict(windows[0], bulk_mbit_s=windows[1]["bulk_mbit_s"] if bulk is not None else 0.0)
     cpu1, wall1 = relay.cpu_seconds(), time.monotonic()
     mem = relay.memory_kib()
     m = await relay.metrics()
@@ -186,8 +191,7 @@ async def _window(relay: RelayProcess, pairs: Worker, seconds: float) -> dict[st
         "relay_rss_mib": mem.get("VmRSS", 0) / 1024,
         "relay_rss_peak_mib": mem.get("VmHWM", 0) / 1024,
         "relay_connections": m.get("iroh_relay_connections", 0.0),
-        "metrics": {k: v for k, v in m.items() if v and ("dropped" in k or "refused" in k or "ratelimited" in k
-                                                          or "bad_http" in k or "disconnects" in k)},
+        "metrics": {k: v for k, v in m.items() if v and not k.startswith(("iroh_relay_queued", "iroh_relay_pings"))},
     }
 
 
@@ -199,7 +203,8 @@ async def _orchestrate(args: argparse.Namespace) -> int:
     relay = RelayProcess(args.clients + 4 * args.latency_pairs + 4 * args.bulk_pairs + 2 * FD_HEADROOM,
                          config=config)
     workers: list[Worker] = []
-    pairs: Worker | None = None
+    latency: Worker | None = None
+    bulk: Worker | None = None
     result: dict[str, Any] = {}
     try:
         await relay.start()
@@ -226,13 +231,16 @@ async def _orchestrate(args: argparse.Namespace) -> int:
         }
         print(f"== {result['idle']['connected']} connected in {result['idle']['connect_s']:.0f} s",
               file=sys.stderr, flush=True)
-        job = {"url": relay.ws_url(), "latency_pairs": args.latency_pairs, "bulk_pairs": args.bulk_pairs,
-               "probe_ms": args.probe_ms}
-        pairs = await Worker.spawn("pairs", "soak", "--worker", "pairs", "--job", json.dumps(job))
-        victims = (await pairs.message("ready", WORKER_READY_TIMEOUT))["victims"]
+        job = {"url": relay.ws_url(), "latency_pairs": args.latency_pairs, "bulk_pairs": 0, "probe_ms": args.probe_ms}
+        latency = await Worker.spawn("latency pairs", "soak", "--worker", "pairs", "--job", json.dumps(job))
+        victims = (await latency.message("ready", WORKER_READY_TIMEOUT))["victims"]
+        if args.bulk_pairs:
+            job = dict(job, latency_pairs=0, bulk_pairs=args.bulk_pairs)
+            bulk = await Worker.spawn("bulk pairs", "soak", "--worker", "pairs", "--job", json.dumps(job))
+            await bulk.message("ready", WORKER_READY_TIMEOUT)
         await asyncio.sleep(2.0)
         print(f"== baseline window, {args.seconds:g} s ...", file=sys.stderr, flush=True)
-        result["baseline"] = await _window(relay, pairs, args.seconds)
+        result["baseline"] = await _window(relay, latency, bulk, args.seconds)
         attack_s = args.seconds + 6
         print(f"== attack window, {args.seconds:g} s ...", file=sys.stderr, flush=True)
         attackers = {
@@ -244,24 +252,22 @@ async def _orchestrate(args: argparse.Namespace) -> int:
         junk = asyncio.create_task(_junk_http(relay, attack_s))
         try:
             await asyncio.sleep(3.0)
-            result["attack"] = await _window(relay, pairs, args.seconds)
+            result["attack"] = await _window(relay, latency, bulk, args.seconds)
         finally:
             outcomes = {name: await _collect(proc, attack_s + 30) for name, proc in attackers.items()}
             outcomes["malformed_http"] = await junk
         result["attackers"] = outcomes
-        pairs.proc.stdin.close()  # type: ignore[union-attr]
-        await pairs.stop()
-        for w in workers:
-            await w.stop()
+        for w in (latency, bulk, *workers):
+            if w is not None:
+                await w.stop()
         result["relay_end"] = await relay.stop()
     except (WorkerFailed, RuntimeError, OSError) as exc:
         print(f"soak FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
-        if pairs is not None:
-            pairs.close()
-        for w in workers:
-            w.close()
+        for w in (latency, bulk, *workers):
+            if w is not None:
+                w.close()
         relay.close()
     print(_report(result, args))
     report = {
