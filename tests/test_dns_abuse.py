@@ -191,6 +191,10 @@ async def test_idle_connections_are_capped_per_address() -> None:
             assert txt(await query(server, f"_iroh.{z32}.{ORIGIN}", tcp=True)) == ["relay=https://relay.example/"]
             assert server.metric("irohpy_dns_connections_refused_total", listener="http") == 20
             assert server.metric("irohpy_dns_connections_refused_total", listener="dns_tcp") == 20
+            assert server._proc is not None
+            limits = Path(f"/proc/{server._proc.pid}/limits").read_text()
+            soft, hard = next(line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files"))
+            assert soft == hard  # raised to the hard limit at start
         finally:
             for sock in hogs:
                 sock.close()

@@ -17,6 +17,7 @@ import signal
 import sys
 
 from irohpy.base.fd_limit import raise_fd_limit
+from irohpy.base.gc_pacer import pace_gc
 from irohpy.base.keys import PublicKey, SecretKey
 from irohpy.errors import ConfigError
 from irohpy.relay.server.config import ServerConfig, load_config
@@ -130,7 +131,12 @@ async def serve(args: argparse.Namespace) -> int:
         if hasattr(signal, "SIGHUP"):
             signals.append(signal.SIGHUP)
             loop.add_signal_handler(signal.SIGHUP, _reload, args, server)
-        await stop.wait()
+        pacer = asyncio.create_task(pace_gc())
+        try:
+            await stop.wait()
+        finally:
+            pacer.cancel()
+            await asyncio.gather(pacer, return_exceptions=True)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
