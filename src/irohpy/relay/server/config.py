@@ -16,7 +16,7 @@ from irohpy.base.addr import IpAddr
 from irohpy.base.keys import PublicKey
 from irohpy.base.config_file import read_toml
 from irohpy.errors import ConfigError, DecodeError
-from irohpy.relay.protocol import MAX_PACKET_SIZE
+from irohpy.relay.protocol import MAX_PACKET_SIZE, MIN_BATCH_SEGMENT
 from irohpy.relay.server.access import AccessMode, AccessPolicy
 from irohpy.relay.server.tokens import TOKEN_ID_LENGTH
 
@@ -31,9 +31,6 @@ _KINDS: dict[type, str] = {int: "an integer", float: "a number", str: "a string"
                            list: "a list", dict: "a table"}
 
 
-# The smallest datagram QUIC lets a path carry: a GSO-style batch of full packets never
-# has smaller segments, while segment size 1 would turn 64 KB into 64,000 datagrams.
-MIN_SEGMENT_SIZE = 1200
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class Limits:
     accept_timeout: float = 30.0
     client_rx: RateLimit | None = None
     max_connections_per_ip: int = 128
-    min_segment_size: int = MIN_SEGMENT_SIZE
+    min_segment_size: int = MIN_BATCH_SEGMENT
 
 
 @dataclass(frozen=True)
