@@ -272,3 +272,32 @@ async def test_gc_pacer_freezes_and_unfreezes() -> None:
         pacer.cancel()
         await asyncio.gather(pacer, return_exceptions=True)
     assert gc.get_freeze_count() == 0
+
+
+async def test_websocket_level_pings_and_text_are_metered_and_answered(session: aiohttp.ClientSession) -> None:
+    """WebSocket pings would otherwise be answered by aiohttp itself, outside any budget."""
+    async with relay_server(RX_LIMIT) as relay:
+        ws = await session.ws_connect(relay.url + "relay", protocols=p.SUBPROTOCOLS, autoping=False)
+        try:
+            version = p.version_of(ws.protocol or "")
+            challenge = p.decode((await ws.receive()).data, version=version)
+            assert isinstance(challenge, p.ServerChallenge)
+            await ws.ping(b"before auth")  # skipped during the handshake
+            await ws.send_bytes(p.encode(p.answer_challenge(SecretKey.generate(), challenge)))
+            assert p.decode((await ws.receive()).data, version=version) == p.ServerConfirmsAuth()
+            start = time.perf_counter()
+            for i in range(200):
+                await ws.ping(i.to_bytes(2, "big"))
+                await ws.send_str("ignored")
+            pongs = 0
+            async with asyncio.timeout(20):
+                while pongs < 200:
+                    msg = await ws.receive()
+                    if msg.type is aiohttp.WSMsgType.PONG:
+                        assert msg.data == pongs.to_bytes(2, "big")
+                        pongs += 1
+            # 400 messages at >= 256 bytes each against 200 kB/s with a 20 kB burst.
+            assert time.perf_counter() - start >= 0.8 * (400 * 256 - 20_000) / 200_000
+            assert relay.metric("iroh_relay_rx_ratelimited_bytes_total") > 0
+        finally:
+            await ws.close()

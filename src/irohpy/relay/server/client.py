@@ -81,9 +81,10 @@ def wire_size(message_len: int) -> int:
     return 2 + extended + 4 + message_len
 
 
-def frame_cost(frame: Frame, message_len: int, rx: RateLimit) -> int:
+def frame_cost(frame: Frame | None, message_len: int, rx: RateLimit) -> int:
     """What a frame costs against the receive budget: its wire size, but at least
-    ``rx.min_frame_bytes`` for each datagram it carries (one for a non-datagram frame)."""
+    ``rx.min_frame_bytes`` for each datagram it carries (one for any other message, including
+    WebSocket-level ones, ``frame`` None)."""
     units = packet_count(frame) if isinstance(frame, ClientToRelay) else 1
     return max(wire_size(message_len), units * rx.min_frame_bytes)
 
@@ -193,12 +194,13 @@ class Client:
                 wait = self._handle(msg.data)
                 if wait is None:
                     return
-                # receive() does not yield while frames are buffered: give the others their turn.
-                if wait > 0 or loop.time() >= slice_end:
-                    await asyncio.sleep(wait)
-                    slice_end = loop.time() + READ_SLICE
-            elif msg.type is WSMsgType.TEXT:
-                continue  # iroh ignores non-binary messages
+            elif msg.type in (WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG):
+                # iroh ignores non-binary messages. aiohttp's autoping is off so that WebSocket
+                # pings are metered and take turns like everything else; they still get a pong.
+                if msg.type is WSMsgType.PING and not await self._ws_pong(msg.data):
+                    return
+                size = len(msg.data.encode() if isinstance(msg.data, str) else msg.data)
+                wait = self._meter(None, size, loop.time())
             elif msg.type is WSMsgType.ERROR:
                 # aiohttp already closed the socket with the matching code (e.g. 1009 too big).
                 self.stop(Ending("protocol_error", self._ws.close_code or WSCloseCode.PROTOCOL_ERROR, str(msg.data)))
@@ -206,6 +208,22 @@ class Client:
             else:
                 self.stop(Ending("closed"))
                 return
+            # receive() does not yield while frames are buffered: give the others their turn.
+            if wait > 0 or loop.time() >= slice_end:
+                await asyncio.sleep(wait)
+                slice_end = loop.time() + READ_SLICE
+
+    async def _ws_pong(self, data: bytes) -> bool:
+        try:
+            async with asyncio.timeout(self._limits.write_timeout):
+                await self._ws.pong(data)
+        except TimeoutError:
+            self.stop(Ending("write_timeout", WSCloseCode.GOING_AWAY, "write timed out"))
+            return False
+        except ConnectionError:
+            self.stop(Ending("closed"))
+            return False
+        return True
 
     def _handle(self, data: bytes) -> float | None:
         """Act on one message; the seconds to pause reading after it, None to stop."""
@@ -230,7 +248,7 @@ class Client:
                 return None
         return self._meter(frame, len(data), now)
 
-    def _meter(self, frame: Frame, size: int, now: float) -> float:
+    def _meter(self, frame: Frame | None, size: int, now: float) -> float:
         rx = self._limits.client_rx
         if self._bucket is None or rx is None:
             return 0.0
