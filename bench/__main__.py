@@ -18,8 +18,8 @@ irohpy's median by each reference's, all measured in this run. Results go to
 bench/results/latest.json (raw samples) and latest.md (tables + Analysis, the
 latter from bench/analysis.md).
 
-Other suites: `python -m bench relay`, `nat`, `gossip`, `gossip-sim`, `blobs` and
-`profile` (see bench/relay.py, nat.py, gossip_net.py, gossip_sim.py, blobs_transfer.py, profile.py).
+Other suites: `python -m bench relay`, `soak`, `nat`, `gossip`, `gossip-sim`, `blobs` and
+`profile` (see bench/relay.py, soak.py, nat.py, gossip_net.py, gossip_sim.py, blobs_transfer.py, profile.py).
 """
 
 from __future__ import annotations
@@ -312,6 +312,10 @@ def main() -> int:
         from bench import relay
 
         return relay.main(sys.argv[2:])
+    if sys.argv[1:2] == ["soak"]:
+        from bench import soak
+
+        return soak.main(sys.argv[2:])
     if sys.argv[1:2] == ["nat"]:
         from bench import nat
 

@@ -192,9 +192,11 @@ def parse_metrics(text: str) -> dict[str, float]:
 class RelayProcess:
     """One `irohpy relay --dev` child on 127.0.0.1 with ephemeral ports, killed for sure at the end."""
 
-    def __init__(self, nofile: int, profile: Path | None = None) -> None:
+    def __init__(self, nofile: int, profile: Path | None = None, config: str | None = None) -> None:
         self._nofile = nofile
         self._profile = profile
+        self._config = config
+        self._config_file: IO[bytes] | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr: IO[bytes] | None = None
         self.url = ""
@@ -211,6 +213,11 @@ class RelayProcess:
             cmd += ["-m", "cProfile", "-o", str(self._profile)]
         cmd += ["-m", "irohpy"]
         cmd += ["relay", "--dev", "--http-bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0"]
+        if self._config is not None:
+            self._config_file = tempfile.NamedTemporaryFile(suffix=".toml")  # noqa: SIM115 -- closed in close()
+            self._config_file.write(self._config.encode())
+            self._config_file.flush()
+            cmd += ["--config", self._config_file.name]
         self._stderr = tempfile.TemporaryFile()
         self._proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=self._stderr,
@@ -286,6 +293,9 @@ class RelayProcess:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+        if self._config_file is not None:
+            self._config_file.close()
+            self._config_file = None
 
 
 # ---------------------------------------------------------------- worker processes (orchestrator side)
@@ -417,11 +427,22 @@ async def _drain_stdin(stdin: asyncio.StreamReader) -> None:
         pass
 
 
-def _session() -> Any:
+CLIENTS_PER_SOURCE = 64
+"""Idle clients per loopback source address: the relay caps connections per address (128)."""
+
+
+def source_address(index: int) -> str:
+    """A loopback address (in 127.64.0.0/10) for the ``index``-th client, ``CLIENTS_PER_SOURCE`` each."""
+    n = index // CLIENTS_PER_SOURCE + 1
+    return f"127.{64 + (n >> 16 & 63)}.{n >> 8 & 255}.{n & 255}"
+
+
+def _session(source: str | None = None) -> Any:
     import aiohttp
 
     # No per-host connection limit: every client is one long-lived connection to the same relay.
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+    local = (source, 0) if source is not None else None
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, local_addr=local))
 
 
 async def _close_all(wss: list[Any], tasks: list[asyncio.Task[None]]) -> None:
@@ -541,11 +562,17 @@ async def _idle_worker(job: dict[str, Any]) -> None:
     from irohpy import SecretKey
 
     count, concurrency, url, budget = job["count"], job["concurrency"], job["url"], job["budget"]
+    first = job.get("first", 0)
     nofile = raise_nofile(count + FD_HEADROOM)
     stdin = await _stdin_reader()
     loop = asyncio.get_running_loop()
     keys = [SecretKey.generate() for _ in range(count)]
-    async with _session() as session:
+    async with contextlib.AsyncExitStack() as stack:
+        sessions: dict[str, Any] = {}
+        for i in range(count):
+            source = source_address(first + i)
+            if source not in sessions:
+                sessions[source] = await stack.enter_async_context(_session(source))
         common.emit("ready", {"count": count, "nofile": nofile})
         if not await _wait_go(stdin):
             return
@@ -560,7 +587,7 @@ async def _idle_worker(job: dict[str, Any]) -> None:
         skipped = 0
         gate = asyncio.Semaphore(concurrency)
 
-        async def one(secret: Any) -> None:
+        async def one(i: int, secret: Any) -> None:
             nonlocal skipped
             async with gate:
                 if loop.time() >= deadline:
@@ -568,7 +595,7 @@ async def _idle_worker(job: dict[str, Any]) -> None:
                     return
                 started = loop.time()
                 try:
-                    ws, version = await dial(session, url, secret)
+                    ws, version = await dial(sessions[source_address(first + i)], url, secret)
                 except Exception as exc:  # noqa: BLE001 -- counted and reported by kind
                     errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
                     return
@@ -578,7 +605,7 @@ async def _idle_worker(job: dict[str, Any]) -> None:
             receivers.append(receiver)
             readers.append(asyncio.create_task(receiver.run()))
 
-        await asyncio.gather(*(one(k) for k in keys))
+        await asyncio.gather(*(one(i, k) for i, k in enumerate(keys)))
         seconds = loop.time() - t0
         handshake_ms.sort()
 
@@ -707,7 +734,7 @@ async def _idle(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         per_worker_concurrency = max(1, args.idle_concurrency // len(shares))
         for i, n in enumerate(shares):
             job = {"url": server.ws_url(), "count": n, "concurrency": per_worker_concurrency,
-                   "budget": args.idle_budget}
+                   "budget": args.idle_budget, "first": sum(shares[:i])}
             workers.append(await Worker.spawn(f"idle worker {i}", "relay", "--worker", "idle", "--job", json.dumps(job)))
         ready = await _gather_messages(workers, "ready", WORKER_READY_TIMEOUT)
         await asyncio.sleep(SETTLE)

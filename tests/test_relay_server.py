@@ -165,13 +165,13 @@ async def test_datagrams_and_batches_keep_ecn_and_segments(relay: RelayProcess, 
         before = relay.metrics()
         await a.send(p.ClientToRelay(b.id, 1, b"hello b"))
         assert await b.recv() == p.RelayToClient(a.id, 1, b"hello b")
-        await a.send(p.ClientToRelay(b.id, 3, b"Hello World!", 6))
-        assert await b.recv() == p.RelayToClient(a.id, 3, b"Hello World!", 6)
+        await a.send(p.ClientToRelay(b.id, 3, b"h" * 1300, 1200))
+        assert await b.recv() == p.RelayToClient(a.id, 3, b"h" * 1300, 1200)
         await b.send(p.ClientToRelay(a.id, 2, b"x" * 2500, 1200))
         got = await a.recv()
         assert got == p.RelayToClient(b.id, 2, b"x" * 2500, 1200) and len(got.datagrams()) == 3
         after = relay.metrics()
-        assert after["iroh_relay_bytes_forwarded_total"] - before["iroh_relay_bytes_forwarded_total"] == 7 + 12 + 2500
+        assert after["iroh_relay_bytes_forwarded_total"] - before["iroh_relay_bytes_forwarded_total"] == 7 + 1300 + 2500
         assert after["iroh_relay_packets_forwarded_total"] - before["iroh_relay_packets_forwarded_total"] == 1 + 2 + 3
     finally:
         await a.close()
@@ -182,7 +182,7 @@ async def test_unknown_destination_is_dropped_and_counted(relay: RelayProcess, s
     a = await RawClient.connect(session, relay.url)
     try:
         before = relay.metric("iroh_relay_packets_dropped_total", reason="unknown_destination")
-        await a.send(p.ClientToRelay(SecretKey.generate().public(), 0, b"nobody", 3))
+        await a.send(p.ClientToRelay(SecretKey.generate().public(), 0, b"n" * 2000, 1200))
         await wait_for_metric(relay, "iroh_relay_packets_dropped_total", before + 2, reason="unknown_destination")
         await a.send(p.Ping(b"stillok!"))
         assert await a.recv() == p.Pong(b"stillok!")
@@ -416,26 +416,32 @@ max_burst_bytes = 10000
 """
 
 
-async def test_rate_limit_sends_status_once_and_counts_drops(session: aiohttp.ClientSession) -> None:
+async def test_rate_limit_delays_every_frame_type_and_sends_status_once(session: aiohttp.ClientSession) -> None:
+    """Like iroh-relay, the limit pauses reading (nothing is dropped), and pings pay too."""
+    loop = asyncio.get_running_loop()
     async with relay_server(RATE_LIMITED) as relay:
         flooder = await RawClient.connect(session, relay.url)
         sink = await RawClient.connect(session, relay.url)
         try:
+            start = loop.time()
             for _ in range(40):
                 await flooder.send(p.ClientToRelay(sink.id, 0, b"f" * 1000))
             assert await flooder.recv() == p.StatusFrame(p.Status.RATE_LIMITED)
-            received = 0
-            with pytest.raises(TimeoutError):
-                while True:
-                    await sink.recv(timeout=0.3)
-                    received += 1
-            dropped = relay.metric("iroh_relay_packets_dropped_total", reason="rate_limited")
-            assert received + dropped == 40 and 9 <= received < 20
+            for _ in range(40):
+                assert await sink.recv_skipping_pings() == p.RelayToClient(flooder.id, 0, b"f" * 1000)
+            # 40 frames of 1042 bytes on the wire, 10,000 of them in the burst, the rest at 20,000 B/s.
+            assert loop.time() - start >= 0.9 * (40 * 1042 - 10_000) / 20_000
+            assert relay.metric("iroh_relay_rx_ratelimited_bytes_total") > 0
             assert relay.metric("iroh_relay_rate_limited_clients_total") == 1
-            for _ in range(20):  # still throttled, but no second Status
-                await flooder.send(p.ClientToRelay(sink.id, 0, b"f" * 1000))
-            await flooder.send(p.Ping(b"pingpong"))
-            assert await flooder.recv() == p.Pong(b"pingpong")
+            assert sum(v for k, v in relay.metrics().items() if k.startswith("iroh_relay_packets_dropped")) == 0
+            # Pings cost at least min_frame_bytes (256) each: 40 take about half a second.
+            start = loop.time()
+            for i in range(40):
+                await flooder.send(p.Ping(i.to_bytes(8, "big")))
+            for i in range(40):  # no second Status on the way
+                assert await flooder.recv() == p.Pong(i.to_bytes(8, "big"))
+            assert loop.time() - start >= 0.6 * 40 * 256 / 20_000
+            assert relay.metric("iroh_relay_rate_limited_clients_total") == 1
         finally:
             await flooder.close()
             await sink.close()
@@ -732,7 +738,8 @@ def test_documented_config_is_valid(tmp_path: Path) -> None:
     assert config.tls == Tls(tmp_path / "fullchain.pem", tmp_path / "privkey.pem")
     assert str(config.http_bind) == "[::]:80" and str(config.metrics_bind) == "127.0.0.1:9090"
     assert config.access.mode is AccessMode.EVERYONE and len(config.access.revoked_tokens) == 1
-    assert config.limits.client_rx == RateLimit(1048576, 104857)
+    assert config.limits.client_rx == RateLimit(1048576, 104857, 256)
+    assert config.limits.max_connections_per_ip == 128 and config.limits.min_segment_size == 1200
     assert config.timers.ping_jitter == (1.0, 5.0) and config.shutdown.try_for_ms == 30000
     dev = load_config(tmp_path / "relay.toml", dev=True, http_bind="127.0.0.1:0", metrics_bind="none")
     assert dev.tls is None and dev.metrics_bind is None and str(dev.http_bind) == "127.0.0.1:0"
@@ -746,6 +753,9 @@ def test_documented_config_is_valid(tmp_path: Path) -> None:
     ("[access]\nrevoked_tokens = [\"xyz\"]", "hex token id"),
     ("[limits]\nsend_queue_packets = 0", "must be positive"),
     ("[limits]\nsend_queue_bytes = 1000", "at least two full frames"),
+    ("[limits]\nmax_connections_per_ip = 0", "must be positive"),
+    ("[limits]\nmin_segment_size = 70000", "at most 65535"),
+    ("[limits.client.rx]\nbytes_per_second = 1000\nmin_frame_bytes = 0", "must be positive"),
     ("[limits.client.rx]\nmax_burst_bytes = 5", "unknown config key limits.client.rx.max_burst_bytes"),
     ("[timers]\nping_jitter_secs = [5, 1]", "0 <= low <= high"),
     ("[timers]\nping_interval_secs = true", "must be a number"),

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 
+from irohpy.base.fd_limit import raise_fd_limit
 from irohpy.dns_server.config import load_config
 from irohpy.dns_server.server import DnsServer
 
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, dev=args.dev, http_bind=args.http_bind, dns_bind=args.dns_bind,
                          metrics_bind=args.metrics_bind, origins=args.origin, db_path=args.db)
+    raise_fd_limit()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = [signal.SIGINT, signal.SIGTERM]

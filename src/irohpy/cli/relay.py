@@ -16,6 +16,8 @@ import logging
 import signal
 import sys
 
+from irohpy.base.fd_limit import raise_fd_limit
+from irohpy.base.gc_pacer import pace_gc
 from irohpy.base.keys import PublicKey, SecretKey
 from irohpy.errors import ConfigError
 from irohpy.relay.server.config import ServerConfig, load_config
@@ -111,6 +113,7 @@ def _reload(args: argparse.Namespace, server: RelayServer) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     server = RelayServer(_config(args))
+    raise_fd_limit()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     await server.start()
@@ -128,7 +131,12 @@ async def serve(args: argparse.Namespace) -> int:
         if hasattr(signal, "SIGHUP"):
             signals.append(signal.SIGHUP)
             loop.add_signal_handler(signal.SIGHUP, _reload, args, server)
-        await stop.wait()
+        pacer = asyncio.create_task(pace_gc())
+        try:
+            await stop.wait()
+        finally:
+            pacer.cancel()
+            await asyncio.gather(pacer, return_exceptions=True)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

@@ -17,6 +17,7 @@ import dns.name
 
 from irohpy.base.addr import IpAddr
 from irohpy.dns_server.ratelimit import DEFAULT_BURST, DEFAULT_INTERVAL
+from irohpy.dns_server.rrl import RrlConfig
 from irohpy.base.config_file import read_toml
 from irohpy.errors import ConfigError, DecodeError
 
@@ -29,6 +30,8 @@ ORIGIN = "irohdns.example."
 MAX_AGE = 7 * 24 * 3600.0
 EVICT_INTERVAL = 300.0
 NONE = "none"
+MAX_FUTURE_SKEW = 300.0
+MAX_CONNECTIONS_PER_IP = 64
 DEV_DB_PATH = Path(tempfile.gettempdir()) / "irohpy-dns-server-dev.sqlite"
 
 
@@ -50,6 +53,9 @@ class DnsServerConfig:
     max_age: float = MAX_AGE
     evict_interval: float = EVICT_INTERVAL
     rate_limit: RateLimit | None = RateLimit()
+    max_future_skew: float = MAX_FUTURE_SKEW
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
+    rrl: RrlConfig | None = RrlConfig()
 
 
 def default_db_path() -> Path:
@@ -102,6 +108,48 @@ def _rate_limit(data: dict[str, Any]) -> RateLimit | None:
     return None if mode == "disabled" else RateLimit(interval, burst)
 
 
+def _int_in(data: dict[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:
+    if key not in data:
+        return default
+    value = _take(data, key, int, where)
+    if not low <= value <= high:
+        raise ConfigError(f"{where}{key} must be in {low}..{high}")
+    return int(value)
+
+
+def _rrl(data: dict[str, Any]) -> RrlConfig | None:
+    if not isinstance(data, dict):
+        raise ConfigError("[rrl] must be a table")
+    data = dict(data)
+    where = "rrl."
+    mode = _take(data, "mode", str, where) if "mode" in data else "enabled"
+    if mode not in ("enabled", "disabled"):
+        raise ConfigError("rrl.mode must be 'enabled' or 'disabled'")
+    d = RrlConfig()
+    rate = _positive(data, "responses_per_second", d.responses_per_second, where)
+    config = RrlConfig(
+        responses_per_second=rate,
+        burst=int(_positive(data, "burst", max(d.burst, rate), where)),
+        slip=_int_in(data, "slip", d.slip, 0, 10, where),
+        ipv4_prefix=_int_in(data, "ipv4_prefix_len", d.ipv4_prefix, 8, 32, where),
+        ipv6_prefix=_int_in(data, "ipv6_prefix_len", d.ipv6_prefix, 16, 128, where),
+        max_tracked=int(_positive(data, "max_tracked", d.max_tracked, where)),
+    )
+    if data:
+        raise ConfigError(f"unknown keys in [rrl]: {', '.join(sorted(data))}")
+    return None if mode == "disabled" else config
+
+
+def _limits(data: dict[str, Any]) -> int:
+    if not isinstance(data, dict):
+        raise ConfigError("[limits] must be a table")
+    data = dict(data)
+    cap = int(_positive(data, "max_connections_per_ip", MAX_CONNECTIONS_PER_IP, "limits."))
+    if data:
+        raise ConfigError(f"unknown keys in [limits]: {', '.join(sorted(data))}")
+    return cap
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -114,7 +162,7 @@ def load_config(
 ) -> DnsServerConfig:
     """The config file (if any) with command-line values taking precedence.
 
-    ``dev`` binds loopback ports, disables the rate limit and keeps the database in the temporary
+    ``dev`` binds loopback ports, disables the rate limits (PUT and DNS response) and keeps the database in the temporary
     directory unless told otherwise, like iroh-dns-server's ``config.dev.toml``.
     """
     data = dict(read_toml(path)) if path is not None else {}
@@ -126,9 +174,14 @@ def load_config(
     file_db = _take(data, "db_path", str, where) if "db_path" in data else None
     max_age = _positive(data, "max_age_secs", MAX_AGE, where)
     evict_interval = _positive(data, "evict_interval_secs", EVICT_INTERVAL, where)
+    max_future_skew = _positive(data, "max_future_skew_secs", MAX_FUTURE_SKEW, where)
     rate_limit: RateLimit | None = None if dev else RateLimit()
     if "rate_limit" in data:
         rate_limit = _rate_limit(data.pop("rate_limit"))
+    rrl: RrlConfig | None = None if dev else RrlConfig()
+    if "rrl" in data:
+        rrl = _rrl(data.pop("rrl"))
+    max_connections_per_ip = _limits(data.pop("limits")) if "limits" in data else MAX_CONNECTIONS_PER_IP
     if data:
         raise ConfigError(f"unknown config keys: {', '.join(sorted(data))}")
 
@@ -148,4 +201,7 @@ def load_config(
         max_age=max_age,
         evict_interval=evict_interval,
         rate_limit=rate_limit,
+        max_future_skew=max_future_skew,
+        max_connections_per_ip=max_connections_per_ip,
+        rrl=rrl,
     )

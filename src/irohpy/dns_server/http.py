@@ -39,7 +39,16 @@ async def _read_body(request: web.Request) -> bytes:
     return body
 
 
-def pkarr_app(store: PacketStore, metrics: DnsServerMetrics, limiter: PutRateLimiter | None) -> web.Application:
+def _check_clock(packet: SignedPacket, now: float, max_skew: float) -> None:
+    """Refuse a timestamp from the future: stored, it would make every honest publish 'not newer'."""
+    ahead = packet.timestamp_us / 1e6 - now
+    if ahead > max_skew:
+        raise web.HTTPBadRequest(text=f"packet timestamp is {ahead:.0f} s ahead of this server's clock; "
+                                      f"at most {max_skew:.0f} s of clock skew is accepted\n")
+
+
+def pkarr_app(store: PacketStore, metrics: DnsServerMetrics, limiter: PutRateLimiter | None,
+              max_future_skew: float) -> web.Application:
     async def put(request: web.Request) -> web.Response:
         if limiter is not None and not limiter.allow(request.remote or "", time.monotonic()):
             metrics.puts.labels("rate_limited").inc()
@@ -60,7 +69,13 @@ def pkarr_app(store: PacketStore, metrics: DnsServerMetrics, limiter: PutRateLim
         except web.HTTPBadRequest:
             metrics.puts.labels("invalid").inc()
             raise
-        if not store.put(packet, time.time()):
+        now = time.time()
+        try:
+            _check_clock(packet, now, max_future_skew)
+        except web.HTTPBadRequest:
+            metrics.puts.labels("future_timestamp").inc()
+            raise
+        if not store.put(packet, now):
             metrics.puts.labels("not_newer").inc()
             raise web.HTTPConflict(text="a packet with the same or a newer timestamp is already stored\n")
         metrics.puts.labels("stored").inc()

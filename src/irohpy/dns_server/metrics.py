@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-PUT_RESULTS = ("stored", "not_newer", "invalid", "rate_limited")
+PUT_RESULTS = ("stored", "not_newer", "invalid", "future_timestamp", "rate_limited")
 GET_RESULTS = ("found", "not_found", "invalid")
 DNS_TRANSPORTS = ("udp", "tcp")
-DNS_RESULTS = ("answer", "nxdomain", "formerr", "dropped")
+DNS_RESULTS = ("answer", "nxdomain", "formerr", "dropped", "rate_limited", "slipped")
+LISTENERS = ("http", "dns_tcp")
 
 
 class DnsServerMetrics:
@@ -20,6 +21,13 @@ class DnsServerMetrics:
                                ["transport", "result"], registry=r)
         self.evicted = Counter("irohpy_dns_packets_evicted", "Stored packets dropped for age", registry=r)
         self.stored = Gauge("irohpy_dns_packets_stored", "Signed packets in the store", registry=r)
+        self.connections_refused = Counter("irohpy_dns_connections_refused",
+                                           "TCP connections closed at accept (per-address cap), by listener",
+                                           ["listener"], registry=r)
+        self.bad_http_requests = Counter("irohpy_dns_bad_http_requests",
+                                         "Requests that were not valid HTTP (logged in one line each)", registry=r)
+        for listener in LISTENERS:
+            self.connections_refused.labels(listener)
         for result in PUT_RESULTS:
             self.puts.labels(result)
         for result in GET_RESULTS:

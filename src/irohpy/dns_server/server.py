@@ -12,10 +12,13 @@ from typing import cast
 from aiohttp import web
 
 from irohpy.base.addr import IpAddr
+from irohpy.base.conn_cap import PerIpConnections, capped_factory
+from irohpy.base.http_log import QuietHttpLogger
 from irohpy.dns_server.config import DnsServerConfig
 from irohpy.dns_server.http import metrics_app, pkarr_app
 from irohpy.dns_server.metrics import DnsServerMetrics
 from irohpy.dns_server.ratelimit import PutRateLimiter
+from irohpy.dns_server.rrl import ResponseRateLimiter
 from irohpy.dns_server.store import PacketStore
 from irohpy.dns_server.transport import TcpDns, UdpDns
 from irohpy.dns_server.zone import answer
@@ -48,8 +51,12 @@ class DnsServer:
         self._limiter = PutRateLimiter(limit.interval, limit.burst) if limit is not None else None
         self._runners: list[web.AppRunner] = []
         self._servers: list[asyncio.Server] = []
+        self._rrl = ResponseRateLimiter(config.rrl) if config.rrl is not None else None
         self._udp: asyncio.DatagramTransport | None = None
-        self._tcp = TcpDns(self._answer, self._observe)
+        self.http_connections = PerIpConnections(config.max_connections_per_ip)
+        self.tcp_connections = PerIpConnections(config.max_connections_per_ip)
+        self._tcp = TcpDns(self._answer, self._observe, self.tcp_connections, self._refused_tcp)
+        self._http_logger = QuietHttpLogger(logging.getLogger("aiohttp.server"), self.metrics.bad_http_requests.inc)
         self._evictor: asyncio.Task[None] | None = None
         self.pkarr_url = ""
         self.dns_addr = ""
@@ -68,6 +75,12 @@ class DnsServer:
 
     def _observe(self, transport: str, result: str) -> None:
         self.metrics.queries.labels(transport, result).inc()
+
+    def _refused_http(self, host: str) -> None:
+        self.metrics.connections_refused.labels("http").inc()
+
+    def _refused_tcp(self, host: str) -> None:
+        self.metrics.connections_refused.labels("dns_tcp").inc()
 
     def _socket(self, addr: IpAddr, kind: socket.SocketKind) -> socket.socket:
         host, port = addr.sockaddr
@@ -89,14 +102,16 @@ class DnsServer:
         sock.setblocking(False)
         return sock
 
-    async def _listen_http(self, app: web.Application, addr: IpAddr) -> socket.socket:
+    async def _listen_http(self, app: web.Application, addr: IpAddr, *, capped: bool = True) -> socket.socket:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_HTTP_SHUTDOWN_TIMEOUT,
-                               keepalive_timeout=_HTTP_KEEPALIVE)
+                               keepalive_timeout=_HTTP_KEEPALIVE, logger=self._http_logger)
         await runner.setup()
         self._runners.append(runner)
         sock = self._socket(addr, socket.SOCK_STREAM)
         try:
-            server = await asyncio.get_running_loop().create_server(runner.server, sock=sock)
+            factory = (capped_factory(runner.server, self.http_connections, self._refused_http)
+                       if capped else runner.server)
+            server = await asyncio.get_running_loop().create_server(factory, sock=sock)
         except BaseException:
             sock.close()
             raise
@@ -116,7 +131,7 @@ class DnsServer:
         port = tcp_sock.getsockname()[1]
         udp_sock = self._socket(IpAddr(addr.host, port), socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(lambda: UdpDns(self._answer, self._observe),
+            transport, _ = await loop.create_datagram_endpoint(lambda: UdpDns(self._answer, self._observe, self._rrl),
                                                                sock=udp_sock)
         except BaseException:
             udp_sock.close()
@@ -128,11 +143,12 @@ class DnsServer:
         """Bind every listener; on failure nothing stays open."""
         config = self.config
         try:
-            http = await self._listen_http(pkarr_app(self.store, self.metrics, self._limiter), config.http_bind)
+            app = pkarr_app(self.store, self.metrics, self._limiter, config.max_future_skew)
+            http = await self._listen_http(app, config.http_bind)
             self.pkarr_url = f"http://{_hostport(http)}/pkarr"
             self.dns_addr = await self._listen_dns(config.dns_bind)
             if config.metrics_bind is not None:
-                metrics = await self._listen_http(metrics_app(self.metrics), config.metrics_bind)
+                metrics = await self._listen_http(metrics_app(self.metrics), config.metrics_bind, capped=False)
                 self.metrics_url = f"http://{_hostport(metrics)}/metrics"
         except BaseException:
             await self._teardown()

@@ -1,4 +1,8 @@
-"""DNS over UDP and TCP (RFC 1035 / RFC 7766 framing): thin asyncio drivers around ``zone.answer``."""
+"""DNS over UDP and TCP (RFC 1035 / RFC 7766 framing): thin asyncio drivers around ``zone.answer``.
+
+UDP answers pass the response-rate limiter (if any); TCP connections count against a
+per-address cap before anything is read.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ import logging
 import struct
 from collections.abc import Callable
 from typing import cast
+
+from irohpy.base.conn_cap import PerIpConnections
+from irohpy.dns_server.rrl import ResponseRateLimiter, Verdict, truncated_reply
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +36,24 @@ def _safe_answer(answerer: Answerer, wire: bytes, udp: bool) -> tuple[bytes | No
 
 
 class UdpDns(asyncio.DatagramProtocol):
-    def __init__(self, answerer: Answerer, observe: Observer) -> None:
+    def __init__(self, answerer: Answerer, observe: Observer, rrl: ResponseRateLimiter | None = None) -> None:
         self._answerer = answerer
         self._observe = observe
+        self._rrl = rrl
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._rrl is not None:
+            verdict = self._rrl.check(addr[0], asyncio.get_running_loop().time())
+            if verdict is not Verdict.ANSWER:
+                self._observe("udp", verdict.value)
+                reply = truncated_reply(data) if verdict is Verdict.SLIP else None
+                if reply is not None and self._transport is not None:
+                    self._transport.sendto(reply, addr)
+                return
         reply, result = _safe_answer(self._answerer, data, True)
         self._observe("udp", result)
         if reply is not None and self._transport is not None:
@@ -50,12 +66,22 @@ class UdpDns(asyncio.DatagramProtocol):
 class TcpDns:
     """Serves length-prefixed queries on each connection until EOF or ``TCP_IDLE_TIMEOUT`` of silence."""
 
-    def __init__(self, answerer: Answerer, observe: Observer) -> None:
+    def __init__(self, answerer: Answerer, observe: Observer, connections: PerIpConnections,
+                 on_refused: Callable[[str], None]) -> None:
         self._answerer = answerer
         self._observe = observe
+        self._connections = connections
+        self._on_refused = on_refused
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        key = self._connections.admit(host)
+        if key is None:
+            self._on_refused(host)
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -75,6 +101,7 @@ class TcpDns:
             pass
         finally:
             self._tasks.discard(task)
+            self._connections.release(key)
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError):
                 async with asyncio.timeout(TCP_WRITE_TIMEOUT):

@@ -263,6 +263,8 @@ class RelayClient:
         """Queued datagrams for ``dst`` that fit one GSO-style batch frame after ``first``."""
         batch = [first]
         size = len(first)
+        if size < p.MIN_BATCH_SEGMENT:  # relays may refuse batches of small segments
+            return batch
         queue = self._queue
         while queue and len(batch) < BATCH_MAX and size * (len(batch) + 1) <= p.MAX_PACKET_SIZE:
             _, next_dst, data = queue[0]

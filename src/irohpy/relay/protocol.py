@@ -25,6 +25,9 @@ CHALLENGE_CONTEXT = "iroh-relay handshake v1 challenge signature"
 
 MAX_MESSAGE_SIZE = 1 << 20  # one WebSocket message
 MAX_PACKET_SIZE = 64 * 1024  # a frame body after the type byte
+# QUIC's smallest path MTU: GSO-style batches carry full packets, so relays may refuse
+# batches with smaller segments (one 64 KB frame of 1-byte segments is 64,000 datagrams).
+MIN_BATCH_SEGMENT = 1200
 KEY_LEN = 32
 SIG_LEN = 64
 

@@ -118,7 +118,7 @@ class RelayService:
         if isinstance(subprotocol, web.Response):
             return subprotocol
         ws = web.WebSocketResponse(protocols=(subprotocol,), max_msg_size=MAX_MESSAGE_SIZE, compress=False,
-                                   timeout=limits.write_timeout)
+                                   timeout=limits.write_timeout, autoping=False)
         await ws.prepare(request)
         version = version_of(subprotocol)
         token = request_token(request)

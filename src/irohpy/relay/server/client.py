@@ -4,8 +4,13 @@ The three run as tasks owned by :meth:`Client.run`; whichever ends first decides
 connection ends, and ``run`` cancels the others and closes the WebSocket with a reason.
 Datagrams for the client wait in a queue bounded in frames *and* bytes, so a client that
 never reads costs at most that much memory; every write has a timeout, after which the
-client is dropped. Control frames (Pong, EndpointGone, Status) have a small queue of their
-own that is served first.
+client is dropped. Control frames (Pong, EndpointGone, Status) have a queue of their own
+that is served first; at most ``CONTROL_QUEUE`` Pongs wait in it, so a Ping flood gets its
+excess Pongs dropped rather than queued.
+
+Every frame a client sends, of any type, is metered by its receive rate limit (if one is
+configured), and the reader yields to the event loop after ``READ_SLICE`` of work, so a
+client flooding tiny frames gets its turn like everyone else instead of the whole loop.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from irohpy.base.keys import PublicKey
 from irohpy.errors import RelayProtocolError
 from irohpy.relay.protocol import (
-    ClientToRelay, Frame, Health, Ping, Pong, Status, StatusFrame, decode, encode,
+    ClientToRelay, Frame, FrameType, Health, Ping, Pong, Status, StatusFrame, decode, encode,
 )
-from irohpy.relay.server.config import Limits, Timers
+from irohpy.relay.server.config import Limits, RateLimit, Timers
 from irohpy.relay.server.liveness import PingTracker
 from irohpy.relay.server.metrics import RelayMetrics
 from irohpy.relay.server.ratelimit import TokenBucket
@@ -34,6 +39,7 @@ from irohpy.relay.server.ratelimit import TokenBucket
 logger = logging.getLogger(__name__)
 
 CONTROL_QUEUE = 64
+READ_SLICE = 0.002  # seconds one client's reads (or writes) may run before yielding to the others
 REPLACED_TEXT = "another connection with the same endpoint id replaced this one"
 _MAX_CLOSE_REASON = 123  # a close frame carries at most 125 bytes, 2 of them the code
 
@@ -69,6 +75,20 @@ def packet_count(frame: ClientToRelay) -> int:
     return -(-len(frame.payload) // frame.segment_size)
 
 
+def wire_size(message_len: int) -> int:
+    """Bytes a client's (masked) WebSocket message of ``message_len`` bytes takes on the wire."""
+    extended = 0 if message_len < 126 else 2 if message_len < 1 << 16 else 8
+    return 2 + extended + 4 + message_len
+
+
+def frame_cost(frame: Frame | None, message_len: int, rx: RateLimit) -> int:
+    """What a frame costs against the receive budget: its wire size, but at least
+    ``rx.min_frame_bytes`` for each datagram it carries (one for any other message, including
+    WebSocket-level ones, ``frame`` None)."""
+    units = packet_count(frame) if isinstance(frame, ClientToRelay) else 1
+    return max(wire_size(message_len), units * rx.min_frame_bytes)
+
+
 class Client:
     def __init__(self, ws: web.WebSocketResponse, endpoint_id: PublicKey, version: int, *,
                  forwarder: Forwarder, limits: Limits, timers: Timers, metrics: RelayMetrics,
@@ -85,6 +105,7 @@ class Client:
         self._data: deque[_Queued] = deque()
         self._data_bytes = 0
         self._control: deque[bytes] = deque()
+        self._pongs_queued = 0
         self._wake = asyncio.Event()
         self._ending: asyncio.Future[Ending] = loop.create_future()
         rx = limits.client_rx
@@ -116,11 +137,14 @@ class Client:
         return True
 
     def enqueue_control(self, frame: Frame) -> None:
+        """Queue a control frame; Pongs (the only kind a client can multiply) are capped."""
         if self._ending.done():
             return
-        if len(self._control) >= CONTROL_QUEUE:
-            self._metrics.packets_dropped.labels("control_queue_full").inc()
-            return
+        if isinstance(frame, Pong):
+            if self._pongs_queued >= CONTROL_QUEUE:
+                self._metrics.packets_dropped.labels("control_queue_full").inc()
+                return
+            self._pongs_queued += 1
         self._control.append(encode(frame))
         self._wake.set()
 
@@ -162,13 +186,21 @@ class Client:
             self.stop(Ending("internal_error", WSCloseCode.INTERNAL_ERROR, "internal error"))
 
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        slice_end = loop.time() + READ_SLICE
         while True:
             msg = await self._ws.receive()
             if msg.type is WSMsgType.BINARY:
-                if not self._handle(msg.data):
+                wait = self._handle(msg.data)
+                if wait is None:
                     return
-            elif msg.type is WSMsgType.TEXT:
-                continue  # iroh ignores non-binary messages
+            elif msg.type in (WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG):
+                # iroh ignores non-binary messages. aiohttp's autoping is off so that WebSocket
+                # pings are metered and take turns like everything else; they still get a pong.
+                if msg.type is WSMsgType.PING and not await self._ws_pong(msg.data):
+                    return
+                size = len(msg.data.encode() if isinstance(msg.data, str) else msg.data)
+                wait = self._meter(None, size, loop.time())
             elif msg.type is WSMsgType.ERROR:
                 # aiohttp already closed the socket with the matching code (e.g. 1009 too big).
                 self.stop(Ending("protocol_error", self._ws.close_code or WSCloseCode.PROTOCOL_ERROR, str(msg.data)))
@@ -176,18 +208,35 @@ class Client:
             else:
                 self.stop(Ending("closed"))
                 return
+            # receive() does not yield while frames are buffered: give the others their turn.
+            if wait > 0 or loop.time() >= slice_end:
+                await asyncio.sleep(wait)
+                slice_end = loop.time() + READ_SLICE
 
-    def _handle(self, data: bytes) -> bool:
+    async def _ws_pong(self, data: bytes) -> bool:
+        try:
+            async with asyncio.timeout(self._limits.write_timeout):
+                await self._ws.pong(data)
+        except TimeoutError:
+            self.stop(Ending("write_timeout", WSCloseCode.GOING_AWAY, "write timed out"))
+            return False
+        except ConnectionError:
+            self.stop(Ending("closed"))
+            return False
+        return True
+
+    def _handle(self, data: bytes) -> float | None:
+        """Act on one message; the seconds to pause reading after it, None to stop."""
         now = asyncio.get_running_loop().time()
         try:
             frame = decode(data, version=self.version)
         except RelayProtocolError as exc:
             self.stop(Ending("protocol_error", WSCloseCode.PROTOCOL_ERROR, str(exc)))
-            return False
+            return None
         self._tracker.on_activity(now)
         match frame:
             case ClientToRelay():
-                self._on_datagrams(frame, len(data), now)
+                self._on_datagrams(frame)
             case Ping(payload):
                 self.enqueue_control(Pong(payload))
             case Pong(payload):
@@ -196,28 +245,46 @@ class Client:
             case _:
                 reason = f"unexpected {type(frame).__name__} frame from a client"
                 self.stop(Ending("protocol_error", WSCloseCode.PROTOCOL_ERROR, reason))
-                return False
-        return True
+                return None
+        return self._meter(frame, len(data), now)
 
-    def _on_datagrams(self, frame: ClientToRelay, size: int, now: float) -> None:
-        if self._bucket is not None and not self._bucket.try_take(size, now):
-            self._metrics.packets_dropped.labels("rate_limited").inc(packet_count(frame))
+    def _meter(self, frame: Frame | None, size: int, now: float) -> float:
+        rx = self._limits.client_rx
+        if self._bucket is None or rx is None:
+            return 0.0
+        cost = frame_cost(frame, size, rx)
+        wait = self._bucket.take(cost, now)
+        if wait > 0:
+            self._metrics.rx_ratelimited_bytes.inc(cost)
             if not self._throttled:
                 self._throttled = True
                 self._metrics.rate_limited.inc()
                 if self.version >= 2:
                     self.enqueue_control(StatusFrame(Status.RATE_LIMITED))
+        return wait
+
+    def _on_datagrams(self, frame: ClientToRelay) -> None:
+        segment = frame.segment_size
+        if segment is not None and segment < self._limits.min_segment_size and len(frame.payload) > segment:
+            self._metrics.packets_dropped.labels("segment_too_small").inc(packet_count(frame))
             return
         self._forwarder.forward(self.endpoint_id, frame)
 
     async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
+            slice_end = loop.time() + READ_SLICE
             while self._control or self._data:
+                if loop.time() >= slice_end:  # each write is a syscall: others get their turn too
+                    await asyncio.sleep(0)
+                    slice_end = loop.time() + READ_SLICE
                 item = None
                 if self._control:
                     message = self._control.popleft()
+                    if message[0] == FrameType.PONG:
+                        self._pongs_queued -= 1
                 else:
                     item = self._data.popleft()
                     message = item.message
@@ -265,6 +332,7 @@ class Client:
             self._unqueue(item)
             self._metrics.packets_dropped.labels("client_gone").inc(item.packets)
         self._control.clear()
+        self._pongs_queued = 0
 
     async def _close(self, ending: Ending) -> None:
         """Send the final frame (if any) and a close frame with the reason, all bounded in time."""

@@ -16,7 +16,7 @@ from irohpy.base.addr import IpAddr
 from irohpy.base.keys import PublicKey
 from irohpy.base.config_file import read_toml
 from irohpy.errors import ConfigError, DecodeError
-from irohpy.relay.protocol import MAX_PACKET_SIZE
+from irohpy.relay.protocol import MAX_PACKET_SIZE, MIN_BATCH_SEGMENT
 from irohpy.relay.server.access import AccessMode, AccessPolicy
 from irohpy.relay.server.tokens import TOKEN_ID_LENGTH
 
@@ -31,10 +31,16 @@ _KINDS: dict[type, str] = {int: "an integer", float: "a number", str: "a string"
                            list: "a list", dict: "a table"}
 
 
+
+
 @dataclass(frozen=True)
 class RateLimit:
+    """A client's receive budget; every frame costs its wire size, at least ``min_frame_bytes``
+    per frame and per datagram in a batch (so tiny frames cannot multiply the work per byte)."""
+
     bytes_per_second: int
     max_burst_bytes: int
+    min_frame_bytes: int = 256
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class Limits:
     write_timeout: float = 2.0
     accept_timeout: float = 30.0
     client_rx: RateLimit | None = None
+    max_connections_per_ip: int = 128
+    min_segment_size: int = MIN_BATCH_SEGMENT
 
 
 @dataclass(frozen=True)
@@ -212,7 +220,8 @@ def _limits(t: _Table) -> Limits:
     rx = None
     if rx_table.has("bytes_per_second"):
         rate = rx_table.positive("bytes_per_second", int, 1)
-        rx = RateLimit(rate, rx_table.positive("max_burst_bytes", int, max(1, rate // 10)))
+        rx = RateLimit(rate, rx_table.positive("max_burst_bytes", int, max(1, rate // 10)),
+                       rx_table.positive("min_frame_bytes", int, RateLimit.min_frame_bytes))
     rx_table.done()
     client.done()
     limits = Limits(
@@ -221,7 +230,11 @@ def _limits(t: _Table) -> Limits:
         write_timeout=t.positive("write_timeout_secs", float, d.write_timeout),
         accept_timeout=t.positive("accept_timeout_secs", float, d.accept_timeout),
         client_rx=rx,
+        max_connections_per_ip=t.positive("max_connections_per_ip", int, d.max_connections_per_ip),
+        min_segment_size=t.positive("min_segment_size", int, d.min_segment_size),
     )
+    if limits.min_segment_size > 0xFFFF:
+        raise ConfigError("limits.min_segment_size must be at most 65535")
     if limits.send_queue_bytes < 2 * MAX_PACKET_SIZE:
         raise ConfigError(f"limits.send_queue_bytes must hold at least two full frames ({2 * MAX_PACKET_SIZE})")
     t.done()

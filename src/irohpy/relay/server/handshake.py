@@ -28,11 +28,13 @@ logger = logging.getLogger(__name__)
 
 
 async def _first_binary(ws: web.WebSocketResponse) -> bytes | None:
+    """The first binary message; text and WebSocket pings or pongs before it are skipped
+    (the handshake deadline bounds them)."""
     while True:
         msg = await ws.receive()
         if msg.type is WSMsgType.BINARY:
             return msg.data
-        if msg.type is not WSMsgType.TEXT:
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.PING, WSMsgType.PONG):
             return None
 
 

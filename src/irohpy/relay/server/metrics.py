@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from irohpy.relay.server.access import DENIAL_KINDS
 
-DROP_REASONS = ("unknown_destination", "queue_full", "rate_limited", "client_gone", "control_queue_full")
+DROP_REASONS = ("unknown_destination", "queue_full", "client_gone", "control_queue_full", "segment_too_small")
 DISCONNECT_REASONS = (
     "closed", "replaced", "ping_timeout", "write_timeout", "protocol_error", "access_revoked", "shutdown",
     "internal_error",
@@ -36,6 +36,13 @@ class RelayMetrics:
                                      ["reason"], registry=r)
         self.rate_limited = Counter("iroh_relay_rate_limited_clients",
                                     "Connections throttled by the receive rate limit (once each)", registry=r)
+        self.rx_ratelimited_bytes = Counter("iroh_relay_rx_ratelimited_bytes",
+                                            "Receive budget (bytes) of frames after which reading paused",
+                                            registry=r)
+        self.connections_refused = Counter("iroh_relay_connections_refused",
+                                           "TCP connections closed at accept, by reason", ["reason"], registry=r)
+        self.bad_http_requests = Counter("iroh_relay_bad_http_requests",
+                                         "Requests that were not valid HTTP (logged in one line each)", registry=r)
         self.pings_sent = Counter("iroh_relay_pings_sent", "Pings the server sent to clients", registry=r)
         self.queued_packets = Gauge("iroh_relay_queued_packets", "Datagram frames waiting in send queues",
                                     registry=r)
@@ -54,6 +61,7 @@ class RelayMetrics:
             self.auth_failures.labels(reason)
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
+        self.connections_refused.labels("per_ip_limit")
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,6 +14,8 @@ import ssl
 from aiohttp import WSCloseCode, web
 
 from irohpy.base.addr import IpAddr
+from irohpy.base.conn_cap import PerIpConnections, capped_factory
+from irohpy.base.http_log import QuietHttpLogger
 from irohpy.errors import BindError, ConfigError, StunError
 from irohpy.relay import stun
 from irohpy.relay.protocol import Restarting, encode
@@ -95,6 +97,8 @@ class RelayServer:
         self.stun_addr: tuple[str, int] | None = None
         self._stun: asyncio.DatagramTransport | None = None
         self._stopped = False
+        self.connections = PerIpConnections(config.limits.max_connections_per_ip)
+        self._http_logger = QuietHttpLogger(logging.getLogger("aiohttp.server"), self.metrics.bad_http_requests.inc)
 
     async def __aenter__(self) -> RelayServer:
         await self.start()
@@ -103,10 +107,15 @@ class RelayServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
 
-    async def _listen(self, app: web.Application, addr: IpAddr, tls: ssl.SSLContext | None) -> asyncio.Server:
+    def _refused(self, host: str) -> None:
+        self.metrics.connections_refused.labels("per_ip_limit").inc()
+        logger.debug("refused a connection from %s: per-address limit reached", host)
+
+    async def _listen(self, app: web.Application, addr: IpAddr, tls: ssl.SSLContext | None, *,
+                      capped: bool = True) -> asyncio.Server:
         # The keep-alive timer also runs before the first request: it bounds silent connections.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_HTTP_SHUTDOWN_TIMEOUT,
-                               keepalive_timeout=self.config.limits.accept_timeout)
+                               keepalive_timeout=self.config.limits.accept_timeout, logger=self._http_logger)
         await runner.setup()
         self._runners.append(runner)
         host, port = addr.sockaddr
@@ -118,8 +127,9 @@ class RelayServer:
             raise BindError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
         sock.setblocking(False)
         try:
+            factory = capped_factory(runner.server, self.connections, self._refused) if capped else runner.server
             server = await asyncio.get_running_loop().create_server(
-                runner.server, sock=sock, ssl=tls,
+                factory, sock=sock, ssl=tls,
                 ssl_handshake_timeout=self.config.limits.accept_timeout if tls else None)
         except BaseException:
             sock.close()
@@ -143,7 +153,7 @@ class RelayServer:
             if config.stun_port is not None:
                 await self._listen_stun(self._servers[0], config.stun_port)
             if config.metrics_bind is not None:
-                metrics = await self._listen(metrics_app(self.metrics), config.metrics_bind, None)
+                metrics = await self._listen(metrics_app(self.metrics), config.metrics_bind, None, capped=False)
                 self.metrics_url = _url("http", metrics, "/metrics")
         except BaseException:
             await self._teardown()
