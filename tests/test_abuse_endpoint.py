@@ -9,14 +9,19 @@ or under twice the baseline p99 if the loaded machine is slower than that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
+
+import pytest
 
 from irohpy import Endpoint, EndpointAddr, RelayMode, presets
 from irohpy.base.addr import TransportAddr
 from irohpy.endpoint import Connection, HandshakeLimits
+from irohpy.relay.recv_limits import MIN_SEGMENT_SIZE
 from tests.helpers import accept_one, bind
 from tests.relay_fixture import relay_server
 
@@ -123,6 +128,11 @@ async def test_junk_initials_allocate_nothing_and_rtt_holds() -> None:
         conn = await client.connect(victim.addr(), ALPN, timeout=T)
         probe = EchoProbe(conn, await accepted)
         await probe.start()
+    except BaseException:
+        await client.close()
+        await victim.close()
+        raise
+    try:
         host, port = victim.bound_sockets()[0]
         baseline, during, grown = await measured_attack(probe, "udp", host, str(port), "3000", "3")
         dispatcher = victim._dispatcher
@@ -132,8 +142,8 @@ async def test_junk_initials_allocate_nothing_and_rtt_holds() -> None:
         assert len(dispatcher.connections) == 1
         assert grown < 10_000_000
         assert_rtt_held(baseline, during)
-        await probe.stop()
     finally:
+        await probe.stop()
         await client.close()
         await victim.close()
 
@@ -144,38 +154,41 @@ async def relay_endpoint(url: str, alpns: list[bytes] | None = None) -> Endpoint
     )
 
 
-async def relay_pair(url: str) -> tuple[Endpoint, Endpoint, EchoProbe]:
+@contextlib.asynccontextmanager
+async def relay_pair(url: str) -> AsyncIterator[tuple[Endpoint, EchoProbe]]:
+    """A victim and an honest client, relay only, with an echo probe between them."""
     victim = await relay_endpoint(url, [ALPN])
     client = await relay_endpoint(url)
-    async with asyncio.timeout(T):
-        await victim.online()
-        await client.online()
-    assert victim.home_relay is not None
-    accepted = asyncio.create_task(accept_one(victim, T))
-    conn = await client.connect(EndpointAddr(victim.id, frozenset({TransportAddr.Relay(victim.home_relay)})),
-                                ALPN, timeout=T)
-    probe = EchoProbe(conn, await accepted)
-    await probe.start()
-    return victim, client, probe
+    probe: EchoProbe | None = None
+    try:
+        async with asyncio.timeout(T):
+            await victim.online()
+            await client.online()
+        assert victim.home_relay is not None
+        accepted = asyncio.create_task(accept_one(victim, T))
+        conn = await client.connect(
+            EndpointAddr(victim.id, frozenset({TransportAddr.Relay(victim.home_relay)})), ALPN, timeout=T
+        )
+        probe = EchoProbe(conn, await accepted)
+        await probe.start()
+        yield victim, probe
+    finally:
+        if probe is not None:
+            await probe.stop()
+        await client.close()
+        await victim.close()
 
 
 async def test_junk_initials_through_the_relay_allocate_nothing() -> None:
-    async with relay_server() as relay:
-        victim, client, probe = await relay_pair(relay.url)
-        try:
-            baseline, during, grown = await measured_attack(probe, "relay", relay.url, bytes(victim.id).hex(),
-                                                            "3000", "3")
-            dispatcher = victim._dispatcher
-            print(f"rss grew {grown / 1e6:.1f} MB; {dispatcher.rejected_initials} Initials rejected")
-            assert dispatcher.rejected_initials >= 1000  # the relay may drop some under its queue limits
-            assert not victim._incoming and not dispatcher._pending
-            assert len(dispatcher.connections) == 1
-            assert grown < 10_000_000
-            assert_rtt_held(baseline, during)
-            await probe.stop()
-        finally:
-            await client.close()
-            await victim.close()
+    async with relay_server() as relay, relay_pair(relay.url) as (victim, probe):
+        baseline, during, grown = await measured_attack(probe, "relay", relay.url, bytes(victim.id).hex(), "3000", "3")
+        dispatcher = victim._dispatcher
+        print(f"rss grew {grown / 1e6:.1f} MB; {dispatcher.rejected_initials} Initials rejected")
+        assert dispatcher.rejected_initials >= 1000  # the relay may drop some under its queue limits
+        assert not victim._incoming and not dispatcher._pending
+        assert len(dispatcher.connections) == 1
+        assert grown < 10_000_000
+        assert_rtt_held(baseline, during)
 
 
 async def test_valid_initial_flood_is_capped_and_honest_dialer_passes_retry() -> None:
@@ -210,3 +223,24 @@ async def test_valid_initial_flood_is_capped_and_honest_dialer_passes_retry() ->
     finally:
         await client.close()
         await victim.close()
+
+
+@pytest.mark.parametrize("segment", [1, MIN_SEGMENT_SIZE])
+async def test_tiny_relay_segments_are_metered_and_rtt_holds(segment: int) -> None:
+    """64 KB batch frames cut into tiny datagrams cost the victim about what full-size ones do."""
+    async with relay_server() as relay, relay_pair(relay.url) as (victim, probe):
+        dst = bytes(victim.id).hex()
+        cpu = time.process_time()
+        await measured_attack(probe, "batch", relay.url, dst, "1200", "40", "4")
+        fair_cpu = time.process_time() - cpu
+        cpu = time.process_time()
+        baseline, during, _ = await measured_attack(probe, "batch", relay.url, dst, str(segment), "40", "4")
+        tiny_cpu = time.process_time() - cpu
+        relay_transport = victim._transport.relay
+        assert relay_transport is not None
+        dropped = relay_transport.dropped_datagrams
+        print(f"victim cpu: {fair_cpu:.2f} s at segment 1200, {tiny_cpu:.2f} s at segment {segment}; "
+              f"{dropped} dropped")
+        assert dropped >= 40 if segment < MIN_SEGMENT_SIZE else dropped > 10_000
+        assert tiny_cpu < 1.5 * fair_cpu + 0.5
+        assert_rtt_held(baseline, during)

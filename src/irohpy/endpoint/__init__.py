@@ -8,6 +8,7 @@ from irohpy.endpoint.dispatch import HandshakeLimits
 from irohpy.endpoint.endpoint import Endpoint, Incoming
 from irohpy.endpoint.hooks import Accept, ConnectionInfo, EndpointHooks, Reject
 from irohpy.endpoint.streams import RecvStream, SendStream
+from irohpy.relay.recv_limits import RelayRecvLimits
 
 __all__ = [
     "Accept",
@@ -19,6 +20,7 @@ __all__ = [
     "HandshakeLimits",
     "Incoming",
     "RecvStream",
+    "RelayRecvLimits",
     "Reject",
     "SendStream",
     "Side",

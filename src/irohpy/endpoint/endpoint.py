@@ -35,6 +35,7 @@ from irohpy.errors import (
 from irohpy.base.notify import Notify
 from irohpy.base.relay_url import RelayUrl
 from irohpy.relay.map import RelayConfig, RelayKind, RelayMap, RelayMode
+from irohpy.relay.recv_limits import RelayRecvLimits
 from irohpy.socket.paths import PathKey, RelayPath, describe_path
 from irohpy.socket.relay_transport import RelayTransport
 from irohpy.lookup.base import AddressLookup, EndpointData
@@ -162,13 +163,15 @@ class Endpoint:
         max_datagram_size: int = 1200,
         relay_only: bool = False,
         handshake_limits: HandshakeLimits = HandshakeLimits(),
+        relay_recv_limits: RelayRecvLimits = RelayRecvLimits(),
     ) -> Endpoint:
         """Bind the sockets and start the relay and lookup machinery.
 
         ``relay_only=True`` keeps our IP addresses private: no UDP sockets are bound, no
         direct address is published, and peers are reached through relays only.
         ``handshake_limits`` caps concurrent incoming handshakes and says when dialers
-        must pass a stateless Retry first.
+        must pass a stateless Retry first; ``relay_recv_limits`` meters, per sender, the
+        datagrams that arrive through relays.
         """
         self = object.__new__(cls)
         self._secret = secret_key if secret_key is not None else SecretKey.generate()
@@ -208,7 +211,7 @@ class Endpoint:
         if self.relay_mode.kind is not RelayKind.DISABLED:
             self._transport.relay = RelayTransport(
                 self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed,
-                self._addr_changed.notify_all,
+                self._addr_changed.notify_all, relay_recv_limits,
             )
         self._traversal = (
             None if relay_only else NatTraversal(self._secret, self._transport, self._remotes, self._addr_changed.notify_all)
