@@ -31,7 +31,7 @@ from irohpy.protocols.blobs.hashseq import HashSeq, check_hash
 from irohpy.protocols.blobs.ranges import GROUP_CHUNKS, GROUP_SIZE, ChunkRanges
 from irohpy.protocols.blobs.store import Store
 from irohpy.protocols.blobs.ticket import BlobFormat
-from irohpy.protocols.blobs.wire import ALPN, ChunkRangesSeq, GetManyRequest
+from irohpy.protocols.blobs.wire import ALPN, MAX_GET_MANY_HASHES, ChunkRangesSeq, GetManyRequest
 
 __all__ = [
     "Connected",
@@ -389,11 +389,15 @@ class Download:
         unknown = [h for h in hashes if await store.size(h) is None]
         if not unknown:
             return
-        request = GetManyRequest(tuple(unknown), ChunkRangesSeq.from_ranges_infinite([FIRST_GROUP]))
+        for start in range(0, len(unknown), MAX_GET_MANY_HASHES):
+            await self._fetch_first_groups(unknown[start : start + MAX_GET_MANY_HASHES])
+
+    async def _fetch_first_groups(self, hashes: list[bytes]) -> None:
+        request = GetManyRequest(tuple(hashes), ChunkRangesSeq.from_ranges_infinite([FIRST_GROUP]))
         errors = []
         for provider in self._alive():
             try:
-                await self._request(provider, request.to_bytes(), [(h, FIRST_GROUP) for h in unknown])
+                await self._request(provider, request.to_bytes(), [(h, FIRST_GROUP) for h in hashes])
             except (IrohError, _Abandoned) as exc:
                 errors.append(f"{provider.id.fmt_short()}: {exc}")
                 self._drop(provider, f"getting sizes failed: {exc}")

@@ -1,9 +1,12 @@
 """The provider side of iroh-blobs: a Router protocol that serves Get and GetMany from a store.
 
-One request per bidi stream. The request read is bounded in size (1 MiB) and time, each write
-must make progress within a deadline, a connection gets a bounded number of concurrent
-requests and all connections together a bounded number of responses in flight, so no peer
-can pin memory or tasks. Anything the provider cannot or will not serve
+One request per bidi stream. The request read is bounded in size (1 MiB), item counts and time;
+each write must make progress within a short stall timeout; connections are capped in total
+and per peer; a connection gets a bounded number of concurrent requests; and the responses in
+flight are bounded in total and per peer, with waiting peers served round robin. So a peer
+that never reads, or opens streams as fast as it can, pins little and starves nobody (see
+:class:`ProviderLimits`). Long responses yield to the event loop every few milliseconds.
+Anything the provider cannot or will not serve
 resets the stream with iroh's codes: ``ERR_LIMIT`` for an oversized or too slow request,
 ``ERR_INTERNAL`` for a malformed one or missing data (what iroh-blobs sends when its store
 cannot export a blob). Only complete blobs are served.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +27,7 @@ from irohpy.errors import BlobRequestError, BlobsError, DecodeError, IrohError, 
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq
 from irohpy.protocols.blobs.ranges import ChunkRanges
+from irohpy.protocols.blobs.slots import FairSlots
 from irohpy.protocols.blobs.store import Store
 from irohpy.protocols.blobs.wire import (
     ALPN,
@@ -36,18 +41,40 @@ from irohpy.protocols.blobs.wire import (
     size_header,
 )
 
-__all__ = ["ALPN", "BlobsProtocol", "ProviderEvent"]
+__all__ = ["ALPN", "BlobsProtocol", "ProviderEvent", "ProviderLimits"]
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT = 10.0
-WRITE_TIMEOUT = 30.0
-MAX_STREAMS_PER_CONNECTION = 16
-MAX_RESPONSES = 64
-"""Responses being sent at once across all connections; more wait their turn."""
 MAX_HASH_SEQ_SIZE = 32 * 1024 * 1024
 """Hash sequences are read whole to find children; larger ones (a million children) are refused."""
 WRITE_BATCH = 256 * 1024
+YIELD_EVERY = 0.010
+"""A response hands the event loop back at least this often (seconds of CPU)."""
+ERR_CONNECTION_LIMIT = ERR_LIMIT
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """What one provider will do at once, and for how long it waits on a peer.
+
+    - ``max_connections`` / ``max_connections_per_peer``: connections served at once; more
+      are closed at once with ``ERR_LIMIT``.
+    - ``max_streams_per_connection``: requests one connection has open at once; more wait
+      (unaccepted) in QUIC.
+    - ``max_responses`` / ``max_responses_per_peer``: responses being sent at once, in total
+      and per peer (EndpointId); waiting peers get freed slots round robin.
+    - ``request_timeout``: time to receive a whole request.
+    - ``stall_timeout``: how long one write may wait for the peer to read before the stream
+      is reset with ``ERR_LIMIT`` (a requester that never reads holds a slot this long).
+    """
+
+    max_connections: int = 128
+    max_connections_per_peer: int = 4
+    max_streams_per_connection: int = 16
+    max_responses: int = 64
+    max_responses_per_peer: int = 8
+    request_timeout: float = 10.0
+    stall_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,25 +110,42 @@ class BlobsProtocol:
         store: Store,
         *,
         on_event: Callable[[ProviderEvent], None] | None = None,
-        request_timeout: float = REQUEST_TIMEOUT,
-        write_timeout: float = WRITE_TIMEOUT,
-        max_streams: int = MAX_STREAMS_PER_CONNECTION,
-        max_responses: int = MAX_RESPONSES,
+        limits: ProviderLimits = ProviderLimits(),
     ) -> None:
         self.store = store
         self._on_event = on_event
-        self._request_timeout = request_timeout
-        self._write_timeout = write_timeout
-        self._max_streams = max_streams
-        self._responses = asyncio.Semaphore(max_responses)
+        self.limits = limits
+        self._responses = FairSlots(limits.max_responses, limits.max_responses_per_peer)
+        self._connections: dict[EndpointId | None, int] = {}
         self.requests_served = 0
         self.requests_refused = 0
+        self.connections_refused = 0
         self.bytes_sent = 0
 
     async def accept(self, conn: Connection) -> None:
         """Serve every stream the peer opens until the connection ends."""
+        peer = conn.remote_id
+        limits = self.limits
+        if (
+            sum(self._connections.values()) >= limits.max_connections
+            or self._connections.get(peer, 0) >= limits.max_connections_per_peer
+        ):
+            self.connections_refused += 1
+            conn.close(ERR_CONNECTION_LIMIT, b"too many connections")
+            return
+        self._connections[peer] = self._connections.get(peer, 0) + 1
+        try:
+            await self._serve_connection(conn)
+        finally:
+            left = self._connections[peer] - 1
+            if left:
+                self._connections[peer] = left
+            else:
+                del self._connections[peer]
+
+    async def _serve_connection(self, conn: Connection) -> None:
         tasks: set[asyncio.Task[None]] = set()
-        slots = asyncio.Semaphore(self._max_streams)
+        slots = asyncio.Semaphore(self.limits.max_streams_per_connection)
         try:
             while True:
                 await slots.acquire()
@@ -136,7 +180,7 @@ class BlobsProtocol:
         try:
             request = await self._read_request(recv)
             request_hash = request.hash if isinstance(request, GetRequest) else b""
-            async with self._responses:
+            async with self._responses.slot(conn.remote_id):
                 self._emit(event("started"))
                 async for n in self._send_response(send, request):
                     sent += n
@@ -166,11 +210,12 @@ class BlobsProtocol:
             self._emit(event("failed", str(exc)))
 
     async def _read_request(self, recv: RecvStream) -> Request:
+        timeout = self.limits.request_timeout
         try:
-            async with asyncio.timeout(self._request_timeout):
+            async with asyncio.timeout(timeout):
                 data = await recv.read_to_end(MAX_MESSAGE_SIZE)
         except TimeoutError:
-            raise _Refused(f"no complete request within {self._request_timeout:g} s", ERR_LIMIT) from None
+            raise _Refused(f"no complete request within {timeout:g} s", ERR_LIMIT) from None
         except ReadError as exc:
             raise _Refused(str(exc), ERR_LIMIT) from None
         try:
@@ -180,9 +225,10 @@ class BlobsProtocol:
 
     async def _send_response(self, send: SendStream, request: Request):  # type: ignore[no-untyped-def]
         """Yield the byte count of each batch written, so the caller can report progress."""
+        pacer = _Pacer()
         if isinstance(request, GetManyRequest):
             for index, ranges in request.ranges.non_empty(len(request.hashes)):
-                async for n in self._send_blob(send, request.hashes[index], ranges):
+                async for n in self._send_blob(send, request.hashes[index], ranges, pacer):
                     yield n
             return
         count = 1
@@ -192,7 +238,7 @@ class BlobsProtocol:
             count = len(children) + 1
         for index, ranges in request.ranges.non_empty(count):
             blob = request.hash if index == 0 else children[index - 1]  # type: ignore[index]
-            async for n in self._send_blob(send, blob, ranges):
+            async for n in self._send_blob(send, blob, ranges, pacer):
                 yield n
 
     async def _hash_seq(self, hash_: bytes) -> HashSeq:
@@ -205,7 +251,9 @@ class BlobsProtocol:
         except DecodeError:
             raise _Refused(f"blob {hash_.hex()} is not a hash sequence", ERR_INTERNAL) from None
 
-    async def _send_blob(self, send: SendStream, hash_: bytes, ranges: ChunkRanges):  # type: ignore[no-untyped-def]
+    async def _send_blob(self, send: SendStream, hash_: bytes, ranges: ChunkRanges,  # type: ignore[no-untyped-def]
+                         pacer: _Pacer):
+        await pacer.pace()
         if await self.store.has(hash_) != "complete":
             raise _Refused(f"blob {hash_.hex()} not found", ERR_INTERNAL)
         read, outboard = await self.store.reader(hash_)
@@ -215,16 +263,32 @@ class BlobsProtocol:
             if len(batch) >= WRITE_BATCH:
                 yield await self._write(send, batch)
                 batch = bytearray()
+            else:
+                await pacer.pace()
         if batch:
             yield await self._write(send, batch)
 
     async def _write(self, send: SendStream, data: bytearray) -> int:
+        timeout = self.limits.stall_timeout
         try:
-            async with asyncio.timeout(self._write_timeout):
+            async with asyncio.timeout(timeout):
                 await send.write(data)
         except TimeoutError:
-            raise _Refused(f"peer read nothing for {self._write_timeout:g} s", ERR_LIMIT) from None
+            raise _Refused(f"peer read nothing for {timeout:g} s", ERR_LIMIT) from None
         return len(data)
+
+
+class _Pacer:
+    """Gives the event loop back when a response has run for ``YIELD_EVERY`` without awaiting."""
+
+    def __init__(self) -> None:
+        self._since = time.perf_counter()
+
+    async def pace(self) -> None:
+        now = time.perf_counter()
+        if now - self._since >= YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._since = time.perf_counter()
 
 
 def _selects_children(request: GetRequest) -> bool:
