@@ -8,6 +8,9 @@
         FRAMES raw relay batch frames of 64,000 bytes cut into SEGMENT-byte datagrams.
     python -m tests.attackers initials HOST PORT SERVER_ID_HEX COUNT SECONDS
         COUNT valid Initials (real ClientHellos) from fresh source ports, never continued.
+    python -m tests.attackers stall HOST PORT PROVIDER_ID_HEX HASH_HEX IDENTITIES CONNS STREAMS SECONDS
+        blobs requesters that never read: IDENTITIES endpoints, each with CONNS connections
+        of STREAMS Get requests; held for SECONDS, then closed.
 
 Each mode prints ``sent N`` and exits by itself.
 """
@@ -22,7 +25,11 @@ import time
 
 import aiohttp
 
+from irohpy import Endpoint, EndpointAddr, EndpointId, TransportAddr, presets
 from irohpy.base.keys import PublicKey, SecretKey
+from irohpy.errors import IrohError
+from irohpy.protocols.blobs.wire import ALPN as BLOBS_ALPN
+from irohpy.protocols.blobs.wire import GetRequest
 from irohpy.base.relay_url import RelayUrl
 from irohpy.relay import protocol as p
 from irohpy.relay.client import RelayClient
@@ -114,6 +121,35 @@ async def batch(url: str, dst: PublicKey, segment: int, frames: int, seconds: fl
     return frames * (-(-BATCH_BYTES // segment))
 
 
+async def stall(host: str, port: int, provider: bytes, hash_: bytes, identities: int, conns: int, streams: int,
+                seconds: float) -> int:
+    addr = EndpointAddr(EndpointId.from_bytes(provider), frozenset({TransportAddr.Ip(host, port)}))
+    request = GetRequest.blob(hash_).to_bytes()
+    endpoints = [
+        await Endpoint.bind(preset=presets.MINIMAL, bind_addrs=["127.0.0.1:0"]) for _ in range(identities)
+    ]
+    opened = 0
+    held = []
+    try:
+        for ep in endpoints:
+            for _ in range(conns):
+                try:
+                    conn = await ep.connect(addr, BLOBS_ALPN, timeout=10)
+                    for _ in range(streams):
+                        send, recv = await conn.open_bi()
+                        await send.write(request)
+                        await send.finish()
+                        held.append(recv)
+                        opened += 1
+                except IrohError:
+                    pass  # over the provider's connection cap
+        print("ready", flush=True)
+        await asyncio.sleep(seconds)
+    finally:
+        await asyncio.gather(*(ep.close() for ep in endpoints))
+    return opened
+
+
 def main(argv: list[str]) -> int:
     mode, *args = argv
     if mode == "udp":
@@ -125,6 +161,9 @@ def main(argv: list[str]) -> int:
     elif mode == "batch":
         sent = asyncio.run(batch(args[0], PublicKey.from_bytes(bytes.fromhex(args[1])), int(args[2]), int(args[3]),
                                  float(args[4])))
+    elif mode == "stall":
+        sent = asyncio.run(stall(args[0], int(args[1]), bytes.fromhex(args[2]), bytes.fromhex(args[3]), int(args[4]),
+                                 int(args[5]), int(args[6]), float(args[7])))
     else:
         print(f"error: unknown mode {mode}", file=sys.stderr)
         return 2

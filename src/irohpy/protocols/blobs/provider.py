@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_HASH_SEQ_SIZE = 32 * 1024 * 1024
 """Hash sequences are read whole to find children; larger ones (a million children) are refused."""
-WRITE_BATCH = 256 * 1024
+WRITE_BATCH = 64 * 1024
 YIELD_EVERY = 0.010
 """A response hands the event loop back at least this often (seconds of CPU)."""
 ERR_CONNECTION_LIMIT = ERR_LIMIT
@@ -61,8 +61,11 @@ class ProviderLimits:
       are closed at once with ``ERR_LIMIT``.
     - ``max_streams_per_connection``: requests one connection has open at once; more wait
       (unaccepted) in QUIC.
-    - ``max_responses`` / ``max_responses_per_peer``: responses being sent at once, in total
-      and per peer (EndpointId); waiting peers get freed slots round robin.
+    - ``max_responses`` / ``max_responses_per_peer``: responses producing data at once, in
+      total and per peer (EndpointId). A response takes a slot per 64 KiB batch and gives
+      it back while the peer reads, so busy peers take turns round robin (each gets an
+      equal share of our CPU, however many streams it opens) and a stalled requester holds
+      none. Producing is CPU work on one thread, so a few slots are enough.
     - ``request_timeout``: time to receive a whole request.
     - ``stall_timeout``: how long one write may wait for the peer to read before the stream
       is reset with ``ERR_LIMIT`` (a requester that never reads holds a slot this long).
@@ -71,8 +74,8 @@ class ProviderLimits:
     max_connections: int = 128
     max_connections_per_peer: int = 4
     max_streams_per_connection: int = 16
-    max_responses: int = 64
-    max_responses_per_peer: int = 8
+    max_responses: int = 8
+    max_responses_per_peer: int = 2
     request_timeout: float = 10.0
     stall_timeout: float = 5.0
 
@@ -102,7 +105,7 @@ class BlobsProtocol:
     """Serves blobs from ``store`` on ALPN ``/iroh-bytes/4``; register it with a Router.
 
     ``on_event`` (optional) is called with a :class:`ProviderEvent` as requests start,
-    progress (once per 256 KiB written) and end; it must not block.
+    progress (once per 64 KiB written) and end; it must not block.
     """
 
     def __init__(
@@ -179,14 +182,19 @@ class BlobsProtocol:
 
         try:
             request = await self._read_request(recv)
+            await asyncio.sleep(0)  # decoding a large request took a few ms: let others run first
             request_hash = request.hash if isinstance(request, GetRequest) else b""
-            async with self._responses.slot(conn.remote_id):
+            turn = _Turn(self._responses, conn.remote_id)
+            try:
+                await turn.take()
                 self._emit(event("started"))
-                async for n in self._send_response(send, request):
+                async for n in self._send_response(send, request, turn):
                     sent += n
                     self.bytes_sent += n
                     self._emit(event("progress"))
-                await send.finish()
+            finally:
+                turn.give_back()
+            await send.finish()
             self.requests_served += 1
             self._emit(event("done"))
         except _Refused as exc:
@@ -223,23 +231,24 @@ class BlobsProtocol:
         except BlobRequestError as exc:
             raise _Refused(str(exc), ERR_INTERNAL) from None
 
-    async def _send_response(self, send: SendStream, request: Request):  # type: ignore[no-untyped-def]
+    async def _send_response(self, send: SendStream, request: Request, turn: _Turn):  # type: ignore[no-untyped-def]
         """Yield the byte count of each batch written, so the caller can report progress."""
-        pacer = _Pacer()
         if isinstance(request, GetManyRequest):
             for index, ranges in request.ranges.non_empty(len(request.hashes)):
-                async for n in self._send_blob(send, request.hashes[index], ranges, pacer):
+                async for n in self._send_blob(send, request.hashes[index], ranges, turn):
                     yield n
-            return
-        count = 1
-        children: HashSeq | None = None
-        if _selects_children(request):
-            children = await self._hash_seq(request.hash)
-            count = len(children) + 1
-        for index, ranges in request.ranges.non_empty(count):
-            blob = request.hash if index == 0 else children[index - 1]  # type: ignore[index]
-            async for n in self._send_blob(send, blob, ranges, pacer):
-                yield n
+        else:
+            count = 1
+            children: HashSeq | None = None
+            if _selects_children(request):
+                children = await self._hash_seq(request.hash)
+                count = len(children) + 1
+            for index, ranges in request.ranges.non_empty(count):
+                blob = request.hash if index == 0 else children[index - 1]  # type: ignore[index]
+                async for n in self._send_blob(send, blob, ranges, turn):
+                    yield n
+        if turn.batch:
+            yield await self._write(send, turn)
 
     async def _hash_seq(self, hash_: bytes) -> HashSeq:
         if await self.store.has(hash_) != "complete":
@@ -252,41 +261,63 @@ class BlobsProtocol:
             raise _Refused(f"blob {hash_.hex()} is not a hash sequence", ERR_INTERNAL) from None
 
     async def _send_blob(self, send: SendStream, hash_: bytes, ranges: ChunkRanges,  # type: ignore[no-untyped-def]
-                         pacer: _Pacer):
-        await pacer.pace()
+                         turn: _Turn):
+        """Append one blob's response to the turn's batch, writing whenever the batch is full."""
+        await turn.pace()
         if await self.store.has(hash_) != "complete":
             raise _Refused(f"blob {hash_.hex()} not found", ERR_INTERNAL)
         read, outboard = await self.store.reader(hash_)
-        batch = bytearray(size_header(outboard.size))
+        turn.batch += size_header(outboard.size)
         for piece in bao.encode_ranges(read, outboard, ranges):
-            batch += piece
-            if len(batch) >= WRITE_BATCH:
-                yield await self._write(send, batch)
-                batch = bytearray()
+            turn.batch += piece
+            if len(turn.batch) >= WRITE_BATCH:
+                yield await self._write(send, turn)
             else:
-                await pacer.pace()
-        if batch:
-            yield await self._write(send, batch)
+                await turn.pace()
 
-    async def _write(self, send: SendStream, data: bytearray) -> int:
+    async def _write(self, send: SendStream, turn: _Turn) -> int:
+        """Write the turn's batch, then wait (without a response slot) until the peer can take more.
+
+        Waiting before producing the next batch, not after, keeps a requester that never
+        reads down to what QUIC already holds for it.
+        """
+        data, turn.batch = turn.batch, bytearray()
+        await send.write(data)
         timeout = self.limits.stall_timeout
+        turn.give_back()
         try:
             async with asyncio.timeout(timeout):
-                await send.write(data)
+                await send.ready()
         except TimeoutError:
             raise _Refused(f"peer read nothing for {timeout:g} s", ERR_LIMIT) from None
+        await turn.take()
         return len(data)
 
 
-class _Pacer:
-    """Gives the event loop back when a response has run for ``YIELD_EVERY`` without awaiting."""
+class _Turn:
+    """One response's claim on the shared slots: held while it produces data, given back while
+    it waits on the peer, and the event loop handed back every ``YIELD_EVERY`` seconds.
+    ``batch`` is the response bytes produced but not yet written."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: FairSlots, peer: EndpointId | None) -> None:
+        self._slots = slots
+        self._peer = peer
+        self._held = False
         self._since = time.perf_counter()
+        self.batch = bytearray()
+
+    async def take(self) -> None:
+        if await self._slots.acquire(self._peer):
+            self._since = time.perf_counter()
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release(self._peer)
 
     async def pace(self) -> None:
-        now = time.perf_counter()
-        if now - self._since >= YIELD_EVERY:
+        if time.perf_counter() - self._since >= YIELD_EVERY:
             await asyncio.sleep(0)
             self._since = time.perf_counter()
 

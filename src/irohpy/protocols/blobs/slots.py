@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import Hashable
 
 
 class FairSlots:
@@ -28,18 +28,11 @@ class FairSlots:
     def held(self, peer: Hashable) -> int:
         return self._held.get(peer, 0)
 
-    @contextlib.asynccontextmanager
-    async def slot(self, peer: Hashable) -> AsyncIterator[None]:
-        await self.acquire(peer)
-        try:
-            yield
-        finally:
-            self.release(peer)
-
-    async def acquire(self, peer: Hashable) -> None:
+    async def acquire(self, peer: Hashable) -> bool:
+        """Take a slot for ``peer``; True if that meant waiting (the event loop ran meanwhile)."""
         if self._free and self.held(peer) < self.per_peer and peer not in self._waiting:
             self._grant(peer)
-            return
+            return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(peer, deque()).append(waiter)
         try:
@@ -50,6 +43,7 @@ class FairSlots:
             else:
                 self._drop_waiter(peer, waiter)
             raise
+        return True
 
     def release(self, peer: Hashable) -> None:
         held = self._held[peer] - 1

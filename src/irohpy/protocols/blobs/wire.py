@@ -29,8 +29,8 @@ MAX_MESSAGE_SIZE = 1024 * 1024
 
 MAX_RANGE_ITEMS = 8192
 """Range-spec boundaries plus sequence entries one request may carry (a few ms to decode)."""
-MAX_GET_MANY_HASHES = 8192
-"""Hashes one GetMany may name (256 KiB); a downloader splits longer lists."""
+MAX_GET_MANY_HASHES = 4096
+"""Hashes one GetMany may name (128 KiB); a downloader splits longer lists."""
 
 ERR_PERMISSION = 1
 ERR_LIMIT = 2
@@ -263,8 +263,9 @@ def decode_request(data: bytes) -> Request:
                 raise BlobRequestError(f"GetMany of {count} hashes exceeds the limit of {MAX_GET_MANY_HASHES}")
             if count * HASH_LEN > reader.remaining:
                 raise BlobRequestError(f"GetMany claims {count} hashes in {reader.remaining} bytes")
-            hashes = [reader.fixed(HASH_LEN) for _ in range(count)]
-            request = GetManyRequest(tuple(hashes), ChunkRangesSeq.decode(reader))
+            block = reader.fixed(count * HASH_LEN)
+            hashes = tuple(block[i : i + HASH_LEN] for i in range(0, len(block), HASH_LEN))
+            request = GetManyRequest(hashes, ChunkRangesSeq.decode(reader))
         elif kind in (RequestType.OBSERVE, RequestType.PUSH):
             raise BlobRequestError(f"unsupported request type {RequestType(kind).name.lower()}")
         else:
