@@ -9,13 +9,16 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
 
 from irohpy.endpoint.connection import Connection
-from irohpy.errors import StreamReset
+from irohpy.errors import BlobsError, IrohError, StreamReset
 from irohpy.protocols.blobs.downloader import Downloader
 from irohpy.protocols.blobs.provider import BlobsProtocol, ProviderLimits
 from irohpy.protocols.blobs.ranges import ChunkRanges
-from irohpy.protocols.blobs.store import MemStore
+from irohpy.protocols.blobs.store import FsStore, MemStore
 from irohpy.protocols.blobs.wire import (
     ALPN,
     ERR_INTERNAL,
@@ -24,6 +27,7 @@ from irohpy.protocols.blobs.wire import (
     ChunkRangesSeq,
     GetManyRequest,
     GetRequest,
+    size_header,
 )
 from irohpy.protocols.router import Router
 from tests.helpers import bind
@@ -176,3 +180,73 @@ async def test_huge_requests_are_refused_cheaply_and_big_ones_never_block_the_lo
             conn.close()
         finally:
             await client.close()
+
+
+class LyingProvider:
+    """Answers every request with a size header claiming 2^40 bytes and 20 KB of junk."""
+
+    async def accept(self, conn: Connection) -> None:
+        with contextlib.suppress(IrohError):
+            while True:
+                send, recv = await conn.accept_bi()
+                await recv.read_to_end(1 << 20)
+                await send.write_all(size_header(1 << 40) + os.urandom(20_000))
+                await send.finish()
+
+
+def peak_rss_reset() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def disk_usage(root: Path) -> tuple[int, int]:
+    """Apparent bytes and allocated bytes of every file under ``root``."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files), sum(p.stat().st_blocks * 512 for p in files)
+
+
+async def test_a_size_header_lie_allocates_nothing_and_the_next_resume_is_normal(tmp_path: Path) -> None:
+    data = os.urandom(8 * MIB)
+    source = MemStore()
+    digest = await source.import_bytes(data)
+    liar = Router.builder(await bind([ALPN])).accept(ALPN, LyingProvider()).spawn()
+    receiver = await bind()
+    try:
+        async with provider(source) as (honest, _):
+            async with FsStore(tmp_path / "fresh") as fresh:
+                start = time.perf_counter()
+                await Downloader(receiver, fresh).fetch(digest, [honest.endpoint.addr()])
+                baseline = time.perf_counter() - start
+            async with FsStore(tmp_path / "victim") as store:
+                gc.collect()
+                rss_before = rss_bytes()
+                peak_rss_reset()
+                with pytest.raises(BlobsError):
+                    await Downloader(receiver, store).fetch(digest, [liar.endpoint.addr()])
+                apparent, allocated = disk_usage(tmp_path / "victim")
+                print(f"after the lie: {apparent} bytes apparent, {allocated} allocated on disk; peak rss "
+                      f"+{(peak_rss() - rss_before) / 1e6:.1f} MB")
+                assert apparent < 1_000_000 and allocated < 1_000_000
+                assert peak_rss() - rss_before < 20_000_000
+                assert await store.has(digest) is None
+            async with FsStore(tmp_path / "victim") as store:
+                peak_rss_reset()
+                start = time.perf_counter()
+                await Downloader(receiver, store).fetch(digest, [honest.endpoint.addr()])
+                resume = time.perf_counter() - start
+                print(f"honest fetch into the attacked store: {resume:.2f} s (fresh store: {baseline:.2f} s); "
+                      f"peak rss +{(peak_rss() - rss_before) / 1e6:.1f} MB")
+                assert await store.get_bytes(digest) == data
+                assert resume < 3 * baseline + 1.0
+                assert peak_rss() - rss_before < 100_000_000
+    finally:
+        await receiver.close()
+        await liar.shutdown()
