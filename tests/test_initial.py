@@ -80,3 +80,10 @@ def test_retry_tokens_bind_address_cid_and_time() -> None:
         tokens.validate(token, b"127.0.0.1|5000", b"othercid", now=101.0)
     with pytest.raises(QuicPacketError):
         tokens.validate(token, b"127.0.0.1|5000", b"retrycid", now=111.0)
+
+
+@given(st.binary(max_size=200), st.binary(max_size=20))
+@settings(max_examples=1000, deadline=None)
+def test_forged_tokens_are_never_valid(token: bytes, dcid: bytes) -> None:
+    tokens = RetryTokens()
+    assert tokens.validate(token, b"127.0.0.1|5000", dcid, now=1.0) is None
