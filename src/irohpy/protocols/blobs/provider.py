@@ -61,6 +61,10 @@ class ProviderLimits:
       are closed at once with ``ERR_LIMIT``.
     - ``max_streams_per_connection``: requests one connection has open at once; more wait
       (unaccepted) in QUIC.
+    - ``max_streams_per_peer``: responses under way for one peer (EndpointId) over all its
+      connections, producing or waiting for the peer to read; more wait their turn. Each
+      stream of a peer that never reads still receives its flow-control window (1.25 MB
+      from iroh) before it stalls, so this bounds what such a peer pulls per stall period.
     - ``max_responses`` / ``max_responses_per_peer``: responses producing data at once, in
       total and per peer (EndpointId). A response takes a slot per 64 KiB batch and gives
       it back while the peer reads, so busy peers take turns round robin (each gets an
@@ -76,6 +80,7 @@ class ProviderLimits:
     max_streams_per_connection: int = 16
     max_responses: int = 8
     max_responses_per_peer: int = 2
+    max_streams_per_peer: int = 8
     request_timeout: float = 10.0
     stall_timeout: float = 5.0
 
@@ -120,6 +125,7 @@ class BlobsProtocol:
         self.limits = limits
         self._responses = FairSlots(limits.max_responses, limits.max_responses_per_peer)
         self._connections: dict[EndpointId | None, int] = {}
+        self._peer_streams: dict[EndpointId | None, asyncio.Semaphore] = {}
         self.requests_served = 0
         self.requests_refused = 0
         self.connections_refused = 0
@@ -137,6 +143,8 @@ class BlobsProtocol:
             conn.close(ERR_CONNECTION_LIMIT, b"too many connections")
             return
         self._connections[peer] = self._connections.get(peer, 0) + 1
+        if peer not in self._peer_streams:
+            self._peer_streams[peer] = asyncio.Semaphore(limits.max_streams_per_peer)
         try:
             await self._serve_connection(conn)
         finally:
@@ -145,6 +153,7 @@ class BlobsProtocol:
                 self._connections[peer] = left
             else:
                 del self._connections[peer]
+                del self._peer_streams[peer]
 
     async def _serve_connection(self, conn: Connection) -> None:
         tasks: set[asyncio.Task[None]] = set()
@@ -185,16 +194,17 @@ class BlobsProtocol:
             await asyncio.sleep(0)  # decoding a large request took a few ms: let others run first
             request_hash = request.hash if isinstance(request, GetRequest) else b""
             turn = _Turn(self._responses, conn.remote_id)
-            try:
-                await turn.take()
-                self._emit(event("started"))
-                async for n in self._send_response(send, request, turn):
-                    sent += n
-                    self.bytes_sent += n
-                    self._emit(event("progress"))
-            finally:
-                turn.give_back()
-            await send.finish()
+            async with self._peer_streams[conn.remote_id]:
+                try:
+                    await turn.take()
+                    self._emit(event("started"))
+                    async for n in self._send_response(send, request, turn):
+                        sent += n
+                        self.bytes_sent += n
+                        self._emit(event("progress"))
+                finally:
+                    turn.give_back()
+                await send.finish()
             self.requests_served += 1
             self._emit(event("done"))
         except _Refused as exc:
