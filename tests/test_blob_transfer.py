@@ -22,7 +22,7 @@ from irohpy.protocols.blobs.downloader import (
     ProviderDropped,
     SizesKnown,
 )
-from irohpy.protocols.blobs.provider import BlobsProtocol
+from irohpy.protocols.blobs.provider import BlobsProtocol, ProviderLimits
 from irohpy.protocols.blobs.ranges import ChunkRanges
 from irohpy.protocols.blobs.store.base import ReadFn
 from irohpy.protocols.blobs.store import FsStore, MemStore
@@ -277,7 +277,7 @@ async def test_bad_requests_reset_with_iroh_codes(request_: bytes, code: int) ->
 
 async def test_slow_request_times_out() -> None:
     endpoint = await bind([ALPN])
-    router = Router.builder(endpoint).accept(ALPN, BlobsProtocol(MemStore(), request_timeout=0.5)).spawn()
+    router = Router.builder(endpoint).accept(ALPN, BlobsProtocol(MemStore(), limits=ProviderLimits(request_timeout=0.5))).spawn()
     try:
         async with receiver() as ep:
             with pytest.raises(StreamReset) as info:
@@ -324,7 +324,7 @@ async def test_many_concurrent_requests_are_queued_not_refused() -> None:
     blobs = [os.urandom(20_000 + i) for i in range(24)]
     digests = [await store.import_bytes(b) for b in blobs]
     endpoint = await bind([ALPN])
-    protocol = BlobsProtocol(store, max_streams=4, max_responses=2)
+    protocol = BlobsProtocol(store, limits=ProviderLimits(max_streams_per_connection=4, max_responses=2, max_responses_per_peer=2))
     router = Router.builder(endpoint).accept(ALPN, protocol).spawn()
     try:
         async with receiver() as ep:

@@ -9,6 +9,7 @@ import pytest
 
 from irohpy import EndpointAddr, EndpointId, SecretKey
 from irohpy.base.addr import TransportAddr
+from irohpy.endpoint import HandshakeLimits
 from irohpy.errors import ApplicationClosed, ConnectError
 from irohpy.protocols import ping as ping_proto
 from irohpy.protocols.router import Router
@@ -261,6 +262,38 @@ async def test_refuse_seen_by_rust_dialer(iroh_loop) -> None:  # type: ignore[no
             await asyncio.wait_for(ref.connect(their_addr_of(iroh, ours), ALPN), T)
         assert "refused" in info.value.message()
         await task
+    finally:
+        await ours.close()
+        await ref.close()
+
+
+async def test_rust_dialer_completes_after_a_forced_retry(iroh_loop) -> None:  # type: ignore[no-untyped-def]
+    iroh = iroh_loop
+    ours = await bind([ALPN], handshake_limits=HandshakeLimits(always_retry=True))
+    ref = await bind_ref(iroh)
+    try:
+        async def serve() -> bool:
+            incoming = await ours.accept()
+            assert incoming is not None
+            validated = incoming.remote_addr_validated()
+            conn = await incoming.accept()
+            send, recv = await conn.accept_bi()
+            await send.write_all(await recv.read_to_end(1 << 20))
+            await send.finish()
+            await conn.closed()
+            return validated
+
+        server = asyncio.create_task(serve())
+        async with asyncio.timeout(T):
+            conn = await ref.connect(their_addr_of(iroh, ours), ALPN)
+            assert conn.remote_id().to_bytes() == bytes(ours.id)
+            bi = await conn.open_bi()
+            await bi.send().write_all(b"after a retry")
+            await bi.send().finish()
+            assert await bi.recv().read_to_end(100) == b"after a retry"
+            conn.close(0, b"bye")
+            assert await server
+        assert ours._dispatcher.retries_sent >= 1
     finally:
         await ours.close()
         await ref.close()

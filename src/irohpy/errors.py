@@ -176,6 +176,10 @@ class DatagramError(IrohError):
     """A datagram could not be sent: unsupported by the peer, or too large."""
 
 
+class QuicPacketError(DecodeError):
+    """A QUIC packet the endpoint will not act on: an Initial that does not decrypt, a bad Retry token."""
+
+
 # -- relay --------------------------------------------------------------------
 
 

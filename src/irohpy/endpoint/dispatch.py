@@ -4,6 +4,11 @@ It routes incoming datagrams to connections by destination connection ID,
 turns unknown Initials into :class:`Incoming` offers, runs one timer heap for
 all connections, and flushes outgoing datagrams once per burst rather than
 once per packet. It is the only place that calls aioquic's I/O methods.
+
+An unknown Initial becomes an offer only once it decrypts (``initial.py``),
+and only while fewer than ``HandshakeLimits.max_handshakes`` handshakes are
+under way; above ``retry_above`` a dialer must first prove its address with a
+stateless Retry. Junk and floods therefore cost no connection state.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from aioquic.quic.packet import (
 from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from irohpy.endpoint.connection import Connection
-from irohpy.socket.paths import PathKey
+from irohpy.endpoint.initial import InitialPacket, RetryTokens, open_initial, retry_packet
+from irohpy.errors import QuicPacketError
+from irohpy.socket.paths import PathKey, RelayPath
 from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
 
@@ -47,7 +54,53 @@ INCOMING_BUFFER = 8
 DEAD_CID_TTL = 10.0
 MAX_DEAD_CIDS = 4096
 
-IncomingFactory = Callable[[bytes, bytes, int, PathKey, bytes], "Incoming | None"]
+INVALID_TOKEN = 0x0B
+MAX_HANDSHAKES = 128
+RETRY_ABOVE = 32
+
+
+@dataclass(frozen=True)
+class HandshakeLimits:
+    """How many incoming handshakes may run at once, and when dialers must pass a Retry first.
+
+    ``max_handshakes`` counts offers not yet decided plus accepted connections
+    whose handshake has not completed; Initials beyond it are dropped. Above
+    ``retry_above`` (or always, with ``always_retry``) a new dialer gets a
+    stateless Retry and is admitted once its second Initial returns the token.
+    """
+
+    max_handshakes: int = MAX_HANDSHAKES
+    retry_above: int = RETRY_ABOVE
+    always_retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InitialOffer:
+    """A decrypted Initial the endpoint may accept: the connection IDs aioquic needs.
+
+    After a Retry, ``original_dcid`` is the DCID of the dialer's first Initial
+    and ``retry_scid`` the one our Retry chose (= ``packet.dcid``).
+    """
+
+    packet: InitialPacket
+    path: PathKey
+    datagram: bytes
+    original_dcid: bytes
+    retry_scid: bytes | None
+
+    @property
+    def validated(self) -> bool:
+        return self.retry_scid is not None
+
+
+IncomingFactory = Callable[[InitialOffer], "Incoming | None"]
+
+
+def path_bytes(path: PathKey) -> bytes:
+    """A path as bytes for binding Retry tokens: the IP and port, or the relay and the sender's id."""
+    if isinstance(path, RelayPath):
+        return b"relay|" + str(path.url).encode() + b"|" + bytes(path.endpoint_id)
+    return f"{path[0]}|{path[1]}".encode()
 
 
 def refuse_packet(version: int, client_dcid: bytes, client_scid: bytes, error_code: int) -> bytes:
@@ -86,9 +139,16 @@ class _SelectedBurst:
 
 class Dispatcher:
     def __init__(self, transport: Transport, remotes: RemoteMap, supported_versions: list[int],
-                 keep_alive: float = KEEP_ALIVE) -> None:
+                 keep_alive: float = KEEP_ALIVE, limits: HandshakeLimits = HandshakeLimits()) -> None:
         self._loop = asyncio.get_running_loop()
         self.keep_alive = keep_alive
+        self.limits = limits
+        self._tokens = RetryTokens()
+        # Accepted server connections whose handshake has not completed.
+        self._handshaking: set[Connection] = set()
+        self.rejected_initials = 0
+        self.retries_sent = 0
+        self.handshakes_dropped = 0
         self.transport = transport
         self.remotes = remotes
         self._versions = supported_versions
@@ -127,8 +187,17 @@ class Dispatcher:
         if conn is not None:
             self._conn_cids[conn].discard(cid)
 
+    def begin_handshake(self, conn: Connection) -> None:
+        """An accepted connection counts against ``max_handshakes`` until it completes or ends."""
+        self._handshaking.add(conn)
+
+    @property
+    def handshakes(self) -> int:
+        return len(self._pending) + len(self._handshaking)
+
     def remove(self, conn: Connection) -> None:
         """Forget a connection whose draining period ended."""
+        self._handshaking.discard(conn)
         if conn not in self.connections:
             return
         self.connections.discard(conn)
@@ -234,15 +303,43 @@ class Dispatcher:
                 ),
             )
             return
-        # Long header packet type bits: Initial is 0 in QUIC v1 and 1 in v2.
-        ptype = (data[0] & 0x30) >> 4
-        if ptype != (1 if version == 0x6B3343CF else 0):
-            return
         if len(dcid) < 8 or self.incoming_factory is None:
             return
-        incoming = self.incoming_factory(dcid, scid, version, path, data)
+        try:
+            packet = open_initial(data)
+        except QuicPacketError:
+            self.rejected_initials += 1
+            return
+        offer = self._admit(packet, path, data, now)
+        if offer is None:
+            return
+        incoming = self.incoming_factory(offer)
         if incoming is not None:
             self._pending[dcid] = incoming
+
+    def _admit(self, packet: InitialPacket, path: PathKey, data: bytes, now: float) -> InitialOffer | None:
+        """Apply the handshake limits to a decrypted Initial: an offer, or a Retry, or nothing."""
+        limits = self.limits
+        load = self.handshakes
+        if load >= limits.max_handshakes:
+            self.handshakes_dropped += 1
+            return None
+        address = path_bytes(path)
+        if packet.token:
+            try:
+                original = self._tokens.validate(packet.token, address, packet.dcid, now)
+            except QuicPacketError:
+                self.transport.send_path(path, refuse_packet(packet.version, packet.dcid, packet.scid, INVALID_TOKEN))
+                return None
+            if original is not None:
+                return InitialOffer(packet, path, data, original, packet.dcid)
+        if limits.always_retry or load >= limits.retry_above:
+            retry_scid = os.urandom(CID_LENGTH)
+            token = self._tokens.issue(address, packet.dcid, retry_scid, now)
+            self.transport.send_path(path, retry_packet(packet.version, packet.scid, retry_scid, packet.dcid, token))
+            self.retries_sent += 1
+            return None
+        return InitialOffer(packet, path, data, packet.dcid, None)
 
     def refuse(self, version: int, dcid: bytes, scid: bytes, path: PathKey) -> None:
         self.transport.send_path(
@@ -260,6 +357,7 @@ class Dispatcher:
         self._flush(conn, now)
 
     def on_handshake(self, conn: Connection, event: events.HandshakeCompleted) -> None:
+        self._handshaking.discard(conn)
         conn._pinned = None
         conn._keepalive_at = self._loop.time() + self.keep_alive
         if self.handshake_listener is not None:

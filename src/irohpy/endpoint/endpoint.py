@@ -19,7 +19,7 @@ from irohpy.base.keys import EndpointId, SecretKey
 from irohpy.base.ticket import EndpointTicket
 from irohpy.endpoint import presets as _presets
 from irohpy.endpoint.connection import Connection, Side
-from irohpy.endpoint.dispatch import INCOMING_BUFFER, KEEP_ALIVE, Dispatcher
+from irohpy.endpoint.dispatch import INCOMING_BUFFER, KEEP_ALIVE, Dispatcher, HandshakeLimits, InitialOffer
 from irohpy.endpoint.hooks import ConnectionInfo, EndpointHooks, Reject
 from irohpy.endpoint.metrics import EndpointMetrics
 from irohpy.endpoint.quic import EndpointQuic
@@ -35,6 +35,7 @@ from irohpy.errors import (
 from irohpy.base.notify import Notify
 from irohpy.base.relay_url import RelayUrl
 from irohpy.relay.map import RelayConfig, RelayKind, RelayMap, RelayMode
+from irohpy.relay.recv_limits import RelayRecvLimits
 from irohpy.socket.paths import PathKey, RelayPath, describe_path
 from irohpy.socket.relay_transport import RelayTransport
 from irohpy.lookup.base import AddressLookup, EndpointData
@@ -86,13 +87,14 @@ def _preset_lookups(preset: _presets.Preset, secret: SecretKey) -> list[AddressL
 class Incoming:
     """A handshake someone started with us: accept, refuse, or ignore it."""
 
-    def __init__(self, endpoint: Endpoint, dcid: bytes, scid: bytes, version: int, path: PathKey, first: bytes) -> None:
+    def __init__(self, endpoint: Endpoint, offer: InitialOffer) -> None:
         self._endpoint = endpoint
-        self._dcid = dcid
-        self._scid = scid
-        self._version = version
-        self._path = path
-        self._datagrams: deque[tuple[bytes, PathKey]] = deque([(first, path)], maxlen=INCOMING_BUFFER)
+        self._offer = offer
+        self._dcid = offer.packet.dcid
+        self._scid = offer.packet.scid
+        self._version = offer.packet.version
+        self._path = offer.path
+        self._datagrams: deque[tuple[bytes, PathKey]] = deque([(offer.datagram, offer.path)], maxlen=INCOMING_BUFFER)
         self._decided = False
 
     @property
@@ -101,7 +103,8 @@ class Incoming:
         return self._path
 
     def remote_addr_validated(self) -> bool:
-        return False
+        """Whether the dialer proved it receives at :attr:`remote_addr` (it passed a Retry)."""
+        return self._offer.validated
 
     def _buffer_datagram(self, data: bytes, path: PathKey) -> None:
         if path == self._path:
@@ -159,11 +162,16 @@ class Endpoint:
         keep_alive: float = KEEP_ALIVE,
         max_datagram_size: int = 1200,
         relay_only: bool = False,
+        handshake_limits: HandshakeLimits = HandshakeLimits(),
+        relay_recv_limits: RelayRecvLimits = RelayRecvLimits(),
     ) -> Endpoint:
         """Bind the sockets and start the relay and lookup machinery.
 
         ``relay_only=True`` keeps our IP addresses private: no UDP sockets are bound, no
         direct address is published, and peers are reached through relays only.
+        ``handshake_limits`` caps concurrent incoming handshakes and says when dialers
+        must pass a stateless Retry first; ``relay_recv_limits`` meters, per sender, the
+        datagrams that arrive through relays.
         """
         self = object.__new__(cls)
         self._secret = secret_key if secret_key is not None else SecretKey.generate()
@@ -191,7 +199,7 @@ class Endpoint:
         self._remotes = RemoteMap()
         self._transport = Transport(self._remotes, self._on_packets)
         versions = [QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2]
-        self._dispatcher = Dispatcher(self._transport, self._remotes, [int(v) for v in versions], keep_alive)
+        self._dispatcher = Dispatcher(self._transport, self._remotes, [int(v) for v in versions], keep_alive, handshake_limits)
         self._dispatcher.incoming_factory = self._on_incoming
         self._dispatcher.handshake_listener = self._on_handshake
         self._dispatcher.closed_listener = self._on_conn_removed
@@ -203,7 +211,7 @@ class Endpoint:
         if self.relay_mode.kind is not RelayKind.DISABLED:
             self._transport.relay = RelayTransport(
                 self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed,
-                self._addr_changed.notify_all,
+                self._addr_changed.notify_all, relay_recv_limits,
             )
         self._traversal = (
             None if relay_only else NatTraversal(self._secret, self._transport, self._remotes, self._addr_changed.notify_all)
@@ -462,10 +470,11 @@ class Endpoint:
 
     # -- accepting -------------------------------------------------------------
 
-    def _on_incoming(self, dcid: bytes, scid: bytes, version: int, path: PathKey, first: bytes) -> Incoming | None:
-        incoming = Incoming(self, dcid, scid, version, path, first)
+    def _on_incoming(self, offer: InitialOffer) -> Incoming | None:
+        incoming = Incoming(self, offer)
         if self._closed or len(self._incoming) >= MAX_PENDING_INCOMING:
-            self._dispatcher.refuse(version, dcid, scid, path)
+            packet = offer.packet
+            self._dispatcher.refuse(packet.version, packet.dcid, packet.scid, offer.path)
             return None
         self._incoming.append(incoming)
         self._incoming_ready.set()
@@ -479,7 +488,8 @@ class Endpoint:
         )
         quic = EndpointQuic(
             configuration=config,
-            original_destination_connection_id=incoming._dcid,
+            original_destination_connection_id=incoming._offer.original_dcid,
+            retry_source_connection_id=incoming._offer.retry_scid,
             session_ticket_fetcher=lambda key: self._server_tickets.pop(key, None),
             session_ticket_handler=self._store_server_ticket,
             stream_window=STREAM_WINDOW,
@@ -489,6 +499,7 @@ class Endpoint:
         conn = Connection(self._dispatcher, quic, remote.mapped, Side.SERVER)
         self._register(conn, [incoming._dcid, quic.host_cid])
         conn._pinned = incoming._path
+        self._dispatcher.begin_handshake(conn)
         self._dispatcher.feed(conn, list(incoming._datagrams))
         return conn
 

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 # Unacknowledged bytes a stream may hold before write() waits.
 SEND_HIGH_WATER = 2 * 1024 * 1024
+# Bytes a stream may hold beyond the peer's flow-control credit before write() waits, so a
+# peer that never reads pins at most this plus one write of our memory per stream.
+SEND_AHEAD = 64 * 1024
 
 
 class SendStream:
@@ -30,6 +33,17 @@ class SendStream:
         self._reset_code: int | None = None
         self._stopped_code: int | None = None
         self._space = Notify()
+
+    def _must_wait(self) -> bool:
+        """Too much unacknowledged, or too much queued beyond what the peer lets us send."""
+        stream = self._conn._quic._streams.get(self.id)
+        if stream is None:
+            return False
+        sender = stream.sender
+        return (
+            sender._buffer_stop - sender._buffer_start >= SEND_HIGH_WATER
+            or sender._buffer_stop - stream.max_stream_data_remote >= SEND_AHEAD
+        )
 
     def _unacked(self) -> int:
         stream = self._conn._quic._streams.get(self.id)
@@ -46,12 +60,16 @@ class SendStream:
             raise StreamError(f"stream {self.id} is already finished or reset")
         self._conn._check_open()
 
-    async def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue ``data``; waits for acknowledgements first when the buffer is full."""
+    async def ready(self) -> None:
+        """Wait until :meth:`write` would not wait: lets a writer produce data only when it can go out."""
         self._check_writable()
-        while self._unacked() >= SEND_HIGH_WATER:
+        while self._must_wait():
             await self._wait_progress()
             self._check_writable()
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue ``data``; waits first while the peer's flow control or acknowledgements lag."""
+        await self.ready()
         if data:
             # aioquic copies into its own send buffer, so a view needs no copy first.
             self._conn._quic.send_stream_data(self.id, data)  # type: ignore[arg-type]

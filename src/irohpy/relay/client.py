@@ -24,6 +24,7 @@ from irohpy.base.keys import PublicKey, SecretKey
 from irohpy.base.relay_url import RelayUrl
 from irohpy.errors import RelayAuthError, RelayError, RelayProtocolError
 from irohpy.relay import protocol as p
+from irohpy.relay.recv_limits import DatagramMeter, RelayRecvLimits
 from irohpy.relay.stun import STUN_PORT_HEADER
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,10 @@ class RelayClient:
         auth_token: str | None = None,
         on_state: Callable[[RelayClient], None] | None = None,
         ping_interval: float = PING_INTERVAL,
+        recv_limits: RelayRecvLimits = RelayRecvLimits(),
     ) -> None:
         self.url = url
+        self._meter = DatagramMeter(recv_limits)
         self._secret = secret
         self._session = session
         self._on_datagrams = on_datagrams
@@ -227,10 +230,11 @@ class RelayClient:
         while True:
             frame = p.decode(await self._receive(ws), version=version)
             if isinstance(frame, p.RelayToClient):
-                datagrams = frame.datagrams()
-                self.recv_datagrams += len(datagrams)
-                self.last_used = time.monotonic()
-                self._on_datagrams(self.url, frame.peer, datagrams)
+                datagrams = self._admit(frame)
+                if datagrams:
+                    self.recv_datagrams += len(datagrams)
+                    self.last_used = time.monotonic()
+                    self._on_datagrams(self.url, frame.peer, datagrams)
             elif isinstance(frame, p.Ping):
                 await ws.send_bytes(p.encode(p.Pong(frame.data)))
             elif isinstance(frame, p.Pong):
@@ -244,6 +248,25 @@ class RelayClient:
                     raise RelayError(f"another connection with our id took over at {self.url}")
             elif isinstance(frame, p.Health):
                 log.info("relay %s health: %s", self.url, frame.problem)
+
+    def _admit(self, frame: p.RelayToClient) -> list[bytes]:
+        """The frame's datagrams that its sender's budget allows; only those are sliced out."""
+        meter = self._meter
+        count = meter.segments(len(frame.payload), frame.segment_size)
+        if count is None:
+            meter.dropped += 1
+            return []
+        allowed = meter.admit(frame.peer, count, time.monotonic())
+        if frame.segment_size is None:
+            return [frame.payload] if allowed else []
+        size = frame.segment_size
+        payload = frame.payload
+        return [payload[i : i + size] for i in range(0, allowed * size, size)]
+
+    @property
+    def dropped_datagrams(self) -> int:
+        """Datagrams refused by the receive limits (a refused batch frame counts once)."""
+        return self._meter.dropped
 
     async def _write_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:

@@ -22,6 +22,7 @@ from irohpy.base.relay_url import RelayUrl
 from irohpy.base.notify import Notify
 from irohpy.relay.client import CONNECT_TIMEOUT, RelayClient, probe
 from irohpy.relay.map import RelayConfig, RelayMap
+from irohpy.relay.recv_limits import RelayRecvLimits
 from irohpy.socket.paths import RelayPath
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ PacketHandler = Callable[[list[tuple[bytes, RelayPath]]], None]
 
 class RelayTransport:
     def __init__(self, secret: SecretKey, relay_map: RelayMap, on_packets: PacketHandler,
-                 on_home_change: Callable[[], None] | None = None) -> None:
+                 on_home_change: Callable[[], None] | None = None,
+                 recv_limits: RelayRecvLimits = RelayRecvLimits()) -> None:
         self._secret = secret
+        self._recv_limits = recv_limits
         self._map = relay_map
         self._on_packets = on_packets
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT))
@@ -76,9 +79,15 @@ class RelayTransport:
                 url, self._secret, self._session, self._deliver,
                 auth_token=config.auth_token if config else None,
                 on_state=self._on_client_state,
+                recv_limits=self._recv_limits,
             )
             self._clients[url] = client
         return client
+
+    @property
+    def dropped_datagrams(self) -> int:
+        """Datagrams refused by the receive limits, over the relays connected now."""
+        return sum(c.dropped_datagrams for c in self._clients.values())
 
     def ensure(self, url: RelayUrl) -> None:
         """Connect to a peer's relay ahead of the first datagram."""

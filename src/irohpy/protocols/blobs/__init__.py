@@ -9,11 +9,11 @@ __all__ = ["ChunkRanges", "Leaf", "Outboard", "ResponseDecoder", "compute_outboa
 from irohpy.protocols.blobs.collection import Collection
 from irohpy.protocols.blobs.downloader import Downloader
 from irohpy.protocols.blobs.hashseq import HashSeq
-from irohpy.protocols.blobs.provider import BlobsProtocol
+from irohpy.protocols.blobs.provider import BlobsProtocol, ProviderLimits
 from irohpy.protocols.blobs.ticket import BlobFormat, BlobTicket
 from irohpy.protocols.blobs.wire import ALPN, ChunkRangesSeq, GetManyRequest, GetRequest
 
 __all__ += [
     "ALPN", "BlobFormat", "BlobTicket", "BlobsProtocol", "ChunkRangesSeq", "Collection", "Downloader",
-    "GetManyRequest", "GetRequest", "HashSeq",
+    "GetManyRequest", "GetRequest", "HashSeq", "ProviderLimits",
 ]

@@ -243,7 +243,8 @@ def encode_ranges(
     """The bao-tree encoding of a blob restricted to `ranges`, without the 8-byte size header.
 
     Groups that are only partly requested need the hashes inside them; those are
-    computed for up to 512 such groups at once. Raises BaoError if `read` returns
+    computed for up to 32 such groups (512 KiB) at once, a few milliseconds of work,
+    so a caller can yield between pieces. Raises BaoError if `read` returns
     less than asked (the blob shrank under us).
     """
     size = outboard.size
@@ -266,7 +267,7 @@ def encode_ranges(
 
 
 _BATCH_ITEMS = 4096
-_BATCH_PARTIAL_GROUPS = 512
+_BATCH_PARTIAL_GROUPS = 32
 
 
 def _batches(plan: Iterator[_Parent | _Data]) -> Iterator[tuple[list[_Parent | _Data], set[int]]]:

@@ -31,7 +31,7 @@ from irohpy.protocols.blobs.hashseq import HashSeq, check_hash
 from irohpy.protocols.blobs.ranges import GROUP_CHUNKS, GROUP_SIZE, ChunkRanges
 from irohpy.protocols.blobs.store import Store
 from irohpy.protocols.blobs.ticket import BlobFormat
-from irohpy.protocols.blobs.wire import ALPN, ChunkRangesSeq, GetManyRequest
+from irohpy.protocols.blobs.wire import ALPN, MAX_GET_MANY_HASHES, ChunkRangesSeq, GetManyRequest
 
 __all__ = [
     "Connected",
@@ -60,6 +60,11 @@ SLOWER = 2.0
 """End game: re-request a unit when its provider would take this many times longer than us."""
 
 FIRST_GROUP = ChunkRanges.from_range(0, GROUP_CHUNKS)
+LAST_CHUNK = ChunkRanges.from_range(1 << 62)
+"""A range past any blob's end: a provider answers it with the last chunk, whose proof verifies the size."""
+SIZE_PROBE = FIRST_GROUP | LAST_CHUNK
+MAX_UNPROVEN = 64 * 1024
+"""Verified leaves held back while a blob's size is not yet proven (a size probe needs 17 KiB)."""
 
 
 # -- events ----------------------------------------------------------------------
@@ -143,6 +148,11 @@ class _Unit:
     running: list[_Provider] = field(default_factory=list)
     finished: bool = False
     started: float = 0.0
+
+
+def _proves_size(leaves: Sequence[bao.Leaf], size: int) -> bool:
+    """Whether a verified leaf reaches the blob's end: its proof authenticates ``size``."""
+    return any(leaf.offset + len(leaf.data) == size for leaf in leaves)
 
 
 def _range_bytes(ranges: ChunkRanges, size: int) -> int:
@@ -378,22 +388,26 @@ class Download:
                              + "; ".join(f"{p.id.fmt_short()}: {p.dropped}" for p in self._providers))
 
     async def _fetch_sizes(self, hashes: list[bytes]) -> None:
-        """Learn unknown sizes with one request for the first chunk group of each blob.
+        """Learn unknown sizes with one request for the first chunk group and the last chunk of each blob.
 
-        The answer is useful data too: blobs up to 16 KiB arrive whole (their size then
-        verified), and larger ones get their first group and a size to plan the rest with,
-        verified when their last group arrives. (Asking for the last chunk instead would
-        make the provider hash every chunk of each last group.)
+        The last chunk's proof verifies the size before the store allocates anything for the
+        blob, and the answer is useful data too: blobs up to 16 KiB arrive whole, larger ones
+        get their first group. (The provider hashes the last group's chunks to prove the
+        last one: at most 16 KiB per blob.)
         """
         store = self._dl.store
-        unknown = [h for h in hashes if await store.size(h) is None]
+        unknown = [h for h in hashes if await store.verified_size(h) is None]
         if not unknown:
             return
-        request = GetManyRequest(tuple(unknown), ChunkRangesSeq.from_ranges_infinite([FIRST_GROUP]))
+        for start in range(0, len(unknown), MAX_GET_MANY_HASHES):
+            await self._fetch_first_groups(unknown[start : start + MAX_GET_MANY_HASHES])
+
+    async def _fetch_first_groups(self, hashes: list[bytes]) -> None:
+        request = GetManyRequest(tuple(hashes), ChunkRangesSeq.from_ranges_infinite([SIZE_PROBE]))
         errors = []
         for provider in self._alive():
             try:
-                await self._request(provider, request.to_bytes(), [(h, FIRST_GROUP) for h in unknown])
+                await self._request(provider, request.to_bytes(), [(h, SIZE_PROBE) for h in hashes])
             except (IrohError, _Abandoned) as exc:
                 errors.append(f"{provider.id.fmt_short()}: {exc}")
                 self._drop(provider, f"getting sizes failed: {exc}")
@@ -511,10 +525,21 @@ class Download:
             for h, ranges in items:
                 decoder = bao.ResponseDecoder(h, ranges, window=VERIFY_WINDOW)
                 leaves = decoder.feed(pending)
+                proven = await store.verified_size(h)
                 complete: bool | None = None
+                held: list[bao.Leaf] = []
                 while True:
                     if complete is None and decoder.size is not None:
-                        complete = await store.begin_partial(h, decoder.size)
+                        if proven is not None and decoder.size != proven:
+                            raise BaoError(f"size header {decoder.size} contradicts the verified size {proven}")
+                        held += leaves
+                        leaves = []
+                        if proven is not None or decoder.size == 0 or _proves_size(held, decoder.size):
+                            # Only now is the size known to be genuine: the store may size state by it.
+                            complete = await store.begin_partial(h, decoder.size)
+                            leaves, held = held, []
+                        elif sum(len(leaf.data) for leaf in held) > MAX_UNPROVEN:
+                            raise BlobsError(f"provider sent {h.hex()[:12]} data without proving its size")
                     if leaves and not complete:
                         await self._store_leaves(provider, h, leaves)
                     if decoder.done:

@@ -1,9 +1,12 @@
 """The provider side of iroh-blobs: a Router protocol that serves Get and GetMany from a store.
 
-One request per bidi stream. The request read is bounded in size (1 MiB) and time, each write
-must make progress within a deadline, a connection gets a bounded number of concurrent
-requests and all connections together a bounded number of responses in flight, so no peer
-can pin memory or tasks. Anything the provider cannot or will not serve
+One request per bidi stream. The request read is bounded in size (1 MiB), item counts and time;
+each write must make progress within a short stall timeout; connections are capped in total
+and per peer; a connection gets a bounded number of concurrent requests; and the responses in
+flight are bounded in total and per peer, with waiting peers served round robin. So a peer
+that never reads, or opens streams as fast as it can, pins little and starves nobody (see
+:class:`ProviderLimits`). Long responses yield to the event loop every few milliseconds.
+Anything the provider cannot or will not serve
 resets the stream with iroh's codes: ``ERR_LIMIT`` for an oversized or too slow request,
 ``ERR_INTERNAL`` for a malformed one or missing data (what iroh-blobs sends when its store
 cannot export a blob). Only complete blobs are served.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +27,7 @@ from irohpy.errors import BlobRequestError, BlobsError, DecodeError, IrohError, 
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq
 from irohpy.protocols.blobs.ranges import ChunkRanges
+from irohpy.protocols.blobs.slots import FairSlots
 from irohpy.protocols.blobs.store import Store
 from irohpy.protocols.blobs.wire import (
     ALPN,
@@ -36,18 +41,48 @@ from irohpy.protocols.blobs.wire import (
     size_header,
 )
 
-__all__ = ["ALPN", "BlobsProtocol", "ProviderEvent"]
+__all__ = ["ALPN", "BlobsProtocol", "ProviderEvent", "ProviderLimits"]
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT = 10.0
-WRITE_TIMEOUT = 30.0
-MAX_STREAMS_PER_CONNECTION = 16
-MAX_RESPONSES = 64
-"""Responses being sent at once across all connections; more wait their turn."""
 MAX_HASH_SEQ_SIZE = 32 * 1024 * 1024
 """Hash sequences are read whole to find children; larger ones (a million children) are refused."""
-WRITE_BATCH = 256 * 1024
+WRITE_BATCH = 64 * 1024
+YIELD_EVERY = 0.010
+"""A response hands the event loop back at least this often (seconds of CPU)."""
+ERR_CONNECTION_LIMIT = ERR_LIMIT
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """What one provider will do at once, and for how long it waits on a peer.
+
+    - ``max_connections`` / ``max_connections_per_peer``: connections served at once; more
+      are closed at once with ``ERR_LIMIT``.
+    - ``max_streams_per_connection``: requests one connection has open at once; more wait
+      (unaccepted) in QUIC.
+    - ``max_streams_per_peer``: responses under way for one peer (EndpointId) over all its
+      connections, producing or waiting for the peer to read; more wait their turn. Each
+      stream of a peer that never reads still receives its flow-control window (1.25 MB
+      from iroh) before it stalls, so this bounds what such a peer pulls per stall period.
+    - ``max_responses`` / ``max_responses_per_peer``: responses producing data at once, in
+      total and per peer (EndpointId). A response takes a slot per 64 KiB batch and gives
+      it back while the peer reads, so busy peers take turns round robin (each gets an
+      equal share of our CPU, however many streams it opens) and a stalled requester holds
+      none. Producing is CPU work on one thread, so a few slots are enough.
+    - ``request_timeout``: time to receive a whole request.
+    - ``stall_timeout``: how long one write may wait for the peer to read before the stream
+      is reset with ``ERR_LIMIT`` (a requester that never reads holds a slot this long).
+    """
+
+    max_connections: int = 128
+    max_connections_per_peer: int = 4
+    max_streams_per_connection: int = 16
+    max_responses: int = 8
+    max_responses_per_peer: int = 2
+    max_streams_per_peer: int = 8
+    request_timeout: float = 10.0
+    stall_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +110,7 @@ class BlobsProtocol:
     """Serves blobs from ``store`` on ALPN ``/iroh-bytes/4``; register it with a Router.
 
     ``on_event`` (optional) is called with a :class:`ProviderEvent` as requests start,
-    progress (once per 256 KiB written) and end; it must not block.
+    progress (once per 64 KiB written) and end; it must not block.
     """
 
     def __init__(
@@ -83,25 +118,46 @@ class BlobsProtocol:
         store: Store,
         *,
         on_event: Callable[[ProviderEvent], None] | None = None,
-        request_timeout: float = REQUEST_TIMEOUT,
-        write_timeout: float = WRITE_TIMEOUT,
-        max_streams: int = MAX_STREAMS_PER_CONNECTION,
-        max_responses: int = MAX_RESPONSES,
+        limits: ProviderLimits = ProviderLimits(),
     ) -> None:
         self.store = store
         self._on_event = on_event
-        self._request_timeout = request_timeout
-        self._write_timeout = write_timeout
-        self._max_streams = max_streams
-        self._responses = asyncio.Semaphore(max_responses)
+        self.limits = limits
+        self._responses = FairSlots(limits.max_responses, limits.max_responses_per_peer)
+        self._connections: dict[EndpointId | None, int] = {}
+        self._peer_streams: dict[EndpointId | None, asyncio.Semaphore] = {}
         self.requests_served = 0
         self.requests_refused = 0
+        self.connections_refused = 0
         self.bytes_sent = 0
 
     async def accept(self, conn: Connection) -> None:
         """Serve every stream the peer opens until the connection ends."""
+        peer = conn.remote_id
+        limits = self.limits
+        if (
+            sum(self._connections.values()) >= limits.max_connections
+            or self._connections.get(peer, 0) >= limits.max_connections_per_peer
+        ):
+            self.connections_refused += 1
+            conn.close(ERR_CONNECTION_LIMIT, b"too many connections")
+            return
+        self._connections[peer] = self._connections.get(peer, 0) + 1
+        if peer not in self._peer_streams:
+            self._peer_streams[peer] = asyncio.Semaphore(limits.max_streams_per_peer)
+        try:
+            await self._serve_connection(conn)
+        finally:
+            left = self._connections[peer] - 1
+            if left:
+                self._connections[peer] = left
+            else:
+                del self._connections[peer]
+                del self._peer_streams[peer]
+
+    async def _serve_connection(self, conn: Connection) -> None:
         tasks: set[asyncio.Task[None]] = set()
-        slots = asyncio.Semaphore(self._max_streams)
+        slots = asyncio.Semaphore(self.limits.max_streams_per_connection)
         try:
             while True:
                 await slots.acquire()
@@ -135,13 +191,19 @@ class BlobsProtocol:
 
         try:
             request = await self._read_request(recv)
+            await asyncio.sleep(0)  # decoding a large request took a few ms: let others run first
             request_hash = request.hash if isinstance(request, GetRequest) else b""
-            async with self._responses:
-                self._emit(event("started"))
-                async for n in self._send_response(send, request):
-                    sent += n
-                    self.bytes_sent += n
-                    self._emit(event("progress"))
+            turn = _Turn(self._responses, conn.remote_id)
+            async with self._peer_streams[conn.remote_id]:
+                try:
+                    await turn.take()
+                    self._emit(event("started"))
+                    async for n in self._send_response(send, request, turn):
+                        sent += n
+                        self.bytes_sent += n
+                        self._emit(event("progress"))
+                finally:
+                    turn.give_back()
                 await send.finish()
             self.requests_served += 1
             self._emit(event("done"))
@@ -166,11 +228,12 @@ class BlobsProtocol:
             self._emit(event("failed", str(exc)))
 
     async def _read_request(self, recv: RecvStream) -> Request:
+        timeout = self.limits.request_timeout
         try:
-            async with asyncio.timeout(self._request_timeout):
+            async with asyncio.timeout(timeout):
                 data = await recv.read_to_end(MAX_MESSAGE_SIZE)
         except TimeoutError:
-            raise _Refused(f"no complete request within {self._request_timeout:g} s", ERR_LIMIT) from None
+            raise _Refused(f"no complete request within {timeout:g} s", ERR_LIMIT) from None
         except ReadError as exc:
             raise _Refused(str(exc), ERR_LIMIT) from None
         try:
@@ -178,22 +241,24 @@ class BlobsProtocol:
         except BlobRequestError as exc:
             raise _Refused(str(exc), ERR_INTERNAL) from None
 
-    async def _send_response(self, send: SendStream, request: Request):  # type: ignore[no-untyped-def]
+    async def _send_response(self, send: SendStream, request: Request, turn: _Turn):  # type: ignore[no-untyped-def]
         """Yield the byte count of each batch written, so the caller can report progress."""
         if isinstance(request, GetManyRequest):
             for index, ranges in request.ranges.non_empty(len(request.hashes)):
-                async for n in self._send_blob(send, request.hashes[index], ranges):
+                async for n in self._send_blob(send, request.hashes[index], ranges, turn):
                     yield n
-            return
-        count = 1
-        children: HashSeq | None = None
-        if _selects_children(request):
-            children = await self._hash_seq(request.hash)
-            count = len(children) + 1
-        for index, ranges in request.ranges.non_empty(count):
-            blob = request.hash if index == 0 else children[index - 1]  # type: ignore[index]
-            async for n in self._send_blob(send, blob, ranges):
-                yield n
+        else:
+            count = 1
+            children: HashSeq | None = None
+            if _selects_children(request):
+                children = await self._hash_seq(request.hash)
+                count = len(children) + 1
+            for index, ranges in request.ranges.non_empty(count):
+                blob = request.hash if index == 0 else children[index - 1]  # type: ignore[index]
+                async for n in self._send_blob(send, blob, ranges, turn):
+                    yield n
+        if turn.batch:
+            yield await self._write(send, turn)
 
     async def _hash_seq(self, hash_: bytes) -> HashSeq:
         if await self.store.has(hash_) != "complete":
@@ -205,26 +270,66 @@ class BlobsProtocol:
         except DecodeError:
             raise _Refused(f"blob {hash_.hex()} is not a hash sequence", ERR_INTERNAL) from None
 
-    async def _send_blob(self, send: SendStream, hash_: bytes, ranges: ChunkRanges):  # type: ignore[no-untyped-def]
+    async def _send_blob(self, send: SendStream, hash_: bytes, ranges: ChunkRanges,  # type: ignore[no-untyped-def]
+                         turn: _Turn):
+        """Append one blob's response to the turn's batch, writing whenever the batch is full."""
+        await turn.pace()
         if await self.store.has(hash_) != "complete":
             raise _Refused(f"blob {hash_.hex()} not found", ERR_INTERNAL)
         read, outboard = await self.store.reader(hash_)
-        batch = bytearray(size_header(outboard.size))
+        turn.batch += size_header(outboard.size)
         for piece in bao.encode_ranges(read, outboard, ranges):
-            batch += piece
-            if len(batch) >= WRITE_BATCH:
-                yield await self._write(send, batch)
-                batch = bytearray()
-        if batch:
-            yield await self._write(send, batch)
+            turn.batch += piece
+            if len(turn.batch) >= WRITE_BATCH:
+                yield await self._write(send, turn)
+            else:
+                await turn.pace()
 
-    async def _write(self, send: SendStream, data: bytearray) -> int:
+    async def _write(self, send: SendStream, turn: _Turn) -> int:
+        """Write the turn's batch, then wait (without a response slot) until the peer can take more.
+
+        Waiting before producing the next batch, not after, keeps a requester that never
+        reads down to what QUIC already holds for it.
+        """
+        data, turn.batch = turn.batch, bytearray()
+        await send.write(data)
+        timeout = self.limits.stall_timeout
+        turn.give_back()
         try:
-            async with asyncio.timeout(self._write_timeout):
-                await send.write(data)
+            async with asyncio.timeout(timeout):
+                await send.ready()
         except TimeoutError:
-            raise _Refused(f"peer read nothing for {self._write_timeout:g} s", ERR_LIMIT) from None
+            raise _Refused(f"peer read nothing for {timeout:g} s", ERR_LIMIT) from None
+        await turn.take()
         return len(data)
+
+
+class _Turn:
+    """One response's claim on the shared slots: held while it produces data, given back while
+    it waits on the peer, and the event loop handed back every ``YIELD_EVERY`` seconds.
+    ``batch`` is the response bytes produced but not yet written."""
+
+    def __init__(self, slots: FairSlots, peer: EndpointId | None) -> None:
+        self._slots = slots
+        self._peer = peer
+        self._held = False
+        self._since = time.perf_counter()
+        self.batch = bytearray()
+
+    async def take(self) -> None:
+        if await self._slots.acquire(self._peer):
+            self._since = time.perf_counter()
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release(self._peer)
+
+    async def pace(self) -> None:
+        if time.perf_counter() - self._since >= YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._since = time.perf_counter()
 
 
 def _selects_children(request: GetRequest) -> bool:

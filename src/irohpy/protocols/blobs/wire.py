@@ -7,7 +7,9 @@ Ranges are in 1 KiB chunks. A ``RangeSpec`` is the varint deltas between the alt
 selected/unselected boundaries of a :class:`ChunkRanges`; a ``ChunkRangesSeq`` pairs
 delta-encoded blob offsets with range specs, and its last entry applies to every later blob.
 Decoding is strict: a delta of zero is accepted only where Rust writes one (the first boundary,
-the first offset), so every accepted request re-encodes to the same bytes.
+the first offset), so every accepted request re-encodes to the same bytes. It is also bounded:
+each count is checked against its limit before any item is read, so decoding the largest
+request we accept costs milliseconds, not seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from irohpy.protocols.blobs.ranges import ChunkRanges
 ALPN = b"/iroh-bytes/4"
 MAX_MESSAGE_SIZE = 1024 * 1024
 """The largest request a provider reads (iroh's ``MAX_MESSAGE_SIZE``)."""
+
+MAX_RANGE_ITEMS = 8192
+"""Range-spec boundaries plus sequence entries one request may carry (a few ms to decode)."""
+MAX_GET_MANY_HASHES = 4096
+"""Hashes one GetMany may name (128 KiB); a downloader splits longer lists."""
 
 ERR_PERMISSION = 1
 ERR_LIMIT = 2
@@ -54,10 +61,28 @@ def encode_range_spec(writer: Writer, ranges: ChunkRanges) -> None:
     writer.seq(deltas, writer.u64)
 
 
-def decode_range_spec(reader: Reader) -> ChunkRanges:
+class _ItemBudget:
+    """How many more range items a request may hold; every count is charged before it is read."""
+
+    def __init__(self, items: int) -> None:
+        self.left = items
+
+    def charge(self, count: int, what: str) -> None:
+        if count > self.left:
+            raise BlobRequestError(f"{what} of {count} items exceeds the request's limit of {MAX_RANGE_ITEMS}")
+        self.left -= count
+
+
+def decode_range_spec(reader: Reader, budget: _ItemBudget | None = None) -> ChunkRanges:
+    budget = budget if budget is not None else _ItemBudget(MAX_RANGE_ITEMS)
     bounds: list[int] = []
     position = 0
-    for i, delta in enumerate(reader.seq(reader.u64)):
+    count = reader.usize()
+    if count > reader.remaining:
+        raise BlobRequestError(f"range spec claims {count} boundaries in {reader.remaining} bytes")
+    budget.charge(count, "range spec")
+    for i in range(count):
+        delta = reader.u64()
         if i and not delta:
             raise BlobRequestError("range spec has an empty span after its first boundary")
         position += delta
@@ -145,17 +170,20 @@ class ChunkRangesSeq:
             previous = offset
 
     @classmethod
-    def decode(cls, reader: Reader) -> ChunkRangesSeq:
+    def decode(cls, reader: Reader, budget: _ItemBudget | None = None) -> ChunkRangesSeq:
+        budget = budget if budget is not None else _ItemBudget(MAX_RANGE_ITEMS)
         entries: list[tuple[int, ChunkRanges]] = []
         offset = 0
-        for i in range(cls._count(reader)):
+        count = cls._count(reader)
+        budget.charge(count, "chunk ranges sequence")
+        for i in range(count):
             delta = reader.u64()
             if i and not delta:
                 raise BlobRequestError("chunk ranges sequence repeats an offset")
             offset += delta
             if offset >= _U64_LIMIT:
                 raise BlobRequestError("chunk ranges sequence offset overflows a u64")
-            entries.append((offset, decode_range_spec(reader)))
+            entries.append((offset, decode_range_spec(reader, budget)))
         return cls(tuple(entries))
 
     @staticmethod
@@ -230,8 +258,14 @@ def decode_request(data: bytes) -> Request:
         if kind == RequestType.GET:
             request: Request = GetRequest(reader.fixed(HASH_LEN), ChunkRangesSeq.decode(reader))
         elif kind == RequestType.GET_MANY:
-            hashes = reader.seq(lambda: reader.fixed(HASH_LEN))
-            request = GetManyRequest(tuple(hashes), ChunkRangesSeq.decode(reader))
+            count = reader.usize()
+            if count > MAX_GET_MANY_HASHES:
+                raise BlobRequestError(f"GetMany of {count} hashes exceeds the limit of {MAX_GET_MANY_HASHES}")
+            if count * HASH_LEN > reader.remaining:
+                raise BlobRequestError(f"GetMany claims {count} hashes in {reader.remaining} bytes")
+            block = reader.fixed(count * HASH_LEN)
+            hashes = tuple(block[i : i + HASH_LEN] for i in range(0, len(block), HASH_LEN))
+            request = GetManyRequest(hashes, ChunkRangesSeq.decode(reader))
         elif kind in (RequestType.OBSERVE, RequestType.PUSH):
             raise BlobRequestError(f"unsupported request type {RequestType(kind).name.lower()}")
         else:

@@ -100,6 +100,10 @@ class Store(ABC):
         """The blob's size (a partial blob's may be unverified), or None if unknown."""
 
     @abstractmethod
+    async def verified_size(self, hash: bytes) -> int | None:
+        """The blob's size once proven: complete, or a partial whose last chunk verified."""
+
+    @abstractmethod
     async def get_bytes(self, hash: bytes) -> bytes:
         """A complete blob's bytes; BlobNotFound otherwise."""
 

@@ -122,6 +122,12 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
+def _shrink(path: Path, size: int) -> None:
+    """Cut a partial's data file to ``size`` if it is longer; never grow it (a sparse file still has a size)."""
+    if path.stat().st_size > size:
+        os.truncate(path, size)
+
+
 def _hash_file(fd: int, size: int) -> Outboard:
     """Hash an open file's first ``size`` bytes, one read-only mapping of a few MiB at a time.
 
@@ -285,6 +291,15 @@ class FsStore(Store):
             partial = self._load_partial(hash)
             return partial.bits.size if partial else None
 
+    async def verified_size(self, hash: bytes) -> int | None:
+        self._check_open()
+        hash = check_hash(hash)
+        try:
+            return self._complete_path(hash, "data").stat().st_size
+        except FileNotFoundError:
+            partial = self._load_partial(hash)
+            return partial.bits.size if partial and partial.bits.size_verified else None
+
     async def get_bytes(self, hash: bytes) -> bytes:
         self._check_open()
         hash = check_hash(hash)
@@ -337,7 +352,7 @@ class FsStore(Store):
         state = self._partial_path(hash, "state")
         try:
             bits = ChunkBits.from_bytes(state.read_bytes())
-            os.truncate(self._partial_path(hash, "data"), bits.size)
+            _shrink(self._partial_path(hash, "data"), bits.size)
         except (FileNotFoundError, DecodeError):
             state.unlink(missing_ok=True)
             self._partial_path(hash, "data").unlink(missing_ok=True)
@@ -424,14 +439,8 @@ class FsStore(Store):
         partial = self._load_partial(hash)
         if partial is None:
             bits = ChunkBits.new(size)
-            fd = os.open(self._partial_path(hash, "data"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.ftruncate(fd, size)
-            except OSError as exc:
-                self._partial_path(hash, "data").unlink(missing_ok=True)
-                raise BlobsError(f"cannot hold a blob of {size} bytes: {exc}") from None
-            finally:
-                os.close(fd)
+            # Empty, not sized: the file grows as verified leaves are written.
+            os.close(os.open(self._partial_path(hash, "data"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
             partial = self._partials[hash] = _Partial(bits)
         elif partial.bits.size != size:
             if partial.bits.size_verified:
@@ -440,7 +449,7 @@ class FsStore(Store):
                 if partial.closed:
                     return self._complete_path(hash, "data").exists()
                 partial.bits = partial.bits.resized(size)
-                os.truncate(self._partial_path(hash, "data"), size)
+                _shrink(self._partial_path(hash, "data"), size)
                 await _settle(self._write_states, [(hash, self._snapshot(partial))])
         if partial.bits.complete:
             return await self._complete(partial, hash)

@@ -68,6 +68,13 @@ class MemStore(Store):
         partial = self._partial.get(hash)
         return partial.bits.size if partial else None
 
+    async def verified_size(self, hash: bytes) -> int | None:
+        hash = check_hash(hash)
+        if hash in self._complete:
+            return self._complete[hash].size
+        partial = self._partial.get(hash)
+        return partial.bits.size if partial and partial.bits.size_verified else None
+
     async def get_bytes(self, hash: bytes) -> bytes:
         hash = check_hash(hash)
         if hash not in self._data:
