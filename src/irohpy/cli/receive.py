@@ -27,7 +27,7 @@ from rich.progress import (
 )
 
 from irohpy.base.addr import EndpointAddr
-from irohpy.cli.common import add_endpoint_args, bind_endpoint
+from irohpy.cli.common import add_endpoint_args, endpoint_from_args
 from irohpy.errors import BlobsError
 from irohpy.protocols.blobs import downloader as dl
 from irohpy.protocols.blobs.hashseq import HashSeq
@@ -126,7 +126,7 @@ async def _fetch(args: argparse.Namespace, ticket: BlobTicket, providers: list[E
     if await _complete(store, ticket):
         return None
     display.stage("[1/4] Connecting…")
-    async with await bind_endpoint(args, []) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint:
         downloader = dl.Downloader(endpoint, store)
         async with downloader.download(ticket.hash, providers, ticket.format) as download:
             async for event in download:
