@@ -230,3 +230,63 @@ def test_pipe_generate_ticket_needs_a_persistent_key(tmp_path: Path) -> None:
     SecretKey.generate().save(str(key))
     out = irohpy("pipe", "generate-ticket", "--key", str(key), env=env)
     assert EndpointTicket.parse(out.stdout.decode().strip()).addr.id == SecretKey.load(str(key)).public()
+
+
+def test_version() -> None:
+    import irohpy as package
+
+    out = irohpy("--version")
+    assert out.returncode == 0 and out.stdout.decode().strip() == f"irohpy {package.__version__}"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["key", "show", "KEY"]], ids=["help", "key-show"])
+def test_startup_imports_only_what_the_command_needs(argv: list[str], tmp_path: Path) -> None:
+    """`irohpy --help` and `irohpy key show` start in < 0.3 s: measured as CPU time (the
+    machine's load does not count) and by what they import."""
+    key = tmp_path / "id.key"
+    SecretKey.generate().save(str(key))
+    argv = [str(key) if a == "KEY" else a for a in argv]
+    code = ("import resource, runpy, sys; sys.argv = ['irohpy', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('irohpy', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'aiohttp', 'aioquic', 'numpy', 'rich'}"
+            " or m.startswith(('irohpy.endpoint', 'irohpy.protocols')))\n"
+            "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+            "print('HEAVY', heavy, 'CPU', u.ru_utime + u.ru_stime, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=30)
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("HEAVY []"), line
+    assert float(line.split()[-1]) < 0.3, line
+
+
+def test_relay_dev_prints_a_client_url_and_two_run_side_by_side() -> None:
+    """README's `irohpy relay --dev`: binds [::]:3340, prints a loopback URL clients can use;
+    a second --dev relay on another port does not clash on the metrics port."""
+    import urllib.request
+
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::", 3340))
+        except OSError:
+            pytest.skip("port 3340 is taken here")
+    first = spawn("relay", "--dev")
+    second = spawn("relay", "--dev", "--http-bind", "127.0.0.1:0")
+    try:
+        assert first.stdout is not None and second.stdout is not None
+        assert first.stdout.readline().decode().strip() == "relay listening on http://127.0.0.1:3340/"
+        assert second.stdout.readline().decode().startswith("relay listening on http://127.0.0.1:")
+        with urllib.request.urlopen("http://127.0.0.1:3340/ping", timeout=10) as reply:
+            assert reply.status == 200
+        assert second.poll() is None, second.stderr.read() if second.stderr else ""
+    finally:
+        for proc in (first, second):
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 130
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def test_wrong_ticket_kind_reads_well() -> None:
+    out = irohpy("ping", "sender", BLOB, *LOCAL)
+    assert out.returncode == 1 and b"not an 'endpoint' ticket" in out.stderr

@@ -12,7 +12,6 @@ starts fast; the others appear in the help from the table below.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import signal
@@ -90,6 +89,8 @@ def _configure_logging(verbosity: int) -> None:
 
 async def _until_signal(command: Awaitable[object], caught: list[int]) -> object:
     """Run ``command``; SIGINT, SIGTERM or SIGHUP cancel it (its cleanup runs) and are noted in ``caught``."""
+    import asyncio  # noqa: PLC0415 - `irohpy --help` and `irohpy key` need no event loop
+
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -109,6 +110,8 @@ async def _until_signal(command: Awaitable[object], caught: list[int]) -> object
 
 def run_command(result: object) -> int:
     """The exit status of a command's result (a coroutine runs until done or a signal)."""
+    import asyncio  # noqa: PLC0415
+
     if not asyncio.iscoroutine(result):
         return int(result or 0)  # type: ignore[call-overload]
     caught: list[int] = []
