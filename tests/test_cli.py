@@ -290,3 +290,10 @@ def test_relay_dev_prints_a_client_url_and_two_run_side_by_side() -> None:
 def test_wrong_ticket_kind_reads_well() -> None:
     out = irohpy("ping", "sender", BLOB, *LOCAL)
     assert out.returncode == 1 and b"not an 'endpoint' ticket" in out.stderr
+
+
+def test_lab_list() -> None:
+    out = irohpy("lab", "list")
+    assert out.returncode == 0, out.stderr
+    names = [line.split()[0] for line in out.stdout.decode().splitlines()]
+    assert {"same_lan", "cone_cone", "loss_5pct"} <= set(names)

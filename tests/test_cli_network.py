@@ -396,3 +396,40 @@ def test_send_progress_on_a_terminal_is_live(tmp_path: Path) -> None:
     text = bytes(screen).decode(errors="replace")
     assert "\x1b[" in text and "━" in text  # a redrawn live display with bars, not plain lines
     assert ": connected" not in text
+
+
+def test_pipe_unix_socket_forwarding(tmp_path: Path) -> None:
+    backend_path, front_path = tmp_path / "backend.sock", tmp_path / "front.sock"
+    backend = socket.socket(socket.AF_UNIX)
+    backend.bind(str(backend_path))
+    backend.listen()
+
+    def echo_upper() -> None:
+        conn, _ = backend.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data.upper())
+
+    threading.Thread(target=echo_upper, daemon=True).start()
+    try:
+        with running("pipe", "listen-unix", "--socket-path", str(backend_path), *LOCAL) as listener:
+            ticket = ticket_word(read_until(listener.stderr, lambda line: "endpoint" in line), "endpoint")
+            with running("pipe", "connect-unix", "--socket-path", str(front_path), ticket, *LOCAL) as connector:
+                deadline = time.monotonic() + 30
+                while not front_path.exists():
+                    assert time.monotonic() < deadline and connector.poll() is None
+                    time.sleep(0.05)
+                with socket.socket(socket.AF_UNIX) as client:
+                    client.settimeout(30)
+                    client.connect(str(front_path))
+                    client.sendall(b"over a unix socket")
+                    client.shutdown(socket.SHUT_WR)
+                    reply = b""
+                    while chunk := client.recv(65536):
+                        reply += chunk
+                assert reply == b"OVER A UNIX SOCKET"
+                assert interrupt(connector)[0] == 130
+            assert not front_path.exists()  # connect-unix removes its socket file
+            assert interrupt(listener)[0] == 130
+    finally:
+        backend.close()
