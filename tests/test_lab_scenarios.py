@@ -21,7 +21,8 @@ from irohpy.lab.scenarios import (
 
 REASON = topology.unavailable_reason()
 TRANSFER = 2 << 20
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(300)]  # a hard cap only: a loaded machine took 105 s for one scenario
+# The timeout is a hard cap only: loss_5pct took 105 s beside two CPU hogs on 2 cores.
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(300)]
 
 
 async def _run(name: str) -> ScenarioResult:
