@@ -136,6 +136,9 @@ def test_killed_receive_resumes_without_refetching(tmp_path: Path) -> None:
         second = irohpy("receive", ticket, "--out", str(out), "--json", *LOCAL)
         assert second.returncode == 0, second.stderr
     done = done_event(second.stdout)
+    sizes = next(json.loads(line) for line in second.stdout.splitlines() if '"sizes"' in line)
+    # The resumed bar runs over the whole size and starts at what the store already had.
+    assert sizes["total_bytes"] == size and 0 < sizes["missing_bytes"] < size
     # The store persists progress every 16 MiB (and every second), so everything verified
     # before the kill stays but for at most the last 16 MiB.
     assert done["bytes_fetched"] <= size - reached + (16 << 20)
@@ -320,3 +323,14 @@ def test_receive_a_raw_blob_ticket(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (out / digest.hex()).read_bytes() == data
     assert done_event(result.stdout)["files"] == [{"name": digest.hex(), "size": len(data)}]
+
+
+def test_resumed_progress_bar_counts_the_whole_size() -> None:
+    from irohpy.cli.receive import StageDisplay
+
+    with StageDisplay(True) as display:
+        display.downloading(1000, have=400)  # a resumed run: 400 of 1000 bytes already stored
+        display.advance_to(100)  # 100 fetched by this run
+        assert display._progress is not None
+        task = display._progress.tasks[0]
+        assert (task.total, task.completed) == (1000, 500)
