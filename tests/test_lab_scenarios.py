@@ -21,7 +21,8 @@ from irohpy.lab.scenarios import (
 
 REASON = topology.unavailable_reason()
 TRANSFER = 2 << 20
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(180)]
+# The timeout is a hard cap only: loss_5pct took 105 s beside two CPU hogs on 2 cores.
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(300)]
 
 
 async def _run(name: str) -> ScenarioResult:
@@ -80,3 +81,16 @@ async def test_direct_path_loss_falls_back_to_relay_within_5s() -> None:
     assert result.time_to_direct is not None, "direct before UDP was blocked"
     assert result.change_to_relay is not None and result.change_to_relay <= FALLBACK_LIMIT, result.path_changes
     assert result.final_path == "relay"
+
+
+def test_cli_lab_run() -> None:
+    """The README's `irohpy lab run SCENARIO`, as a user runs it (root, Linux)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "irohpy", "lab", "run", "same_lan", "--megabytes", "1", "--json"],
+                         capture_output=True, text=True, timeout=170)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["scenario"] == "same_lan" and result["connected"], result

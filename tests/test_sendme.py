@@ -136,6 +136,10 @@ def test_killed_receive_resumes_without_refetching(tmp_path: Path) -> None:
         second = irohpy("receive", ticket, "--out", str(out), "--json", *LOCAL)
         assert second.returncode == 0, second.stderr
     done = done_event(second.stdout)
+    sizes = next(json.loads(line) for line in second.stdout.splitlines() if '"sizes"' in line)
+    # The resumed bar runs over the whole size and starts at what the store already had.
+    assert size <= sizes["total_bytes"] < size + 4096  # the file plus the collection's small blobs
+    assert 0 < sizes["missing_bytes"] < size
     # The store persists progress every 16 MiB (and every second), so everything verified
     # before the kill stays but for at most the last 16 MiB.
     assert done["bytes_fetched"] <= size - reached + (16 << 20)
@@ -149,14 +153,18 @@ def test_receive_refuses_to_overwrite(tmp_path: Path) -> None:
     (src / "docs" / "a.txt").write_text("new text")
     (out / "docs").mkdir(parents=True)
     (out / "docs" / "a.txt").write_text("precious")
+    (src / "docs" / "big.bin").write_bytes(os.urandom(8 << 20))
     with sending(src / "docs", src) as (ticket, _):
         refused = irohpy("receive", ticket, "--out", str(out), "--no-progress", *LOCAL)
         assert refused.returncode == 1
         assert refused.stderr.strip().startswith("error: ") and len(refused.stderr.strip().splitlines()) == 1
+        assert "a.txt exists; pass --overwrite" in refused.stderr
         assert (out / "docs" / "a.txt").read_text() == "precious"
+        # Refused before the data came: no 8 MiB store left behind, no file written.
+        assert not list(out.glob(".sendme-recv-*")) and not (out / "docs" / "big.bin").exists()
         again = irohpy("receive", ticket, "--out", str(out), "--no-progress", "--overwrite", *LOCAL)
         assert again.returncode == 0, again.stderr
-    assert "already complete" in again.stdout  # the first run had fetched everything
+    assert "downloaded 2 files, 8.00 MiB" in again.stdout
     assert (out / "docs" / "a.txt").read_text() == "new text"
 
 
@@ -171,6 +179,7 @@ def test_single_file_and_progress_stages(tmp_path: Path) -> None:
     for stage in ("[1/4] Connecting", "[2/4] Getting sizes", "[3/4] Downloading", "[4/4] Exporting"):
         assert stage in result.stderr
     assert (out / "one.txt").read_text() == "hello sendme\n"
+    assert result.stdout.startswith(f"downloaded 1 file, 13 B to {out}. took ")
 
 
 @pytest.mark.parametrize("ticket", ["blobnotbase32!", "endpointaaaa", "blob" + "a" * 20])
@@ -315,3 +324,14 @@ def test_receive_a_raw_blob_ticket(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (out / digest.hex()).read_bytes() == data
     assert done_event(result.stdout)["files"] == [{"name": digest.hex(), "size": len(data)}]
+
+
+def test_resumed_progress_bar_counts_the_whole_size() -> None:
+    from irohpy.cli.receive import StageDisplay
+
+    with StageDisplay(True) as display:
+        display.downloading(1000, have=400)  # a resumed run: 400 of 1000 bytes already stored
+        display.advance_to(100)  # 100 fetched by this run
+        assert display._progress is not None
+        task = display._progress.tasks[0]
+        assert (task.total, task.completed) == (1000, 500)

@@ -87,7 +87,11 @@ class ProviderLimits:
 
 @dataclass(frozen=True)
 class ProviderEvent:
-    """What a request did: ``kind`` is ``started``, ``progress``, ``done`` or ``failed``."""
+    """What a request did: ``kind`` is ``started``, ``progress``, ``done`` or ``failed``.
+
+    ``connected`` and ``closed`` (``stream_id`` -1) bracket each connection, as iroh-blobs'
+    ClientConnected and ConnectionClosed do.
+    """
 
     kind: str
     remote: EndpointId | None
@@ -158,6 +162,7 @@ class BlobsProtocol:
     async def _serve_connection(self, conn: Connection) -> None:
         tasks: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.limits.max_streams_per_connection)
+        self._emit(ProviderEvent("connected", conn.remote_id, conn.stable_id, -1, b""))
         try:
             while True:
                 await slots.acquire()
@@ -174,6 +179,7 @@ class BlobsProtocol:
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._emit(ProviderEvent("closed", conn.remote_id, conn.stable_id, -1, b""))
 
     async def shutdown(self) -> None:
         """Nothing to flush: the router cancels running requests after this."""

@@ -1,0 +1,51 @@
+"""The distribution: sdist + wheel build, pass ``twine check``, and the wheel works from a fresh venv.
+
+Offline (tests run in a loopback-only namespace): the build uses this venv's setuptools, and the
+fresh venv borrows the dependencies from this venv's site-packages through a ``.pth`` file, so
+irohpy itself comes only from the wheel. ``scripts/check-wheel`` (run by ``.ci/run``) does the
+same with the dependencies from the package index.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+import irohpy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*cmd: str | Path, cwd: Path | None = None) -> str:
+    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert out.returncode == 0, f"{cmd}:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+@pytest.mark.timeout(900)
+def test_wheel_installs_into_a_fresh_venv_and_runs_the_quickstart(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    run(sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, ROOT)
+    wheel, sdist = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
+    assert len(wheel) == 1 and len(sdist) == 1
+    assert "PASSED" in run(sys.executable, "-m", "twine", "check", "--strict", wheel[0], sdist[0])
+
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", venv)
+    python = venv / "bin" / "python"
+    run(sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel[0])
+    site = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip()
+    Path(site, "irohpy-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+    assert run(venv / "bin" / "irohpy", "--version").strip() == f"irohpy {irohpy.__version__}"
+    where = run(python, "-c", "import irohpy; print(irohpy.__file__)", cwd=tmp_path)
+    assert where.startswith(site), where  # the wheel's copy, not the source tree
+    quickstart = re.search(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M)
+    assert quickstart is not None
+    (tmp_path / "quickstart.py").write_text(quickstart.group(1))
+    assert "b'hello iroh' from" in run(python, "quickstart.py", cwd=tmp_path)
