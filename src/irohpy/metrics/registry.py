@@ -74,13 +74,26 @@ class Registry:
         raise KeyError(name)
 
     def collect(self) -> Iterator[Metric]:
-        """Every metric as a prometheus_client family (the collector protocol)."""
+        """Every metric as a prometheus_client family (the collector protocol); the same name
+        from several sub-registries (told apart by their labels) is one family."""
+        merged: dict[str, Metric] = {}
+        for family in self._families():
+            known = merged.get(family.name)
+            if known is None:
+                merged[family.name] = family
+            elif known.type != family.type:
+                raise ValueError(f"metric {family.name} registered as both {known.type} and {family.type}")
+            else:
+                known.samples += family.samples
+        yield from merged.values()
+
+    def _families(self) -> Iterator[Metric]:
         for group in self._groups:
             base = "_".join(p for p in (self.prefix, group.name) if p)
             for field_name, field in group.fields():
                 yield field.family(f"{base}_{field_name}", group.help(field_name), self.labels)
         for sub in self._subs:
-            yield from sub.collect()
+            yield from sub._families()
 
     def encode_prometheus(self) -> bytes:
         """The Prometheus text exposition format (0.0.4)."""

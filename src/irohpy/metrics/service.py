@@ -37,10 +37,10 @@ def parse_addr(spec: str) -> tuple[str, int]:
 async def serve_metrics(addr: str | tuple[str, int], registry: Registry) -> AsyncIterator[str]:
     """Serve ``registry`` on ``addr`` while the block runs; yields the scrape URL."""
     host, port = parse_addr(addr) if isinstance(addr, str) else addr
-    runner = web.AppRunner(metrics_handler(registry), access_log=None, handle_signals=False)
+    runner = web.AppRunner(metrics_handler(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, host, port)
         await site.start()
         server = site._server
         assert server is not None
