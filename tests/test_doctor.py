@@ -14,10 +14,12 @@ import sys
 import zlib
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from irohpy.base.relay_url import RelayUrl
 from irohpy.doctor import plot, portmap
@@ -108,10 +110,13 @@ def _irohpy(*args: str) -> list[str]:
 
 async def _connect_run(relay_url: str, tmp_path: Path, size: str = "2M") -> tuple[dict, Path]:  # type: ignore[type-arg]
     accept = await asyncio.create_subprocess_exec(
-        *_irohpy("doctor", "accept", "--relay", relay_url, "--ipv6-addr", "none"),
+        *_irohpy("doctor", "accept", "--relay", relay_url, "--ipv6-addr", "none", "--metrics-addr", "127.0.0.1:0"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        assert accept.stdout is not None
+        assert accept.stdout is not None and accept.stderr is not None
+        line = (await asyncio.wait_for(accept.stderr.readline(), 30)).decode()
+        assert line.startswith("metrics on http://127.0.0.1:"), line
+        metrics_url = line.split()[-1]
         ticket = (await asyncio.wait_for(accept.stdout.readline(), 30)).decode().strip()
         record = tmp_path / "run.json"
         connect = await asyncio.create_subprocess_exec(
@@ -120,7 +125,13 @@ async def _connect_run(relay_url: str, tmp_path: Path, size: str = "2M") -> tupl
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(connect.communicate(), 90)
         assert connect.returncode == 0, err.decode()
-        return json.loads(out), record
+        result = json.loads(out)
+        async with aiohttp.ClientSession() as http, http.get(metrics_url) as resp:
+            scraped = {s.name: s.value for f in text_string_to_metric_families(await resp.text()) for s in f.samples
+                       if not s.labels}
+        assert scraped["magicsock_num_conns_opened_total"] == 2  # the relay phase's and the direct phase's
+        assert scraped["magicsock_recv_data_relay_total"] + scraped["magicsock_recv_data_ipv4_total"] > 4 << 20
+        return result, record
     finally:
         accept.terminate()
         await accept.wait()

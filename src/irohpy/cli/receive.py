@@ -30,6 +30,7 @@ from rich.progress import (
 
 from irohpy.base.addr import EndpointAddr
 from irohpy.cli.common import add_endpoint_args, endpoint_from_args
+from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.errors import BlobsError
 from irohpy.protocols.blobs import downloader as dl
 from irohpy.protocols.blobs.collection import export_path
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="more output (also accepted before the command)")
     add_endpoint_args(parser)
+    add_metrics_arg(parser)
     parser.set_defaults(func=receive)
 
 
@@ -134,7 +136,8 @@ async def _fetch(args: argparse.Namespace, ticket: BlobTicket, providers: list[E
     if await _complete(store, ticket):
         return None
     display.stage("[1/4] Connecting…")
-    async with await endpoint_from_args(args, wait_online=False) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint, \
+            metrics_served(args, endpoint.metrics()):
         downloader = dl.Downloader(endpoint, store)
         if ticket.format is BlobFormat.HASH_SEQ and not args.overwrite:
             # The names first (the hash sequence and the collection's metadata blob), so that
