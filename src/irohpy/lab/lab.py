@@ -214,10 +214,11 @@ class Lab:
         """``router``'s conntrack entries as text lines."""
         return conntrack.entries(self.ns(router), proto)
 
-    async def block_udp(self, router: str, keep_dns: bool = False) -> None:
-        """Drop all UDP through ``router`` from now on (established flows too; DNS too unless ``keep_dns``)."""
+    async def block_udp(self, router: str, peer: str | None = None) -> None:
+        """Drop all UDP through ``router`` from now on, established flows too (with ``peer``, a
+        role: only UDP to and from its address, as a firewall between two sites would)."""
         await asyncio.to_thread(topology.run, ["ip", "netns", "exec", self.ns(router), "nft", "-f", "-"],
-                                nat.block_udp_rules(keep_dns))
+                                nat.block_udp_rules(self.ip(peer) if peer else None))
 
     async def count_traffic(self, router: str) -> None:
         """Start counting ``router``'s relay (TCP) and direct (UDP) traffic; see :meth:`traffic`."""

@@ -73,14 +73,15 @@ def ruleset(mode: NatMode, host_ip: str, loss_pct: float = 0.0) -> str:
 BLOCK_UDP_TABLE = "labblock"
 
 
-def block_udp_rules(keep_dns: bool = False) -> str:
-    """A separate table that drops UDP between LAN and WAN (DNS too, unless ``keep_dns``);
-    deleting the table unblocks it."""
-    dns = '  udp dport 53 accept\n  udp sport 53 accept\n' if keep_dns else ""
+def block_udp_rules(peer_ip: str | None = None) -> str:
+    """A separate table that drops UDP between LAN and WAN (only to and from ``peer_ip`` if
+    given); deleting the table unblocks it."""
+    match = f"ip daddr {peer_ip} " if peer_ip else ""
+    back = f"ip saddr {peer_ip} " if peer_ip else ""
     return (
         f"table inet {BLOCK_UDP_TABLE} {{\n"
         "chain forward { type filter hook forward priority filter - 10; policy accept;\n"
-        f'{dns}  iifname "lan" meta l4proto udp drop\n  iifname "wan" meta l4proto udp drop\n}}\n}}\n'
+        f'  iifname "lan" {match}meta l4proto udp drop\n  iifname "wan" {back}meta l4proto udp drop\n}}\n}}\n'
     )
 
 
