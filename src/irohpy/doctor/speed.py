@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import struct
 import time
 from collections.abc import Callable
@@ -326,8 +325,3 @@ def summary_rows(record: Record) -> list[tuple[str, ...]]:
 
 
 COLUMNS = ("phase", "path", "MB/s", "rtt p50 ms", "p90", "p99", "path changes", "note")
-
-
-def median_rtt(record: Record) -> float | None:
-    values = [v for p in record.phases for v in p.rtt_ms]
-    return statistics.median(values) if values else None
