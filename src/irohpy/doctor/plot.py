@@ -169,8 +169,10 @@ def _png_panel(img: np.ndarray, panel: Panel, series: dict[str, list[Point]]) ->
         y = panel.y(panel.y_max * i / 4)
         _line(img, (LEFT, y), (WIDTH - RIGHT, y), GRID, 1)
     right, bottom = WIDTH - RIGHT, panel.top + panel.height
-    for a, b in (((LEFT, panel.top), (right, panel.top)), ((LEFT, bottom), (right, bottom)),
-                 ((LEFT, panel.top), (LEFT, bottom)), ((right, panel.top), (right, bottom))):
+    corners: tuple[tuple[Point, Point], ...] = (((LEFT, panel.top), (right, panel.top)), ((LEFT, bottom), (right, bottom)),
+                                                 ((LEFT, panel.top), (LEFT, bottom)),
+                                                 ((right, panel.top), (right, bottom)))
+    for a, b in corners:
         _line(img, a, b, AXIS, 1)
     for phase, points in series.items():
         pixels = [(panel.x(t), panel.y(v)) for t, v in points]

@@ -11,8 +11,10 @@ import asyncio
 import ipaddress
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from irohpy.errors import PortMapError
 
@@ -22,6 +24,8 @@ SSDP_GROUP = "239.255.255.250"
 IGD = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 PROBE_TIMEOUT = 1.0
 MAX_SSDP = 4096
+
+T = TypeVar("T")
 
 
 def natpmp_request() -> bytes:
@@ -44,9 +48,8 @@ def parse_natpmp(data: bytes) -> str:
 def pcp_request(client_ip: str) -> bytes:
     """RFC 6887 §7.1: an ANNOUNCE request (version 2, opcode 0, lifetime 0) from ``client_ip``."""
     ip = ipaddress.ip_address(client_ip)
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    packed = (ipaddress.IPv6Address(f"::ffff:{ip}") if ip.version == 4 else mapped or ip).packed
-    return struct.pack("!BBHI", 2, 0, 0, 0) + packed
+    as_v6 = ipaddress.IPv6Address(f"::ffff:{ip}") if ip.version == 4 else ip
+    return struct.pack("!BBHI", 2, 0, 0, 0) + as_v6.packed
 
 
 def parse_pcp(data: bytes) -> int:
@@ -133,7 +136,7 @@ class _Collect(asyncio.DatagramProtocol):
 
 
 async def _ask(targets: list[tuple[str, int]], request: bytes, sources: set[str], timeout: float,
-               parse: type[object] | object) -> object | None:
+               parse: Callable[[bytes], T]) -> T | None:
     """Send ``request`` to each target from one fresh socket; the first answer ``parse`` accepts."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -152,7 +155,7 @@ async def _ask(targets: list[tuple[str, int]], request: bytes, sources: set[str]
             if addr[0] not in sources:
                 continue
             try:
-                return parse(data)  # type: ignore[operator]
+                return parse(data)
             except PortMapError:
                 continue
         return None
@@ -176,12 +179,11 @@ async def probe(gateway: str | None = None, timeout: float = PROBE_TIMEOUT) -> P
         local = _local_ip(gateway)
     except OSError:
         return PortMapProbe(gateway, None, False, None)
-    any_source = {gateway}
+    only_gateway = {gateway}
     upnp, pcp, natpmp = await asyncio.gather(
-        _ask([(gateway, SSDP_PORT), (SSDP_GROUP, SSDP_PORT)], ssdp_request(SSDP_GROUP), any_source, timeout,
+        _ask([(gateway, SSDP_PORT), (SSDP_GROUP, SSDP_PORT)], ssdp_request(SSDP_GROUP), only_gateway, timeout,
              parse_ssdp),
-        _ask([(gateway, PORTMAP_PORT)], pcp_request(local), any_source, timeout, parse_pcp),
-        _ask([(gateway, PORTMAP_PORT)], natpmp_request(), any_source, timeout, parse_natpmp),
+        _ask([(gateway, PORTMAP_PORT)], pcp_request(local), only_gateway, timeout, parse_pcp),
+        _ask([(gateway, PORTMAP_PORT)], natpmp_request(), only_gateway, timeout, parse_natpmp),
     )
-    return PortMapProbe(gateway, upnp if isinstance(upnp, str) else None, pcp is not None,
-                        natpmp if isinstance(natpmp, str) else None)
+    return PortMapProbe(gateway, upnp, pcp is not None, natpmp)

@@ -317,7 +317,7 @@ def summary_rows(record: Record) -> list[tuple[str, ...]]:
     """Rows of the final table: phase, path, MB/s, RTT percentiles, path changes, note."""
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for p in record.phases:
         rows.append((p.name, p.path, "-" if p.mb_per_s is None else f"{p.mb_per_s:.2f}", ms(p.percentile(50)),
                      ms(p.percentile(90)), ms(p.percentile(99)), str(p.path_changes), p.note))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,8 +44,8 @@ async def serve_metrics(addr: str | tuple[str, int], registry: Registry) -> Asyn
         site = web.TCPSite(runner, host, port)
         await site.start()
         server = site._server
-        assert server is not None
-        bound = server.sockets[0].getsockname()  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.base_events.Server)
+        bound = server.sockets[0].getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         yield f"http://{shown}:{bound[1]}/metrics"
     finally:
