@@ -288,11 +288,10 @@ class Endpoint:
         """The endpoint's metrics registry: the ``magicsock``, ``relay_client`` and ``address_lookup``
         groups, plus those protocols on this endpoint register (gossip, blobs, your own).
 
-        Read a value with ``endpoint.metrics().get("magicsock").send_relay.get()``; serve it all
-        with :func:`irohpy.metrics.serve_metrics`.
+        Read a value with ``endpoint.metrics().group(SocketMetrics).send_relay.get()``; serve it
+        all with :func:`irohpy.metrics.serve_metrics`.
         """
         return self._metrics
-
 
     def insert_relay(self, relay: RelayConfig | RelayUrl | str) -> None:
         """Add a relay to the map at run time; it competes for home relay from the next choice on."""
