@@ -120,7 +120,7 @@ def test_disconnect_refills_from_passive_and_timeout_tries_next() -> None:
     asked = [(p, m.priority) for p, m in sends(out) if isinstance(m, Neighbor)]
     assert sorted(asked) == [(7, Priority.HIGH), (8, Priority.LOW)]
     out = s.handle(TimerFired(NeighborRequestTimeout(7)), 0.5)
-    assert 7 not in s.passive
+    assert 7 in s.passive  # slow is not dead: only ConnectionDown drops a peer we cannot reach
     out = s.handle(RecvMessage(8, Disconnect(alive=True)), 0.6)
     assert 8 in s.passive and not s.active
 
@@ -259,7 +259,7 @@ def test_hundred_nodes_full_delivery_with_churn() -> None:
     to eviction while in flight (PlumTree has no catch-up); bench/gossip_sim.py reports that
     rate. With this fixed seed every phase is exactly 100%.
     """
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: the simulation's own cost, whatever the machine's load
     sim = Simulation(100, seed=7)
     sim.bootstrap()
     assert all(len(s.active) >= 1 for s in sim.nodes.values())
@@ -277,7 +277,7 @@ def test_hundred_nodes_full_delivery_with_churn() -> None:
         sim.run_until(sim.now + 2)
         assert [sim.delivery_ratio(m) for m in mids] == [1.0] * len(mids)
         sim.left.clear()
-    assert time.monotonic() - started < 10
+    assert time.process_time() - started < 10
 
 
 def test_refused_neighbor_request_does_not_trigger_another() -> None:

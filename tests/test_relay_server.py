@@ -615,7 +615,7 @@ async def test_graceful_shutdown_sends_restarting(session: aiohttp.ClientSession
                 assert await c.recv() == p.Restarting(250, 9000)
                 closed = await c.closed()
                 assert closed.code == 1001 and closed.reason == "relay shutting down"
-            assert await stopping == 0
+            assert await stopping == 143  # 128 + SIGTERM, after the graceful shutdown
         finally:
             await v2.close()
             await v1.close()

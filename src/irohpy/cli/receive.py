@@ -136,19 +136,16 @@ async def _fetch(args: argparse.Namespace, ticket: BlobTicket, providers: list[E
     if await _complete(store, ticket):
         return None
     display.stage("[1/4] Connecting…")
+
+    async def check_names(children: list[bytes]) -> None:
+        """A collection's names are known before its data is fetched: files in the way stop us here."""
+        _check_targets(args.out, [name for name, _ in await store.collection(ticket.hash)])
+
     async with await endpoint_from_args(args, wait_online=False) as endpoint, \
             metrics_served(args, endpoint.metrics()):
         downloader = dl.Downloader(endpoint, store)
-        if ticket.format is BlobFormat.HASH_SEQ and not args.overwrite:
-            # The names first (the hash sequence and the collection's metadata blob), so that
-            # files in the way stop us before the data is fetched.
-            await downloader.fetch(ticket.hash, providers)
-            display.stage("[2/4] Getting sizes…")
-            seq = HashSeq.from_bytes(await store.get_bytes(ticket.hash))
-            if len(seq):
-                await downloader.fetch(seq[0], providers)
-                _check_targets(args.out, [name for name, _ in await store.collection(ticket.hash)])
-        async with downloader.download(ticket.hash, providers, ticket.format) as download:
+        check = check_names if ticket.format is BlobFormat.HASH_SEQ and not args.overwrite else None
+        async with downloader.download(ticket.hash, providers, ticket.format, before_children=check) as download:
             async for event in download:
                 if isinstance(event, dl.Connected):
                     display.stage("[2/4] Getting sizes…")

@@ -97,7 +97,8 @@ class ServeProgress:
         self._progress: Progress | None = None
         if self._live:
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                                      TransferSpeedColumn(), console=self._console)
+                                      TransferSpeedColumn(), console=self._console,
+                                      redirect_stdout=False, redirect_stderr=False)  # stdout is the ticket
             self._progress.start()
 
     def __enter__(self) -> ServeProgress:

@@ -312,14 +312,14 @@ class TopicState(Generic[P]):
             del self.passive[self.rng.choice(list(self.passive))]
         self.passive[peer] = data
 
-    def _refill(self) -> None:
-        """Ask random passive peers to fill free active slots.
+    def _refill(self, skip: P | None = None) -> None:
+        """Ask random passive peers (but ``skip``) to fill free active slots.
 
         Only one request is High (when we have no neighbor and none pending): each High one
         evicts someone, so several at once would cascade through the swarm.
         """
         free = self.config.active_view_capacity - len(self.active) - len(self._pending)
-        candidates = [p for p in self.passive if p not in self._pending]
+        candidates = [p for p in self.passive if p not in self._pending and p != skip]
         while free > 0 and candidates:
             peer = candidates.pop(self.rng.randrange(len(candidates)))
             prio = Priority.HIGH if not self.active and not self._pending else Priority.LOW
@@ -445,10 +445,13 @@ class TopicState(Generic[P]):
 
     def _do_shuffle(self) -> None:
         self._shuffle_scheduled = False
-        self._schedule_shuffle()
         target = self._pick(list(self.active))
         if target is None:
+            # Not joined yet (joins are slow on a loaded machine): try again soon. Waiting a
+            # whole interval left passive views empty, so nodes cut off by churn stayed cut off.
+            self._schedule_shuffle(self.config.first_shuffle_delay)
             return
+        self._schedule_shuffle()
         cfg = self.config
         nodes = self._sample(self.active, cfg.shuffle_active_view_count, target)
         nodes += self._sample(self.passive, cfg.shuffle_passive_view_count, target)
@@ -551,9 +554,11 @@ class TopicState(Generic[P]):
     def _on_timer(self, timer: Timer[P]) -> None:
         if isinstance(timer, NeighborRequestTimeout):
             if timer.peer in self._pending:
+                # Slow is not dead: a peer we cannot reach comes back as ConnectionDown and
+                # leaves the passive view then. Dropping slow ones too drains passive views on
+                # a loaded machine until a few nodes know nobody else and stay cut off.
                 del self._pending[timer.peer]
-                self.passive.pop(timer.peer, None)
-                self._refill()
+                self._refill(skip=timer.peer)
         elif isinstance(timer, ShuffleTimer):
             self._do_shuffle()
         elif isinstance(timer, DispatchIHave):
