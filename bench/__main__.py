@@ -18,8 +18,9 @@ irohpy's median by each reference's, all measured in this run. Results go to
 bench/results/latest.json (raw samples) and latest.md (tables + Analysis, the
 latter from bench/analysis.md).
 
-Other suites: `python -m bench relay`, `soak`, `nat`, `gossip`, `gossip-sim`, `blobs` and
-`profile` (see bench/relay.py, soak.py, nat.py, gossip_net.py, gossip_sim.py, blobs_transfer.py, profile.py).
+Other suites: `python -m bench relay`, `soak`, `nat`, `gossip`, `gossip-sim`, `blobs`, `doctor` and
+`profile` (see bench/relay.py, soak.py, nat.py, gossip_net.py, gossip_sim.py, blobs_transfer.py,
+doctor.py, profile.py).
 """
 
 from __future__ import annotations
@@ -328,6 +329,10 @@ def main() -> int:
         from bench import profile
 
         return profile.main(sys.argv[2:])
+    if sys.argv[1:2] == ["doctor"]:
+        from bench import doctor
+
+        return doctor.main(sys.argv[2:])
     if sys.argv[1:2] == ["blobs"]:
         from bench import blobs_transfer
 

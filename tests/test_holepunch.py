@@ -17,6 +17,7 @@ from irohpy.base.keys import SecretKey
 from irohpy.endpoint import Connection
 from irohpy.relay import stun
 from irohpy.socket import control
+from irohpy.socket.metrics import SocketMetrics
 from irohpy.socket.paths import PathEvent, RelayPath
 from tests.helpers import accept_one
 from tests.relay_fixture import relay_server
@@ -82,11 +83,12 @@ async def test_relay_dial_goes_direct_and_reports_it() -> None:
             assert len(chosen) == 1 and chosen[0].kind == "direct" and chosen[0].validated
             assert chosen[0].rtt is not None and chosen[0].bytes_sent >= 200_000
             assert any(p.kind == "relay" and p.bytes_sent > 0 for p in infos)  # the handshake went there
-            metrics = a.metrics()
-            assert metrics.holepunch_attempts >= 1
-            assert metrics.holepunch_successes + b.metrics().holepunch_successes >= 1
-            assert all(t < 3 for t in metrics.time_to_direct + b.metrics().time_to_direct)
-            assert metrics.bytes_sent_direct >= 200_000 and metrics.bytes_sent_relay > 0
+            metrics, theirs = a.metrics().group(SocketMetrics), b.metrics().group(SocketMetrics)
+            assert metrics.holepunch_attempts.get() >= 1
+            assert metrics.holepunch_successes.get() + theirs.holepunch_successes.get() >= 1
+            took = [m.time_to_direct.labels() for m in (metrics, theirs)]
+            assert all(t.at_most(3.0) == t.count for t in took)
+            assert metrics.send_ipv4.get() >= 200_000 and metrics.send_relay.get() > 0
         finally:
             await a.close()
             await b.close()
@@ -122,7 +124,7 @@ async def test_forged_and_replayed_control_packets_never_change_a_path() -> None
             await wait_for(lambda: conn.is_direct and peer.is_direct, 5)
             path_before = conn.path
             candidates_before = set(a._remotes.for_id(b.id).paths.paths)
-            rejected_before = a.metrics().control_rejected
+            rejected_before = a.metrics().group(SocketMetrics).control_rejected.get()
             target = a.bound_sockets()[0]
             eve = SecretKey.generate()
             recorded = control.ControlCodec(b.secret_key)  # what an eavesdropper could have captured
@@ -163,7 +165,7 @@ async def test_forged_and_replayed_control_packets_never_change_a_path() -> None
             assert conn.path == path_before and conn.is_direct
             added = set(a._remotes.for_id(b.id).paths.paths) - candidates_before
             assert ("192.0.2.66", 6666) not in added
-            assert a.metrics().control_rejected >= rejected_before + 4
+            assert a.metrics().group(SocketMetrics).control_rejected.get() >= rejected_before + 4
         finally:
             await a.close()
             await b.close()
@@ -185,7 +187,7 @@ async def test_relay_only_mode_never_uses_or_reveals_ip_addresses() -> None:
             assert isinstance(conn.path, RelayPath) and isinstance(peer.path, RelayPath)
             known = public.remote_addr(private.id)
             assert known is not None and known.ip_addrs() == []
-            assert private.metrics().holepunch_attempts == 0
+            assert private.metrics().group(SocketMetrics).holepunch_attempts.get() == 0
         finally:
             await private.close()
             await public.close()
@@ -223,7 +225,7 @@ async def test_direct_path_loss_falls_back_within_5s_and_comes_back() -> None:
             writing = asyncio.create_task(writer())
             await wait_for(lambda: isinstance(conn.path, RelayPath), 6)
             assert time.monotonic() - blocked_at < 5.0
-            assert a.metrics().fallbacks_to_relay >= 1
+            assert a.metrics().group(SocketMetrics).fallbacks_to_relay.get() >= 1
             subprocess.run([nft, "delete", "table", "inet", table], check=True, capture_output=True)
             await wait_for(lambda: conn.is_direct and peer.is_direct, 10)
             data = await asyncio.wait_for(precv.read_to_end(1 << 24), 20)

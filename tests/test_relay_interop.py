@@ -9,6 +9,7 @@ import pytest
 
 from irohpy import EndpointAddr, EndpointId, RelayUrl
 from irohpy.base.addr import TransportAddr
+from irohpy.socket.metrics import SocketMetrics
 from irohpy.socket.paths import RelayPath
 from tests.helpers import accept_one
 from tests.relay_fixture import relay_server
@@ -129,7 +130,7 @@ async def test_rust_peer_stays_connected_while_we_punch(iroh_loop) -> None:  # t
                 await asyncio.sleep(0.5)
             assert not conn.is_closed
             assert paths_seen == {"RelayPath"}  # no flapping to a path the peer never validated
-            assert ours.metrics().holepunch_attempts >= 3
+            assert ours.metrics().group(SocketMetrics).holepunch_attempts.get() >= 3
             server.cancel()
             await asyncio.gather(server, return_exceptions=True)
         finally:

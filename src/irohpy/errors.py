@@ -277,3 +277,11 @@ class BlobRequestError(DecodeError):
 
 class BlobsError(IrohError):
     """A blob transfer failed: no provider had the data, every provider failed, or a provider refused."""
+
+
+class PortMapError(DecodeError):
+    """A NAT-PMP, PCP or SSDP (UPnP) answer that does not parse."""
+
+
+class DoctorError(IrohError):
+    """``irohpy doctor`` could not do what was asked (a bad record file, no relay to test against)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from irohpy.base.keys import PublicKey, SecretKey, Signature
 from irohpy.base.postcard import Reader, Writer
 from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint
+from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.cli.stdio import StdinReader
 from irohpy.base.addr import EndpointAddr
 from irohpy.errors import DecodeError, GossipError, InvalidSignature
@@ -80,11 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     open_ = roles.add_parser("open", help="open a new room and print its ticket")
     open_.add_argument("name", metavar="NAME", help="your name in the room")
     add_endpoint_args(open_)
+    add_metrics_arg(open_)
     open_.set_defaults(func=open_room)
     join = roles.add_parser("join", help="join the room in TICKET")
     join.add_argument("ticket", metavar="TICKET")
     join.add_argument("name", metavar="NAME", help="your name in the room")
     add_endpoint_args(join)
+    add_metrics_arg(join)
     join.set_defaults(func=join_room)
 
 
@@ -101,7 +104,7 @@ async def join_room(args: argparse.Namespace) -> int:
 async def _chat(args: argparse.Namespace, topic_id: TopicId, bootstrap: tuple[EndpointAddr, ...], announce: bool) -> int:
     endpoint = await endpoint_from_args(args)
     gossip = Gossip(endpoint)
-    async with Router.builder(endpoint).accept(gossip.alpn, gossip).spawn():
+    async with Router.builder(endpoint).accept(gossip.alpn, gossip).spawn(), metrics_served(args, endpoint.metrics()):
         topic = await gossip.subscribe(topic_id, bootstrap)
         ticket = GossipTicket(topic_id, (endpoint.addr(),))
         if announce:

@@ -23,6 +23,7 @@ from irohpy.base.keys import EndpointId, SecretKey
 from irohpy.endpoint import presets
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
+from irohpy.socket.metrics import SocketMetrics
 from irohpy.lookup.dns import DnsAddressLookup
 from irohpy.lookup.pkarr_client import PkarrPublisher
 from irohpy.protocols import ping as ping_proto
@@ -215,5 +216,5 @@ async def _dial(server_id: EndpointId, relay_url: str, dns_port: int, megabytes:
         _row("went direct after", f"{(time.perf_counter() - start) * 1000:.0f} ms "
                                   f"(pinged candidates learned over the relay and from STUN)")
         await _measure(conn, megabytes)
-        metrics = endpoint.metrics()
-        _row("bytes over the relay", f"{metrics.bytes_sent_relay + metrics.bytes_recv_relay:,}")
+        metrics = endpoint.metrics().group(SocketMetrics)
+        _row("bytes over the relay", f"{int(metrics.send_relay.get() + metrics.recv_data_relay.get()):,}")

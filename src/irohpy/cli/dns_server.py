@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--origin", action="append", metavar="ZONE",
                         help="zone to answer for, repeatable (default irohdns.example.)")
     parser.add_argument("--db", metavar="PATH", help="SQLite database (default in the user's data dir)")
-    parser.add_argument("--metrics-bind", metavar="ADDR:PORT|none",
+    parser.add_argument("--metrics-bind", "--metrics-addr", metavar="ADDR:PORT|none",
                         help="Prometheus /metrics listener (default 127.0.0.1:9117)")
     parser.set_defaults(func=serve)
 

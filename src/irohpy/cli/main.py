@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "chat": ("irohpy.cli.chat", "chat in a gossip room on stdin/stdout", ()),
     "send": ("irohpy.cli.send", "share a file or directory until Ctrl-C (sendme)", ()),
     "receive": ("irohpy.cli.receive", "fetch what `irohpy send` shares (sendme)", ("recv",)),
+    "doctor": ("irohpy.cli.doctor", "diagnose connectivity: report, speed tests, plots", ()),
 }
 
 

@@ -7,6 +7,7 @@ import asyncio
 
 from irohpy.base.ticket import EndpointTicket
 from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint, ticket_for
+from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.protocols import ping as ping_proto
 from irohpy.protocols.router import Router
 
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     roles = parser.add_subparsers(dest="ping_role", required=True, metavar="ROLE")
     recv = roles.add_parser("receiver", help="print a ticket and answer pings until Ctrl-C")
     add_endpoint_args(recv)
+    add_metrics_arg(recv)
     recv.set_defaults(func=receiver)
     send = roles.add_parser("sender", help="ping the endpoint in TICKET")
     send.add_argument("ticket", metavar="TICKET")
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def receiver(args: argparse.Namespace) -> int:
     endpoint = await endpoint_from_args(args, [ping_proto.ALPN])
     ping = ping_proto.Ping()
-    async with Router.builder(endpoint).accept(ping_proto.ALPN, ping).spawn():
+    async with Router.builder(endpoint).accept(ping_proto.ALPN, ping).spawn(), metrics_served(args, endpoint.metrics()):
         print(ticket_for(endpoint), flush=True)
         eprint("waiting for pings; Ctrl-C to stop")
         await asyncio.Event().wait()

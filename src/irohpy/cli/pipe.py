@@ -13,6 +13,7 @@ import os
 from irohpy.base.addr import EndpointAddr
 from irohpy.base.ticket import EndpointTicket
 from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint, secret_from_args, ticket_for
+from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.cli.stdio import StdinReader, StdoutWriter
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
@@ -33,6 +34,7 @@ def parse_alpn(value: str) -> bytes:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     add_endpoint_args(parser)
+    add_metrics_arg(parser)
     parser.add_argument("--custom-alpn", type=parse_alpn, metavar="utf8:TEXT|HEX",
                         help="speak another ALPN, with no hello handshake")
 
@@ -114,7 +116,7 @@ async def _stdio_session(send: SendStream, recv: RecvStream, recv_only: bool) ->
 
 
 async def listen(args: argparse.Namespace) -> int:
-    async with await endpoint_from_args(args, [_alpn(args)]) as endpoint:
+    async with await endpoint_from_args(args, [_alpn(args)]) as endpoint, metrics_served(args, endpoint.metrics()):
         _announce(endpoint, "connect")
         while (incoming := await endpoint.accept()) is not None:
             try:
@@ -133,7 +135,7 @@ async def listen(args: argparse.Namespace) -> int:
 
 async def connect(args: argparse.Namespace) -> int:
     ticket = EndpointTicket.parse(args.ticket.strip())
-    async with await endpoint_from_args(args, wait_online=False) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint, metrics_served(args, endpoint.metrics()):
         conn = await endpoint.connect(ticket, _alpn(args))
         send, recv = await conn.open_bi()
         if _handshake(args):
@@ -181,7 +183,7 @@ async def _serve_streams(args: argparse.Namespace, open_backend) -> int:  # type
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async with await endpoint_from_args(args, [_alpn(args)]) as endpoint:
+    async with await endpoint_from_args(args, [_alpn(args)]) as endpoint, metrics_served(args, endpoint.metrics()):
         _announce(endpoint, "connect-tcp --addr 127.0.0.1:PORT" if args.pipe_command == "listen-tcp"
                   else "connect-unix --socket-path PATH")
         try:
@@ -207,7 +209,7 @@ async def connect_tcp(args: argparse.Namespace) -> int:
     """A new iroh connection for every local TCP connection, as dumbpipe does."""
     ticket = EndpointTicket.parse(args.ticket.strip())
     host, port = _split_hostport(args.addr)
-    async with await endpoint_from_args(args, wait_online=False) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint, metrics_served(args, endpoint.metrics()):
 
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -233,7 +235,7 @@ async def connect_tcp(args: argparse.Namespace) -> int:
 async def connect_unix(args: argparse.Namespace) -> int:
     """One iroh connection, one stream per local client; removes the socket file on exit."""
     ticket = EndpointTicket.parse(args.ticket.strip())
-    async with await endpoint_from_args(args, wait_online=False) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint, metrics_served(args, endpoint.metrics()):
         conn = await endpoint.connect(ticket, _alpn(args))
 
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

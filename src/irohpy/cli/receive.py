@@ -30,6 +30,7 @@ from rich.progress import (
 
 from irohpy.base.addr import EndpointAddr
 from irohpy.cli.common import add_endpoint_args, endpoint_from_args
+from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.errors import BlobsError
 from irohpy.protocols.blobs import downloader as dl
 from irohpy.protocols.blobs.collection import export_path
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="more output (also accepted before the command)")
     add_endpoint_args(parser)
+    add_metrics_arg(parser)
     parser.set_defaults(func=receive)
 
 
@@ -139,7 +141,8 @@ async def _fetch(args: argparse.Namespace, ticket: BlobTicket, providers: list[E
         """A collection's names are known before its data is fetched: files in the way stop us here."""
         _check_targets(args.out, [name for name, _ in await store.collection(ticket.hash)])
 
-    async with await endpoint_from_args(args, wait_online=False) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint, \
+            metrics_served(args, endpoint.metrics()):
         downloader = dl.Downloader(endpoint, store)
         check = check_names if ticket.format is BlobFormat.HASH_SEQ and not args.overwrite else None
         async with downloader.download(ticket.hash, providers, ticket.format, before_children=check) as download:

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--https-bind", metavar="ADDR:PORT", help="HTTPS listener for the relay (default [::]:443)")
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
-    parser.add_argument("--metrics-bind", metavar="ADDR:PORT|none",
+    parser.add_argument("--metrics-bind", "--metrics-addr", metavar="ADDR:PORT|none",
                         help="Prometheus /metrics listener (default 127.0.0.1:9090; with --dev a free port)")
     parser.add_argument("--stun-port", metavar="PORT|none",
                         help="answer STUN binding requests on this UDP port at the relay's address, so "

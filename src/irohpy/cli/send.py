@@ -24,7 +24,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from irohpy.base.addr import EndpointAddr, IpAddr, RelayAddr
 from irohpy.base.keys import EndpointId
 from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint
+from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.cli.receive import human_bytes
+from irohpy.protocols.blobs.metrics import BlobsMetrics
 from irohpy.protocols.blobs.provider import BlobsProtocol, ProviderEvent
 from irohpy.protocols.blobs.store import FsStore
 from irohpy.protocols.blobs.ticket import BlobFormat, BlobTicket
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="more output (also accepted before the command)")
     add_endpoint_args(parser)
+    add_metrics_arg(parser)
     parser.set_defaults(func=send)
 
 
@@ -162,8 +165,10 @@ async def send(args: argparse.Namespace) -> int:
             digest, size = imported.hash, imported.size
             endpoint = await endpoint_from_args(args, [ALPN], online_timeout=SENDME_ONLINE_TIMEOUT)
             with ServeProgress(size, live=False if args.no_progress else None) as progress:
-                provider = BlobsProtocol(store, on_event=None if args.no_progress else progress)
-                async with Router.builder(endpoint).accept(ALPN, provider).spawn():
+                provider = BlobsProtocol(store, on_event=None if args.no_progress else progress,
+                                         metrics=endpoint.metrics().group(BlobsMetrics))
+                async with Router.builder(endpoint).accept(ALPN, provider).spawn(), \
+                        metrics_served(args, endpoint.metrics()):
                     ticket = BlobTicket(ticket_addr(endpoint.addr(), args.ticket_type), digest, BlobFormat.HASH_SEQ)
                     kind = "file" if path.is_file() else "directory"
                     print(f"imported {kind} {args.path}, {human_bytes(size)}, hash {digest.hex()}")

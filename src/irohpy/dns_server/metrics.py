@@ -1,31 +1,37 @@
-"""The DNS server's Prometheus metrics, in a registry of their own (served on the metrics port only)."""
+"""The DNS server's metrics group, in a registry of its own (served on the metrics port only).
+
+Named ``dns`` under the prefix ``irohpy``, so the series keep their names
+(``irohpy_dns_pkarr_puts_total`` ...); docs/metrics.md maps them to iroh-dns-server's.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from irohpy.metrics import Counter, Gauge, MetricsGroup, Registry
 
 PUT_RESULTS = ("stored", "not_newer", "invalid", "future_timestamp", "rate_limited")
 GET_RESULTS = ("found", "not_found", "invalid")
 DNS_TRANSPORTS = ("udp", "tcp")
 DNS_RESULTS = ("answer", "nxdomain", "formerr", "dropped", "rate_limited", "slipped")
 LISTENERS = ("http", "dns_tcp")
+PREFIX = "irohpy"
 
 
-class DnsServerMetrics:
+class DnsServerMetrics(MetricsGroup, name="dns"):
+    pkarr_puts = Counter("pkarr PUT requests, by result", labels=("result",))
+    pkarr_gets = Counter("pkarr GET requests, by result", labels=("result",))
+    queries = Counter("DNS queries, by transport and result", labels=("transport", "result"))
+    packets_evicted = Counter("Stored packets dropped for age")
+    packets_stored = Gauge("Signed packets in the store")
+    connections_refused = Counter("TCP connections closed at accept (per-address cap), by listener",
+                                  labels=("listener",))
+    bad_http_requests = Counter("Requests that were not valid HTTP (logged in one line each)")
+
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.puts = Counter("irohpy_dns_pkarr_puts", "pkarr PUT requests, by result", ["result"], registry=r)
-        self.gets = Counter("irohpy_dns_pkarr_gets", "pkarr GET requests, by result", ["result"], registry=r)
-        self.queries = Counter("irohpy_dns_queries", "DNS queries, by transport and result",
-                               ["transport", "result"], registry=r)
-        self.evicted = Counter("irohpy_dns_packets_evicted", "Stored packets dropped for age", registry=r)
-        self.stored = Gauge("irohpy_dns_packets_stored", "Signed packets in the store", registry=r)
-        self.connections_refused = Counter("irohpy_dns_connections_refused",
-                                           "TCP connections closed at accept (per-address cap), by listener",
-                                           ["listener"], registry=r)
-        self.bad_http_requests = Counter("irohpy_dns_bad_http_requests",
-                                         "Requests that were not valid HTTP (logged in one line each)", registry=r)
+        super().__init__()
+        self.puts, self.gets = self.pkarr_puts, self.pkarr_gets
+        self.evicted, self.stored = self.packets_evicted, self.packets_stored
+        self.registry = Registry(prefix=PREFIX)
+        self.registry.register(self)
         for listener in LISTENERS:
             self.connections_refused.labels(listener)
         for result in PUT_RESULTS:
@@ -37,4 +43,4 @@ class DnsServerMetrics:
                 self.queries.labels(transport, result)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return self.registry.encode_prometheus()

@@ -81,6 +81,10 @@ class Connection:
         self._closed: asyncio.Future[ConnectionLost] = loop.create_future()
         self._terminated = False
         self.zero_rtt_accepted = False
+        # For the endpoint's metrics: whether this connection counted as opened, and why
+        # it failed if it never did.
+        self.counted_open = False
+        self.fail_reason = "handshake_failed"
         self._local_close: tuple[int, bytes] | None = None
         self._keepalive_at: float | None = None
         self._timer_at: float | None = None

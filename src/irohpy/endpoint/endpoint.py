@@ -21,7 +21,6 @@ from irohpy.endpoint import presets as _presets
 from irohpy.endpoint.connection import Connection, Side
 from irohpy.endpoint.dispatch import INCOMING_BUFFER, KEEP_ALIVE, Dispatcher, HandshakeLimits, InitialOffer
 from irohpy.endpoint.hooks import ConnectionInfo, EndpointHooks, Reject
-from irohpy.endpoint.metrics import EndpointMetrics
 from irohpy.endpoint.quic import EndpointQuic
 from irohpy.errors import (
     BindError,
@@ -41,6 +40,10 @@ from irohpy.socket.relay_transport import RelayProblem, RelayTransport
 from irohpy.lookup.base import AddressLookup, EndpointData
 from irohpy.lookup.combined import CombinedLookup
 from irohpy.lookup.dns import DnsAddressLookup
+from irohpy.lookup.metrics import AddressLookupMetrics
+from irohpy.metrics import Registry
+from irohpy.relay.client_metrics import RelayClientMetrics
+from irohpy.socket.metrics import SocketMetrics
 from irohpy.lookup.pkarr_client import PkarrPublisher, PkarrResolver
 from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
@@ -196,8 +199,13 @@ class Endpoint:
         self._all_closed.set()
         self._client_tickets: dict[EndpointId, deque[SessionTicket]] = {}
         self._server_tickets: dict[bytes, SessionTicket] = {}
-        self._remotes = RemoteMap()
-        self._transport = Transport(self._remotes, self._on_packets)
+        self._socket_metrics = SocketMetrics()
+        self._metrics = Registry()
+        self._metrics.register(self._socket_metrics)
+        relay_metrics = self._metrics.register(RelayClientMetrics())
+        lookup_metrics = self._metrics.register(AddressLookupMetrics())
+        self._remotes = RemoteMap(self._socket_metrics)
+        self._transport = Transport(self._remotes, self._on_packets, self._socket_metrics)
         versions = [QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2]
         self._dispatcher = Dispatcher(self._transport, self._remotes, [int(v) for v in versions], keep_alive, handshake_limits)
         self._dispatcher.incoming_factory = self._on_incoming
@@ -211,12 +219,14 @@ class Endpoint:
         if self.relay_mode.kind is not RelayKind.DISABLED:
             self._transport.relay = RelayTransport(
                 self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed,
-                self._addr_changed.notify_all, relay_recv_limits,
+                self._addr_changed.notify_all, relay_recv_limits, self._socket_metrics, relay_metrics,
             )
         self._traversal = (
-            None if relay_only else NatTraversal(self._secret, self._transport, self._remotes, self._addr_changed.notify_all)
+            None if relay_only else NatTraversal(self._secret, self._transport, self._remotes,
+                                                 self._addr_changed.notify_all, self._socket_metrics)
         )
-        self.address_lookup = CombinedLookup([*address_lookup, *_preset_lookups(preset, self._secret)])
+        self.address_lookup = CombinedLookup([*address_lookup, *_preset_lookups(preset, self._secret)],
+                                             metrics=lookup_metrics)
         self._spawn(self._publish_loop())
         return self
 
@@ -282,21 +292,14 @@ class Endpoint:
                 last = current
                 yield current
 
-    def metrics(self) -> EndpointMetrics:
-        """Counters since bind: hole punching, fallbacks, and bytes by way (relay or direct)."""
-        relay = self._transport.relay
-        punch = self._traversal.metrics if self._traversal is not None else None
-        return EndpointMetrics(
-            holepunch_attempts=punch.holepunch_attempts if punch else 0,
-            holepunch_successes=punch.holepunch_successes if punch else 0,
-            fallbacks_to_relay=punch.fallbacks_to_relay if punch else 0,
-            time_to_direct=list(punch.time_to_direct) if punch else [],
-            control_rejected=punch.control_rejected if punch else 0,
-            bytes_sent_relay=relay.bytes_sent if relay else 0,
-            bytes_recv_relay=relay.bytes_recv if relay else 0,
-            bytes_sent_direct=sum(s.sent_bytes for s in self._transport.sockets),
-            bytes_recv_direct=sum(s.recv_bytes for s in self._transport.sockets),
-        )
+    def metrics(self) -> Registry:
+        """The endpoint's metrics registry: the ``magicsock``, ``relay_client`` and ``address_lookup``
+        groups, plus those protocols on this endpoint register (gossip, blobs, your own).
+
+        Read a value with ``endpoint.metrics().group(SocketMetrics).send_relay.get()``; serve it
+        all with :func:`irohpy.metrics.serve_metrics`.
+        """
+        return self._metrics
 
     def insert_relay(self, relay: RelayConfig | RelayUrl | str) -> None:
         """Add a relay to the map at run time; it competes for home relay from the next choice on."""
@@ -464,6 +467,7 @@ class Endpoint:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(conn._handshake)
         except TimeoutError:
+            conn.fail_reason = "timeout"
             conn.close(0, b"handshake timeout")
             raise ConnectTimeout(f"handshake did not finish within {timeout:g} s") from None
         except asyncio.CancelledError:
@@ -533,6 +537,12 @@ class Endpoint:
         self._all_closed.clear()
 
     def _on_conn_removed(self, conn: Connection) -> None:
+        metrics = self._socket_metrics
+        if conn.counted_open:
+            metrics.num_conns_closed.inc()
+            metrics.connections.dec()
+        else:
+            metrics.num_conns_failed.labels(conn.fail_reason).inc()
         if not self._dispatcher.connections:
             self._all_closed.set()
 
@@ -551,6 +561,7 @@ class Endpoint:
         if self._traversal is not None:
             self._traversal.on_connection(remote)
         if not self._hooks:
+            self._count_open(conn)
             conn._handshake.set_result(None)
             return
         self._spawn(self._run_after_handshake(conn))
@@ -564,6 +575,7 @@ class Endpoint:
                 log.exception("after_handshake hook failed; rejecting the connection")
                 outcome = Reject(0, b"")
             if isinstance(outcome, Reject):
+                conn.fail_reason = "rejected"
                 if not conn._handshake.done():
                     conn._handshake.set_exception(
                         LocallyRejected(f"connection with {info.remote_id.fmt_short()} rejected by a hook")
@@ -571,7 +583,13 @@ class Endpoint:
                 conn.close(outcome.error_code, outcome.reason)
                 return
         if not conn._handshake.done():
+            self._count_open(conn)
             conn._handshake.set_result(None)
+
+    def _count_open(self, conn: Connection) -> None:
+        conn.counted_open = True
+        self._socket_metrics.num_conns_opened.inc()
+        self._socket_metrics.connections.inc()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import tempfile
 import time
 import urllib.request
@@ -213,10 +214,27 @@ class Lab:
         """``router``'s conntrack entries as text lines."""
         return conntrack.entries(self.ns(router), proto)
 
-    async def block_udp(self, router: str) -> None:
-        """Drop all UDP through ``router`` from now on (established flows too)."""
+    async def block_udp(self, router: str, peer: str | None = None) -> None:
+        """Drop all UDP through ``router`` from now on, established flows too (with ``peer``, a
+        role: only UDP to and from its address, as a firewall between two sites would)."""
         await asyncio.to_thread(topology.run, ["ip", "netns", "exec", self.ns(router), "nft", "-f", "-"],
-                                nat.block_udp_rules())
+                                nat.block_udp_rules(self.ip(peer) if peer else None))
+
+    async def count_traffic(self, router: str) -> None:
+        """Start counting ``router``'s relay (TCP) and direct (UDP) traffic; see :meth:`traffic`."""
+        await asyncio.to_thread(topology.run, ["ip", "netns", "exec", self.ns(router), "nft", "-f", "-"],
+                                nat.count_rules(RELAY_IP, RELAY_PORT))
+
+    async def traffic(self, router: str) -> dict[str, tuple[int, int]]:
+        """``{counter: (packets, bytes)}`` since :meth:`count_traffic` (bytes are whole IP packets)."""
+        text = await asyncio.to_thread(topology.run, ["ip", "netns", "exec", self.ns(router), "nft", "-j", "list",
+                                                      "counters", "table", "inet", nat.COUNT_TABLE])
+        out: dict[str, tuple[int, int]] = {}
+        for item in json.loads(text).get("nftables", []):
+            counter = item.get("counter")
+            if counter is not None:
+                out[counter["name"]] = (int(counter["packets"]), int(counter["bytes"]))
+        return out
 
     async def unblock_udp(self, router: str) -> None:
         await asyncio.to_thread(topology.run, ["ip", "netns", "exec", self.ns(router), "nft", "delete", "table",

@@ -73,10 +73,36 @@ def ruleset(mode: NatMode, host_ip: str, loss_pct: float = 0.0) -> str:
 BLOCK_UDP_TABLE = "labblock"
 
 
-def block_udp_rules() -> str:
-    """A separate table that drops UDP between LAN and WAN; deleting the table unblocks it."""
+def block_udp_rules(peer_ip: str | None = None) -> str:
+    """A separate table that drops UDP between LAN and WAN (only to and from ``peer_ip`` if
+    given); deleting the table unblocks it."""
+    match = f"ip daddr {peer_ip} " if peer_ip else ""
+    back = f"ip saddr {peer_ip} " if peer_ip else ""
     return (
         f"table inet {BLOCK_UDP_TABLE} {{\n"
         "chain forward { type filter hook forward priority filter - 10; policy accept;\n"
-        '  iifname "lan" meta l4proto udp drop\n  iifname "wan" meta l4proto udp drop\n}\n}\n'
+        f'  iifname "lan" {match}meta l4proto udp drop\n  iifname "wan" {back}meta l4proto udp drop\n}}\n}}\n'
+    )
+
+
+COUNT_TABLE = "labcount"
+COUNTERS = ("relay_up", "relay_down", "direct_up", "direct_down")
+
+
+def count_rules(relay_ip: str, relay_port: int) -> str:
+    """Named counters of a router's forwarded traffic: TCP to and from the relay, and all other UDP.
+
+    Upstream is counted before any filter (what the hosts sent), downstream after the
+    firewall (what reached the hosts); DNS to the relay is not counted.
+    """
+    return (
+        f"table inet {COUNT_TABLE} {{\n"
+        + "".join(f"counter {name} {{}}\n" for name in COUNTERS)
+        + "chain up { type filter hook forward priority filter - 20; policy accept;\n"
+        f'  iifname "lan" oifname "wan" ip daddr {relay_ip} tcp dport {relay_port} counter name "relay_up"\n'
+        f'  iifname "lan" oifname "wan" ip daddr != {relay_ip} meta l4proto udp counter name "direct_up"\n}}\n'
+        "chain down { type filter hook forward priority filter + 20; policy accept;\n"
+        f'  iifname "wan" oifname "lan" ip saddr {relay_ip} tcp sport {relay_port} counter name "relay_down"\n'
+        f'  iifname "wan" oifname "lan" ip saddr != {relay_ip} meta l4proto udp counter name "direct_down"\n}}\n'
+        "}\n"
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -204,7 +203,7 @@ async def dial(args: argparse.Namespace) -> int:
             watcher.cancel()
         final_path = "closed" if conn.is_closed else log.kind()
         conn.close(0, b"done")
-        metrics = dataclasses.asdict(endpoint.metrics())
+        metrics = endpoint.metrics().values()
         emit(event="result", connected=True, started=started, connected_at=connected, path_changes=log.changes,
              final_path=final_path, metrics=metrics, **result)
     return 0

@@ -111,7 +111,7 @@ class ScenarioResult:
     error: str | None = None
     path_changes: list[list[Any]] = field(default_factory=list)
     dialer_metrics: dict[str, Any] = field(default_factory=dict)
-    """The dialing endpoint's ``Endpoint.metrics()`` at the end (hole-punch attempts, bytes per path)."""
+    """The dialing endpoint's ``Endpoint.metrics().values()`` at the end (hole-punch attempts, bytes per path)."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,6 +24,7 @@ from irohpy.base.keys import PublicKey, SecretKey
 from irohpy.base.relay_url import RelayUrl
 from irohpy.errors import RelayAuthError, RelayError, RelayProtocolError
 from irohpy.relay import protocol as p
+from irohpy.relay.client_metrics import RelayClientMetrics
 from irohpy.relay.recv_limits import DatagramMeter, RelayRecvLimits
 from irohpy.relay.stun import STUN_PORT_HEADER
 
@@ -97,6 +98,7 @@ class RelayClient:
         on_state: Callable[[RelayClient], None] | None = None,
         ping_interval: float = PING_INTERVAL,
         recv_limits: RelayRecvLimits = RelayRecvLimits(),
+        metrics: RelayClientMetrics | None = None,
     ) -> None:
         self.url = url
         self._meter = DatagramMeter(recv_limits)
@@ -121,6 +123,7 @@ class RelayClient:
         self.connects = 0
         self.sent_datagrams = 0
         self.recv_datagrams = 0
+        self.metrics = metrics or RelayClientMetrics()
         self._task = asyncio.ensure_future(self._run())
 
     @property
@@ -146,6 +149,7 @@ class RelayClient:
         self.last_used = time.monotonic()
         if len(self._queue) >= QUEUE_MAX:
             self._queue.popleft()
+            self.metrics.send_queue_dropped.inc()
         self._queue.append((self.last_used, dst, datagram))
         self._queue_ready.set()
 
@@ -163,11 +167,14 @@ class RelayClient:
                 if not self.refused or self.last_error != str(exc):
                     log.warning("relay %s refused us: %s", self.url, exc)
                 self.last_error = str(exc)
+                self.metrics.connect_failures.labels("refused").inc()
                 self.refused = True
                 backoff = BACKOFF_MAX
             except (RelayError, RelayProtocolError, aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 log.debug("relay %s connection failed: %s", self.url, self.last_error)
+                if not self._connected.is_set():
+                    self.metrics.connect_failures.labels("error").inc()
                 backoff = min(backoff * 2, BACKOFF_MAX)
             finally:
                 self._set_disconnected()
@@ -198,6 +205,8 @@ class RelayClient:
         self.refused = False
         self.last_error = None
         self.connects += 1
+        self.metrics.connects.inc()
+        self.metrics.connected.inc()
         self._connected.set()
         if self._on_state is not None:
             self._on_state(self)
@@ -237,9 +246,13 @@ class RelayClient:
         while True:
             frame = p.decode(await self._receive(ws), version=version)
             if isinstance(frame, p.RelayToClient):
+                dropped = self._meter.dropped
                 datagrams = self._admit(frame)
+                if self._meter.dropped != dropped:
+                    self.metrics.recv_dropped.inc(self._meter.dropped - dropped)
                 if datagrams:
                     self.recv_datagrams += len(datagrams)
+                    self.metrics.recv_datagrams.inc(len(datagrams))
                     self.last_used = time.monotonic()
                     self._on_datagrams(self.url, frame.peer, datagrams)
             elif isinstance(frame, p.Ping):
@@ -283,11 +296,14 @@ class RelayClient:
             while self._queue:
                 queued_at, dst, first = self._queue.popleft()
                 if queued_at < deadline:
+                    self.metrics.send_queue_dropped.inc()
                     continue
                 batch = self._take_batch(dst, first)
                 segment = len(first) if len(batch) > 1 else None
                 await ws.send_bytes(p.encode(p.ClientToRelay(dst, 0, b"".join(batch), segment)))
                 self.sent_datagrams += len(batch)
+                self.metrics.send_frames.inc()
+                self.metrics.send_datagrams.inc(len(batch))
 
     def _take_batch(self, dst: PublicKey, first: bytes) -> list[bytes]:
         """Queued datagrams for ``dst`` that fit one GSO-style batch frame after ``first``."""
@@ -320,8 +336,10 @@ class RelayClient:
             data = os.urandom(8)
             self._last_pong = None
             await ws.send_bytes(p.encode(p.Ping(data)))
+            self.metrics.pings_sent.inc()
             await asyncio.sleep(timeout)
             if self._last_pong != data:
+                self.metrics.ping_timeouts.inc()
                 log.info("relay %s missed a pong; reconnecting", self.url)
                 await ws.close()
                 return
@@ -330,6 +348,8 @@ class RelayClient:
         self._ws = None
         if self._connected.is_set():
             self._connected.clear()
+            self.metrics.disconnects.inc()
+            self.metrics.connected.dec()
             if self._on_state is not None:
                 self._on_state(self)
 

@@ -23,7 +23,9 @@ from irohpy.base.relay_url import RelayUrl
 from irohpy.base.notify import Notify
 from irohpy.relay.client import CONNECT_TIMEOUT, RelayClient, probe
 from irohpy.relay.map import RelayConfig, RelayMap
+from irohpy.relay.client_metrics import RelayClientMetrics
 from irohpy.relay.recv_limits import RelayRecvLimits
+from irohpy.socket.metrics import SocketMetrics
 from irohpy.socket.paths import RelayPath
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ PacketHandler = Callable[[list[tuple[bytes, RelayPath]]], None]
 class RelayTransport:
     def __init__(self, secret: SecretKey, relay_map: RelayMap, on_packets: PacketHandler,
                  on_home_change: Callable[[], None] | None = None,
-                 recv_limits: RelayRecvLimits = RelayRecvLimits()) -> None:
+                 recv_limits: RelayRecvLimits = RelayRecvLimits(), metrics: SocketMetrics | None = None,
+                 client_metrics: RelayClientMetrics | None = None) -> None:
         self._secret = secret
         self._recv_limits = recv_limits
         self._map = relay_map
@@ -59,10 +62,12 @@ class RelayTransport:
         self.home: RelayUrl | None = None
         # Where each relay answers STUN, as its /ping said.
         self.stun_ports: dict[RelayUrl, int] = {}
+        self.metrics = metrics or SocketMetrics()
+        self.client_metrics = client_metrics or RelayClientMetrics()
+        self._m_sent = self.metrics.send_datagrams.labels("relay")
+        self._m_recv = self.metrics.recv_datagrams.labels("relay")
         # Why the last /ping of each relay failed, for problems().
         self._probe_errors: dict[RelayUrl, str] = {}
-        self.bytes_sent = 0
-        self.bytes_recv = 0
         self.home_changed = Notify()
         self._on_home_change = on_home_change
         self._home_connected = asyncio.Event()
@@ -75,12 +80,15 @@ class RelayTransport:
     def send(self, path: RelayPath, data: bytes) -> None:
         client = self._client_for(path.url)
         if client is not None:
-            self.bytes_sent += len(data)
+            self.metrics.send_relay.inc(len(data))
+            self._m_sent.inc()
             client.send(path.endpoint_id, data)
 
     def _deliver(self, url: RelayUrl, src: PublicKey, datagrams: list[bytes]) -> None:
         path = RelayPath(url, src)
-        self.bytes_recv += sum(map(len, datagrams))
+        nbytes = sum(map(len, datagrams))
+        self.metrics.recv_data_relay.inc(nbytes)
+        self._m_recv.inc(len(datagrams))
         self._on_packets([(d, path) for d in datagrams])
 
     def _client_for(self, url: RelayUrl) -> RelayClient | None:
@@ -92,7 +100,7 @@ class RelayTransport:
             client = RelayClient(
                 url, self._secret, self._session, self._deliver,
                 auth_token=config.auth_token if config else None,
-                on_state=self._on_client_state,
+                on_state=self._on_client_state, metrics=self.client_metrics,
                 recv_limits=self._recv_limits,
             )
             self._clients[url] = client
@@ -159,6 +167,8 @@ class RelayTransport:
     def _set_home(self, url: RelayUrl) -> None:
         if url != self.home:
             log.info("home relay is now %s", url)
+            if self.home is not None:
+                self.metrics.relay_home_change.inc()
             self.home = url
         self._home_connected.set()
         self._home_changed()

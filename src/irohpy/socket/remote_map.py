@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from irohpy.base.keys import EndpointId
 from irohpy.socket.holepunch import HolePunch
 from irohpy.socket.mapped import MappedAddr
+from irohpy.socket.metrics import SocketMetrics, path_kind
 from irohpy.socket.paths import PathEvent, PathKey, RemotePaths
 
 EVENT_QUEUE = 256
@@ -26,11 +27,40 @@ class RemoteState:
     connections: int = 0
     punch: HolePunch = field(default_factory=HolePunch)
     subscribers: list[asyncio.Queue[PathEvent]] = field(default_factory=list)
+    metrics: SocketMetrics | None = None
+    _open_paths: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.paths.listener = self._publish
 
+    def _count(self, event: PathEvent) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        info = event.path
+        kind = path_kind(info.addr, info.kind == "relay")
+        if event.kind == "lost":
+            if info.addr in self._open_paths:
+                self._open_paths.discard(info.addr)
+                metrics.paths_closed.labels(kind).inc()
+            return
+        if info.addr not in self._open_paths:
+            self._open_paths.add(info.addr)
+            metrics.paths_opened.labels(kind).inc()
+        if event.kind in ("selected", "fallback"):
+            metrics.path_selected.labels(kind).inc()
+
+    def close_paths(self) -> None:
+        """The last connection ended: every path we counted as open is closed."""
+        if self.metrics is not None:
+            for addr in self._open_paths:
+                state = next((s for s in self.paths.infos() if s.addr == addr), None)
+                is_relay = state is not None and state.kind == "relay"
+                self.metrics.paths_closed.labels(path_kind(addr, is_relay)).inc()
+        self._open_paths.clear()
+
     def _publish(self, event: PathEvent) -> None:
+        self._count(event)
         for queue in self.subscribers:
             if queue.full():
                 queue.get_nowait()
@@ -47,21 +77,22 @@ class RemoteState:
 
 
 class RemoteMap:
-    def __init__(self) -> None:
+    def __init__(self, metrics: SocketMetrics | None = None) -> None:
+        self.metrics = metrics
         self.by_id: dict[EndpointId, RemoteState] = {}
         self.by_mapped: dict[MappedAddr, RemoteState] = {}
 
     def for_id(self, endpoint_id: EndpointId) -> RemoteState:
         state = self.by_id.get(endpoint_id)
         if state is None:
-            state = RemoteState(endpoint_id)
+            state = RemoteState(endpoint_id, metrics=self.metrics)
             self.by_id[endpoint_id] = state
             self.by_mapped[state.mapped] = state
         return state
 
     def provisional(self, path: PathKey) -> RemoteState:
         """State for an incoming connection whose remote is not yet authenticated."""
-        state = RemoteState(None)
+        state = RemoteState(None, metrics=self.metrics)
         # The handshake on this path is its round trip: it counts as validated.
         path_state = state.paths.add_candidate(path, "incoming")
         path_state.validated = True
@@ -82,6 +113,7 @@ class RemoteMap:
         known.paths.merge(provisional.paths)
         known.connections += provisional.connections
         known.subscribers += provisional.subscribers
+        known._open_paths |= provisional._open_paths
         self.by_mapped[mapped] = known
         return known
 
@@ -98,5 +130,7 @@ class RemoteMap:
         if state is None:
             return
         state.connections -= 1
+        if state.connections <= 0:
+            state.close_paths()
         if state.mapped is not mapped or state.endpoint_id is None:
             del self.by_mapped[mapped]

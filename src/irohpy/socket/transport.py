@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from irohpy.socket.mapped import MappedAddr
+from irohpy.socket.metrics import SocketMetrics
 from irohpy.socket.paths import PathKey, RelayPath
 from irohpy.socket.relay_transport import RelayTransport
 from irohpy.socket.remote_map import RemoteMap
@@ -25,8 +26,9 @@ ControlHandler = Callable[[bytes, PathKey], None]
 
 
 class Transport:
-    def __init__(self, remotes: RemoteMap, on_packets: PacketHandler) -> None:
+    def __init__(self, remotes: RemoteMap, on_packets: PacketHandler, metrics: SocketMetrics | None = None) -> None:
         self.remotes = remotes
+        self.metrics = metrics or SocketMetrics()
         self._on_packets = on_packets
         self.on_control: ControlHandler | None = None
         self.sockets: list[UdpSocket] = []
@@ -40,7 +42,7 @@ class Transport:
         """Bind one socket per address; a failure closes what was bound and raises."""
         try:
             for host, port in addrs:
-                sock = UdpSocket.bind(host, port, self._receive)
+                sock = UdpSocket.bind(host, port, self._receive, self.metrics)
                 self.sockets.append(sock)
                 if ":" in sock.local_addr[0]:
                     self._v6 = self._v6 or sock

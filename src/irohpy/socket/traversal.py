@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from irohpy.base.keys import SecretKey
 from irohpy.errors import ControlPacketError, StunError
@@ -22,6 +21,7 @@ from irohpy.relay import stun
 from irohpy.socket import control
 from irohpy.socket.holepunch import Action, SendCallMeMaybe, SendPing
 from irohpy.socket.interfaces import interface_addrs
+from irohpy.socket.metrics import SocketMetrics
 from irohpy.socket.paths import DirectPath, PathKey, RelayPath, is_relay
 from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
@@ -35,24 +35,15 @@ INTERFACE_POLL = 1.0
 MAX_OBSERVED = 8
 
 
-@dataclass
-class TraversalMetrics:
-    holepunch_attempts: int = 0
-    holepunch_successes: int = 0
-    fallbacks_to_relay: int = 0
-    time_to_direct: list[float] = field(default_factory=list)
-    control_rejected: int = 0
-
-
 class NatTraversal:
     def __init__(self, secret: SecretKey, transport: Transport, remotes: RemoteMap,
-                 on_local_change: Callable[[], None]) -> None:
+                 on_local_change: Callable[[], None], metrics: SocketMetrics | None = None) -> None:
         self._codec = control.ControlCodec(secret)
         self._transport = transport
         self._remotes = remotes
         self._on_local_change = on_local_change
         self._loop = asyncio.get_running_loop()
-        self.metrics = TraversalMetrics()
+        self.metrics = metrics or SocketMetrics()
         self.reflexive: set[DirectPath] = set()
         self._observed: list[DirectPath] = []
         self._stun_waiters: dict[bytes, tuple[DirectPath, asyncio.Future[DirectPath]]] = {}
@@ -104,11 +95,11 @@ class NatTraversal:
         paths = remote.paths
         was_direct = paths.selected is not None and not is_relay(paths.selected)
         if paths.check(now) and was_direct and paths.selected is not None and is_relay(paths.selected):
-            self.metrics.fallbacks_to_relay += 1
+            self.metrics.fallbacks_to_relay.inc()
             log.info("direct path to %s went silent; back on the relay (punching resumes)", remote.endpoint_id)
         before = remote.punch.attempts
         self._run(remote, remote.punch.tick(now, paths))
-        self.metrics.holepunch_attempts += remote.punch.attempts - before
+        self.metrics.holepunch_attempts.inc(remote.punch.attempts - before)
 
     def on_connection(self, remote: RemoteState) -> None:
         """A connection with ``remote`` is up: punch if we are not direct yet."""
@@ -198,7 +189,7 @@ class NatTraversal:
         try:
             sender, msg = self._codec.open(data)
         except ControlPacketError as exc:
-            self.metrics.control_rejected += 1
+            self.metrics.control_rejected.inc()
             log.debug("dropped control packet from %s: %s", path, exc)
             return
         remote = self._remotes.by_id.get(sender)
@@ -208,7 +199,7 @@ class NatTraversal:
         paths = remote.paths
         if isinstance(msg, control.CallMeMaybe):
             if not isinstance(path, RelayPath) or path.endpoint_id != sender:
-                self.metrics.control_rejected += 1
+                self.metrics.control_rejected.inc()
                 return
             paths.speaks_control = True
             paths.heard(path, now)
@@ -227,14 +218,14 @@ class NatTraversal:
         assert isinstance(msg, control.Pong)
         matched = remote.punch.on_pong(msg.tx_id, path, now)
         if matched is None:
-            self.metrics.control_rejected += 1
+            self.metrics.control_rejected.inc()
             return
         self._note_observed(msg.observed)
         was_direct = paths.selected is not None and not is_relay(paths.selected)
         if paths.on_pong(path, matched[1], now) and not was_direct and not is_relay(path):
-            self.metrics.holepunch_successes += 1
+            self.metrics.holepunch_successes.inc()
             if remote.punch.started_at is not None:
-                self.metrics.time_to_direct.append(now - remote.punch.started_at)
+                self.metrics.time_to_direct.observe(now - remote.punch.started_at)
             remote.punch.stop()
             log.info("direct path to %s: %s (rtt %.1f ms)", remote.endpoint_id, path, matched[1] * 1000)
 

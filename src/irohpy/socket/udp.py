@@ -23,6 +23,8 @@ import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from irohpy.socket.metrics import SocketMetrics
+
 log = logging.getLogger(__name__)
 
 SockAddr = tuple[str, int]
@@ -73,7 +75,7 @@ def _gso_supported(sock: socket.socket) -> bool:
 class UdpSocket:
     """A bound UDP socket of one address family."""
 
-    def __init__(self, sock: socket.socket, receiver: Receiver) -> None:
+    def __init__(self, sock: socket.socket, receiver: Receiver, metrics: SocketMetrics | None = None) -> None:
         self._sock = sock
         self._receiver = receiver
         self._loop = asyncio.get_running_loop()
@@ -91,10 +93,18 @@ class UdpSocket:
         self.recv_datagrams = 0
         self.recv_bytes = 0
         self.dropped_sends = 0
+        # Shared by every socket of this family: iroh counts traffic per path kind.
+        m = metrics or SocketMetrics()
+        v6 = sock.family == socket.AF_INET6
+        self._m_sent_bytes = (m.send_ipv6 if v6 else m.send_ipv4).labels()
+        self._m_recv_bytes = (m.recv_data_ipv6 if v6 else m.recv_data_ipv4).labels()
+        self._m_sent = m.send_datagrams.labels("ipv6" if v6 else "ipv4")
+        self._m_recv = m.recv_datagrams.labels("ipv6" if v6 else "ipv4")
+        self._m_dropped = m.send_dropped.labels()
         self._loop.add_reader(self._fd, self._on_readable)
 
     @classmethod
-    def bind(cls, host: str, port: int, receiver: Receiver) -> UdpSocket:
+    def bind(cls, host: str, port: int, receiver: Receiver, metrics: SocketMetrics | None = None) -> UdpSocket:
         """Bind a socket; IPv6 sockets are v6-only so each family has its own port."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -111,7 +121,7 @@ class UdpSocket:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, receiver)
+        return cls(sock, receiver, metrics)
 
     # -- receive ---------------------------------------------------------------
 
@@ -132,8 +142,11 @@ class UdpSocket:
                 break
             batch.append((data, addr[:2]))
         if batch:
+            nbytes = sum(len(d) for d, _ in batch)
             self.recv_datagrams += len(batch)
-            self.recv_bytes += sum(len(d) for d, _ in batch)
+            self.recv_bytes += nbytes
+            self._m_recv.inc(len(batch))
+            self._m_recv_bytes.inc(nbytes)
             self._receiver(batch, self)
 
     # -- send ------------------------------------------------------------------
@@ -153,10 +166,13 @@ class UdpSocket:
             if exc.errno not in _DROP_ERRNOS:
                 log.debug("udp send to %s failed: %s", addr, exc)
             self.dropped_sends += 1
+            self._m_dropped.inc()
             return
         self.sent_syscalls += 1
         self.sent_datagrams += 1
         self.sent_bytes += len(data)
+        self._m_sent.inc()
+        self._m_sent_bytes.inc(len(data))
 
     def send_batch(self, datagrams: Sequence[bytes], addr: SockAddr) -> None:
         """Send datagrams to one address in order, as few syscalls as GSO allows.
@@ -207,11 +223,14 @@ class UdpSocket:
         self.sent_syscalls += 1
         self.sent_datagrams += len(run)
         self.sent_bytes += total
+        self._m_sent.inc(len(run))
+        self._m_sent_bytes.inc(total)
         return True
 
     def _enqueue(self, data: bytes, addr: SockAddr) -> None:
         if len(self._send_queue) >= SEND_QUEUE_MAX:
             self.dropped_sends += 1
+            self._m_dropped.inc()
             return
         self._send_queue.append((data, addr))
         if not self._writer_added:
@@ -228,10 +247,13 @@ class UdpSocket:
                 return
             except OSError:
                 self.dropped_sends += 1
+                self._m_dropped.inc()
             else:
                 self.sent_syscalls += 1
                 self.sent_datagrams += 1
                 self.sent_bytes += len(data)
+                self._m_sent.inc()
+                self._m_sent_bytes.inc(len(data))
             queue.popleft()
         self._loop.remove_writer(self._fd)
         self._writer_added = False

@@ -28,6 +28,7 @@ from irohpy.endpoint.endpoint import Endpoint
 from irohpy.errors import BaoError, BlobsError, DecodeError, IrohError
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq, check_hash
+from irohpy.protocols.blobs.metrics import BlobsMetrics
 from irohpy.protocols.blobs.ranges import GROUP_CHUNKS, GROUP_SIZE, ChunkRanges
 from irohpy.protocols.blobs.store import Store
 from irohpy.protocols.blobs.ticket import BlobFormat
@@ -320,6 +321,7 @@ class Download:
         if provider.dropped is None:
             provider.dropped = reason
             log.info("dropping provider %s: %s", provider.id.fmt_short(), reason)
+            self._dl.metrics.providers_dropped.inc()
             self._emit(ProviderDropped(provider.id, reason))
             if provider.conn is not None:
                 provider.conn.close(0, b"")
@@ -351,7 +353,11 @@ class Download:
             stats = DownloadStats(self.hash, len(unique), total, self._fetched, time.monotonic() - started,
                                   tuple(p.stats() for p in self._providers))
             self._emit(Done(stats))
+            self._dl.metrics.downloads_success.inc()
             return stats
+        except BaseException:
+            self._dl.metrics.downloads_error.inc()
+            raise
         finally:
             for provider in self._providers:
                 if provider.conn is not None:
@@ -461,6 +467,7 @@ class Download:
             except _Abandoned:
                 pass
             except BaoError as exc:
+                self._dl.metrics.verification_failures.inc()
                 self._drop(provider, f"served data that does not verify: {exc}")
             except IrohError as exc:
                 self._drop(provider, str(exc))
@@ -575,6 +582,7 @@ class Download:
         nbytes = sum(len(leaf.data) for leaf in leaves)
         await self._dl.store.write_leaves(hash_, leaves)
         provider.credit(nbytes)
+        self._dl.metrics.download_bytes.inc(nbytes)
         self._fetched += nbytes
         self._chunks += -(-nbytes // 1024)
         self._progress()
@@ -592,6 +600,7 @@ class Downloader:
         self.stall_timeout = stall_timeout
         self.connect_timeout = connect_timeout
         self.in_flight = in_flight
+        self.metrics = endpoint.metrics().group(BlobsMetrics)
 
     def download(self, hash_: bytes, providers: Sequence[EndpointAddr | EndpointId],
                  format: BlobFormat = BlobFormat.RAW, *, before_children: ChildrenCheck | None = None) -> Download:

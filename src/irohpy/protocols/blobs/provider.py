@@ -26,6 +26,7 @@ from irohpy.endpoint.streams import RecvStream, SendStream
 from irohpy.errors import BlobRequestError, BlobsError, DecodeError, IrohError, ReadError, StreamStopped
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.hashseq import HashSeq
+from irohpy.protocols.blobs.metrics import BlobsMetrics
 from irohpy.protocols.blobs.ranges import ChunkRanges
 from irohpy.protocols.blobs.slots import FairSlots
 from irohpy.protocols.blobs.store import Store
@@ -123,8 +124,10 @@ class BlobsProtocol:
         *,
         on_event: Callable[[ProviderEvent], None] | None = None,
         limits: ProviderLimits = ProviderLimits(),
+        metrics: BlobsMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or BlobsMetrics()
         self._on_event = on_event
         self.limits = limits
         self._responses = FairSlots(limits.max_responses, limits.max_responses_per_peer)
@@ -207,14 +210,17 @@ class BlobsProtocol:
                     async for n in self._send_response(send, request, turn):
                         sent += n
                         self.bytes_sent += n
+                        self.metrics.bytes_served.inc(n)
                         self._emit(event("progress"))
                 finally:
                     turn.give_back()
                 await send.finish()
             self.requests_served += 1
+            self.metrics.requests.labels("served").inc()
             self._emit(event("done"))
         except _Refused as exc:
             self.requests_refused += 1
+            self.metrics.requests.labels("refused").inc()
             log.debug("refusing blobs request from %s: %s", conn.remote_id, exc)
             send.reset(exc.code)
             recv.stop(exc.code)
@@ -222,14 +228,17 @@ class BlobsProtocol:
         except StreamStopped as exc:
             # The requester stopped reading; QUIC already ended our side of the stream.
             log.debug("blobs request from %s stopped by the peer: %s", conn.remote_id, exc)
+            self.metrics.requests.labels("failed").inc()
             self._emit(event("failed", str(exc)))
         except IrohError as exc:
             log.debug("blobs request from %s failed: %s", conn.remote_id, exc)
+            self.metrics.requests.labels("failed").inc()
             send.reset(ERR_INTERNAL)
             self._emit(event("failed", str(exc)))
         except (OSError, ValueError) as exc:
             # The store failed (a file vanished, a disk error): this request ends, the provider does not.
             log.warning("blobs request from %s failed in the store: %s", conn.remote_id, exc)
+            self.metrics.requests.labels("failed").inc()
             send.reset(ERR_INTERNAL)
             self._emit(event("failed", str(exc)))
 

@@ -27,6 +27,7 @@ from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
 from irohpy.endpoint.streams import RecvStream, SendStream
 from irohpy.errors import GossipError, IrohError
+from irohpy.protocols.gossip.metrics import GossipMetrics
 from irohpy.protocols.gossip import proto
 from irohpy.protocols.gossip.proto import (
     BroadcastCmd,
@@ -319,6 +320,7 @@ class Gossip:
         self._drained = asyncio.Event()
         self._drained.set()
         self._closed = False
+        self.metrics = endpoint.metrics().group(GossipMetrics)
 
     @property
     def alpn(self) -> bytes:
@@ -456,18 +458,29 @@ class Gossip:
 
     def _handle(self, topic: _Topic, event: Event[EndpointId]) -> None:
         tid = topic.id.value
-        for action in topic.state.handle(event, self._loop.time()):
+        metrics = self.metrics
+        duplicates = topic.state.stats.duplicates
+        actions = topic.state.handle(event, self._loop.time())
+        metrics.msgs_duplicate_recv.inc(topic.state.stats.duplicates - duplicates)
+        for action in actions:
             if isinstance(action, proto.SendMessage):
                 self._send(action.peer, tid, action.message)
             elif isinstance(action, proto.ScheduleTimer):
                 self._schedule(action.at, topic, action.timer)
             elif isinstance(action, proto.Received):
+                metrics.msgs_delivered.inc()
                 self._emit(topic, Received(action.content, action.delivered_from, action.round is None))
             elif isinstance(action, proto.NeighborUp):
+                if action.peer not in topic.neighbors:
+                    metrics.neighbor_up.inc()
+                    metrics.neighbors.inc()
                 topic.neighbors.add(action.peer)
                 topic.joined.set()
                 self._emit(topic, NeighborUp(action.peer))
             elif isinstance(action, proto.NeighborDown):
+                if action.peer in topic.neighbors:
+                    metrics.neighbor_down.inc()
+                    metrics.neighbors.dec()
                 topic.neighbors.discard(action.peer)
                 if not topic.neighbors:
                     topic.joined.clear()
@@ -683,6 +696,15 @@ class Gossip:
             log.debug("gossip peer %s failed: %s", peer.id.fmt_short(), exc)
             self._peer_failed(peer)
 
+    def _count(self, msg: Message[EndpointId], size: int, *, sent: bool) -> None:
+        m = self.metrics
+        if isinstance(msg, proto.Gossip):
+            count, nbytes = (m.msgs_data_sent, m.msgs_data_sent_size) if sent else (m.msgs_data_recv, m.msgs_data_recv_size)
+        else:
+            count, nbytes = (m.msgs_ctrl_sent, m.msgs_ctrl_sent_size) if sent else (m.msgs_ctrl_recv, m.msgs_ctrl_recv_size)
+        count.inc()
+        nbytes.inc(size)
+
     async def _write_batch(self, peer: _Peer, c: _Conn, batch: list[tuple[bytes, Message[EndpointId]]]) -> None:
         """Write frames grouped per topic stream; a Disconnect ends its stream (spec §10.1)."""
         chunks: dict[bytes, bytearray] = {}
@@ -691,7 +713,9 @@ class Gossip:
             if stream is None:
                 stream = peer.streams[tid] = await c.conn.open_uni()
                 chunks.setdefault(tid, bytearray()).extend(encode_header(tid))
-            chunks.setdefault(tid, bytearray()).extend(encode_frame(encode_message(msg), self._max))
+            body = encode_message(msg)
+            self._count(msg, len(body), sent=True)
+            chunks.setdefault(tid, bytearray()).extend(encode_frame(body, self._max))
             if isinstance(msg, Disconnect):
                 await stream.write_all(chunks.pop(tid))
                 await stream.finish()
@@ -754,7 +778,9 @@ class Gossip:
                     if tid is None:
                         tid = decode_header(body)
                         continue
-                    self._on_message(peer_id, tid, decode_message(body))
+                    msg = decode_message(body)
+                    self._count(msg, len(body), sent=False)
+                    self._on_message(peer_id, tid, msg)
             if tid is None:
                 raise GossipError("gossip stream ended before its header")
         except GossipError as exc:

@@ -1,0 +1,1 @@
+"""``irohpy doctor``: diagnose connectivity as iroh-doctor does (report, accept/connect, plot)."""
