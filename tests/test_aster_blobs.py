@@ -70,7 +70,8 @@ async def test_rust_serves_irohpy_fetches(rust: AsterPeer, size: int) -> None:
     async with receiver() as ep:
         stats = await Downloader(ep, target).fetch(ticket.hash, [ticket.addr])
     assert await target.get_bytes(digest) == data
-    assert stats.total_bytes == size and stats.bytes_fetched == size
+    # The size probe's last chunk, when it does not fill its chunk group, is fetched again.
+    assert stats.total_bytes == size and size <= stats.bytes_fetched <= size + 1024
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -102,7 +102,8 @@ async def test_one_provider_blob(size: int) -> None:
     async with providers(source) as routers, receiver() as ep:
         stats = await Downloader(ep, target).fetch(digest, addrs(routers))
     assert await target.get_bytes(digest) == data
-    assert stats.total_bytes == size and stats.bytes_fetched == size
+    # The size probe's last chunk, when it does not fill its chunk group, is fetched again.
+    assert stats.total_bytes == size and size <= stats.bytes_fetched <= size + 1024
 
 
 async def test_collection_with_many_small_files_and_events() -> None:

@@ -252,9 +252,10 @@ async def test_blobs_group_counts_bytes_and_verification_failures() -> None:
     try:
         target = MemStore()
         stats = await Downloader(ep, target).fetch(digest, [provider_ep.addr()])
-        assert stats.bytes_fetched == len(data)
+        # The size probe's last chunk does not fill its chunk group, so it is fetched again.
+        assert len(data) <= stats.bytes_fetched <= len(data) + 1024
         fetched = ep.metrics().group(BlobsMetrics)
-        assert fetched.download_bytes.get() == len(data)
+        assert fetched.download_bytes.get() == stats.bytes_fetched
         assert fetched.downloads_success.get() == 1
         assert served.requests.labels("served").get() >= 1
         assert served.bytes_served.get() > len(data)  # data plus the bao tree
