@@ -222,3 +222,18 @@ class BlobRequestError(DecodeError):
 
 class BlobsError(IrohError):
     """A blob transfer failed: no provider had the data, every provider failed, or a provider refused."""
+
+
+# -- docs ---------------------------------------------------------------------
+
+
+class DocsError(IrohError):
+    """A documents operation failed: unknown or closed document, read-only replica, store failure."""
+
+
+class SyncError(DecodeError):
+    """An iroh-sync message that is malformed, oversized, out of order, or carries an invalid entry."""
+
+
+class EntryRejected(DocsError):
+    """An entry was refused: bad signature, wrong namespace, timestamp too far ahead, or a newer entry exists."""
