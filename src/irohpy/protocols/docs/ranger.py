@@ -82,7 +82,12 @@ class EntryIndex:
     __slots__ = ("_entries", "_fps", "_ids")
 
     def __init__(self, entries: Iterable[SignedEntry] = ()) -> None:
-        self._entries: dict[bytes, SignedEntry] = {e.id: e for e in entries}
+        """Bulk load of consistent entries (a store's); of two with one id, the newer record stays."""
+        self._entries: dict[bytes, SignedEntry] = {}
+        for e in entries:
+            old = self._entries.get(e.id)
+            if old is None or e.record > old.record:
+                self._entries[e.id] = e
         self._ids: list[bytes] = sorted(self._entries)
         self._fps: dict[bytes, int] = {rid: e.fingerprint() for rid, e in self._entries.items()}
 
