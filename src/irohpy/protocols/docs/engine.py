@@ -334,11 +334,16 @@ class Docs:
             doc.replica.upgrade(capability)
         return self._handle(doc)
 
-    async def import_(self, ticket: DocTicket | str) -> Doc:
-        """Open (or upgrade) the ticket's document and start syncing it with the ticket's peers."""
+    async def import_(self, ticket: DocTicket | str, *, download_policy: DownloadPolicy | None = None) -> Doc:
+        """Open (or upgrade) the ticket's document and start syncing it with the ticket's peers.
+
+        ``download_policy`` is set before the first sync, so it applies to every entry that arrives.
+        """
         if isinstance(ticket, str):
             ticket = DocTicket.parse(ticket)
         doc = await self.import_namespace(ticket.capability)
+        if download_policy is not None:
+            await doc.set_download_policy(download_policy)
         await doc.start_sync(ticket.nodes)
         return doc
 
