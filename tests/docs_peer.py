@@ -13,7 +13,7 @@ from irohpy.base.keys import SecretKey
 from irohpy.endpoint.endpoint import Endpoint
 from irohpy.errors import IrohError
 from irohpy.protocols.blobs.provider import BlobsProtocol
-from irohpy.protocols.blobs.store import MemStore, Store
+from irohpy.protocols.blobs.store import FsStore, MemStore, Store
 from irohpy.protocols.blobs.wire import ALPN as BLOBS_ALPN
 from irohpy.protocols.docs import Doc, Docs, LiveEvent
 from irohpy.protocols.gossip import Gossip
@@ -32,11 +32,13 @@ class DocsPeer:
     async def close(self) -> None:
         await self.docs.close()
         await self.router.shutdown()
+        await self.blobs.close()
 
 
 async def start_peer(path: Path | None = None, secret: SecretKey | None = None, **kwargs: object) -> DocsPeer:
+    """A peer; with ``path`` its replicas live in ``path`` and its blobs next to it (both survive a restart)."""
     ep = await bind(relay_mode=RelayMode.DISABLED, **({"secret_key": secret} if secret else {}))
-    blobs = MemStore()
+    blobs: Store = MemStore() if path is None else FsStore(path.with_suffix(".blobs"))
     gossip = Gossip(ep)
     docs = Docs(ep, blobs, gossip, path=path, **kwargs)  # type: ignore[arg-type]
     router = (Router.builder(ep).accept(docs.alpn, docs).accept(BLOBS_ALPN, BlobsProtocol(blobs))

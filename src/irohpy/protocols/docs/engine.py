@@ -25,9 +25,10 @@ from typing import Final
 
 from irohpy.base.addr import EndpointAddr
 from irohpy.base.keys import EndpointId
+from irohpy.base.postcard import Reader, Writer
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
-from irohpy.errors import DocsError, IrohError, SyncError
+from irohpy.errors import DecodeError, DocsError, IrohError, SyncError
 from irohpy.protocols.blobs.downloader import Downloader
 from irohpy.protocols.blobs.store import Store as BlobStore
 from irohpy.protocols.docs.entry import ContentStatus, SignedEntry
@@ -245,8 +246,7 @@ class Docs:
             doc = self._get_open(NamespaceId(ns))
             if doc is None:
                 continue
-            peers = [EndpointId.from_bytes(p) for p in self._store.peers(ns)]
-            await self._start_live(doc, [self._addrs.get(p) or p for p in peers])
+            await self._start_live(doc, [_decode_addr(p, a) for p, a in self._store.peers(ns)])
 
     async def close(self) -> None:
         if self._closed:
@@ -582,8 +582,14 @@ class Docs:
                        error: str | None) -> None:
         if outcome is not None:
             ns = doc.replica.namespace.to_bytes()
+            addr = self._addrs.get(peer) or self.endpoint.remote_addr(peer)
+            encoded = None
+            if addr is not None and not addr.is_empty():
+                w = Writer()
+                addr.encode_postcard(w)
+                encoded = w.finish()
             with contextlib.suppress(DocsError):
-                self._store.add_peer(ns, peer.to_bytes(), time.time_ns())
+                self._store.add_peer(ns, peer.to_bytes(), time.time_ns(), encoded)
             if outcome.num_recv > 0:
                 self._broadcast(doc, OpSyncReport(ns, outcome.heads_received), neighbors_only=True)
         self._emit(doc, SyncFinished(peer, outcome.num_sent if outcome else 0,
@@ -682,6 +688,18 @@ class Docs:
                         if live.running.get(peer) == "accept":
                             del live.running[peer]
                         self._sync_finished(doc, live, peer, outcome if error is None else None, error)
+
+
+def _decode_addr(peer: bytes, addr: bytes | None) -> EndpointAddr | EndpointId:
+    """A stored peer: its last address if one was kept and still parses, else just the id."""
+    if addr is not None:
+        with contextlib.suppress(DecodeError):
+            r = Reader(addr)
+            decoded = EndpointAddr.decode_postcard(r)
+            r.finish()
+            if decoded.id.to_bytes() == peer:
+                return decoded
+    return EndpointId.from_bytes(peer)
 
 
 class Doc:

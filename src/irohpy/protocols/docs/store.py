@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS entries (
     namespace_sig BLOB NOT NULL, author_sig BLOB NOT NULL,
     PRIMARY KEY (namespace, author, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS peers (
-    namespace BLOB NOT NULL, peer BLOB NOT NULL, seen INTEGER NOT NULL,
+    namespace BLOB NOT NULL, peer BLOB NOT NULL, seen INTEGER NOT NULL, addr BLOB,
     PRIMARY KEY (namespace, peer)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS live (namespace BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS download_policy (namespace BLOB PRIMARY KEY, policy BLOB NOT NULL) WITHOUT ROWID;
@@ -174,16 +174,18 @@ class DocStore:
 
     # -- sync state ----------------------------------------------------------------
 
-    def add_peer(self, namespace: bytes, peer: bytes, seen: int) -> None:
+    def add_peer(self, namespace: bytes, peer: bytes, seen: int, addr: bytes | None = None) -> None:
+        """Remember a useful sync peer, with its last known address (postcard EndpointAddr)."""
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO peers(namespace, peer, seen) VALUES (?, ?, ?)", (namespace, peer, seen))
+            db.execute("INSERT OR REPLACE INTO peers(namespace, peer, seen, addr) VALUES (?, ?, ?, ?)",
+                       (namespace, peer, seen, addr))
             db.execute("DELETE FROM peers WHERE namespace = ? AND peer NOT IN (SELECT peer FROM peers "
                        "WHERE namespace = ? ORDER BY seen DESC LIMIT ?)", (namespace, namespace, MAX_PEERS_PER_NAMESPACE))
 
-    def peers(self, namespace: bytes) -> list[bytes]:
-        """Recent sync peers, newest first."""
-        return [bytes(r[0]) for r in self._rows("SELECT peer FROM peers WHERE namespace = ? ORDER BY seen DESC",  # type: ignore[arg-type]
-                                                (namespace,))]
+    def peers(self, namespace: bytes) -> list[tuple[bytes, bytes | None]]:
+        """Recent sync peers, newest first: (id, encoded address or None)."""
+        rows = self._rows("SELECT peer, addr FROM peers WHERE namespace = ? ORDER BY seen DESC", (namespace,))
+        return [(bytes(p), None if a is None else bytes(a)) for p, a in rows]  # type: ignore[arg-type]
 
     def set_live(self, namespace: bytes, live: bool) -> None:
         with self._tx() as db:
