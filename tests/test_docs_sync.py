@@ -87,3 +87,120 @@ async def test_restart_resumes_from_store(tmp_path) -> None:  # type: ignore[no-
             assert await full_state(doc_a) == await full_state(doc_b)
         finally:
             await a.close()
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+async def _raw_sync(client_ep, server, frames: list[bytes]) -> tuple[bytes, int | None]:  # type: ignore[no-untyped-def]
+    """Send raw frames on /iroh-sync/1; return what came back and the reset code (if reset)."""
+    from irohpy.errors import StreamReset
+    from irohpy.protocols.docs.wire import ALPN
+    conn = await client_ep.connect(server.endpoint.addr(), ALPN)
+    try:
+        send, recv = await conn.open_bi()
+        for f in frames:
+            await send.write_all(f)
+        await send.finish()
+        got = b""
+        try:
+            async with asyncio.timeout(20):
+                while chunk := await recv.read():
+                    got += chunk
+        except StreamReset as exc:
+            return got, exc.error_code
+        return got, None
+    finally:
+        conn.close(0, b"")
+
+
+async def test_forged_entries_are_refused_and_never_stored() -> None:
+    import blake3
+
+    from irohpy.protocols.docs import Author, NamespaceSecret, SignedEntry
+    from irohpy.protocols.docs.entry import ContentStatus, now_micros, signing_payload
+    from irohpy.protocols.docs.ranger import DEFAULT_ID, Message, Range, RangeItem
+    from irohpy.protocols.docs.wire import Init, OpPut, encode_frame, encode_op
+    from irohpy.protocols.gossip import TopicId
+    from tests.helpers import bind
+
+    async with peers(1) as (server,):
+        doc = await server.docs.create()
+        await doc.share(ShareMode.READ)
+        ns = doc.id.to_bytes()
+        attacker = Author.generate()
+        h = blake3.blake3(b"evil").digest()
+        # 1. written without the namespace secret: a valid author signature over our namespace's
+        #    payload, and a namespace signature made with some other secret
+        ts = now_micros()
+        payload = signing_payload(ns, attacker.id().to_bytes(), b"no-secret", 4, h, ts)
+        no_secret = SignedEntry(ns, attacker.id().to_bytes(), b"no-secret", 4, h, ts, attacker.sign(payload).to_bytes(),
+                                NamespaceSecret.generate().sign(payload).to_bytes())
+        # 2. a correct entry with its author signature broken
+        secret = server.docs._store.namespace_secret(ns)[1]
+        assert secret is not None
+        good = SignedEntry.sign(secret, attacker, b"bad-sig", h, 4, now_micros())
+        sig = bytearray(good.author_signature)
+        sig[0] ^= 0x80
+        bad_sig = SignedEntry(*[getattr(good, f) for f in SignedEntry.__slots__[:6]], bytes(sig),  # type: ignore[attr-defined]
+                              good.namespace_signature)
+        values = ((no_secret, ContentStatus.COMPLETE), (bad_sig, ContentStatus.COMPLETE))
+        msg = Message((RangeItem(Range(DEFAULT_ID, DEFAULT_ID), values, False),))
+        client = await bind()
+        try:
+            await _raw_sync(client, server, [encode_frame(Init(ns, msg))])
+        finally:
+            await client.close()
+        # 3. the same over gossip
+        topic = await server.gossip.subscribe(TopicId.from_bytes(ns))
+        del topic
+        async with peers(1) as (gossiper,):
+            t = await gossiper.gossip.subscribe(TopicId.from_bytes(ns), [server.endpoint.addr()])
+            await t.joined(timeout=20)
+            for e in (no_secret, bad_sig):
+                await t.broadcast(encode_op(OpPut(e)))
+            # a valid entry sent after the forged ones proves the forged ones were processed first
+            await t.broadcast(encode_op(OpPut(good)))
+            await wait_for(doc, lambda d: _has_key(d, b"bad-sig"))
+            await t.close()
+        keys = {e.key for e in await doc.query(include_empty=True)}
+        assert b"no-secret" not in keys
+        (stored,) = await doc.query(key=b"bad-sig")
+        assert stored.author_signature == good.author_signature
+        assert all(e.key != b"no-secret" for e in server.docs._store.load_entries(ns))
+
+
+async def _has_key(doc, key: bytes) -> bool:  # type: ignore[no-untyped-def]
+    return bool(await doc.query(key=key))
+
+
+async def test_malformed_sync_messages_reset_the_stream_and_the_replica_keeps_serving() -> None:
+    from irohpy.protocols.docs.net import ERR_SYNC
+    from irohpy.protocols.docs.wire import Init, encode_frame
+    from tests.helpers import bind
+
+    async with peers(2) as (server, good_peer):
+        author = await server.docs.create_author()
+        doc = await server.docs.create()
+        await doc.set(author, b"k", b"v")
+        ticket = await doc.share(ShareMode.READ)
+        ns = doc.id.to_bytes()
+        valid_init = encode_frame(Init(ns, __import__("irohpy.protocols.docs.ranger", fromlist=["x"]).initial_message(
+            __import__("irohpy.protocols.docs.ranger", fromlist=["x"]).EntryIndex())))
+        bad = [
+            b"\x00\x00\x00\x03\x07\x00\x00",                      # unknown message variant
+            b"\x00\x00\x00\x05\x01\x01\x00\x00\x00",              # Sync before Init, truncated range
+            valid_init[:4] + valid_init[4:40],                    # truncated, then end of stream
+            b"\xff\xff\xff\xff",                                  # frame larger than the limit
+            valid_init + valid_init,                              # double Init
+        ]
+        client = await bind()
+        try:
+            for frames in bad:
+                _, code = await _raw_sync(client, server, [frames])
+                assert code == ERR_SYNC, frames[:12]
+        finally:
+            await client.close()
+        assert server.docs.sync_errors == len(bad)
+        doc_b = await good_peer.docs.import_(ticket)
+        await wait_for(doc_b, lambda d: has_all_content(d, 1))

@@ -221,6 +221,8 @@ class Docs:
         self._incoming = asyncio.Semaphore(MAX_INCOMING_SYNCS)
         self._started = False
         self._closed = False
+        self.sync_errors = 0
+        """Incoming syncs reset because the peer sent something malformed."""
         self.wire = WireCount()
         """Sync bytes moved in all (both directions, framing included): for measurements."""
 
@@ -674,8 +676,13 @@ class Docs:
             except SyncError as exc:
                 log.info("malformed sync from %s: %s", peer.fmt_short(), exc)
                 error = str(exc)
+                self.sync_errors += 1
                 send.reset(ERR_SYNC)
                 recv.stop(ERR_SYNC)
+                # Let the reset reach the peer before the connection goes (bounded, like every wait).
+                with contextlib.suppress(IrohError, TimeoutError):
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await conn.closed()
             except (IrohError, TimeoutError) as exc:
                 log.debug("sync from %s failed", peer.fmt_short(), exc_info=True)
                 error = str(exc) or type(exc).__name__
