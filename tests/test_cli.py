@@ -57,8 +57,10 @@ def test_key_generate_show_roundtrip(tmp_path: Path) -> None:
     assert again.returncode == 1 and b"exists" in again.stderr
 
 
-def test_key_generate_to_stdout_is_the_secret() -> None:
+def test_key_generate_prints_the_secret_only_when_asked() -> None:
     out = irohpy("key", "generate")
+    assert out.returncode == 1 and out.stdout == b"" and b"--out FILE" in out.stderr
+    out = irohpy("key", "generate", "--print-secret")
     secret = SecretKey.parse(out.stdout.decode().strip())
     assert str(secret.public()) in out.stderr.decode()
 
@@ -124,7 +126,7 @@ def test_ping_receiver_and_sender() -> None:
             assert len(lines) == 3 and all("rtt" in line and " ms" in line for line in lines)
         finally:
             receiver.send_signal(signal.SIGINT)
-            assert receiver.wait(10) == 0
+            assert receiver.wait(10) == 130
 
 
 def test_pipe_listen_connect_stdio_both_ways() -> None:
@@ -154,11 +156,11 @@ def test_pipe_listen_connect_stdio_both_ways() -> None:
         assert received == [to_listener]
 
 
-def test_pipe_ctrl_c_exits_zero() -> None:
+def test_pipe_ctrl_c_exits_130() -> None:
     with spawn("pipe", "listen", *LOCAL) as listener:
         read_ticket_from(listener.stderr)
         listener.send_signal(signal.SIGINT)
-        assert listener.wait(10) == 0
+        assert listener.wait(10) == 130
 
 
 def test_pipe_tcp_forwarding() -> None:
@@ -207,9 +209,9 @@ def test_pipe_tcp_forwarding() -> None:
 
 
 def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
-    """Ctrl-C, as a user would; dumbpipe-style commands exit 0."""
+    """Ctrl-C, as a user would: 128 + SIGINT."""
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(10) == 0
+    assert proc.wait(10) == 130
 
 
 def test_pipe_generate_ticket_from_env() -> None:
@@ -218,3 +220,13 @@ def test_pipe_generate_ticket_from_env() -> None:
     out = irohpy("pipe", "generate-ticket", env=env)
     ticket = EndpointTicket.parse(out.stdout.decode().strip())
     assert ticket.addr.id == secret.public() and not ticket.addr.addrs
+
+
+def test_pipe_generate_ticket_needs_a_persistent_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IROH_SECRET"}
+    out = irohpy("pipe", "generate-ticket", env=env)
+    assert out.returncode == 1 and out.stdout == b"" and b"--key FILE" in out.stderr
+    key = tmp_path / "id.key"
+    SecretKey.generate().save(str(key))
+    out = irohpy("pipe", "generate-ticket", "--key", str(key), env=env)
+    assert EndpointTicket.parse(out.stdout.decode().strip()).addr.id == SecretKey.load(str(key)).public()

@@ -615,7 +615,7 @@ async def test_graceful_shutdown_sends_restarting(session: aiohttp.ClientSession
                 assert await c.recv() == p.Restarting(250, 9000)
                 closed = await c.closed()
                 assert closed.code == 1001 and closed.reason == "relay shutting down"
-            assert await stopping == 0
+            assert await stopping == 143  # 128 + SIGTERM, after the graceful shutdown
         finally:
             await v2.close()
             await v1.close()
@@ -684,7 +684,7 @@ async def test_fixture_restart_keeps_ports_and_reaps_the_process(session: aiohtt
         url, metrics_url, pid = relay.url, relay.metrics_url, relay.pid
         a = await RawClient.connect(session, relay.url)
         await relay.restart()
-        assert relay.returncode == 0 and (relay.url, relay.metrics_url) == (url, metrics_url)
+        assert relay.returncode == 143 and (relay.url, relay.metrics_url) == (url, metrics_url)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
         assert isinstance(await a.recv(), p.Restarting)
@@ -712,7 +712,7 @@ async def test_cli_serves_https_and_the_captive_portal(tmp_path: Path) -> None:
             async with s.get(portal_url, headers={"X-Iroh-Challenge": "ts_y"}) as r:
                 assert r.headers["X-Iroh-Response"] == "response ts_y"
         proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), T) == 0
+        assert await asyncio.wait_for(proc.wait(), T) == 143  # 128 + SIGTERM, after a graceful shutdown
     finally:
         if proc.returncode is None:
             proc.kill()

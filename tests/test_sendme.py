@@ -149,14 +149,18 @@ def test_receive_refuses_to_overwrite(tmp_path: Path) -> None:
     (src / "docs" / "a.txt").write_text("new text")
     (out / "docs").mkdir(parents=True)
     (out / "docs" / "a.txt").write_text("precious")
+    (src / "docs" / "big.bin").write_bytes(os.urandom(8 << 20))
     with sending(src / "docs", src) as (ticket, _):
         refused = irohpy("receive", ticket, "--out", str(out), "--no-progress", *LOCAL)
         assert refused.returncode == 1
         assert refused.stderr.strip().startswith("error: ") and len(refused.stderr.strip().splitlines()) == 1
+        assert "a.txt exists; pass --overwrite" in refused.stderr
         assert (out / "docs" / "a.txt").read_text() == "precious"
+        # Refused before the data came: no 8 MiB store left behind, no file written.
+        assert not list(out.glob(".sendme-recv-*")) and not (out / "docs" / "big.bin").exists()
         again = irohpy("receive", ticket, "--out", str(out), "--no-progress", "--overwrite", *LOCAL)
         assert again.returncode == 0, again.stderr
-    assert "already complete" in again.stdout  # the first run had fetched everything
+    assert "downloaded 2 files, 8.00 MiB" in again.stdout
     assert (out / "docs" / "a.txt").read_text() == "new text"
 
 
@@ -171,6 +175,7 @@ def test_single_file_and_progress_stages(tmp_path: Path) -> None:
     for stage in ("[1/4] Connecting", "[2/4] Getting sizes", "[3/4] Downloading", "[4/4] Exporting"):
         assert stage in result.stderr
     assert (out / "one.txt").read_text() == "hello sendme\n"
+    assert result.stdout.startswith(f"downloaded 1 file, 13 B to {out}. took ")
 
 
 @pytest.mark.parametrize("ticket", ["blobnotbase32!", "endpointaaaa", "blob" + "a" * 20])

@@ -77,7 +77,7 @@ class Ticket(ABC):
         if not isinstance(text, str):
             raise TicketError(f"a ticket must be str, not {type(text).__name__}")
         if not text.startswith(kind):
-            raise TicketError(f"not a {kind!r} ticket: it does not start with {kind!r}")
+            raise TicketError(f"not {_article(kind)} {kind!r} ticket: it does not start with {kind!r}")
         payload = text[len(kind) :]
         if not payload:
             raise TicketError(f"{kind!r} ticket is empty after its prefix")
@@ -153,3 +153,7 @@ class EndpointTicket(Ticket):
         addr = EndpointAddr.decode_postcard(reader)
         reader.finish()
         return cls(addr)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

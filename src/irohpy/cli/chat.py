@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from irohpy.base.keys import PublicKey, SecretKey, Signature
 from irohpy.base.postcard import Reader, Writer
-from irohpy.cli.common import add_endpoint_args, bind_endpoint, eprint
+from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint
 from irohpy.cli.stdio import StdinReader
 from irohpy.base.addr import EndpointAddr
 from irohpy.errors import DecodeError, GossipError, InvalidSignature
@@ -80,12 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     open_ = roles.add_parser("open", help="open a new room and print its ticket")
     open_.add_argument("name", metavar="NAME", help="your name in the room")
     add_endpoint_args(open_)
-    open_.set_defaults(func=open_room, interrupt_exit=0)
+    open_.set_defaults(func=open_room)
     join = roles.add_parser("join", help="join the room in TICKET")
     join.add_argument("ticket", metavar="TICKET")
     join.add_argument("name", metavar="NAME", help="your name in the room")
     add_endpoint_args(join)
-    join.set_defaults(func=join_room, interrupt_exit=0)
+    join.set_defaults(func=join_room)
 
 
 async def open_room(args: argparse.Namespace) -> int:
@@ -99,7 +99,7 @@ async def join_room(args: argparse.Namespace) -> int:
 
 
 async def _chat(args: argparse.Namespace, topic_id: TopicId, bootstrap: tuple[EndpointAddr, ...], announce: bool) -> int:
-    endpoint = await bind_endpoint(args, [])
+    endpoint = await endpoint_from_args(args)
     gossip = Gossip(endpoint)
     async with Router.builder(endpoint).accept(gossip.alpn, gossip).spawn():
         topic = await gossip.subscribe(topic_id, bootstrap)

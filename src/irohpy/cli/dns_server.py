@@ -1,14 +1,13 @@
 """``irohpy dns-server``: a pkarr relay plus the DNS server that answers from it.
 
 On start it prints ``pkarr http on URL``, ``dns on udp+tcp HOST:PORT`` and (unless disabled)
-``metrics on URL`` to stdout, so scripts can read the bound ports. SIGTERM or SIGINT stop it.
+``metrics on URL`` to stdout, so scripts can read the bound ports. SIGTERM or SIGINT stop it (exit 143 or 130).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 from irohpy.dns_server.config import load_config
 from irohpy.dns_server.server import DnsServer
@@ -36,19 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, dev=args.dev, http_bind=args.http_bind, dns_bind=args.dns_bind,
                          metrics_bind=args.metrics_bind, origins=args.origin, db_path=args.db)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = [signal.SIGINT, signal.SIGTERM]
     async with DnsServer(config) as server:
-        try:
-            print(f"pkarr http on {server.pkarr_url}", flush=True)
-            print(f"dns on udp+tcp {server.dns_addr}", flush=True)
-            if server.metrics_url:
-                print(f"metrics on {server.metrics_url}", flush=True)
-            for sig in signals:
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-        finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+        print(f"pkarr http on {server.pkarr_url}", flush=True)
+        print(f"dns on udp+tcp {server.dns_addr}", flush=True)
+        if server.metrics_url:
+            print(f"metrics on {server.metrics_url}", flush=True)
+        await asyncio.Event().wait()
     return 0

@@ -14,8 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("key", help="generate and inspect secret key files")
     keys = parser.add_subparsers(dest="key_command", required=True, metavar="SUBCOMMAND")
 
-    gen = keys.add_parser("generate", help="create a new secret key and print its EndpointId")
+    gen = keys.add_parser("generate", help="create a new secret key file and print its EndpointId")
     gen.add_argument("--out", metavar="FILE", help="write the key here (mode 0600); refuses to overwrite")
+    gen.add_argument("--print-secret", action="store_true",
+                     help="without --out: print the secret key (hex, for IROH_SECRET) on stdout instead")
     gen.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     gen.set_defaults(func=generate)
 
@@ -32,10 +34,11 @@ def generate(args: argparse.Namespace) -> int:
         secret.save(args.out)
         print(secret.public())
         print(f"wrote secret key to {args.out}", file=sys.stderr)
-    else:
-        # No file: the key itself is the output, for piping into IROH_SECRET.
+    elif args.print_secret:
         print(secret.to_bytes().hex())
         print(f"endpoint id: {secret.public()}", file=sys.stderr)
+    else:
+        raise KeyFileError("pass --out FILE to keep the key (or --print-secret to print it, for IROH_SECRET)")
     return 0
 
 

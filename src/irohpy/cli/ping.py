@@ -6,7 +6,7 @@ import argparse
 import asyncio
 
 from irohpy.base.ticket import EndpointTicket
-from irohpy.cli.common import add_endpoint_args, bind_endpoint, eprint, ticket_for
+from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint, ticket_for
 from irohpy.protocols import ping as ping_proto
 from irohpy.protocols.router import Router
 
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     roles = parser.add_subparsers(dest="ping_role", required=True, metavar="ROLE")
     recv = roles.add_parser("receiver", help="print a ticket and answer pings until Ctrl-C")
     add_endpoint_args(recv)
-    recv.set_defaults(func=receiver, interrupt_exit=0)
+    recv.set_defaults(func=receiver)
     send = roles.add_parser("sender", help="ping the endpoint in TICKET")
     send.add_argument("ticket", metavar="TICKET")
     send.add_argument("-c", "--count", type=int, default=1, help="number of pings (default 1)")
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def receiver(args: argparse.Namespace) -> int:
-    endpoint = await bind_endpoint(args, [ping_proto.ALPN])
+    endpoint = await endpoint_from_args(args, [ping_proto.ALPN])
     ping = ping_proto.Ping()
     async with Router.builder(endpoint).accept(ping_proto.ALPN, ping).spawn():
         print(ticket_for(endpoint), flush=True)
@@ -36,7 +36,7 @@ async def receiver(args: argparse.Namespace) -> int:
 
 async def sender(args: argparse.Namespace) -> int:
     ticket = EndpointTicket.parse(args.ticket.strip())
-    async with await bind_endpoint(args, []) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint:
         ping = ping_proto.Ping()
         for _ in range(args.count):
             rtt = await ping.ping(endpoint, ticket)

@@ -1,6 +1,6 @@
 """``irohpy pipe``: dumbpipe's commands, wire-compatible with dumbpipe.
 
-The ticket goes to stderr so stdout stays pure data; Ctrl-C exits with 0.
+The ticket goes to stderr so stdout stays pure data.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 
 from irohpy.base.addr import EndpointAddr
 from irohpy.base.ticket import EndpointTicket
-from irohpy.cli.common import add_endpoint_args, bind_endpoint, eprint, secret_from_env, ticket_for
+from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint, secret_from_args, ticket_for
 from irohpy.cli.stdio import StdinReader, StdoutWriter
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
@@ -35,14 +35,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_endpoint_args(parser)
     parser.add_argument("--custom-alpn", type=parse_alpn, metavar="utf8:TEXT|HEX",
                         help="speak another ALPN, with no hello handshake")
-    parser.set_defaults(interrupt_exit=0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("pipe", help="dumbpipe: pipes and port forwarding over iroh")
     cmds = parser.add_subparsers(dest="pipe_command", required=True, metavar="SUBCOMMAND")
 
-    gen = cmds.add_parser("generate-ticket", help="print an id-only ticket for IROH_SECRET")
+    gen = cmds.add_parser("generate-ticket", help="print an id-only ticket for --key FILE or IROH_SECRET")
+    gen.add_argument("--key", metavar="FILE", help="secret key file (default $IROH_SECRET)")
     gen.set_defaults(func=generate_ticket)
 
     listen_p = cmds.add_parser("listen", help="serve one connection on stdin/stdout")
@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def generate_ticket(args: argparse.Namespace) -> int:
-    print(EndpointTicket(EndpointAddr.from_id(secret_from_env().public())))
+    """An id-only ticket is only useful for a key that outlives this run, so one is required."""
+    print(EndpointTicket(EndpointAddr.from_id(secret_from_args(args, required=True).public())))
     return 0
 
 
@@ -113,7 +114,7 @@ async def _stdio_session(send: SendStream, recv: RecvStream, recv_only: bool) ->
 
 
 async def listen(args: argparse.Namespace) -> int:
-    async with await bind_endpoint(args, [_alpn(args)]) as endpoint:
+    async with await endpoint_from_args(args, [_alpn(args)]) as endpoint:
         _announce(endpoint, "connect")
         while (incoming := await endpoint.accept()) is not None:
             try:
@@ -132,7 +133,7 @@ async def listen(args: argparse.Namespace) -> int:
 
 async def connect(args: argparse.Namespace) -> int:
     ticket = EndpointTicket.parse(args.ticket.strip())
-    async with await bind_endpoint(args, []) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint:
         conn = await endpoint.connect(ticket, _alpn(args))
         send, recv = await conn.open_bi()
         if _handshake(args):
@@ -180,7 +181,7 @@ async def _serve_streams(args: argparse.Namespace, open_backend) -> int:  # type
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async with await bind_endpoint(args, [_alpn(args)]) as endpoint:
+    async with await endpoint_from_args(args, [_alpn(args)]) as endpoint:
         _announce(endpoint, "connect-tcp --addr 127.0.0.1:PORT" if args.pipe_command == "listen-tcp"
                   else "connect-unix --socket-path PATH")
         try:
@@ -206,7 +207,7 @@ async def connect_tcp(args: argparse.Namespace) -> int:
     """A new iroh connection for every local TCP connection, as dumbpipe does."""
     ticket = EndpointTicket.parse(args.ticket.strip())
     host, port = _split_hostport(args.addr)
-    async with await bind_endpoint(args, []) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint:
 
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -232,7 +233,7 @@ async def connect_tcp(args: argparse.Namespace) -> int:
 async def connect_unix(args: argparse.Namespace) -> int:
     """One iroh connection, one stream per local client; removes the socket file on exit."""
     ticket = EndpointTicket.parse(args.ticket.strip())
-    async with await bind_endpoint(args, []) as endpoint:
+    async with await endpoint_from_args(args, wait_online=False) as endpoint:
         conn = await endpoint.connect(ticket, _alpn(args))
 
         async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -3,7 +3,9 @@
 Data lands first in ``<out>/.sendme-recv-<hash>``, a store that survives an interrupted run, so
 running the same command again resumes and fetches only the chunk groups still missing. The
 files are then exported under ``--out`` (existing files are refused unless ``--overwrite``), and
-the temporary store is removed. Progress goes to stderr in sendme's four stages.
+the temporary store is removed. Existing files are found before anything big is fetched: the
+collection's names come first (a few bytes), then the data. Progress goes to stderr in
+sendme's four stages; a final line on stdout says what was written.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from rich.progress import (
 )
 
 from irohpy.base.addr import EndpointAddr
-from irohpy.cli.common import add_endpoint_args, bind_endpoint
+from irohpy.cli.common import add_endpoint_args, endpoint_from_args
 from irohpy.errors import BlobsError
 from irohpy.protocols.blobs import downloader as dl
+from irohpy.protocols.blobs.collection import export_path
 from irohpy.protocols.blobs.hashseq import HashSeq
 from irohpy.protocols.blobs.store import FsStore
 from irohpy.protocols.blobs.ticket import BlobFormat, BlobTicket
@@ -67,6 +70,8 @@ class StageDisplay:
         self._enabled = enabled
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._stage = ""
+        self._have = 0
 
     def __enter__(self) -> StageDisplay:
         return self
@@ -76,22 +81,25 @@ class StageDisplay:
         self._stop()
 
     def stage(self, text: str) -> None:
-        if self._enabled:
+        if self._enabled and text != self._stage:
+            self._stage = text
             self._stop()
             self._console.print(text, highlight=False)
 
-    def downloading(self, total: int) -> None:
+    def downloading(self, total: int, have: int) -> None:
+        """The bar runs over the whole size; what a resumed run already has starts it off."""
         if not self._enabled:
             return
         self.stage("[3/4] Downloading")
         self._progress = Progress(TextColumn("  "), BarColumn(), DownloadColumn(binary_units=True),
                                   TransferSpeedColumn(), TimeRemainingColumn(), console=self._console)
         self._progress.start()
-        self._task = self._progress.add_task("download", total=total)
+        self._task = self._progress.add_task("download", total=total, completed=have)
+        self._have = have
 
-    def advance_to(self, completed: int) -> None:
+    def advance_to(self, fetched: int) -> None:
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, completed=completed)
+            self._progress.update(self._task, completed=self._have + fetched)
 
     def _stop(self) -> None:
         if self._progress is not None:
@@ -110,14 +118,14 @@ class JsonLines(StageDisplay):
     def emit(**fields: object) -> None:
         print(json.dumps(fields), flush=True)
 
-    def downloading(self, total: int) -> None:
-        self.emit(event="sizes", missing_bytes=total)
+    def downloading(self, total: int, have: int) -> None:
+        self.emit(event="sizes", total_bytes=total, missing_bytes=total - have)
 
-    def advance_to(self, completed: int) -> None:
+    def advance_to(self, fetched: int) -> None:
         now = time.monotonic()
         if now - self._last >= 0.25:
             self._last = now
-            self.emit(event="progress", bytes=completed)
+            self.emit(event="progress", bytes=fetched)
 
 
 async def _fetch(args: argparse.Namespace, ticket: BlobTicket, providers: list[EndpointAddr], store: FsStore,
@@ -126,19 +134,32 @@ async def _fetch(args: argparse.Namespace, ticket: BlobTicket, providers: list[E
     if await _complete(store, ticket):
         return None
     display.stage("[1/4] Connecting…")
-    async with await bind_endpoint(args, []) as endpoint:
+
+    async def check_names(children: list[bytes]) -> None:
+        """A collection's names are known before its data is fetched: files in the way stop us here."""
+        _check_targets(args.out, [name for name, _ in await store.collection(ticket.hash)])
+
+    async with await endpoint_from_args(args, wait_online=False) as endpoint:
         downloader = dl.Downloader(endpoint, store)
-        async with downloader.download(ticket.hash, providers, ticket.format) as download:
+        check = check_names if ticket.format is BlobFormat.HASH_SEQ and not args.overwrite else None
+        async with downloader.download(ticket.hash, providers, ticket.format, before_children=check) as download:
             async for event in download:
                 if isinstance(event, dl.Connected):
                     display.stage("[2/4] Getting sizes…")
                 elif isinstance(event, dl.SizesKnown):
-                    display.downloading(event.missing_bytes)
+                    display.downloading(event.total_bytes, event.total_bytes - event.missing_bytes)
                 elif isinstance(event, dl.Progress):
                     display.advance_to(event.bytes)
                 elif isinstance(event, dl.Done):
                     return event.stats
     raise BlobsError("the download ended without finishing")
+
+
+def _check_targets(out: Path, names: list[str]) -> None:
+    existing = [str(export_path(out, name)) for name in names if export_path(out, name).exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise FileExistsError(f"{existing[0]}{more} exists; pass --overwrite to replace it")
 
 
 async def _complete(store: FsStore, ticket: BlobTicket) -> bool:
@@ -158,6 +179,8 @@ async def _export(store: FsStore, ticket: BlobTicket, out: Path, overwrite: bool
         path = await store.export(ticket.hash, out / ticket.hash.hex(), overwrite=overwrite)
         return [(path.name, path.stat().st_size)]
     names = (await store.collection(ticket.hash)).names
+    if not overwrite:
+        _check_targets(out, list(names))
     paths = await store.export_collection(ticket.hash, out, overwrite=overwrite)
     return [(name, path.stat().st_size) for name, path in zip(names, paths, strict=True)]
 
@@ -168,17 +191,25 @@ async def receive(args: argparse.Namespace) -> int:
     if any((t.hash, t.format) != (ticket.hash, ticket.format) for t in tickets):
         raise ValueError("all tickets must name the same data (hash and format)")
     out: Path = args.out
+    if ticket.format is BlobFormat.RAW and not args.overwrite:
+        _check_targets(out, [ticket.hash.hex()])
     out.mkdir(parents=True, exist_ok=True)
     store_dir = out / f".sendme-recv-{ticket.hash.hex()}"
+    fresh = not store_dir.exists()
     started = time.monotonic()
     display = JsonLines() if args.json else StageDisplay(not args.no_progress)
-    with display:
-        async with FsStore(store_dir) as store:
-            stats = await _fetch(args, ticket, [t.addr for t in tickets], store, display)
-            if stats is None and not args.json:
-                print(f"{ticket.hash.hex()} already complete")
-            display.stage("[4/4] Exporting")
-            files = await _export(store, ticket, out, args.overwrite)
+    try:
+        with display:
+            async with FsStore(store_dir) as store:
+                stats = await _fetch(args, ticket, [t.addr for t in tickets], store, display)
+                if stats is None and not args.json:
+                    print(f"{ticket.hash.hex()} already complete")
+                display.stage("[4/4] Exporting")
+                files = await _export(store, ticket, out, args.overwrite)
+    except FileExistsError:
+        if fresh:  # refused before the data came: nothing worth keeping for a resume
+            shutil.rmtree(store_dir, ignore_errors=True)
+        raise
     shutil.rmtree(store_dir, ignore_errors=True)
     elapsed = time.monotonic() - started
     fetched = stats.bytes_fetched if stats else 0
@@ -188,7 +219,8 @@ async def receive(args: argparse.Namespace) -> int:
                        bytes=size, bytes_fetched=fetched, elapsed=round(elapsed, 3), out=str(out),
                        providers=[{"id": str(p.provider), "bytes": p.bytes, "dropped": p.dropped}
                                   for p in (stats.providers if stats else ())])
-    elif getattr(args, "verbose", 0):
-        print(f"downloaded {len(files)} files, {human_bytes(size)}. took {elapsed:.2f}s "
+    else:
+        count = f"{len(files)} file{'s' * (len(files) != 1)}"
+        print(f"downloaded {count}, {human_bytes(size)} to {out}. took {elapsed:.2f}s "
               f"({human_bytes(fetched / max(elapsed, 1e-9))}/s)")
     return 0

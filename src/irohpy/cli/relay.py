@@ -2,7 +2,7 @@
 
 On start the server prints ``relay listening on URL`` (and ``captive portal on URL``,
 ``metrics on URL`` when those listeners run) to stdout, so scripts can read the bound ports.
-SIGTERM or SIGINT shut it down gracefully; SIGHUP re-reads the config file's ``[access]``
+SIGTERM or SIGINT shut it down gracefully (exit 143 or 130); SIGHUP re-reads the config file's ``[access]``
 table and the TLS certificate files.
 """
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
     parser.add_argument("--metrics-bind", metavar="ADDR:PORT|none",
-                        help="Prometheus /metrics listener (default 127.0.0.1:9090)")
+                        help="Prometheus /metrics listener (default 127.0.0.1:9090; with --dev a free port)")
     parser.add_argument("--stun-port", metavar="PORT|none",
                         help="answer STUN binding requests on this UDP port at the relay's address, so "
                              "endpoints learn their public address (default 0: the relay's own port number)")
@@ -110,11 +110,10 @@ def _reload(args: argparse.Namespace, server: RelayServer) -> None:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    """Serve until a signal cancels us (see cli.main); SIGHUP re-reads the config instead."""
     server = RelayServer(_config(args))
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     await server.start()
-    signals = [signal.SIGINT, signal.SIGTERM]
     try:
         print(f"relay listening on {server.relay_url}", flush=True)
         if server.portal_url:
@@ -123,14 +122,8 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"metrics on {server.metrics_url}", flush=True)
         if server.stun_addr:
             print(f"stun on udp {server.stun_addr[0]}:{server.stun_addr[1]}", flush=True)
-        for sig in signals:
-            loop.add_signal_handler(sig, stop.set)
-        if hasattr(signal, "SIGHUP"):
-            signals.append(signal.SIGHUP)
-            loop.add_signal_handler(signal.SIGHUP, _reload, args, server)
-        await stop.wait()
+        loop.add_signal_handler(signal.SIGHUP, _reload, args, server)
+        await asyncio.Event().wait()
     finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
         await server.shutdown()
     return 0

@@ -8,6 +8,7 @@ the process alive after Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import queue
 import sys
@@ -34,7 +35,8 @@ class StdinReader:
                 data = b""
             try:
                 asyncio.run_coroutine_threadsafe(self._queue.put(data), self._loop).result()
-            except RuntimeError:
+            except (RuntimeError, concurrent.futures.CancelledError):
+                # The loop closed or cancelled the put (Ctrl-C): nobody reads any more.
                 return
             if not data:
                 return

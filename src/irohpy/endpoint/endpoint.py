@@ -36,7 +36,7 @@ from irohpy.base.notify import Notify
 from irohpy.base.relay_url import RelayUrl
 from irohpy.relay.map import RelayConfig, RelayKind, RelayMap, RelayMode
 from irohpy.socket.paths import PathKey, RelayPath, describe_path
-from irohpy.socket.relay_transport import RelayTransport
+from irohpy.socket.relay_transport import RelayProblem, RelayTransport
 from irohpy.lookup.base import AddressLookup, EndpointData
 from irohpy.lookup.combined import CombinedLookup
 from irohpy.lookup.dns import DnsAddressLookup
@@ -257,6 +257,11 @@ class Endpoint:
         if relay is None or relay.home is None or not relay.is_connected(relay.home):
             return None
         return relay.home
+
+    def relay_problems(self) -> list[RelayProblem]:
+        """Relays of our map that are not connected and why (unreachable, or refused us)."""
+        relay = self._transport.relay
+        return relay.problems() if relay is not None else []
 
     async def watch_addr(self) -> AsyncIterator[EndpointAddr]:
         """Our EndpointAddr now, then each time it changes (for example a new home relay)."""

@@ -111,6 +111,8 @@ class RelayClient:
         self._last_pong: bytes | None = None
         self._ping_now = asyncio.Event()
         self.last_error: str | None = None
+        # True while the relay's last answer was a refusal (no or a bad access token).
+        self.refused = False
         self.status: int | None = None
         self.last_used = time.monotonic()
         self.connects = 0
@@ -154,8 +156,11 @@ class RelayClient:
                 delay = await self._session_once()
                 backoff = BACKOFF_MIN
             except RelayAuthError as exc:
+                # Warn once per reason: a refusal repeats on every retry.
+                if not self.refused or self.last_error != str(exc):
+                    log.warning("relay %s refused us: %s", self.url, exc)
                 self.last_error = str(exc)
-                log.warning("relay %s refused us: %s", self.url, exc)
+                self.refused = True
                 backoff = BACKOFF_MAX
             except (RelayError, RelayProtocolError, aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
@@ -187,6 +192,8 @@ class RelayClient:
                 await ws.close()
                 raise
         self._ws = ws
+        self.refused = False
+        self.last_error = None
         self.connects += 1
         self._connected.set()
         if self._on_state is not None:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -30,6 +31,17 @@ FAILOVER_GRACE = 3.0
 IDLE_CLOSE = 60.0
 RETRY_RANKING = 1.0
 
+
+
+@dataclass(frozen=True)
+class RelayProblem:
+    """Why a relay is not connected: unreachable, or it refused us (``refused``)."""
+
+    url: RelayUrl
+    error: str
+    refused: bool = False
+
+
 PacketHandler = Callable[[list[tuple[bytes, RelayPath]]], None]
 
 
@@ -44,6 +56,8 @@ class RelayTransport:
         self.home: RelayUrl | None = None
         # Where each relay answers STUN, as its /ping said.
         self.stun_ports: dict[RelayUrl, int] = {}
+        # Why the last /ping of each relay failed, for problems().
+        self._probe_errors: dict[RelayUrl, str] = {}
         self.bytes_sent = 0
         self.bytes_recv = 0
         self.home_changed = Notify()
@@ -103,7 +117,9 @@ class RelayTransport:
         reachable: list[tuple[float, RelayUrl]] = []
         for url, result in zip(urls, results, strict=True):
             if isinstance(result, BaseException):
+                self._probe_errors[url] = str(result) or type(result).__name__
                 continue
+            self._probe_errors.pop(url, None)
             reachable.append((result.latency, url))
             if result.stun_port is not None:
                 self.stun_ports[url] = result.stun_port
@@ -171,6 +187,19 @@ class RelayTransport:
         self.home_changed.notify_all()
         if self._on_home_change is not None:
             self._on_home_change()
+
+    def problems(self) -> list[RelayProblem]:
+        """The relays of our map that are not connected, and why, as far as we know."""
+        out = []
+        for url in self._map.urls():
+            client = self._clients.get(url)
+            if client is not None and client.is_connected:
+                continue
+            if client is not None and client.last_error:
+                out.append(RelayProblem(url, client.last_error, client.refused))
+            elif url in self._probe_errors:
+                out.append(RelayProblem(url, self._probe_errors[url]))
+        return out
 
     def is_connected(self, url: RelayUrl) -> bool:
         client = self._clients.get(url)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -231,6 +231,9 @@ def _target_id(target: EndpointAddr | EndpointId) -> EndpointId:
 # -- the download ----------------------------------------------------------------
 
 
+ChildrenCheck = Callable[[list[bytes]], Awaitable[None]]
+
+
 class Download:
     """One running download: iterate it for events, or ``await download.wait()`` for the stats.
 
@@ -239,13 +242,14 @@ class Download:
     """
 
     def __init__(self, downloader: Downloader, hash_: bytes, providers: Sequence[EndpointAddr | EndpointId],
-                 fmt: BlobFormat) -> None:
+                 fmt: BlobFormat, before_children: ChildrenCheck | None = None) -> None:
         if not providers:
             raise ValueError("a download needs at least one provider")
         self._dl = downloader
         self.hash = check_hash(hash_)
         self.format = BlobFormat(fmt)
         self._providers = [_Provider(p, _target_id(p)) for p in providers]
+        self._before_children = before_children
         self._events: deque[DownloadEvent] = deque()
         self._wake = asyncio.Event()
         self._queue: deque[_Unit] = deque()
@@ -328,6 +332,9 @@ class Download:
                     hashes += HashSeq.from_bytes(await store.get_bytes(self.hash)).hashes
                 except DecodeError as exc:
                     raise BlobsError(f"{self.hash.hex()} is not a hash sequence: {exc}") from None
+                if self._before_children is not None:
+                    await self._fetch(hashes[1:2])
+                    await self._before_children(hashes[1:])
             unique = list(dict.fromkeys(hashes))
             total = await self._fetch(unique, announce=True)
             self._progress(force=True)
@@ -550,9 +557,14 @@ class Downloader:
         self.in_flight = in_flight
 
     def download(self, hash_: bytes, providers: Sequence[EndpointAddr | EndpointId],
-                 format: BlobFormat = BlobFormat.RAW) -> Download:
-        """Start fetching; the returned :class:`Download` yields events and ends with :class:`Done`."""
-        return Download(self, hash_, providers, format)
+                 format: BlobFormat = BlobFormat.RAW, *, before_children: ChildrenCheck | None = None) -> Download:
+        """Start fetching; the returned :class:`Download` yields events and ends with :class:`Done`.
+
+        ``before_children`` (hash sequences only) is awaited with the children's hashes once the
+        sequence and its first child (a collection's names) are in the store, before the other
+        children are fetched; an exception it raises ends the download, e.g. a file in the way.
+        """
+        return Download(self, hash_, providers, format, before_children)
 
     async def fetch(self, hash_: bytes, providers: Sequence[EndpointAddr | EndpointId],
                     format: BlobFormat = BlobFormat.RAW) -> DownloadStats:

@@ -52,7 +52,11 @@ WRITE_BATCH = 256 * 1024
 
 @dataclass(frozen=True)
 class ProviderEvent:
-    """What a request did: ``kind`` is ``started``, ``progress``, ``done`` or ``failed``."""
+    """What a request did: ``kind`` is ``started``, ``progress``, ``done`` or ``failed``.
+
+    ``connected`` and ``closed`` (``stream_id`` -1) bracket each connection, as iroh-blobs'
+    ClientConnected and ConnectionClosed do.
+    """
 
     kind: str
     remote: EndpointId | None
@@ -102,6 +106,7 @@ class BlobsProtocol:
         """Serve every stream the peer opens until the connection ends."""
         tasks: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self._max_streams)
+        self._emit(ProviderEvent("connected", conn.remote_id, conn.stable_id, -1, b""))
         try:
             while True:
                 await slots.acquire()
@@ -118,6 +123,7 @@ class BlobsProtocol:
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._emit(ProviderEvent("closed", conn.remote_id, conn.stable_id, -1, b""))
 
     async def shutdown(self) -> None:
         """Nothing to flush: the router cancels running requests after this."""

@@ -24,6 +24,8 @@ DEV_HTTP_BIND = "[::]:3340"
 HTTP_BIND = "[::]:80"
 HTTPS_BIND = "[::]:443"
 METRICS_BIND = "127.0.0.1:9090"
+# --dev relays pick a free metrics port, so that several run side by side.
+DEV_METRICS_BIND = "127.0.0.1:0"
 NONE = "none"
 
 T = TypeVar("T")
@@ -279,7 +281,7 @@ def load_config(
         raise ConfigError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
     file_http = root.take("http_bind_addr", str, DEV_HTTP_BIND if dev else HTTP_BIND)
     enable_metrics = root.take("enable_metrics", bool, True)
-    file_metrics = root.take("metrics_bind_addr", str, METRICS_BIND)
+    file_metrics = root.take("metrics_bind_addr", str, DEV_METRICS_BIND if dev else METRICS_BIND)
     file_stun = root.take("stun_port", str, "0")
     config = ServerConfig(
         dev=dev,

@@ -44,7 +44,13 @@ def _load_certificate(context: ssl.SSLContext, tls: Tls) -> None:
 
 
 def _url(scheme: str, server: asyncio.Server, path: str) -> str:
-    host, port = server.sockets[0].getsockname()[:2]
+    """A URL clients on this machine can use: a wildcard bind is reached through loopback."""
+    sock = server.sockets[0]
+    host, port = sock.getsockname()[:2]
+    if host == "0.0.0.0" or (host == "::" and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
     host = f"[{host}]" if ":" in host else host
     return f"{scheme}://{host}:{port}{path}"
 
