@@ -137,7 +137,7 @@ async def test_forged_entries_are_refused_and_never_stored() -> None:
         no_secret = SignedEntry(ns, attacker.id().to_bytes(), b"no-secret", 4, h, ts, attacker.sign(payload).to_bytes(),
                                 NamespaceSecret.generate().sign(payload).to_bytes())
         # 2. a correct entry with its author signature broken
-        secret = server.docs._store.namespace_secret(ns)[1]
+        secret = server.docs.store.namespace_secret(ns)[1]
         assert secret is not None
         good = SignedEntry.sign(secret, attacker, b"bad-sig", h, 4, now_micros())
         sig = bytearray(good.author_signature)
@@ -167,7 +167,7 @@ async def test_forged_entries_are_refused_and_never_stored() -> None:
         assert b"no-secret" not in keys
         (stored,) = await doc.query(key=b"bad-sig")
         assert stored.author_signature == good.author_signature
-        assert all(e.key != b"no-secret" for e in server.docs._store.load_entries(ns))
+        assert all(e.key != b"no-secret" for e in server.docs.store.load_entries(ns))
 
 
 async def _has_key(doc, key: bytes) -> bool:  # type: ignore[no-untyped-def]

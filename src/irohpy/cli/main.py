@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "chat": ("irohpy.cli.chat", "chat in a gossip room on stdin/stdout", ()),
     "send": ("irohpy.cli.send", "share a file or directory until Ctrl-C (sendme)", ()),
     "receive": ("irohpy.cli.receive", "fetch what `irohpy send` shares (sendme)", ("recv",)),
+    "doc": ("irohpy.cli.doc", "documents: create, set, get, ls, share, join, watch (iroh-docs)", ()),
 }
 
 

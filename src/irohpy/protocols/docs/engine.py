@@ -208,7 +208,8 @@ class Docs:
         self.blobs = blobs
         self.gossip = gossip
         self.downloader = Downloader(endpoint, blobs)
-        self._store = DocStore(path)
+        self.store = DocStore(path)
+        """The SQLite store: replicas, authors, peers, settings."""
         self._max_frame = max_frame
         self._sync_timeout = sync_timeout
         self._open: dict[bytes, _Open] = {}
@@ -244,11 +245,11 @@ class Docs:
             return
         self._started = True
         self._complete = {h for h, status in (await self.blobs.blobs()).items() if status == "complete"}
-        for ns in self._store.live_namespaces():
+        for ns in self.store.live_namespaces():
             doc = self._get_open(NamespaceId(ns))
             if doc is None:
                 continue
-            await self._start_live(doc, [_decode_addr(p, a) for p, a in self._store.peers(ns)])
+            await self._start_live(doc, [_decode_addr(p, a) for p, a in self.store.peers(ns)])
 
     async def close(self) -> None:
         if self._closed:
@@ -266,7 +267,7 @@ class Docs:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._store.close()
+        self.store.close()
 
     shutdown = close
 
@@ -284,12 +285,12 @@ class Docs:
     async def create_author(self) -> AuthorId:
         self._check_open()
         author = Author.generate()
-        self._store.put_author(author)
+        self.store.put_author(author)
         return author.id()
 
     async def import_author(self, author: Author) -> AuthorId:
         self._check_open()
-        self._store.put_author(author)
+        self.store.put_author(author)
         return author.id()
 
     async def export_author(self, author: AuthorId) -> Author:
@@ -297,23 +298,23 @@ class Docs:
 
     async def authors(self) -> list[AuthorId]:
         self._check_open()
-        return [AuthorId(a) for a in self._store.authors()]
+        return [AuthorId(a) for a in self.store.authors()]
 
     async def default_author(self) -> AuthorId:
         """An author made once per store and kept, as iroh's default author."""
         self._check_open()
-        raw = self._store.get_setting(_DEFAULT_AUTHOR)
+        raw = self.store.get_setting(_DEFAULT_AUTHOR)
         if raw is not None:
             return AuthorId(raw)
         author = await self.create_author()
-        self._store.set_setting(_DEFAULT_AUTHOR, author.to_bytes())
+        self.store.set_setting(_DEFAULT_AUTHOR, author.to_bytes())
         return author
 
     def _author(self, author: AuthorId | Author) -> Author:
         self._check_open()
         if isinstance(author, Author):
             return author
-        found = self._store.author(author.to_bytes())
+        found = self.store.author(author.to_bytes())
         if found is None:
             raise DocsError(f"unknown author {author.fmt_short()}")
         return found
@@ -324,13 +325,13 @@ class Docs:
         """A new document with a fresh namespace secret (write capability)."""
         self._check_open()
         secret = NamespaceSecret.generate()
-        self._store.put_namespace(secret.id().to_bytes(), secret)
+        self.store.put_namespace(secret.id().to_bytes(), secret)
         return self._handle(self._must_open(secret.id()))
 
     async def import_namespace(self, capability: NamespaceSecret | NamespaceId) -> Doc:
         self._check_open()
         ns = capability.id() if isinstance(capability, NamespaceSecret) else capability
-        self._store.put_namespace(ns.to_bytes(), capability if isinstance(capability, NamespaceSecret) else None)
+        self.store.put_namespace(ns.to_bytes(), capability if isinstance(capability, NamespaceSecret) else None)
         doc = self._must_open(ns)
         if isinstance(capability, NamespaceSecret) and doc.replica.secret is None:
             doc.replica.upgrade(capability)
@@ -357,7 +358,7 @@ class Docs:
     async def list(self) -> list[tuple[NamespaceId, bool]]:
         """Every document in the store: (id, writable)."""
         self._check_open()
-        return [(NamespaceId(ns), w) for ns, w in self._store.namespaces()]
+        return [(NamespaceId(ns), w) for ns, w in self.store.namespaces()]
 
     async def drop(self, namespace: NamespaceId) -> None:
         """Forget a document and all its entries."""
@@ -367,17 +368,17 @@ class Docs:
             await self._stop_live(doc)
             for sub in doc.subscribers:
                 sub.close()
-        self._store.drop_namespace(namespace.to_bytes())
+        self.store.drop_namespace(namespace.to_bytes())
 
     def _get_open(self, namespace: NamespaceId) -> _Open | None:
         ns = namespace.to_bytes()
         doc = self._open.get(ns)
         if doc is not None:
             return doc
-        known, secret = self._store.namespace_secret(ns)
+        known, secret = self.store.namespace_secret(ns)
         if not known:
             return None
-        replica = Replica(namespace, secret, self._store)
+        replica = Replica(namespace, secret, self.store)
         replica.status_of = self._status_of
         doc = self._open[ns] = _Open(replica)
         replica.listeners.append(lambda ev, doc=doc: self._on_replica_event(doc, ev))
@@ -498,7 +499,7 @@ class Docs:
         ns = doc.replica.namespace.to_bytes()
         bootstrap = [self._addrs.get(i) or i for i in ids]
         if doc.live is None:
-            self._store.set_live(ns, True)
+            self.store.set_live(ns, True)
             topic = await self.gossip.subscribe(TopicId.from_bytes(ns), bootstrap)
             task = asyncio.ensure_future(self._gossip_loop(doc, topic))
             doc.live = _Live(topic, task)
@@ -513,7 +514,7 @@ class Docs:
         if live is None:
             return
         doc.live = None
-        self._store.set_live(doc.replica.namespace.to_bytes(), False)
+        self.store.set_live(doc.replica.namespace.to_bytes(), False)
         live.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, IrohError):
             await live.task
@@ -591,7 +592,7 @@ class Docs:
                 addr.encode_postcard(w)
                 encoded = w.finish()
             with contextlib.suppress(DocsError):
-                self._store.add_peer(ns, peer.to_bytes(), time.time_ns(), encoded)
+                self.store.add_peer(ns, peer.to_bytes(), time.time_ns(), encoded)
             if outcome.num_recv > 0:
                 self._broadcast(doc, OpSyncReport(ns, outcome.heads_received), neighbors_only=True)
         self._emit(doc, SyncFinished(peer, outcome.num_sent if outcome else 0,
