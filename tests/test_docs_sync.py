@@ -204,3 +204,50 @@ async def test_malformed_sync_messages_reset_the_stream_and_the_replica_keeps_se
         assert server.docs.sync_errors == len(bad)
         doc_b = await good_peer.docs.import_(ticket)
         await wait_for(doc_b, lambda d: has_all_content(d, 1))
+
+
+async def test_garbage_flood_does_not_starve_a_good_peer() -> None:
+    """Clients sending malformed frames in a loop while a well-behaved peer syncs the document."""
+    import time
+
+    from irohpy.errors import IrohError
+    from tests.helpers import bind
+
+    async with peers(3) as (server, good, good2):
+        author = await server.docs.create_author()
+        doc = await server.docs.create()
+        for i in range(50):
+            await doc.set(author, b"k%d" % i, b"v%d" % i)
+        ticket = await doc.share(ShareMode.READ)
+
+        start = time.monotonic()
+        baseline_doc = await good.docs.import_(ticket)
+        await wait_for(baseline_doc, lambda d: has_all_content(d, 50), 60)
+        baseline = time.monotonic() - start
+
+        attackers = [await bind() for _ in range(4)]
+        sent = 0
+
+        async def flood(ep) -> None:  # type: ignore[no-untyped-def]
+            nonlocal sent
+            while True:
+                try:
+                    await _raw_sync(ep, server, [b"\x00\x00\x00\x02\x09\x09"])
+                except (IrohError, TimeoutError):
+                    pass
+                sent += 1
+
+        tasks = [asyncio.ensure_future(flood(ep)) for ep in attackers]
+        try:
+            start = time.monotonic()
+            attacked_doc = await good2.docs.import_(ticket)
+            await wait_for(attacked_doc, lambda d: has_all_content(d, 50), 10 * baseline + 30)
+            under_attack = time.monotonic() - start
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for ep in attackers:
+                await ep.close()
+        assert sent > 0 and server.docs.sync_errors > 0
+        print(f"baseline {baseline:.2f}s, under attack {under_attack:.2f}s, {sent} garbage syncs")

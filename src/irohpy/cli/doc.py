@@ -38,7 +38,6 @@ from irohpy.protocols.docs import (
     SignedEntry,
     SyncFinished,
 )
-from irohpy.protocols.docs.store import DocStore
 from irohpy.protocols.gossip import Gossip, NeighborDown, NeighborUp
 from irohpy.protocols.router import Router
 

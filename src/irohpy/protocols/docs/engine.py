@@ -71,6 +71,8 @@ CONNECT_TIMEOUT: Final = 15.0
 DOWNLOAD_TIMEOUT: Final = 120.0
 CLOSE_TIMEOUT: Final = 5.0
 MAX_INCOMING_SYNCS: Final = 32
+SESSION_TIMEOUT: Final = 600.0
+"""A whole sync exchange must end within this, so no peer can keep a session going forever."""
 SUBSCRIBER_CAPACITY: Final = 65536
 _DEFAULT_AUTHOR: Final = "default_author"
 
@@ -203,7 +205,7 @@ class Docs:
 
     def __init__(self, endpoint: Endpoint, blobs: BlobStore, gossip: Gossip, *,
                  path: str | Path | None = None, max_frame: int = DEFAULT_MAX_FRAME,
-                 sync_timeout: float = READ_TIMEOUT) -> None:
+                 sync_timeout: float = READ_TIMEOUT, session_timeout: float = SESSION_TIMEOUT) -> None:
         self.endpoint = endpoint
         self.blobs = blobs
         self.gossip = gossip
@@ -212,6 +214,7 @@ class Docs:
         """The SQLite store: replicas, authors, peers, settings."""
         self._max_frame = max_frame
         self._sync_timeout = sync_timeout
+        self._session_timeout = session_timeout
         self._open: dict[bytes, _Open] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._addrs: dict[EndpointId, EndpointAddr] = {}
@@ -612,9 +615,10 @@ class Docs:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 send, recv = await conn.open_bi()
             try:
-                outcome = await run_alice(send, recv, doc.replica, peer_id.to_bytes(), timeout=self._sync_timeout,
-                                          max_frame=self._max_frame, count=self.wire)
-            except SyncError:
+                async with asyncio.timeout(self._session_timeout):
+                    outcome = await run_alice(send, recv, doc.replica, peer_id.to_bytes(), timeout=self._sync_timeout,
+                                              max_frame=self._max_frame, count=self.wire)
+            except (SyncError, TimeoutError):
                 send.reset(ERR_SYNC)
                 recv.stop(ERR_SYNC)
                 raise
@@ -659,10 +663,11 @@ class Docs:
             outcome: SyncOutcome | None = None
             error: str | None = None
             try:
-                _replica, outcome = await run_bob(
-                    send, recv, lambda ns: self._accept_namespace(peer, ns), peer.to_bytes(),
-                    timeout=self._sync_timeout, max_frame=self._max_frame, count=self.wire,
-                    on_namespace=accepted.append)
+                async with asyncio.timeout(self._session_timeout):
+                    _replica, outcome = await run_bob(
+                        send, recv, lambda ns: self._accept_namespace(peer, ns), peer.to_bytes(),
+                        timeout=self._sync_timeout, max_frame=self._max_frame, count=self.wire,
+                        on_namespace=accepted.append)
                 await send.finish()
                 with contextlib.suppress(IrohError, TimeoutError):
                     async with asyncio.timeout(CLOSE_TIMEOUT):
