@@ -52,12 +52,14 @@ def test_share_join_watch(tmp_path: Path) -> None:
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert share.stdout is not None
-            for _ in range(50):
+            seen_entry = False
+            for _ in range(100):
                 line = share.stdout.readline().decode()
-                if line.startswith("insert k2"):
+                seen_entry = seen_entry or line.startswith("insert k2")
+                if seen_entry and line.startswith("content ready"):
                     break
             else:
-                raise AssertionError("a never saw b's entry")
+                raise AssertionError("a never got b's entry and its content")
         finally:
             watch.send_signal(signal.SIGINT)
             watch.communicate(timeout=30)
