@@ -304,3 +304,25 @@ def test_fuzz_heads(data: bytes) -> None:
     except IrohError:
         return
     assert decode_heads(encode_heads(heads)) == heads or len(set(heads.values())) < len(heads)
+
+
+RUST_ENTRY = bytes.fromhex(
+    "e5639264fcbe060108460c95f91b110ce7c5047e0ad5335fbf8edf14f95fa656d20a87748b1ecdc36b6f0f7ab8362c2702e826390233d2c859af"
+    "d669a2cf140cda2ca5afa31f4dd3f27d4bb236c9adc45a87d2f3e762a6afe8bc40646e4c3cf37a846b669c59b6185cc09b4b6ec68405dce9784175"
+    "b32cf0a2fb20cdf0ef3e074a57ccada554e9889bde5f09480ea2bbc40ce8a33f389765d0e34dcb43163cc918c2b59341da01243f68c84cb2dd2050"
+    "2b50b5a0a225c08329f8b3778d248412f269726f6870792f6b61740c42bdc24cd8c1415850f1ee5f63fc3d7a84e3b540f3d2b754ef50289bf2b2fe"
+    "5ba3b182eac5b59803")
+"""A SignedEntry as Rust iroh-docs 0.97 sent it during a sync: key ``irohpy/kat``, content ``known answer``."""
+
+
+def test_rust_signed_entry_known_answer() -> None:
+    e = SignedEntry.from_bytes(RUST_ENTRY)
+    assert e.key == b"irohpy/kat" and e.content_len == len(b"known answer")
+    assert e.content_hash == blake3.blake3(b"known answer").digest()
+    e.verify()
+    e.validate(e.namespace_bytes, e.timestamp)
+    assert e.to_bytes() == RUST_ENTRY
+    tampered = bytearray(RUST_ENTRY)
+    tampered[-2] ^= 1  # the timestamp
+    with pytest.raises(EntryRejected):
+        SignedEntry.from_bytes(bytes(tampered)).verify()

@@ -67,6 +67,9 @@ async def test_rust_to_irohpy_entries_and_content() -> None:
         for e in await doc.query():
             assert await doc.read_to_bytes(e) == values[e.key]
         assert [e.key for e in await doc.query(prefix=b"dir/")] == [b"dir/x"]
+        # Same set on both sides: Rust's fingerprint of the whole set equals ours, so a sync is one
+        # round trip with no entries (a different fingerprint formula would split down to items).
+        await _fingerprints_agree(py, doc, rust)
 
 
 async def test_irohpy_to_rust_entries_and_content() -> None:
@@ -113,6 +116,22 @@ async def test_concurrent_writes_converge_and_deletions_propagate() -> None:
         assert await doc.del_(pa, b"py/") == 20
         await eventually(lambda: _same(doc, rdoc, keys))
         assert {k for _, k, *_ in await rust_rows(rdoc, keys)} == {b"shared"} | {b"rust/%d" % i for i in range(20)}
+
+
+async def _fingerprints_agree(py: DocsPeer, doc: Doc, rust: AsterPeer) -> None:
+    from irohpy.protocols.docs.net import RemoteAbort
+    for _ in range(20):
+        before = py.docs.wire.sent + py.docs.wire.received
+        try:
+            outcome = await py.docs.sync_once(doc.id, rust.addr)
+        except RemoteAbort:  # Rust is syncing with us right now; try again
+            await asyncio.sleep(0.2)
+            continue
+        moved = py.docs.wire.sent + py.docs.wire.received - before
+        assert (outcome.num_sent, outcome.num_recv) == (0, 0)
+        assert moved < 400, moved
+        return
+    raise AssertionError("Rust stayed busy")
 
 
 async def _same(doc: Doc, rdoc: RustDoc, keys: set[bytes]) -> bool:
@@ -169,6 +188,7 @@ async def test_ten_thousand_entries_both_ways() -> None:
         assert {e.key for e in await doc.query()} == {b"r/%05d" % i for i in range(n)}
         sample = {b"r/%05d" % i for i in range(0, n, 997)}
         assert [r for r in await py_rows(doc) if r[1] in sample] == await rust_rows(rdoc, sample)
+        await _fingerprints_agree(py, doc, rust)
 
         pa = await py.docs.create_author()
         doc2 = await py.docs.create()
