@@ -251,3 +251,36 @@ async def test_garbage_flood_does_not_starve_a_good_peer() -> None:
                 await ep.close()
         assert sent > 0 and server.docs.sync_errors > 0
         print(f"baseline {baseline:.2f}s, under attack {under_attack:.2f}s, {sent} garbage syncs")
+
+
+async def test_leave_stops_live_sync_and_close_ends_the_handle() -> None:
+    import pytest
+
+    from irohpy.errors import DocsError
+    from irohpy.protocols.docs import InsertRemote
+
+    async with peers(2) as (a, b):
+        author_a, author_b = await a.docs.create_author(), await b.docs.create_author()
+        doc_a = await a.docs.create()
+        doc_b = await b.docs.import_(await doc_a.share(ShareMode.WRITE))
+        await doc_a.set(author_a, b"one", b"1")
+        await wait_for(doc_b, lambda d: has_all_content(d, 1))
+        # While live, b's write reaches a; then a leaves and b's next write does not.
+        events = doc_a.subscribe()
+        await doc_b.set(author_b, b"two", b"2")
+        async with asyncio.timeout(30):
+            async for ev in events:
+                if isinstance(ev, InsertRemote):
+                    break
+        await doc_a.leave()
+        assert a.docs.store.live_namespaces() == []
+        await doc_b.set(author_b, b"three", b"3")
+        # b syncs with nobody: a's gossip topic is gone and a refuses the namespace (not live).
+        with pytest.raises(DocsError):
+            await b.docs.sync_once(doc_b.id, a.endpoint.addr())
+        assert [e.key for e in await doc_a.query()] == [b"one", b"two"]
+        await doc_a.close()
+        with pytest.raises(DocsError):
+            await doc_a.query()
+        again = await a.docs.open(doc_a.id)
+        assert again is not None and len(await again.query()) == 2

@@ -71,6 +71,8 @@ CONNECT_TIMEOUT: Final = 15.0
 DOWNLOAD_TIMEOUT: Final = 120.0
 CLOSE_TIMEOUT: Final = 5.0
 MAX_INCOMING_SYNCS: Final = 32
+MAX_SYNCS_PER_PEER: Final = 2
+"""Incoming syncs one peer may run at once; more connections from it are closed at once."""
 SESSION_TIMEOUT: Final = 600.0
 """A whole sync exchange must end within this, so no peer can keep a session going forever."""
 SUBSCRIBER_CAPACITY: Final = 65536
@@ -223,6 +225,7 @@ class Docs:
         self._providers: dict[bytes, set[EndpointId]] = {}
         self._downloads: dict[bytes, set[bytes]] = {}
         self._incoming = asyncio.Semaphore(MAX_INCOMING_SYNCS)
+        self._per_peer: dict[EndpointId, int] = {}
         self._started = False
         self._closed = False
         self.sync_errors = 0
@@ -649,9 +652,18 @@ class Docs:
     async def accept(self, conn: Connection) -> None:
         """Router handler for ``/iroh-sync/1``: answer one sync per connection."""
         peer = conn.remote_id
-        if peer is None or self._closed:
+        if peer is None or self._closed or self._per_peer.get(peer, 0) >= MAX_SYNCS_PER_PEER:
             conn.close(0, b"")
             return
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        try:
+            await self._accept(conn, peer)
+        finally:
+            left = self._per_peer.pop(peer) - 1
+            if left:
+                self._per_peer[peer] = left
+
+    async def _accept(self, conn: Connection, peer: EndpointId) -> None:
         async with self._incoming:
             try:
                 async with asyncio.timeout(self._sync_timeout):
