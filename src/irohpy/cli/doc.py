@@ -29,6 +29,7 @@ from irohpy.protocols.docs import (
     ContentReady,
     Doc,
     Docs,
+    DocTicket,
     InsertLocal,
     InsertRemote,
     LiveEvent,
@@ -225,10 +226,8 @@ async def _share(args: argparse.Namespace) -> int:
 
 
 async def _join(args: argparse.Namespace) -> int:
+    ticket = DocTicket.parse(args.ticket.strip())
     async with _online(args) as local:
-        from irohpy.protocols.docs import DocTicket  # noqa: PLC0415 - keeps --help light
-
-        ticket = DocTicket.parse(args.ticket.strip())
         existing = await local.docs.open(ticket.namespace)
         doc = existing or await local.docs.import_namespace(ticket.capability)
         events = doc.subscribe()
