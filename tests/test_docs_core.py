@@ -371,3 +371,26 @@ while True:
     assert len(replica.index) == len(entries)
     replica.insert(AUTHOR, b"after", blake3.blake3(b"x").digest(), 1)
     store.close()
+
+
+def test_replica_queries() -> None:
+    store = DocStore()
+    other = Author(bytes(range(64, 96)))
+    replica = Replica(NS.id(), NS, store)
+    h = blake3.blake3(b"x").digest()
+    for author in (AUTHOR, other):
+        for key in (b"a", b"a/1", b"b"):
+            replica.insert(author, key, h, 1)
+    assert [(e.key, e.author) for e in replica.query(key=b"a")] == sorted(
+        [(b"a", AUTHOR.id()), (b"a", other.id())], key=lambda t: t[1].to_bytes())
+    assert {e.key for e in replica.query(prefix=b"a")} == {b"a", b"a/1"}
+    assert {e.key for e in replica.query(author=other.id())} == {b"a", b"a/1", b"b"}
+    assert replica.delete_prefix(other, b"a") == 2
+    assert replica.get_exact(other.id(), b"a") is None
+    assert replica.get_exact(other.id(), b"a", include_empty=True) is not None
+    assert {e.key for e in replica.query(author=other.id())} == {b"b"}
+    assert len(replica.query(include_empty=True)) == 5
+    reader = Replica(NS.id(), None, store)
+    with pytest.raises(IrohError):
+        reader.insert(AUTHOR, b"c", h, 1)
+    store.close()
