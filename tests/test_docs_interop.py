@@ -210,3 +210,32 @@ async def rdoc2_sync(rust: AsterPeer, py: DocsPeer, doc: Doc, policy: DownloadPo
     await rdoc.set_download_policy("nothing_except")
     await events.wait_for(lambda e: e["kind"] == "sync_finished", 300)
     await events.close()
+
+
+async def test_restarted_irohpy_peer_resumes_with_rust(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from irohpy.base.keys import SecretKey
+    from tests.docs_peer import start_peer
+
+    secret = SecretKey.generate()
+    async with aster_peer() as rust:
+        author = await rust.create_author()
+        rdoc = await rust.create_doc()
+        await rdoc.set(author, b"before", b"1")
+        ticket = await rdoc.share("read")
+        py = await start_peer(tmp_path / "py.db", secret)
+        try:
+            doc = await py.docs.import_(ticket)
+            await wait_for(doc, lambda d: has_all_content(d, 1), 60)
+        finally:
+            await py.close()
+        for i in range(10):
+            await rdoc.set(author, b"later/%d" % i, b"x%d" % i)
+        py = await start_peer(tmp_path / "py.db", secret)
+        try:
+            doc2 = await py.docs.open(doc.id)
+            assert doc2 is not None
+            await wait_for(doc2, lambda d: has_all_content(d, 11), 90)
+            keys = {b"before"} | {b"later/%d" % i for i in range(10)}
+            assert await py_rows(doc2) == await rust_rows(rdoc, keys)
+        finally:
+            await py.close()
