@@ -193,7 +193,6 @@ class _Live:
 class _Open:
     replica: Replica
     subscribers: list[_Subscriber] = field(default_factory=list)
-    handles: int = 0
     live: _Live | None = None
     pending: set[bytes] = field(default_factory=set)
 
@@ -397,7 +396,6 @@ class Docs:
         return doc
 
     def _handle(self, doc: _Open) -> Doc:
-        doc.handles += 1
         return Doc(self, doc)
 
     def _status_of(self, entry: SignedEntry) -> ContentStatus:
@@ -855,4 +853,3 @@ class Doc:
         self._closed = True
         for sub in list(self._subs):
             self._unsubscribe(sub)
-        self._state.handles -= 1
