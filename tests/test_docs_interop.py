@@ -101,7 +101,8 @@ async def test_concurrent_writes_converge_and_deletions_propagate() -> None:
         await doc.set(pa, b"shared", b"py first")
         rdoc = await rust_join(rust, str(await doc.share(ShareMode.WRITE)), py)
         keys = {b"shared"} | {b"py/%d" % i for i in range(20)} | {b"rust/%d" % i for i in range(20)}
-        await eventually(lambda: _same(doc, rdoc, keys))
+        await converge(doc, rdoc, keys)
+        await eventually(lambda: _neighbor(doc, rust))  # live writes travel over gossip
         # Concurrent writes: the same key (two authors, and one author racing itself across sync),
         # and different keys on both sides.
         await asyncio.gather(
@@ -110,11 +111,11 @@ async def test_concurrent_writes_converge_and_deletions_propagate() -> None:
             doc.set(pa, b"shared", b"py second"),
             rdoc.set(ra, b"shared", b"rust"),
         )
-        await eventually(lambda: _same(doc, rdoc, keys))
+        await converge(doc, rdoc, keys)
         assert len(await py_rows(doc)) == 42
         # Deletion: irohpy deletes its prefix py/ (Rust cannot delete through aster).
         assert await doc.del_(pa, b"py/") == 20
-        await eventually(lambda: _same(doc, rdoc, keys))
+        await converge(doc, rdoc, keys)
         assert {k for _, k, *_ in await rust_rows(rdoc, keys)} == {b"shared"} | {b"rust/%d" % i for i in range(20)}
 
 
@@ -134,8 +135,20 @@ async def _fingerprints_agree(py: DocsPeer, doc: Doc, rust: AsterPeer) -> None:
     raise AssertionError("Rust stayed busy")
 
 
+async def _neighbor(doc: Doc, rust: AsterPeer) -> bool:
+    return rust.id in doc.neighbors
+
+
 async def _same(doc: Doc, rdoc: RustDoc, keys: set[bytes]) -> bool:
     return await py_rows(doc) == await rust_rows(rdoc, keys)
+
+
+async def converge(doc: Doc, rdoc: RustDoc, keys: set[bytes], timeout: float = 60.0) -> None:
+    try:
+        await eventually(lambda: _same(doc, rdoc, keys), timeout)
+    except TimeoutError:
+        ours, theirs = set(await py_rows(doc)), set(await rust_rows(rdoc, keys))
+        raise AssertionError(f"no convergence: only irohpy {sorted(ours - theirs)}, only Rust {sorted(theirs - ours)}") from None
 
 
 async def test_download_policy_is_honoured() -> None:

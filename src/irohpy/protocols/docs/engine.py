@@ -73,6 +73,8 @@ CLOSE_TIMEOUT: Final = 5.0
 MAX_INCOMING_SYNCS: Final = 32
 MAX_SYNCS_PER_PEER: Final = 2
 """Incoming syncs one peer may run at once; more connections from it are closed at once."""
+SYNC_RETRIES: Final = 1
+SYNC_RETRY_DELAY: Final = 2.0
 SESSION_TIMEOUT: Final = 600.0
 """A whole sync exchange must end within this, so no peer can keep a session going forever."""
 SUBSCRIBER_CAPACITY: Final = 65536
@@ -567,14 +569,16 @@ class Docs:
         live.running[peer] = "connect"
         self._spawn(self._connect_and_sync(doc, live, peer))
 
-    async def _connect_and_sync(self, doc: _Open, live: _Live, peer: EndpointId) -> None:
+    async def _connect_and_sync(self, doc: _Open, live: _Live, peer: EndpointId, attempt: int = 0) -> None:
         outcome: SyncOutcome | None = None
         error: str | None = None
         aborted = False
+        refused = False
         try:
             outcome = await self.sync_once(doc.replica.namespace, self._addrs.get(peer) or self.endpoint.remote_addr(peer) or peer)
         except RemoteAbort as exc:
             aborted = exc.reason is AbortReason.ALREADY_SYNCING
+            refused = True
             error = str(exc)
         except (IrohError, TimeoutError, OSError) as exc:
             log.debug("sync with %s failed", peer.fmt_short(), exc_info=True)
@@ -584,6 +588,13 @@ class Docs:
                 del live.running[peer]
         if not aborted:
             self._sync_finished(doc, live, peer, outcome, error)
+        # A neighbor we failed to reach (a timeout on a busy machine, a lost connection) gets one
+        # more try: live writes that crossed the failed sync are otherwise only healed by the next one.
+        if error is not None and not refused and attempt < SYNC_RETRIES and peer in live.neighbors:
+            await asyncio.sleep(SYNC_RETRY_DELAY)
+            if doc.live is live and peer not in live.running and not self._closed:
+                live.running[peer] = "connect"
+                await self._connect_and_sync(doc, live, peer, attempt + 1)
 
     def _sync_finished(self, doc: _Open, live: _Live, peer: EndpointId, outcome: SyncOutcome | None,
                        error: str | None) -> None:
@@ -741,6 +752,12 @@ class Doc:
     @property
     def writable(self) -> bool:
         return self._state.replica.writable
+
+    @property
+    def neighbors(self) -> frozenset[EndpointId]:
+        """Gossip neighbors of this document while it is live: the peers that get its writes at once."""
+        live = self._state.live
+        return frozenset(live.neighbors) if live is not None else frozenset()
 
     def __repr__(self) -> str:
         return f"Doc({self.id.fmt_short()})"
