@@ -18,9 +18,9 @@ irohpy's median by each reference's, all measured in this run. Results go to
 bench/results/latest.json (raw samples) and latest.md (tables + Analysis, the
 latter from bench/analysis.md).
 
-Other suites: `python -m bench relay`, `soak`, `nat`, `gossip`, `gossip-sim`, `blobs`, `doctor` and
-`profile` (see bench/relay.py, soak.py, nat.py, gossip_net.py, gossip_sim.py, blobs_transfer.py,
-doctor.py, profile.py).
+Other suites: `python -m bench relay`, `soak`, `nat`, `gossip`, `gossip-sim`, `blobs`, `docs`,
+`doctor` and `profile` (see bench/relay.py, soak.py, nat.py, gossip_net.py, gossip_sim.py,
+blobs_transfer.py, docs_sync.py, doctor.py, profile.py).
 """
 
 from __future__ import annotations
@@ -337,6 +337,10 @@ def main() -> int:
         from bench import blobs_transfer
 
         return blobs_transfer.main(sys.argv[2:])
+    if sys.argv[1:2] == ["docs"]:
+        from bench import docs_sync
+
+        return docs_sync.main(sys.argv[2:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Loopback benchmark suite, two processes per implementation: connect, "

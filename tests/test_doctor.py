@@ -101,6 +101,18 @@ async def test_report_against_a_local_relay() -> None:
     json.dumps(report.to_json())
 
 
+async def test_cli_report_json() -> None:
+    async with relay_server() as relay:
+        proc = await asyncio.create_subprocess_exec(
+            *_irohpy("doctor", "report", "--relay", relay.url, "--json", "--portmap-timeout", "0.2"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    [r] = json.loads(out)["relays"]
+    assert r["latency_ms"] > 0 and r["error"] is None
+
+
 # -- accept / connect / plot through the CLI ------------------------------------------------------
 
 

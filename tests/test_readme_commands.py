@@ -38,6 +38,11 @@ RUN_BY = {
     "chat join": "test_chat::test_open_join_and_chat_both_ways",
     "send": "test_sendme::test_single_file_and_progress_stages",
     "receive": "test_sendme::test_single_file_and_progress_stages",
+    "doc create": "test_docs_cli::test_local_commands",
+    "doctor report": "test_doctor::test_cli_report_json",
+    "doctor accept": "test_doctor::test_accept_connect_relay_then_direct_and_plots",
+    "doctor connect": "test_doctor::test_accept_connect_relay_then_direct_and_plots",
+    "doctor plot": "test_doctor::test_accept_connect_relay_then_direct_and_plots",
     "lab list": "test_cli::test_lab_list",
     "lab run": "test_lab_scenarios::test_cli_lab_run",
 }

@@ -285,3 +285,18 @@ class PortMapError(DecodeError):
 
 class DoctorError(IrohError):
     """``irohpy doctor`` could not do what was asked (a bad record file, no relay to test against)."""
+
+
+# -- docs ---------------------------------------------------------------------
+
+
+class DocsError(IrohError):
+    """A documents operation failed: unknown or closed document, read-only replica, store failure."""
+
+
+class SyncError(DecodeError):
+    """An iroh-sync message that is malformed, oversized, out of order, or carries an invalid entry."""
+
+
+class EntryRejected(DocsError):
+    """An entry was refused: bad signature, wrong namespace, timestamp too far ahead, or a newer entry exists."""

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "send": ("irohpy.cli.send", "share a file or directory until Ctrl-C (sendme)", ()),
     "receive": ("irohpy.cli.receive", "fetch what `irohpy send` shares (sendme)", ("recv",)),
     "doctor": ("irohpy.cli.doctor", "diagnose connectivity: report, speed tests, plots", ()),
+    "doc": ("irohpy.cli.doc", "documents: create, set, get, ls, share, join, watch (iroh-docs)", ()),
 }
 
 
