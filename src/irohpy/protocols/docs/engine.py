@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import enum
 import logging
 import time
@@ -212,7 +213,6 @@ class Docs:
         self.endpoint = endpoint
         self.blobs = blobs
         self.gossip = gossip
-        self.downloader = Downloader(endpoint, blobs)
         self.store = DocStore(path)
         """The SQLite store: replicas, authors, peers, settings."""
         self._max_frame = max_frame
@@ -237,6 +237,11 @@ class Docs:
     @property
     def alpn(self) -> bytes:
         return ALPN
+
+    @functools.cached_property
+    def downloader(self) -> Downloader:
+        """Made on first download: local-only use (the CLI's offline commands) never needs one."""
+        return Downloader(self.endpoint, self.blobs)
 
     async def __aenter__(self) -> Docs:
         await self.start()
