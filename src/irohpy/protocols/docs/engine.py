@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import enum
+import functools
 import logging
 import time
 from collections import deque
