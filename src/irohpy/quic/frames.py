@@ -32,7 +32,7 @@ from irohpy.quic.packet import (
     PACKET_ZERO_RTT,
     RESET_TOKEN_SIZE,
 )
-from irohpy.quic.varint import VARINT_MAX
+from irohpy.quic.varint import VARINT_MAX, varint_size
 
 FRAME_PADDING: Final = 0x00
 FRAME_PING: Final = 0x01
@@ -579,22 +579,12 @@ def push_stream_header(
 
 
 def stream_header_size(stream_id: int, offset: int, length: int, with_length: bool = True) -> int:
-    size = 1 + _varint_len(stream_id)
+    size = 1 + varint_size(stream_id)
     if offset:
-        size += _varint_len(offset)
+        size += varint_size(offset)
     if with_length:
-        size += _varint_len(length)
+        size += varint_size(length)
     return size
-
-
-def _varint_len(value: int) -> int:
-    if value < 0x40:
-        return 1
-    if value < 0x4000:
-        return 2
-    if value < 0x40000000:
-        return 4
-    return 8
 
 
 def push_ack(
