@@ -227,8 +227,12 @@ async def test_valid_initial_flood_is_capped_and_honest_dialer_passes_retry() ->
 
 @pytest.mark.parametrize("segment", [1, MIN_SEGMENT_SIZE])
 async def test_tiny_relay_segments_are_metered_and_rtt_holds(segment: int) -> None:
-    """64 KB batch frames cut into tiny datagrams cost the victim about what full-size ones do."""
-    async with relay_server() as relay, relay_pair(relay.url) as (victim, probe):
+    """64 KB batch frames cut into tiny datagrams cost the victim about what full-size ones do.
+
+    Our relay refuses such frames itself; this relay lets them through (min_segment_size 1), as
+    a relay without that limit would, so the endpoint's own meter is what is tested.
+    """
+    async with relay_server("[limits]\nmin_segment_size = 1\n") as relay, relay_pair(relay.url) as (victim, probe):
         dst = bytes(victim.id).hex()
         cpu = time.process_time()
         await measured_attack(probe, "batch", relay.url, dst, "1200", "40", "4")

@@ -84,7 +84,7 @@ async def test_irohpy_to_rust_entries_and_content() -> None:
 
         async def rust_has_all() -> bool:
             try:  # reading content the Rust node has not downloaded yet is an error there
-                return await rdoc.contents() == {(str(author), k): v for k, v in values.items()}
+                return await rdoc.contents(list(values)) == {(str(author), k): v for k, v in values.items()}
             except AsterError:
                 return False
 
