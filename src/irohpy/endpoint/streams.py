@@ -68,8 +68,8 @@ class SendStream:
             self._check_writable()
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue ``data``; waits first while the peer's flow control or acknowledgements lag."""
-        await self.ready()
+        """Queue ``data`` without waiting; a producer that must not run ahead awaits :meth:`ready` first."""
+        self._check_writable()
         if data:
             # aioquic copies into its own send buffer, so a view needs no copy first.
             self._conn._quic.send_stream_data(self.id, data)  # type: ignore[arg-type]
