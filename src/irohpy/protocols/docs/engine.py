@@ -226,6 +226,8 @@ class Docs:
         self._providers: dict[bytes, set[EndpointId]] = {}
         self._downloads: dict[bytes, set[bytes]] = {}
         self._incoming = asyncio.Semaphore(MAX_INCOMING_SYNCS)
+        # Each fetch dials its providers; blobs providers serve a peer at most 4 connections at once.
+        self._download_slots = asyncio.Semaphore(MAX_DOWNLOADS)
         self._per_peer: dict[EndpointId, int] = {}
         self._started = False
         self._closed = False
@@ -468,7 +470,7 @@ class Docs:
         ok = False
         try:
             providers = [self._addrs.get(p) or self.endpoint.remote_addr(p) or p for p in self._providers.get(hash_, ())]
-            async with asyncio.timeout(DOWNLOAD_TIMEOUT):
+            async with self._download_slots, asyncio.timeout(DOWNLOAD_TIMEOUT):
                 await self.downloader.fetch(hash_, providers)
             ok = True
         except (IrohError, TimeoutError) as exc:
