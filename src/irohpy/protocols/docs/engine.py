@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT: Final = 15.0
 DOWNLOAD_TIMEOUT: Final = 120.0
 CLOSE_TIMEOUT: Final = 5.0
+MAX_DOWNLOADS: Final = 2
 MAX_INCOMING_SYNCS: Final = 32
 MAX_SYNCS_PER_PEER: Final = 2
 """Incoming syncs one peer may run at once; more connections from it are closed at once."""
