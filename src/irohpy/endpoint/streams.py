@@ -68,8 +68,16 @@ class SendStream:
             self._check_writable()
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue ``data`` without waiting; a producer that must not run ahead awaits :meth:`ready` first."""
+        """Queue ``data``; waits first while :data:`SEND_HIGH_WATER` bytes are unacknowledged.
+
+        A writer may run up to that far ahead of a reader that is itself busy writing, so
+        echo-style peers do not deadlock; a producer that must not run ahead of the peer's
+        credit awaits :meth:`ready` first.
+        """
         self._check_writable()
+        while self._unacked() >= SEND_HIGH_WATER:
+            await self._wait_progress()
+            self._check_writable()
         if data:
             # aioquic copies into its own send buffer, so a view needs no copy first.
             self._conn._quic.send_stream_data(self.id, data)  # type: ignore[arg-type]
