@@ -10,7 +10,7 @@ Usage::
         await server.restart()           # same ports, same database
         server.metric("irohpy_dns_pkarr_puts_total", result="stored")
 
-The process is always killed at the end (and, through ``setpriv --pdeathsig``, if the test
+The process is always killed at the end (and, through ``die_with_parent``, if the test
 process dies); the database lives in a temporary directory unless ``db`` is given.
 """
 
@@ -21,7 +21,6 @@ import contextlib
 import os
 import re
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from irohpy.lab.process import die_with_parent
 from tests.relay_fixture import metric_key, parse_metrics
 
 START_TIMEOUT = 20.0
@@ -70,8 +70,6 @@ class DnsServerProcess:
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         cmd += self._args
-        if sys.platform == "linux" and shutil.which("setpriv"):
-            cmd = ["setpriv", "--pdeathsig", "KILL", "--", *cmd]
         return cmd
 
     def _start_blocking(self, timeout: float) -> None:
@@ -79,7 +77,7 @@ class DnsServerProcess:
             raise RuntimeError("the dns server is already running")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, env=env)
+                                      stderr=self._stderr, env=env, preexec_fn=die_with_parent())
         assert self._proc.stdout is not None
         found: dict[str, str] = {}
         buffer = b""

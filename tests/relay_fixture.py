@@ -18,7 +18,7 @@ Usage::
   the config file and sends SIGHUP. Stop and restart run in a thread so that clients on the
   test's event loop keep running and can answer the relay's close handshake.
 - ``relay_process()`` is the same as a plain context manager, for module-scoped fixtures.
-- The process is always killed at the end (and, through ``setpriv --pdeathsig``, if the test
+- The process is always killed at the end (and, through ``die_with_parent``, if the test
   process dies). Its stderr is kept: ``relay.stderr_text()``; run with
   ``IROHPY_RELAY_TEST_FLAGS=-vv`` to get the relay's debug log there.
 """
@@ -30,7 +30,6 @@ import contextlib
 import os
 import re
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from irohpy.lab.process import die_with_parent
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -102,8 +103,6 @@ class RelayProcess:
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         cmd += self._args
-        if sys.platform == "linux" and shutil.which("setpriv"):
-            cmd = ["setpriv", "--pdeathsig", "KILL", "--", *cmd]
         return cmd
 
     # -- starting and stopping ---------------------------------------------------
@@ -115,7 +114,7 @@ class RelayProcess:
         self._stderr = tempfile.TemporaryFile()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, env=env)
+                                      stderr=self._stderr, env=env, preexec_fn=die_with_parent())
 
     def _await_announcement(self, timeout: float) -> None:
         assert self._proc is not None and self._proc.stdout is not None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from irohpy.base.keys import SecretKey
+from irohpy.lab.process import die_with_parent
 from tests.netns_lab import HOSTS, HOSTS_V6, lan
 
 pytestmark = pytest.mark.netns
@@ -19,10 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _spawn(ns: str, *args: str) -> asyncio.subprocess.Process:
-    guard = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
     return await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns, *guard, sys.executable, "-m", "tests.netns_lab", *args,
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "ip", "netns", "exec", ns, sys.executable, "-m", "tests.netns_lab", *args,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent(),
     )
 
 

@@ -1,21 +1,21 @@
 """Programs running inside a lab namespace, speaking JSON lines on stdout.
 
 Children go through ``ip netns exec`` (which execs, so the pid is the program's)
-and ``setpriv --pdeathsig KILL`` where available, so they die with the lab's owner
-even if it crashes. Stderr goes to a temporary file, kept for error messages.
+and are set to die with the lab's owner even if it crashes (:func:`die_with_parent`).
+Stderr goes to a temporary file, kept for error messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from irohpy.errors import LabError
@@ -23,9 +23,27 @@ from irohpy.errors import LabError
 STOP_TIMEOUT = 5.0
 
 
-def guard() -> list[str]:
-    """The pdeathsig wrapper: the child is killed when the thread that forked it exits."""
-    return ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child killed when the thread that forks it exits.
+
+    It runs between fork and exec and then checks that the parent is still the one that
+    forked: a parent killed in between would otherwise leave the child running forever,
+    which a wrapper such as ``setpriv --pdeathsig`` cannot rule out. ``None`` off Linux.
+    """
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def set_pdeathsig() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_pdeathsig
 
 
 def python(*args: str) -> list[str]:
@@ -50,8 +68,9 @@ class LabProcess:
         stderr = tempfile.TemporaryFile()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *prefix, *guard(), *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                *prefix, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=stderr, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             stderr.close()
