@@ -51,7 +51,7 @@ def pkarr_app(store: PacketStore, metrics: DnsServerMetrics, limiter: PutRateLim
               max_future_skew: float) -> web.Application:
     async def put(request: web.Request) -> web.Response:
         if limiter is not None and not limiter.allow(request.remote or "", time.monotonic()):
-            metrics.puts.labels("rate_limited").inc()
+            metrics.pkarr_puts.labels("rate_limited").inc()
             raise web.HTTPTooManyRequests(text="too many publishes from this address, slow down\n")
         try:
             key = _key(request)
@@ -67,19 +67,19 @@ def pkarr_app(store: PacketStore, metrics: DnsServerMetrics, limiter: PutRateLim
             except IrohError as exc:
                 raise web.HTTPBadRequest(text=f"invalid signed packet: {exc}\n") from None
         except web.HTTPBadRequest:
-            metrics.puts.labels("invalid").inc()
+            metrics.pkarr_puts.labels("invalid").inc()
             raise
         now = time.time()
         try:
             _check_clock(packet, now, max_future_skew)
         except web.HTTPBadRequest:
-            metrics.puts.labels("future_timestamp").inc()
+            metrics.pkarr_puts.labels("future_timestamp").inc()
             raise
         if not store.put(packet, now):
-            metrics.puts.labels("not_newer").inc()
+            metrics.pkarr_puts.labels("not_newer").inc()
             raise web.HTTPConflict(text="a packet with the same or a newer timestamp is already stored\n")
-        metrics.puts.labels("stored").inc()
-        metrics.stored.set(len(store))
+        metrics.pkarr_puts.labels("stored").inc()
+        metrics.packets_stored.set(len(store))
         logger.debug("stored packet for %s at %d", key.fmt_short(), packet.timestamp_us)
         return web.Response(status=204)
 
@@ -87,13 +87,13 @@ def pkarr_app(store: PacketStore, metrics: DnsServerMetrics, limiter: PutRateLim
         try:
             key = _key(request)
         except web.HTTPBadRequest:
-            metrics.gets.labels("invalid").inc()
+            metrics.pkarr_gets.labels("invalid").inc()
             raise
         packet = store.get(key)
         if packet is None:
-            metrics.gets.labels("not_found").inc()
+            metrics.pkarr_gets.labels("not_found").inc()
             raise web.HTTPNotFound(text="no packet stored for this key\n")
-        metrics.gets.labels("found").inc()
+        metrics.pkarr_gets.labels("found").inc()
         return web.Response(body=packet.to_relay_payload(), headers={"Content-Type": CONTENT_TYPE})
 
     async def health(request: web.Request) -> web.Response:

@@ -28,16 +28,14 @@ class DnsServerMetrics(MetricsGroup, name="dns"):
 
     def __init__(self) -> None:
         super().__init__()
-        self.puts, self.gets = self.pkarr_puts, self.pkarr_gets
-        self.evicted, self.stored = self.packets_evicted, self.packets_stored
         self.registry = Registry(prefix=PREFIX)
         self.registry.register(self)
         for listener in LISTENERS:
             self.connections_refused.labels(listener)
         for result in PUT_RESULTS:
-            self.puts.labels(result)
+            self.pkarr_puts.labels(result)
         for result in GET_RESULTS:
-            self.gets.labels(result)
+            self.pkarr_gets.labels(result)
         for transport in DNS_TRANSPORTS:
             for result in DNS_RESULTS:
                 self.queries.labels(transport, result)

@@ -46,7 +46,7 @@ class DnsServer:
         self.config = config
         self.metrics = DnsServerMetrics()
         self.store = PacketStore(config.db_path)
-        self.metrics.stored.set(len(self.store))
+        self.metrics.packets_stored.set(len(self.store))
         limit = config.rate_limit
         self._limiter = PutRateLimiter(limit.interval, limit.burst) if limit is not None else None
         self._runners: list[web.AppRunner] = []
@@ -160,8 +160,8 @@ class DnsServer:
         """Drop packets older than the configured age; returns how many."""
         evicted = self.store.evict(time.time() - self.config.max_age)
         if evicted:
-            self.metrics.evicted.inc(evicted)
-            self.metrics.stored.set(len(self.store))
+            self.metrics.packets_evicted.inc(evicted)
+            self.metrics.packets_stored.set(len(self.store))
             logger.info("evicted %d packets older than %.0f s", evicted, self.config.max_age)
         return evicted
 

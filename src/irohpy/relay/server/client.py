@@ -258,7 +258,7 @@ class Client:
             self._metrics.rx_ratelimited_bytes.inc(cost)
             if not self._throttled:
                 self._throttled = True
-                self._metrics.rate_limited.inc()
+                self._metrics.rate_limited_clients.inc()
                 if self.version >= 2:
                     self.enqueue_control(StatusFrame(Status.RATE_LIMITED))
         return wait

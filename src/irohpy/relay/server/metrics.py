@@ -40,7 +40,6 @@ class RelayMetrics(MetricsGroup, name="relay"):
 
     def __init__(self) -> None:
         super().__init__()
-        self.rate_limited = self.rate_limited_clients
         self.registry = Registry(prefix=PREFIX)
         self.registry.register(self)
         for result in ("ok", "bad"):
