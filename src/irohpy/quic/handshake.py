@@ -1,0 +1,187 @@
+"""The TLS 1.3 handshake as the QUIC connection core sees it (RFC 9001 §4), and an adapter.
+
+The connection only moves bytes: CRYPTO data in and out per epoch, and secrets as they are
+installed. :class:`Handshake` is that contract, small enough that a second TLS implementation
+can slot in. :class:`TlsHandshake` adapts aioquic's sans-IO ``tls.Context`` (plain X.509, or
+irohpy's :class:`~irohpy.tls.context.IrohTlsContext` with raw public keys); :func:`iroh_handshake`
+builds the iroh one: mutual raw-public-key authentication, the dialed EndpointId pinned.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from typing import Final, Protocol
+
+from aioquic import tls
+from aioquic.buffer import Buffer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from irohpy.errors import QuicError, TlsError
+from irohpy.tls.config import alpn_text
+from irohpy.tls.context import IrohTlsContext
+from irohpy.tls.keys import KEY_LENGTH, private_key
+from irohpy.tls.name import server_name
+
+#: Encryption levels, numbered as RFC 9001 and aioquic number them.
+EPOCH_INITIAL: Final = 0
+EPOCH_ZERO_RTT: Final = 1
+EPOCH_HANDSHAKE: Final = 2
+EPOCH_ONE_RTT: Final = 3
+
+#: The TLS extension that carries QUIC transport parameters (RFC 9001 §8.2).
+QUIC_TRANSPORT_PARAMETERS: Final = 0x39
+
+_BUFFER_CAPACITY: Final = 65536
+
+
+class Handshake(Protocol):
+    """What the connection needs from TLS; every method is sans-IO and may raise QuicError.
+
+    A TLS alert raises ``QuicError(error_code=0x100 + alert)``; the connection closes with it.
+    """
+
+    def start(self, transport_parameters: bytes) -> None:
+        """Our encoded transport parameters; a client writes its ClientHello here."""
+        ...
+
+    def receive(self, epoch: int, data: bytes) -> None:
+        """CRYPTO bytes of ``epoch``, in order and without gaps."""
+        ...
+
+    def take_output(self) -> list[tuple[int, bytes]]:
+        """``(epoch, bytes)`` to send in CRYPTO frames, oldest first; cleared by the call."""
+        ...
+
+    def take_keys(self) -> list[tuple[int, bool, int, bytes]]:
+        """``(epoch, is_send, cipher_suite, secret)`` installed since the last call."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """The handshake finished and the peer is authenticated."""
+        ...
+
+    @property
+    def alpn(self) -> bytes | None: ...
+
+    @property
+    def peer_transport_parameters(self) -> bytes | None:
+        """The peer's encoded transport parameters, once its hello or extensions arrived."""
+        ...
+
+    @property
+    def peer_id(self) -> bytes | None:
+        """The peer's raw Ed25519 key (its EndpointId) when the TLS authenticates by one."""
+        ...
+
+
+class TlsHandshake:
+    """:class:`Handshake` over an aioquic ``tls.Context`` that is configured but not started."""
+
+    __slots__ = ("_context", "_buffers", "_output", "_keys", "_started")
+
+    def __init__(self, context: tls.Context) -> None:
+        self._context = context
+        self._buffers: dict[tls.Epoch, Buffer] = {}
+        self._output: list[tuple[int, bytes]] = []
+        self._keys: list[tuple[int, bool, int, bytes]] = []
+        self._started = False
+        context.update_traffic_key_cb = self._on_key
+
+    @property
+    def context(self) -> tls.Context:
+        return self._context
+
+    def _on_key(self, direction: tls.Direction, epoch: tls.Epoch, cipher_suite: tls.CipherSuite, secret: bytes) -> None:
+        self._keys.append((epoch.value, direction == tls.Direction.ENCRYPT, int(cipher_suite), secret))
+
+    def _fresh_buffers(self) -> dict[tls.Epoch, Buffer]:
+        return {
+            tls.Epoch.INITIAL: Buffer(capacity=_BUFFER_CAPACITY),
+            tls.Epoch.HANDSHAKE: Buffer(capacity=_BUFFER_CAPACITY),
+            tls.Epoch.ONE_RTT: Buffer(capacity=_BUFFER_CAPACITY),
+        }
+
+    def _run(self, data: bytes) -> None:
+        buffers = self._fresh_buffers()
+        try:
+            self._context.handle_message(data, buffers)
+        except tls.Alert as exc:
+            raise QuicError(f"TLS alert: {exc}", error_code=QuicError.CRYPTO_ERROR + int(exc.description)) from None
+        for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE, tls.Epoch.ONE_RTT):
+            out = buffers[epoch].data
+            if out:
+                self._output.append((epoch.value, out))
+
+    def start(self, transport_parameters: bytes) -> None:
+        if self._started:
+            raise QuicError("handshake already started", error_code=QuicError.INTERNAL_ERROR)
+        self._started = True
+        self._context.handshake_extensions.insert(0, (QUIC_TRANSPORT_PARAMETERS, transport_parameters))
+        if self._context._is_client:
+            self._run(b"")
+
+    def receive(self, epoch: int, data: bytes) -> None:
+        if not self._started:
+            raise QuicError("handshake not started", error_code=QuicError.INTERNAL_ERROR)
+        self._run(data)
+
+    def take_output(self) -> list[tuple[int, bytes]]:
+        out = self._output
+        self._output = []
+        return out
+
+    def take_keys(self) -> list[tuple[int, bool, int, bytes]]:
+        keys = self._keys
+        self._keys = []
+        return keys
+
+    @property
+    def complete(self) -> bool:
+        return self._context.state in (tls.State.CLIENT_POST_HANDSHAKE, tls.State.SERVER_POST_HANDSHAKE)
+
+    @property
+    def alpn(self) -> bytes | None:
+        alpn = self._context.alpn_negotiated
+        return alpn.encode("ascii") if alpn is not None else None
+
+    @property
+    def peer_transport_parameters(self) -> bytes | None:
+        for kind, data in self._context.received_extensions or ():
+            if kind == QUIC_TRANSPORT_PARAMETERS:
+                return data
+        return None
+
+    @property
+    def peer_id(self) -> bytes | None:
+        if isinstance(self._context, IrohTlsContext) and self.complete:
+            return self._context.peer_id
+        return None
+
+
+def iroh_handshake(
+    secret_key: bytes | Ed25519PrivateKey,
+    *,
+    is_client: bool,
+    alpns: Sequence[bytes | str],
+    expected_peer: bytes | None = None,
+) -> TlsHandshake:
+    """iroh's TLS (raw Ed25519 keys, mutual auth); a client pins ``expected_peer``, the id it dials."""
+    if isinstance(alpns, bytes | bytearray | str):
+        raise TlsError("alpns is a list of ALPNs, not a single one")
+    if not alpns and is_client:
+        raise TlsError("iroh requires an ALPN to connect")
+    if expected_peer is not None and len(expected_peer) != KEY_LENGTH:
+        raise TlsError(f"expected_peer must be a {KEY_LENGTH}-byte EndpointId")
+    if is_client and expected_peer is None:
+        raise TlsError("a client must know the EndpointId it dials (expected_peer)")
+    context = tls.Context(
+        alpn_protocols=[alpn_text(a) for a in alpns],
+        is_client=is_client,
+        server_name=server_name(expected_peer) if is_client and expected_peer is not None else None,
+        verify_mode=ssl.CERT_NONE,
+    )
+    context.certificate_private_key = private_key(secret_key)
+    IrohTlsContext.adopt(context, bytes(expected_peer) if expected_peer is not None else None)
+    return TlsHandshake(context)
