@@ -44,12 +44,19 @@ class LocalCids:
         """New IDs up to ``min(peer_limit, MAX_LOCAL_CIDS)``; returns their sequence numbers."""
         limit = peer_limit if peer_limit < MAX_LOCAL_CIDS else MAX_LOCAL_CIDS
         issued: list[int] = []
-        while len(self.active) < limit:
+        current = sum(1 for seq in self.active if seq >= self.retire_prior_to)
+        while current < limit:
+            current += 1
             seq = self.next_sequence
             self.next_sequence = seq + 1
             self.active[seq] = (os.urandom(self.length), os.urandom(RESET_TOKEN_SIZE))
             issued.append(seq)
         return issued
+
+    def rotate(self, peer_limit: int) -> list[int]:
+        """Issue a fresh set and ask the peer to retire every older ID (Retire Prior To)."""
+        self.retire_prior_to = self.next_sequence
+        return self.issue(peer_limit)
 
     def retire(self, sequence: int, packet_dcid: bytes) -> bytes | None:
         """The peer retired ``sequence``; returns the retired ID (None if already gone)."""

@@ -339,6 +339,7 @@ class QuicConnection:
         "_pacing_at",
         "_cwnd_limited",
         "_send_queue",
+        "_conn_blocked",
         "_recv_dirty",
         "_fin_delivered",
         "_pending_max_data",
@@ -404,6 +405,7 @@ class QuicConnection:
         self._pacing_at = INF
         self._cwnd_limited = False
         self._send_queue: dict[int, None] = {}
+        self._conn_blocked: dict[int, None] = {}
         self._recv_dirty: dict[int, None] = {}
         self._fin_delivered: set[int] = set()
         self._pending_max_data = False
@@ -558,6 +560,14 @@ class QuicConnection:
         if len(self._datagrams) >= MAX_QUEUED_DATAGRAMS:
             self._datagrams.popleft()
         self._datagrams.append(bytes(data))
+
+    def rotate_connection_ids(self) -> None:
+        """Give the peer fresh connection IDs and have it retire all the old ones."""
+        if not self._handshake_complete or self._state != STATE_ESTABLISHED:
+            raise QuicError("connection IDs rotate only on an established connection", error_code=QuicError.INTERNAL_ERROR)
+        for seq in self._local_cids.rotate(self._peer_cid_limit):
+            self._pending_new_cids.append(seq)
+            self._events.append(ConnectionIdIssued(self._local_cids.active[seq][0]))
 
     def ping(self) -> None:
         self._ping_pending = True
@@ -714,6 +724,9 @@ class QuicConnection:
             self._events.append(DatagramReceived(frame.data))
             return True
         if isinstance(frame, MaxData):
+            if frame.maximum > streams.conn_send.max_data and self._conn_blocked:
+                self._send_queue.update(self._conn_blocked)
+                self._conn_blocked.clear()
             streams.on_max_data(frame.maximum)
             return True
         if isinstance(frame, MaxStreamData):
@@ -1425,8 +1438,11 @@ class QuicConnection:
                     frames.append((K_OTHER, 0, 0, 0))
                     wrote = True
             del queue[sid]
-            if ss is not None and ss.sendable(conn):
-                queue[sid] = None  # more to send: back of the line
+            if ss is not None:
+                if ss.sendable(conn):
+                    queue[sid] = None  # more to send: back of the line
+                elif ss.reset_code < 0 and ss.sent < ss.written and ss.sent < ss.max_data:
+                    self._conn_blocked[sid] = None  # waits for MAX_DATA
         return wrote
 
     def _build_close(self, now: float) -> bytes:
