@@ -1,0 +1,164 @@
+"""irohpy's QUIC connection against aioquic's, in memory and in simulated time, both ways round.
+
+aioquic is the independent second implementation. Both ends speak iroh's TLS (raw Ed25519
+keys, mutual auth): aioquic through irohpy's IrohQuicConnection, ours through the Handshake
+adapter over the same TLS context class.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+
+from irohpy.quic import connection as qc
+from irohpy.tls.connection import IrohQuicConnection
+from tests.quic_conn_sim import (
+    CLIENT_ID,
+    SERVER_ID,
+    End,
+    Link,
+    Net,
+    Ours,
+    Theirs,
+    aioquic_client,
+    aioquic_server,
+    our_client,
+    our_server,
+)
+from tests.test_quic_connection import pattern
+
+PAIRS = ["ours-to-aioquic", "aioquic-to-ours"]
+
+
+def pair(kind: str, link: Link, seed: int = 1) -> tuple[End, End, Net]:
+    if kind == "ours-to-aioquic":
+        client: End = our_client()
+        server: End = aioquic_server()
+    else:
+        client = aioquic_client()
+        server = our_server()
+    net = Net(client, server, link, seed)
+    net.run(30.0, lambda: client.handshake_done and server.handshake_done)
+    return client, server, net
+
+
+def open_stream(end: End, uni: bool = False) -> int:
+    if isinstance(end, Ours):
+        return end.conn.open_stream(uni)
+    return cast(Theirs, end).conn.get_next_available_stream_id(is_unidirectional=uni)
+
+
+def send(end: End, sid: int, data: bytes, fin: bool = True) -> None:
+    if isinstance(end, Ours):
+        end.conn.send_stream_data(sid, data, fin)
+    else:
+        cast(Theirs, end).conn.send_stream_data(sid, data, fin)
+
+
+def datagram(end: End, data: bytes) -> None:
+    if isinstance(end, Ours):
+        end.conn.send_datagram(data)
+    else:
+        cast(Theirs, end).conn.send_datagram_frame(data)
+
+
+def close(end: End, code: int, reason: bytes) -> None:
+    if isinstance(end, Ours):
+        end.conn.close(code, reason)
+    else:
+        cast(Theirs, end).conn.close(error_code=code, reason_phrase=reason.decode())
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_handshake_authenticates_both_ends(kind: str) -> None:
+    client, server, _ = pair(kind, Link())
+    assert client.alpn == server.alpn == b"irohpy/test/0"
+    ours, theirs = (client, server) if isinstance(client, Ours) else (server, client)
+    assert isinstance(ours, Ours) and isinstance(theirs, Theirs)
+    assert ours.peer_id == (SERVER_ID if ours is client else CLIENT_ID)
+    assert cast(IrohQuicConnection, theirs.conn).peer_id == (CLIENT_ID if ours is client else SERVER_ID)
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+@pytest.mark.parametrize("loss", [0.0, 0.05])
+def test_streams_and_datagrams_both_ways(kind: str, loss: float) -> None:
+    client, server, net = pair(kind, Link(loss=loss, reorder=loss), seed=7)
+    up = pattern(1_500_000, 1)
+    down = pattern(700_000, 2)
+    sid = open_stream(client)
+    send(client, sid, up)
+    uni = open_stream(server, uni=True)
+    send(server, uni, down)
+    many = []
+    for i in range(50):
+        s = open_stream(client)
+        send(client, s, pattern(3000, 100 + i))
+        many.append(s)
+    for i in range(10):
+        datagram(client, b"up %d" % i)
+        datagram(server, b"down %d" % i)
+    net.run(300.0, lambda: sid in server.finished and uni in client.finished and all(s in server.finished for s in many))
+    assert bytes(server.streams[sid]) == up
+    assert bytes(client.streams[uni]) == down
+    for i, s in enumerate(many):
+        assert bytes(server.streams[s]) == pattern(3000, 100 + i)
+    send(server, sid, b"reply")
+    net.run(60.0, lambda: sid in client.finished)
+    assert bytes(client.streams[sid]) == b"reply"
+    assert set(server.datagrams) <= {b"up %d" % i for i in range(10)}
+    assert set(client.datagrams) <= {b"down %d" % i for i in range(10)}
+    if loss == 0.0:
+        assert len(server.datagrams) == 10 and len(client.datagrams) == 10
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_application_close_codes_cross(kind: str) -> None:
+    client, server, net = pair(kind, Link())
+    close(client, 0x33, b"done")
+    net.run(10.0, lambda: server.terminated is not None)
+    assert server.terminated is not None and server.terminated[0] == 0x33
+    assert server.terminated[1] == b"done"
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_key_updates_cross(kind: str) -> None:
+    client, server, net = pair(kind, Link())
+    net.run(2.0, lambda: False if isinstance(client, Ours) and not client.conn._confirmed else True)
+    data = pattern(1_000_000, 9)
+    sid = open_stream(client)
+    send(client, sid, data)
+    net.run(10.0, lambda: len(server.streams.get(sid, b"")) > 100_000)
+    ours = client if isinstance(client, Ours) else server
+    theirs = server if ours is client else client
+    assert isinstance(ours, Ours) and isinstance(theirs, Theirs)
+    ours.conn.request_key_update()
+    net.run(10.0, lambda: ours.conn._key_update_allowed)
+    net.run(10.0, lambda: len(server.streams[sid]) > 500_000)
+    net.run(60.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == data
+    theirs.conn.request_key_update()
+    more = open_stream(client)
+    send(client, more, pattern(300_000, 10))
+    net.run(60.0, lambda: more in server.finished)
+    send(server, more, b"ok")
+    net.run(60.0, lambda: more in client.finished)
+    assert bytes(server.streams[more]) == pattern(300_000, 10)
+    assert ours.conn.key_phase == 0  # two updates: one from each side
+
+
+def test_our_client_rejects_an_aioquic_server_with_another_key() -> None:
+    client = our_client(expected=CLIENT_ID)
+    server = aioquic_server()
+    net = Net(client, server, Link(), 1)
+    net.run(10.0, lambda: client.terminated is not None and server.terminated is not None)
+    assert client.terminated is not None and client.terminated[0] == 0x100 + 42
+    assert server.terminated is not None and server.terminated[0] == 0x100 + 42
+
+
+def test_idle_timeout_against_aioquic() -> None:
+    client = our_client(qc.QuicConfig(is_client=True, idle_timeout=3.0))
+    server = aioquic_server()
+    net = Net(client, server, Link(), 1)
+    net.run(60.0, lambda: client.terminated is not None and server.terminated is not None)
+    assert client.terminated is not None and client.terminated[2] == qc.CAUSE_IDLE
