@@ -596,6 +596,18 @@ class QuicConnection:
 
     def receive_datagram(self, data: bytes, addr: object, now: float) -> None:
         """One UDP payload. Bad or foreign packets are dropped; protocol errors close."""
+        self._receive(data, addr, now)
+        if self._state < STATE_CLOSING:
+            self._deliver(now)
+
+    def receive_datagrams(self, datagrams: list[bytes], addr: object, now: float) -> None:
+        """A receive burst from one address: stream data is delivered once, after all of it."""
+        for data in datagrams:
+            self._receive(data, addr, now)
+        if self._state < STATE_CLOSING:
+            self._deliver(now)
+
+    def _receive(self, data: bytes, addr: object, now: float) -> None:
         state = self._state
         if state >= STATE_DRAINING:
             return
@@ -637,8 +649,6 @@ class QuicConnection:
             self._last_activity = now
         else:
             self._check_reset(data)
-        if self._state < STATE_CLOSING:
-            self._deliver(now)
 
     def _check_reset(self, data: bytes) -> None:
         if self._initialized and self._state < STATE_DRAINING and self._peer_cids.is_stateless_reset(data):
@@ -1103,9 +1113,9 @@ class QuicConnection:
         if state == STATE_CLOSING:
             if self._close_pending:
                 self._close_pending = False
-                datagram = self._build_close(now)
-                if datagram:
-                    out.append(datagram)
+                closing = self._build_close(now)
+                if closing:
+                    out.append(closing)
                 if self._close_deadline == INF:
                     self._close_deadline = now + 3.0 * self._rec.rtt.pto_base()
             return out
@@ -1193,7 +1203,7 @@ class QuicConnection:
         if pad_initial and total < MIN_INITIAL_DATAGRAM and limit >= MIN_INITIAL_DATAGRAM:
             plans[-1].payload += bytes(MIN_INITIAL_DATAGRAM - total)
             padded = True
-        parts: list[bytes] = []
+        parts: list[bytearray] = []
         dcid = self._peer_cids.cid()
         scid = self._local_cids.cids()[0]
         rec = self._rec
