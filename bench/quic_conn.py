@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aioquic.quic.connection import QuicConnection as AioConnection
 from aioquic.quic.events import StreamDataReceived as AioData
 
 from irohpy.quic import connection as qc

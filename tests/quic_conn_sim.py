@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aioquic.quic import events as aio_events
 from aioquic.quic.connection import QuicConnection as AioConnection
@@ -173,7 +173,6 @@ class Stats:
     bytes: int = 0
     lost: int = 0
     steps: int = 0
-    sizes: list[int] = field(default_factory=list)
 
 
 class Net:

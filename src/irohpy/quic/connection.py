@@ -359,6 +359,7 @@ class QuicConnection:
         "_key_phase_first_pn",
         "_key_update_allowed",
         "_addr",
+        "_idle_restarted",
     )
 
     def __init__(self, config: QuicConfig, handshake: Handshake, *, cid: bytes | None = None) -> None:
@@ -424,6 +425,8 @@ class QuicConnection:
         self._key_phase_first_pn = 0
         self._key_update_allowed = False
         self._addr: object = None
+        #: An ack-eliciting packet went out since the last packet we processed (RFC 9000 §10.1).
+        self._idle_restarted = False
 
     # -- introspection --------------------------------------------------------------
 
@@ -444,6 +447,11 @@ class QuicConnection:
     def host_cids(self) -> list[bytes]:
         """Our active connection IDs; datagrams addressed to any of them belong here."""
         return self._local_cids.cids()
+
+    @property
+    def peer_address(self) -> object:
+        """The address given to ``connect`` or the first Initial came from."""
+        return self._addr
 
     @property
     def original_dcid(self) -> bytes:
@@ -647,6 +655,7 @@ class QuicConnection:
         if processed:
             self._rec.on_datagram_received(len(data))
             self._last_activity = now
+            self._idle_restarted = False
         else:
             self._check_reset(data)
 
@@ -1244,6 +1253,9 @@ class QuicConnection:
         if eliciting_any:
             self._pacer.on_sent(len(datagram))
             self._last_eliciting_sent = now
+            if not self._idle_restarted:
+                self._idle_restarted = True
+                self._last_activity = now
         if self.is_client and not self._spaces[INITIAL].discarded:
             for plan in plans:
                 if plan.space == HANDSHAKE:
