@@ -121,9 +121,49 @@ def test_server_sends_at_most_three_times_what_it_received_before_validation() -
 
 
 def test_handshake_survives_heavy_loss() -> None:
-    for seed in range(3):
-        client, server, _ = established(link=Link(loss=0.3), seed=seed)
+    lost = 0
+    for seed in range(6):
+        client, server, net = established(link=Link(loss=0.3), seed=seed)
         assert client.handshake_done and server.handshake_done
+        lost += net.stats.lost
+    assert lost > 0
+
+
+def test_handshake_recovers_when_each_first_flight_is_lost() -> None:
+    client = our_client()
+    server = our_server()
+    net = Net(client, server, Link(), 1)
+    seen = [0, 0]
+
+    def drop(src: int, data: bytes) -> bool:
+        seen[src] += 1
+        return seen[src] == 1  # the client's first Initial and the server's first flight
+
+    net.drop = drop
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done)
+    assert net.stats.lost == 2
+    # Both losses were repaired by PTO probes: about 1 s for the client's lost Initial (the
+    # initial RTT of 333 ms, times 3), then the server's, from its first RTT sample.
+    assert 0.9 < net.now < 3.0
+
+
+def test_pacing_spreads_a_window_into_full_size_datagrams() -> None:
+    client, server, net = established(link=Link(rate=1e9))
+    sid = client.conn.open_stream()
+    client.conn.send_stream_data(sid, bytes(5_000_000), end_stream=True)
+    net.run(30.0, lambda: sid in server.finished)
+    conn = client.conn
+    assert conn.recovery.cc.window > 100 * 1200  # CUBIC opened the window
+    more = conn.open_stream()
+    conn.send_stream_data(more, bytes(1_000_000), end_stream=True)
+    burst = conn.datagrams_to_send(net.now)
+    # The window would take a hundred datagrams; the pacer lets its bucket go and schedules
+    # the rest. Each is full-size, a run a driver can hand to GSO.
+    assert 5 <= len(burst) <= 11
+    assert all(len(d) == 1200 for d in burst)
+    timer = conn.get_timer()
+    assert timer is not None and net.now < timer < net.now + 0.01
+    net.run(30.0, lambda: more in server.finished)
 
 
 # -- streams -------------------------------------------------------------------------
@@ -358,6 +398,7 @@ def test_lossy_reordering_duplicating_link_delivers_intact(loss: float) -> None:
     assert bytes(server.streams[sid]) == up
     assert bytes(client.streams[server_sid]) == down
     assert net.stats.lost > 0
+    assert client.conn.recovery.cc.congestion_events > 0
     assert set(server.datagrams) <= {b"dg %d" % i for i in range(10)}
 
 
