@@ -13,11 +13,13 @@ import pytest
 from irohpy.errors import DatagramError, QuicError, StreamError
 from irohpy.quic import connection as qc
 from irohpy.quic.crypto import AES_256_GCM_SHA384
-from irohpy.quic.packet import build_stateless_reset
+from irohpy.quic.handshake import iroh_handshake
+from irohpy.quic.packet import build_retry, build_stateless_reset, build_version_negotiation, split_datagram
 from irohpy.quic.recovery import APPLICATION, HANDSHAKE, INITIAL
 from tests.quic_conn_sim import (
     CLIENT_ID,
     SERVER_ID,
+    SERVER_SECRET,
     Link,
     Net,
     Ours,
@@ -424,3 +426,78 @@ def test_both_sides_agree_on_the_negotiated_cipher_suite() -> None:
     c, s = client.conn._one_rtt, server.conn._one_rtt
     assert c is not None and s is not None
     assert c.send.cipher_suite == s.recv.cipher_suite == AES_256_GCM_SHA384  # aioquic's TLS prefers it
+
+
+# -- Retry and Version Negotiation ---------------------------------------------------
+
+
+def retry_for(first: bytes, token: bytes = b"retry-token") -> tuple[bytes, bytes, bytes]:
+    """A Retry answering a client's first datagram: (retry packet, original DCID, Retry SCID)."""
+    initial = split_datagram(first, 8)[0]
+    retry_scid = bytes(range(10, 18))
+    return build_retry(initial.scid, retry_scid, initial.dcid, token), initial.dcid, retry_scid
+
+
+def test_client_follows_a_retry_and_the_server_checks_its_ids() -> None:
+    client = our_client()
+    [first] = client.send(0.0)
+    retry, original, retry_scid = retry_for(first)
+    forged, _, _ = retry_for(first)
+    client.receive(forged[:-1] + bytes([forged[-1] ^ 1]), 0.01)  # bad integrity tag: ignored
+    assert client.conn._token == b""
+    client.receive(retry, 0.01)
+    assert client.conn._token == b"retry-token"
+    [again] = client.send(0.01)
+    assert len(again) == 1200 and b"retry-token" in again[:64]
+    # The endpoint validated the token; the connection is told the ids the Retry involved.
+    server = Ours(
+        qc.QuicConnection(
+            qc.QuicConfig(is_client=False),
+            iroh_handshake(SERVER_SECRET, is_client=False, alpns=[b"irohpy/test/0"]),
+            original_dcid=original,
+            retry_scid=retry_scid,
+        )
+    )
+    server.receive(again, 0.02)
+    net = Net(client, server, Link(), 1)
+    net.now = 0.02
+    net.flush(1)
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done)
+    params = client.conn.peer_transport_parameters
+    assert params is not None and params.retry_source_connection_id == retry_scid
+    assert params.original_destination_connection_id == original
+    # A second Retry is ignored.
+    client.receive(retry_for(first, b"other")[0], net.now)
+    assert client.conn._token == b"retry-token" and client.terminated is None
+
+
+def test_server_that_forgot_the_retry_fails_the_client_check() -> None:
+    client = our_client()
+    [first] = client.send(0.0)
+    retry, _, _ = retry_for(first)
+    client.receive(retry, 0.01)
+    server = our_server()  # not told about the Retry: its transport parameters cannot match
+    net = Net(client, server, Link(), 1)
+    net.now = 0.01
+    net.run(10.0, lambda: client.terminated is not None)
+    assert client.terminated is not None and client.terminated[0] == QuicError.TRANSPORT_PARAMETER_ERROR
+
+
+def test_version_negotiation_without_a_common_version_ends_the_attempt() -> None:
+    client = our_client()
+    [first] = client.send(0.0)
+    initial = split_datagram(first, 8)[0]
+    client.receive(build_version_negotiation(initial.scid, initial.dcid, (0x6B3343CF,)), 0.01)
+    assert client.terminated is not None and client.terminated[1] == b"no common QUIC version"
+    assert client.conn.is_closed
+
+
+def test_key_update_old_keys_are_dropped_after_three_ptos() -> None:
+    client, server, net = established()
+    net.run(1.0, lambda: client.conn._confirmed)
+    client.conn.request_key_update()
+    client.conn.ping()
+    net.run(5.0, lambda: server.conn.key_phase == 1)
+    keys = server.conn._one_rtt
+    assert keys is not None and keys.recv_prev is not None
+    net.run(5.0, lambda: keys.recv_prev is None)

@@ -12,10 +12,14 @@ from typing import cast
 import pytest
 
 from irohpy.quic import connection as qc
+from irohpy.quic.handshake import iroh_handshake
+from irohpy.tls import quic_configuration
 from irohpy.tls.connection import IrohQuicConnection
 from tests.quic_conn_sim import (
+    ALPN,
     CLIENT_ID,
     SERVER_ID,
+    SERVER_SECRET,
     End,
     Link,
     Net,
@@ -26,7 +30,7 @@ from tests.quic_conn_sim import (
     our_client,
     our_server,
 )
-from tests.test_quic_connection import pattern
+from tests.test_quic_connection import pattern, retry_for
 
 PAIRS = ["ours-to-aioquic", "aioquic-to-ours"]
 
@@ -162,3 +166,45 @@ def test_idle_timeout_against_aioquic() -> None:
     net = Net(client, server, Link(), 1)
     net.run(60.0, lambda: client.terminated is not None and server.terminated is not None)
     assert client.terminated is not None and client.terminated[2] == qc.CAUSE_IDLE
+
+
+def test_aioquic_client_follows_our_retry_to_our_server() -> None:
+    client = aioquic_client()
+    [first] = client.send(0.0)
+    retry, original, retry_scid = retry_for(first)
+    client.receive(retry, 0.01)
+    server = Ours(
+        qc.QuicConnection(
+            qc.QuicConfig(is_client=False),
+            iroh_handshake(SERVER_SECRET, is_client=False, alpns=[ALPN]),
+            original_dcid=original,
+            retry_scid=retry_scid,
+        )
+    )
+    net = Net(client, server, Link(), 1)
+    net.now = 0.01
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done)
+    sid = open_stream(client)
+    send(client, sid, b"after retry")
+    net.run(10.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == b"after retry"
+
+
+def test_our_client_follows_a_retry_to_an_aioquic_server() -> None:
+    client = our_client()
+    [first] = client.send(0.0)
+    retry, original, retry_scid = retry_for(first)
+    client.receive(retry, 0.01)
+    config = quic_configuration(SERVER_SECRET, is_client=False, alpns=[ALPN])
+    server = Theirs(
+        lambda dcid: IrohQuicConnection(
+            configuration=config,
+            original_destination_connection_id=original,
+            retry_source_connection_id=retry_scid,
+        ),
+        ("127.0.0.1", 1111),
+    )
+    net = Net(client, server, Link(), 1)
+    net.now = 0.01
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done)
+    assert client.terminated is None and server.terminated is None

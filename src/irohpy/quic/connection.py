@@ -67,6 +67,8 @@ from irohpy.quic.packet import (
     PACKET_HANDSHAKE,
     PACKET_INITIAL,
     PACKET_ONE_RTT,
+    PACKET_RETRY,
+    PACKET_VERSION_NEGOTIATION,
     VERSION_1,
     Packet,
     build_short_header,
@@ -76,6 +78,7 @@ from irohpy.quic.packet import (
     seal_packet,
     split_datagram,
     unprotect_headers,
+    verify_retry,
 )
 from irohpy.quic.recovery import (
     APPLICATION,
@@ -88,7 +91,7 @@ from irohpy.quic.recovery import (
 )
 from irohpy.quic.streams import SendCredit, SendStream, StreamMap
 from irohpy.quic.transport_params import TransportParameters
-from irohpy.quic.varint import VARINT_MAX
+from irohpy.quic.varint import VARINT_MAX, encode_varint
 
 INF: Final = float("inf")
 
@@ -316,6 +319,10 @@ class QuicConnection:
         "_local_cids",
         "_peer_cids",
         "_original_dcid",
+        "_initial_dcid",
+        "_retry_scid",
+        "_token",
+        "_discard_prev_at",
         "_peer_scid",
         "_peer_scid_known",
         "_spaces",
@@ -362,7 +369,17 @@ class QuicConnection:
         "_idle_restarted",
     )
 
-    def __init__(self, config: QuicConfig, handshake: Handshake, *, cid: bytes | None = None) -> None:
+    def __init__(
+        self,
+        config: QuicConfig,
+        handshake: Handshake,
+        *,
+        cid: bytes | None = None,
+        original_dcid: bytes | None = None,
+        retry_scid: bytes | None = None,
+    ) -> None:
+        """``original_dcid`` and ``retry_scid``: a server whose endpoint sent a Retry and
+        validated its token passes the client's first DCID and the Retry's SCID."""
         self.config = config
         self.is_client = config.is_client
         self._handshake = handshake
@@ -371,7 +388,15 @@ class QuicConnection:
             raise QuicError("connection ID length differs from the configuration", error_code=QuicError.INTERNAL_ERROR)
         self._local_cids = LocalCids(host)
         self._peer_cids = PeerCids(b"", config.active_connection_id_limit)
-        self._original_dcid = b""
+        if config.is_client and (original_dcid is not None or retry_scid is not None):
+            raise QuicError("only a server is told about a Retry", error_code=QuicError.INTERNAL_ERROR)
+        self._original_dcid = original_dcid if original_dcid is not None else b""
+        #: The DCID of the client's Initials, from which Initial keys come.
+        self._initial_dcid = b""
+        self._retry_scid = retry_scid
+        #: The Retry token a client echoes in its Initials.
+        self._token = b""
+        self._discard_prev_at = INF
         self._peer_scid = b""
         self._peer_scid_known = False
         self._spaces = [PacketSpace(0.0), PacketSpace(0.0), PacketSpace(config.max_ack_delay)]
@@ -493,12 +518,16 @@ class QuicConnection:
     def _start(self, dcid: bytes, now: float) -> None:
         self._initialized = True
         self._last_activity = now
+        self._install_initial(dcid)
+        self._handshake.start(self._local_params().encode())
+        self._drain_handshake(now)
+
+    def _install_initial(self, dcid: bytes) -> None:
+        self._initial_dcid = dcid
         send, recv = initial_protection(dcid, self.is_client)
         space = self._spaces[INITIAL]
         space.send = send
         space.recv = recv
-        self._handshake.start(self._local_params().encode())
-        self._drain_handshake(now)
 
     def _local_params(self) -> TransportParameters:
         c = self.config
@@ -519,6 +548,7 @@ class QuicConnection:
         )
         if not self.is_client:
             tp.original_destination_connection_id = self._original_dcid
+            tp.retry_source_connection_id = self._retry_scid
             tp.stateless_reset_token = self._local_cids.token(0)
         return tp
 
@@ -590,6 +620,8 @@ class QuicConnection:
         keys.update()
         self._key_phase_first_pn = self._rec.spaces[APPLICATION].next_pn
         self._key_update_allowed = False
+        # The old receive keys go three PTOs from the next time we see the clock.
+        self._discard_prev_at = -1.0
 
     def close(self, error_code: int = 0, reason: bytes = b"", *, application: bool = True) -> None:
         """Close with CONNECTION_CLOSE (application or transport); idempotent."""
@@ -634,7 +666,10 @@ class QuicConnection:
             if first.packet_type != PACKET_INITIAL or len(data) < MIN_INITIAL_DATAGRAM or len(first.dcid) < 8:
                 return
             self._addr = addr
-            self._original_dcid = first.dcid
+            if not self._original_dcid:
+                self._original_dcid = first.dcid
+            elif self._retry_scid is not None and first.dcid != self._retry_scid:
+                return
             self._peer_scid = first.scid
             self._peer_scid_known = True
             self._peer_cids = PeerCids(first.scid, self.config.active_connection_id_limit)
@@ -667,9 +702,14 @@ class QuicConnection:
     def _receive_packet(self, packet: Packet, now: float) -> bool:
         space_index = _SPACE_OF_PACKET.get(packet.packet_type, -1)
         if space_index < 0:
-            return False  # 0-RTT (never offered), Retry, Version Negotiation
+            if self.is_client and packet.dcid in self._local_cids:
+                if packet.packet_type == PACKET_RETRY:
+                    self._on_retry(packet)
+                elif packet.packet_type == PACKET_VERSION_NEGOTIATION:
+                    self._on_version_negotiation(packet)
+            return False  # 0-RTT is never offered
         if packet.dcid not in self._local_cids and not (
-            not self.is_client and packet.dcid == self._original_dcid and space_index == INITIAL
+            not self.is_client and packet.dcid == self._initial_dcid and space_index == INITIAL
         ):
             return False
         space = self._spaces[space_index]
@@ -686,6 +726,7 @@ class QuicConnection:
                     # The peer updated its keys and ours followed: the new phase starts now.
                     self._key_phase_first_pn = self._rec.spaces[APPLICATION].next_pn
                     self._key_update_allowed = False
+                    self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
             else:
                 recv = space.recv
                 if recv is None:
@@ -715,6 +756,37 @@ class QuicConnection:
             if not self._spaces[INITIAL].discarded:
                 self._discard_space(INITIAL)
         return True
+
+    def _on_retry(self, packet: Packet) -> None:
+        """RFC 9000 §17.2.5.2: one Retry, before any Initial, with a valid integrity tag."""
+        if self._token or self._peer_scid_known or packet.scid == self._initial_dcid:
+            return
+        if not verify_retry(packet, self._original_dcid):
+            return
+        self._token = packet.token
+        self._retry_scid = packet.scid
+        self._peer_cids.set_first(packet.scid)
+        self._install_initial(packet.scid)
+        # Everything sent in Initial packets goes again under the new keys; packet numbers go on.
+        rec = self._rec
+        sent = rec.spaces[INITIAL]
+        for p in sent.packets.values():
+            if p.in_flight:
+                rec.bytes_in_flight -= p.size
+        sent.packets.clear()
+        sent.ack_eliciting_in_flight = 0
+        sent.loss_time = INF
+        crypto = self._spaces[INITIAL].crypto_send
+        crypto.on_frame_lost(0, crypto.sent, False)
+
+    def _on_version_negotiation(self, packet: Packet) -> None:
+        """A server that speaks no version of ours: give up (RFC 9000 §6.2)."""
+        if self._peer_scid_known or self._token or VERSION_1 in packet.supported_versions:
+            return
+        if packet.scid != self._original_dcid:
+            return
+        self._state = STATE_CLOSED
+        self._events.append(ConnectionTerminated(0, b"no common QUIC version", 0, False, CAUSE_PEER))
 
     def _on_frame(self, frame: Frame, space: int, packet: Packet, now: float) -> bool:
         """Apply one frame; returns whether it is ack-eliciting."""
@@ -957,8 +1029,11 @@ class QuicConnection:
         bad = QuicError.TRANSPORT_PARAMETER_ERROR
         if tp.initial_source_connection_id != self._peer_scid:
             raise QuicError("initial_source_connection_id does not match", error_code=bad)
-        if self.is_client and tp.original_destination_connection_id != self._original_dcid:
-            raise QuicError("original_destination_connection_id does not match", error_code=bad)
+        if self.is_client:
+            if tp.original_destination_connection_id != self._original_dcid:
+                raise QuicError("original_destination_connection_id does not match", error_code=bad)
+            if tp.retry_source_connection_id != self._retry_scid:
+                raise QuicError("retry_source_connection_id does not match", error_code=bad)
         self._peer_params = tp
         self._streams.set_peer_params(
             max_data=tp.initial_max_data,
@@ -1063,6 +1138,8 @@ class QuicConnection:
                 t = space.ack.ack_deadline
         if self._pacing_at < t:
             t = self._pacing_at
+        if 0.0 <= self._discard_prev_at < t:
+            t = self._discard_prev_at
         if self.config.keep_alive > 0.0 and self._handshake_complete and not self._ping_pending:
             k = self._last_eliciting_sent + self.config.keep_alive
             if k < t:
@@ -1082,6 +1159,9 @@ class QuicConnection:
             self._state = STATE_CLOSED
             self._events.append(ConnectionTerminated(0, b"idle timeout", 0, False, CAUSE_IDLE))
             return
+        if 0.0 <= self._discard_prev_at <= now and self._one_rtt is not None:
+            self._one_rtt.discard_previous()
+            self._discard_prev_at = INF
         rec = self._rec
         if now >= rec.loss_deadline():
             loss_space = -1
@@ -1130,6 +1210,8 @@ class QuicConnection:
             return out
         self._pacing_at = INF
         self._cwnd_limited = False
+        if self._discard_prev_at < 0.0:
+            self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
         while True:
             datagram = self._build_datagram(now)
             if datagram is None:
@@ -1161,8 +1243,11 @@ class QuicConnection:
         dcid = len(self._peer_cids.cid())
         if space == APPLICATION:
             return 1 + dcid + pn_length
-        # Long header: type, version, DCID, SCID, (token length 0), two-byte Length, PN.
-        return 7 + dcid + self._local_cids.length + (1 if space == INITIAL else 0) + 2 + pn_length
+        # Long header: type, version, DCID, SCID, (token), two-byte Length, PN.
+        token = 0
+        if space == INITIAL:
+            token = len(self._token) + len(encode_varint(len(self._token)))
+        return 7 + dcid + self._local_cids.length + token + 2 + pn_length
 
     def _keys_ready(self, space: int) -> bool:
         if space == APPLICATION:
@@ -1237,7 +1322,7 @@ class QuicConnection:
                         dcid,
                         bytes((len(scid),)),
                         scid,
-                        b"\x00" if space == INITIAL else b"",
+                        encode_varint(len(self._token)) + self._token if space == INITIAL else b"",
                         (0x4000 | (pn_length + len(payload) + TAG_SIZE)).to_bytes(2, "big"),
                         (pn & ((1 << (8 * pn_length)) - 1)).to_bytes(pn_length, "big"),
                     ]
