@@ -12,6 +12,7 @@ import pytest
 
 from irohpy.errors import DatagramError, QuicError, StreamError
 from irohpy.quic import connection as qc
+from irohpy.quic import frames as F
 from irohpy.quic.crypto import AES_256_GCM_SHA384
 from irohpy.quic.handshake import iroh_handshake
 from irohpy.quic.packet import build_retry, build_stateless_reset, build_version_negotiation, split_datagram
@@ -314,6 +315,46 @@ def test_transport_error_closes_with_its_code() -> None:
     assert client.terminated is not None and client.terminated[0] == QuicError.STREAM_STATE_ERROR
     assert server.terminated is not None and server.terminated[0] == QuicError.STREAM_STATE_ERROR
     assert server.terminated[2] == qc.CAUSE_PEER
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        # Past the stream's receive window (1,250,000 by default).
+        ([F.Stream(1, 1_250_000, b"x")], QuicError.FLOW_CONTROL_ERROR),
+        # Beyond the 100 bidirectional streams the client allows.
+        ([F.Stream(4 * 100 + 1, 0, b"x")], QuicError.STREAM_LIMIT_ERROR),
+        # More connection IDs than the client's active_connection_id_limit (5).
+        ([F.NewConnectionId(i, 0, bytes([i]) * 8, bytes([i]) * 16) for i in range(1, 9)], QuicError.CONNECTION_ID_LIMIT_ERROR),
+        # A final size below data already received.
+        ([F.Stream(1, 0, b"abcdef"), F.ResetStream(1, 0, 3)], QuicError.FINAL_SIZE_ERROR),
+        ([F.HandshakeDone(), F.Ping(), F.Padding(3), F.MaxData(1 << 30)], -1),
+    ],
+)
+def test_frames_that_break_the_rules_close_with_their_code(frames: list[F.Frame], code: int) -> None:
+    client, server, net = established()
+    client.receive(inject(server, F.encode_frames(frames)), net.now)
+    if code < 0:
+        assert client.terminated is None
+        return
+    assert client.terminated is not None and client.terminated[0] == code
+    net.flush(0)
+    net.run(5.0, lambda: server.terminated is not None)
+    assert server.terminated is not None and server.terminated[0] == code
+
+
+def test_a_receive_burst_is_delivered_in_one_pass() -> None:
+    client, server, net = established()
+    sid = client.conn.open_stream()
+    client.conn.send_stream_data(sid, pattern(8_000, 6), end_stream=True)
+    burst = client.send(net.now)
+    assert len(burst) > 1
+    server.conn.receive_datagrams(burst, ("127.0.0.1", 1), net.now + 0.01)
+    events = []
+    while (ev := server.conn.next_event()) is not None:
+        events.append(ev)
+    data = [ev for ev in events if isinstance(ev, qc.StreamDataReceived)]
+    assert len(data) == 1 and data[0].data == pattern(8_000, 6) and data[0].fin
 
 
 def test_idle_timeout_closes_silently() -> None:

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from irohpy.errors import IrohError
 from irohpy.quic import connection as qc
 from irohpy.quic import frames as F
+from irohpy.quic.packet import PACKET_HANDSHAKE, PACKET_INITIAL, build_long_header, packet_number_length, seal_packet
+from irohpy.quic.recovery import HANDSHAKE, INITIAL
 from tests.quic_conn_sim import Link, Net, Ours, our_client, our_server
 from tests.test_quic_connection import established, inject
 
@@ -165,3 +167,40 @@ def test_random_datagrams_in_every_state(state: str, data: st.DataObject) -> Non
         client.conn.send_stream_data(sid, b"still here", end_stream=True)
         net.run(net.now + 5.0, lambda: sid in server.finished)
         assert bytes(server.streams[sid]) == b"still here"
+
+
+def seal_long(sender: Ours, space: int, payload: bytes) -> bytes:
+    """An Initial or Handshake packet under ``sender``'s keys, padded to 1200 bytes."""
+    conn = sender.conn
+    keys = conn._spaces[space].send
+    assert keys is not None
+    sent = conn.recovery.spaces[space]
+    pn = sent.next_pn
+    sent.next_pn = pn + 1
+    pn_len = packet_number_length(pn, sent.largest_acked)
+    payload = payload + bytes(max(0, 1100 - len(payload)))
+    packet_type = PACKET_INITIAL if space == INITIAL else PACKET_HANDSHAKE
+    header = build_long_header(packet_type, conn._peer_cids.cid(), conn.host_cids[0], pn, pn_len, len(payload))
+    return bytes(seal_packet(keys.key, keys.hp, header, payload, pn))
+
+
+@FUZZ
+@given(frames=st.lists(FRAMES, min_size=1, max_size=6), handshake_space=st.booleans())
+def test_random_frames_during_the_handshake(frames: list[F.Frame], handshake_space: bool) -> None:
+    client, server = our_client(), our_server()
+    net = Net(client, server, Link(), 1)
+    for datagram in client.send(0.0):
+        server.receive(datagram, 0.01)
+    for datagram in server.send(0.01):
+        client.receive(datagram, 0.02)
+    try:
+        payload = F.encode_frames(frames)
+    except IrohError:
+        return
+    space = HANDSHAKE if handshake_space else INITIAL
+    if client.conn._spaces[space].send is None:
+        return
+    feed(server, seal_long(client, space, payload), 0.03)
+    server._events()
+    net.now = 0.03
+    settle(client, server, net)
