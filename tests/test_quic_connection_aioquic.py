@@ -2,17 +2,21 @@
 
 aioquic is the independent second implementation. Both ends speak iroh's TLS (raw Ed25519
 keys, mutual auth): aioquic through irohpy's IrohQuicConnection, ours through the Handshake
-adapter over the same TLS context class.
+adapter over the same TLS context class. One test runs plain X.509 instead.
 """
 
 from __future__ import annotations
 
+import ssl
 from typing import cast
 
 import pytest
+from aioquic import tls
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection as AioConnection
 
 from irohpy.quic import connection as qc
-from irohpy.quic.handshake import iroh_handshake
+from irohpy.quic.handshake import TlsHandshake, iroh_handshake
 from irohpy.tls import quic_configuration
 from irohpy.tls.connection import IrohQuicConnection
 from tests.quic_conn_sim import (
@@ -30,6 +34,7 @@ from tests.quic_conn_sim import (
     our_client,
     our_server,
 )
+from tests.test_quic_aioquic_wire import _certificate
 from tests.test_quic_connection import pattern, retry_for
 
 PAIRS = ["ours-to-aioquic", "aioquic-to-ours"]
@@ -208,3 +213,26 @@ def test_our_client_follows_a_retry_to_an_aioquic_server() -> None:
     net.now = 0.01
     net.run(10.0, lambda: client.handshake_done and server.handshake_done)
     assert client.terminated is None and server.terminated is None
+
+
+def test_plain_x509_tls_context_behind_the_same_interface() -> None:
+    """The Handshake adapter is not tied to iroh's TLS: aioquic's X.509 context runs too."""
+    cert, key = _certificate()
+    server_config = QuicConfiguration(is_client=False, alpn_protocols=["x509"])
+    server_config.certificate = cert
+    server_config.private_key = key
+    server = Theirs(
+        lambda dcid: AioConnection(configuration=server_config, original_destination_connection_id=dcid),
+        ("127.0.0.1", 1111),
+    )
+    context = tls.Context(is_client=True, alpn_protocols=["x509"], verify_mode=ssl.CERT_NONE, server_name="localhost")
+    conn = qc.QuicConnection(qc.QuicConfig(is_client=True), TlsHandshake(context))
+    conn.connect(("127.0.0.1", 2222), 0.0)
+    client = Ours(conn)
+    net = Net(client, server, Link(), 1)
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done)
+    assert client.alpn == b"x509" and client.peer_id is None
+    sid = conn.open_stream()
+    conn.send_stream_data(sid, b"over x509", end_stream=True)
+    net.run(10.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == b"over x509"
