@@ -165,6 +165,8 @@ class Link:
     reorder: float = 0.0
     reorder_delay: float = 0.005
     duplicate: float = 0.0
+    #: Larger datagrams are dropped (change it mid-run for a route change: a black hole).
+    mtu: int = 1452
 
 
 @dataclass
@@ -172,7 +174,9 @@ class Stats:
     datagrams: int = 0
     bytes: int = 0
     lost: int = 0
+    too_big: int = 0
     steps: int = 0
+    largest: int = 0
 
 
 class Net:
@@ -195,6 +199,10 @@ class Net:
         rng = self.rng
         self.stats.datagrams += 1
         self.stats.bytes += len(data)
+        if len(data) > link.mtu:
+            self.stats.too_big += 1
+            return
+        self.stats.largest = max(self.stats.largest, len(data))
         if (self.drop is not None and self.drop(src, data)) or rng.random() < link.loss:
             self.stats.lost += 1
             return

@@ -163,10 +163,39 @@ def test_pacing_spreads_a_window_into_full_size_datagrams() -> None:
     # The window would take a hundred datagrams; the pacer lets its bucket go and schedules
     # the rest. Each is full-size, a run a driver can hand to GSO.
     assert 5 <= len(burst) <= 11
-    assert all(len(d) == 1200 for d in burst)
+    assert all(len(d) == 1452 for d in burst)  # PMTU discovery found the link's 1452 bytes
     timer = conn.get_timer()
     assert timer is not None and net.now < timer < net.now + 0.01
     net.run(30.0, lambda: more in server.finished)
+
+
+def test_pmtu_discovery_finds_the_link_mtu_and_survives_a_black_hole() -> None:
+    link = Link(mtu=1400)
+    client, server, net = established(link=link)
+    sid = client.conn.open_stream()
+    data = pattern(3_000_000, 11)
+    client.conn.send_stream_data(sid, data, end_stream=True)
+    net.run(30.0, lambda: len(server.streams.get(sid, b"")) > 1_000_000)
+    mtu = client.conn._max_datagram_size
+    assert 1400 - 20 <= mtu <= 1400  # binary search down to its granularity
+    assert net.stats.too_big > 0 and net.stats.largest <= 1400
+    # The route changes: nothing above 1250 bytes gets through any more.
+    link.mtu = 1250
+    net.run(60.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == data
+    assert client.conn._pmtud.black_holes == 1
+    assert client.conn._max_datagram_size <= 1250
+
+
+def test_pmtu_discovery_off_at_1200() -> None:
+    cfg = qc.QuicConfig(is_client=True, max_datagram_size=1200)
+    client, server, net = established(client_config=cfg)
+    sid = client.conn.open_stream()
+    client.conn.send_stream_data(sid, bytes(500_000), end_stream=True)
+    net.run(30.0, lambda: sid in server.finished)
+    assert client.conn._max_datagram_size == 1200
+    params = server.conn.peer_transport_parameters
+    assert params is not None and params.max_udp_payload_size == 1200
 
 
 # -- streams -------------------------------------------------------------------------

@@ -80,6 +80,7 @@ from irohpy.quic.packet import (
     unprotect_headers,
     verify_retry,
 )
+from irohpy.quic.pmtud import BASE_MTU, Pmtud
 from irohpy.quic.recovery import (
     APPLICATION,
     HANDSHAKE,
@@ -127,6 +128,7 @@ K_NEW_CID: Final = 8  # a = sequence
 K_RETIRE_CID: Final = 9  # a = sequence
 K_HANDSHAKE_DONE: Final = 10
 K_OTHER: Final = 11  # PING, DATAGRAM, PATH_RESPONSE, *_BLOCKED: never repaired
+K_MTU_PROBE: Final = 12  # a = probe size
 
 SentFrames = list[tuple[int, int, int, int]]
 
@@ -142,7 +144,9 @@ class QuicConfig:
     idle_timeout: float = 30.0
     #: Send a PING after this long without sending anything ack-eliciting (0: never).
     keep_alive: float = 0.0
-    max_datagram_size: int = 1200
+    #: The largest UDP payload we send or take. Paths start at 1200 bytes and PMTU discovery
+    #: probes up to this (and the peer's max_udp_payload_size); 1200 turns discovery off.
+    max_datagram_size: int = 1452
     #: RFC 9221 DATAGRAM frames accepted up to this size (0: not offered).
     max_datagram_frame_size: int = 65535
     max_streams_bidi: int = 100
@@ -298,9 +302,19 @@ class PacketSpace:
 class _Plan:
     """One packet of the datagram being assembled, before protection."""
 
-    __slots__ = ("space", "pn", "pn_length", "payload", "frames", "eliciting")
+    __slots__ = ("space", "pn", "pn_length", "payload", "frames", "eliciting", "mtu_probe")
 
-    def __init__(self, space: int, pn: int, pn_length: int, payload: bytearray, frames: SentFrames, eliciting: bool) -> None:
+    def __init__(
+        self,
+        space: int,
+        pn: int,
+        pn_length: int,
+        payload: bytearray,
+        frames: SentFrames,
+        eliciting: bool,
+        mtu_probe: bool = False,
+    ) -> None:
+        self.mtu_probe = mtu_probe
         self.space = space
         self.pn = pn
         self.pn_length = pn_length
@@ -363,6 +377,7 @@ class QuicConnection:
         "_peer_ack_delay_exponent",
         "_peer_cid_limit",
         "_max_datagram_size",
+        "_pmtud",
         "_key_phase_first_pn",
         "_key_update_allowed",
         "_addr",
@@ -402,11 +417,13 @@ class QuicConnection:
         self._spaces = [PacketSpace(0.0), PacketSpace(0.0), PacketSpace(config.max_ack_delay)]
         self._one_rtt: OneRttKeys | None = None
         self._one_rtt_secrets: dict[bool, tuple[int, bytes]] = {}
-        self._max_datagram_size = config.max_datagram_size
-        self._rec = Recovery(
-            is_server=not config.is_client, cc=Cubic(config.max_datagram_size), initial_rtt=config.initial_rtt
-        )
-        self._pacer = Pacer(config.max_datagram_size)
+        if config.max_datagram_size < BASE_MTU:
+            raise QuicError("max_datagram_size below QUIC's 1200 bytes", error_code=QuicError.INTERNAL_ERROR)
+        #: What datagrams may be now: 1200 until PMTU discovery proves more.
+        self._max_datagram_size = BASE_MTU
+        self._pmtud = Pmtud(config.max_datagram_size)
+        self._rec = Recovery(is_server=not config.is_client, cc=Cubic(BASE_MTU), initial_rtt=config.initial_rtt)
+        self._pacer = Pacer(BASE_MTU)
         self._streams = StreamMap(
             is_server=not config.is_client,
             max_bidi=config.max_streams_bidi,
@@ -533,7 +550,7 @@ class QuicConnection:
         c = self.config
         tp = TransportParameters(
             max_idle_timeout=int(c.idle_timeout * 1000),
-            max_udp_payload_size=max(c.max_datagram_size, MIN_INITIAL_DATAGRAM),
+            max_udp_payload_size=c.max_datagram_size,
             initial_max_data=c.conn_window,
             initial_max_stream_data_bidi_local=c.stream_window,
             initial_max_stream_data_bidi_remote=c.stream_window,
@@ -590,7 +607,8 @@ class QuicConnection:
     def send_datagram(self, data: bytes) -> None:
         """Queue an RFC 9221 datagram; DatagramError if the peer takes none this large."""
         limit = self._peer_max_datagram_frame
-        room = self._max_datagram_size - 1 - 20 - 4 - TAG_SIZE - 3
+        # Datagrams are not split, so one must fit the base size whatever the path proves later.
+        room = BASE_MTU - 1 - 20 - 4 - TAG_SIZE - 3
         if limit < room:
             room = limit
         if len(data) > room:
@@ -899,13 +917,21 @@ class QuicConnection:
         if acked and space == APPLICATION and self.is_client and not self._confirmed:
             self._confirm()
         for p in acked:
-            self._on_packet_acked(space, p)
+            self._on_packet_acked(space, p, now)
         for p in rec.lost:
-            self._on_packet_lost(space, p)
+            self._on_packet_lost(space, p, now)
 
-    def _on_packet_acked(self, space: int, p: SentPacket) -> None:
-        if space == APPLICATION and p.pn >= self._key_phase_first_pn:
-            self._key_update_allowed = True
+    def _on_packet_acked(self, space: int, p: SentPacket, now: float) -> None:
+        if space == APPLICATION:
+            if p.pn >= self._key_phase_first_pn:
+                self._key_update_allowed = True
+            pmtud = self._pmtud
+            if p.mtu_probe:
+                pmtud.on_probe_acked(p.size, now)
+                if pmtud.mtu != self._max_datagram_size:
+                    self._mtu_changed()
+            else:
+                pmtud.on_packet_acked(p.pn, p.size)
         streams = self._streams
         for kind, a, b, c in cast(SentFrames, p.frames):
             if kind == K_STREAM:
@@ -924,7 +950,12 @@ class QuicConnection:
                     ss.on_reset_acked()
                     self._collect(a)
 
-    def _on_packet_lost(self, space: int, p: SentPacket) -> None:
+    def _on_packet_lost(self, space: int, p: SentPacket, now: float) -> None:
+        if space == APPLICATION:
+            if p.mtu_probe:
+                self._pmtud.on_probe_lost(p.size, now)
+            elif self._pmtud.on_packet_lost(p.pn, p.size, now):
+                self._mtu_changed()  # a black hole: back to 1200 bytes
         streams = self._streams
         for kind, a, b, c in cast(SentFrames, p.frames):
             if kind == K_STREAM:
@@ -1051,8 +1082,7 @@ class QuicConnection:
                 self._idle_timeout = peer_idle
         self._peer_max_datagram_frame = tp.max_datagram_frame_size or 0
         self._peer_cid_limit = tp.active_connection_id_limit
-        if tp.max_udp_payload_size < self._max_datagram_size:
-            self._max_datagram_size = max(tp.max_udp_payload_size, MIN_INITIAL_DATAGRAM)
+        self._pmtud.set_peer_max_udp_payload(tp.max_udp_payload_size)
         if self.is_client and tp.stateless_reset_token is not None:
             self._peer_cids.set_reset_token(0, tp.stateless_reset_token)
 
@@ -1173,7 +1203,7 @@ class QuicConnection:
             result = rec.on_timeout(now)
             if result == TIMEOUT_LOSS:
                 for p in rec.lost:
-                    self._on_packet_lost(loss_space, p)
+                    self._on_packet_lost(loss_space, p, now)
             elif result == TIMEOUT_PTO:
                 self._on_pto(rec.pto_space)
         if (
@@ -1212,6 +1242,10 @@ class QuicConnection:
         self._cwnd_limited = False
         if self._discard_prev_at < 0.0:
             self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
+        if self._confirmed:
+            probe = self._build_mtu_probe(now)
+            if probe is not None:
+                out.append(probe)
         while True:
             datagram = self._build_datagram(now)
             if datagram is None:
@@ -1219,6 +1253,26 @@ class QuicConnection:
             out.append(datagram)
         self._rec.app_limited = not self._cwnd_limited
         return out
+
+    def _build_mtu_probe(self, now: float) -> bytes | None:
+        """A PING padded to the size PMTU discovery wants to try, within the window."""
+        pmtud = self._pmtud
+        size = pmtud.poll_probe(now)
+        if size == 0 or self._rec.send_budget() < size:
+            return None
+        sent = self._rec.spaces[APPLICATION]
+        pn = sent.next_pn
+        pn_length = packet_number_length(pn, sent.largest_acked)
+        payload = bytearray(size - self._header_length(APPLICATION, pn_length) - TAG_SIZE)
+        payload[0] = 0x01  # PING, then PADDING
+        pmtud.on_probe_sent()
+        return self._seal([_Plan(APPLICATION, pn, pn_length, payload, [(K_MTU_PROBE, size, 0, 0)], True, True)], now, size)
+
+    def _mtu_changed(self) -> None:
+        mtu = self._pmtud.mtu
+        self._max_datagram_size = mtu
+        self._rec.cc.set_max_datagram_size(mtu)
+        self._pacer.max_datagram_size = mtu
 
     def _has_eliciting_work(self) -> bool:
         for space in self._spaces:
@@ -1256,7 +1310,7 @@ class QuicConnection:
 
     def _build_datagram(self, now: float) -> bytes | None:
         rec = self._rec
-        limit = self._max_datagram_size
+        limit = self._pmtud.datagram_size(rec.pto_count) if self._confirmed else BASE_MTU
         amp = rec.amplification_budget()
         if amp < limit:
             limit = amp
@@ -1330,7 +1384,9 @@ class QuicConnection:
                 parts.append(seal_packet(prot.key, prot.hp, header, payload, pn))
             size = len(parts[-1])
             in_flight = plan.eliciting or (padded and i == len(plans) - 1)
-            rec.on_packet_sent(space, SentPacket(pn, now, size, plan.eliciting, in_flight, plan.frames))
+            rec.on_packet_sent(
+                space, SentPacket(pn, now, size, plan.eliciting, in_flight, plan.frames, plan.mtu_probe)
+            )
             if plan.eliciting:
                 eliciting_any = True
         datagram = b"".join(parts)
@@ -1571,4 +1627,4 @@ class QuicConnection:
             )
         if not plans:
             return b""
-        return self._seal(plans, now, self._max_datagram_size)
+        return self._seal(plans, now, BASE_MTU)
