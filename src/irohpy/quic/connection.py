@@ -1326,10 +1326,13 @@ class QuicConnection:
                 can_elicit = False
         plans: list[_Plan] = []
         room = limit
+        # A server's ack-eliciting Initial must fill 1200 bytes (RFC 9000 §14.1); until the
+        # amplification budget allows that, its Initial packets carry ACKs only.
+        initial_elicit = can_elicit and (self.is_client or limit >= MIN_INITIAL_DATAGRAM)
         for space in (INITIAL, HANDSHAKE, APPLICATION):
             if not self._keys_ready(space):
                 continue
-            plan = self._build_payload(space, room, now, can_elicit)
+            plan = self._build_payload(space, room, now, initial_elicit if space == INITIAL else can_elicit)
             if plan is not None:
                 plans.append(plan)
                 room -= self._header_length(space, plan.pn_length) + len(plan.payload) + TAG_SIZE
