@@ -204,3 +204,16 @@ def test_random_frames_during_the_handshake(frames: list[F.Frame], handshake_spa
     server._events()
     net.now = 0.03
     settle(client, server, net)
+
+
+def test_tls_message_at_the_wrong_encryption_level_is_a_protocol_violation() -> None:
+    client, server = our_client(), our_server()
+    for datagram in client.send(0.0):
+        server.receive(datagram, 0.01)
+    server.send(0.01)
+    hello_length = server.conn._spaces[INITIAL].crypto_recv.offset
+    # A Finished message (type 20) continuing the client's Initial CRYPTO stream.
+    finished = bytes([20, 0, 0, 32]) + bytes(32)
+    server.receive(seal_long(client, INITIAL, F.encode_frames([F.Crypto(hello_length, finished)])), 0.02)
+    assert server.terminated is not None
+    assert server.terminated[0] == 0x0A and b"wrong encryption level" in server.terminated[1]

@@ -33,6 +33,24 @@ EPOCH_ONE_RTT: Final = 3
 QUIC_TRANSPORT_PARAMETERS: Final = 0x39
 
 _BUFFER_CAPACITY: Final = 65536
+#: A TLS handshake message larger than this is refused (iroh's certificates are tiny).
+MAX_MESSAGE: Final = 65536
+
+# The encryption level each TLS state must receive its next message at (RFC 9001 §4.1.3).
+_EXPECTED_EPOCH: Final[dict[tls.State, int]] = {
+    tls.State.CLIENT_EXPECT_SERVER_HELLO: EPOCH_INITIAL,
+    tls.State.CLIENT_EXPECT_ENCRYPTED_EXTENSIONS: EPOCH_HANDSHAKE,
+    tls.State.CLIENT_EXPECT_CERTIFICATE_REQUEST_OR_CERTIFICATE: EPOCH_HANDSHAKE,
+    tls.State.CLIENT_EXPECT_CERTIFICATE: EPOCH_HANDSHAKE,
+    tls.State.CLIENT_EXPECT_CERTIFICATE_VERIFY: EPOCH_HANDSHAKE,
+    tls.State.CLIENT_EXPECT_FINISHED: EPOCH_HANDSHAKE,
+    tls.State.CLIENT_POST_HANDSHAKE: EPOCH_ONE_RTT,
+    tls.State.SERVER_EXPECT_CLIENT_HELLO: EPOCH_INITIAL,
+    tls.State.SERVER_EXPECT_CERTIFICATE: EPOCH_HANDSHAKE,
+    tls.State.SERVER_EXPECT_CERTIFICATE_VERIFY: EPOCH_HANDSHAKE,
+    tls.State.SERVER_EXPECT_FINISHED: EPOCH_HANDSHAKE,
+    tls.State.SERVER_POST_HANDSHAKE: EPOCH_ONE_RTT,
+}
 
 
 class Handshake(Protocol):
@@ -79,11 +97,12 @@ class Handshake(Protocol):
 class TlsHandshake:
     """:class:`Handshake` over an aioquic ``tls.Context`` that is configured but not started."""
 
-    __slots__ = ("_context", "_buffers", "_output", "_keys", "_started")
+    __slots__ = ("_context", "_pending", "_output", "_keys", "_started")
 
     def __init__(self, context: tls.Context) -> None:
         self._context = context
-        self._buffers: dict[tls.Epoch, Buffer] = {}
+        #: Bytes of an incomplete handshake message, per epoch.
+        self._pending: dict[int, bytes] = {}
         self._output: list[tuple[int, bytes]] = []
         self._keys: list[tuple[int, bool, int, bytes]] = []
         self._started = False
@@ -123,9 +142,22 @@ class TlsHandshake:
             self._run(b"")
 
     def receive(self, epoch: int, data: bytes) -> None:
+        """Hand TLS one complete message at a time, each checked against its encryption level."""
         if not self._started:
             raise QuicError("handshake not started", error_code=QuicError.INTERNAL_ERROR)
-        self._run(data)
+        buf = self._pending.pop(epoch, b"") + data
+        while len(buf) >= 4:
+            size = 4 + int.from_bytes(buf[1:4], "big")
+            if size > MAX_MESSAGE:
+                raise QuicError("TLS message too large", error_code=QuicError.CRYPTO_BUFFER_EXCEEDED)
+            if len(buf) < size:
+                break
+            if _EXPECTED_EPOCH.get(self._context.state, -1) != epoch:
+                raise QuicError("TLS message at the wrong encryption level")
+            self._run(buf[:size])
+            buf = buf[size:]
+        if buf:
+            self._pending[epoch] = buf
 
     def take_output(self) -> list[tuple[int, bytes]]:
         out = self._output
