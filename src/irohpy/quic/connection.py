@@ -26,7 +26,6 @@ from irohpy.errors import DatagramError, QuicDecryptError, QuicError, StreamErro
 from irohpy.quic.ack import AckTracker
 from irohpy.quic.buffer import Writer
 from irohpy.quic.cids import LocalCids, PeerCids
-from irohpy.quic.congestion import Cubic, Pacer
 from irohpy.quic.crypto import TAG_SIZE, OneRttKeys, Protection, initial_protection
 from irohpy.quic.frames import (
     FRAME_CRYPTO,
@@ -80,7 +79,8 @@ from irohpy.quic.packet import (
     unprotect_headers,
     verify_retry,
 )
-from irohpy.quic.pmtud import BASE_MTU, Pmtud
+from irohpy.quic.path import PathState
+from irohpy.quic.pmtud import BASE_MTU
 from irohpy.quic.recovery import (
     APPLICATION,
     HANDSHAKE,
@@ -342,6 +342,7 @@ class QuicConnection:
         "_spaces",
         "_one_rtt",
         "_one_rtt_secrets",
+        "_path",
         "_rec",
         "_pacer",
         "_streams",
@@ -380,7 +381,6 @@ class QuicConnection:
         "_pmtud",
         "_key_phase_first_pn",
         "_key_update_allowed",
-        "_addr",
         "_idle_restarted",
     )
 
@@ -421,9 +421,20 @@ class QuicConnection:
             raise QuicError("max_datagram_size below QUIC's 1200 bytes", error_code=QuicError.INTERNAL_ERROR)
         #: What datagrams may be now: 1200 until PMTU discovery proves more.
         self._max_datagram_size = BASE_MTU
-        self._pmtud = Pmtud(config.max_datagram_size)
-        self._rec = Recovery(is_server=not config.is_client, cc=Cubic(BASE_MTU), initial_rtt=config.initial_rtt)
-        self._pacer = Pacer(BASE_MTU)
+        path = PathState(
+            0,
+            None,
+            is_server=not config.is_client,
+            initial_rtt=config.initial_rtt,
+            max_ack_delay=config.max_ack_delay,
+            max_datagram_size=config.max_datagram_size,
+        )
+        # Path 0, the only one until multipath; the three fields below are its parts.
+        self._path = path
+        self._pmtud = path.pmtud
+        self._rec = path.recovery
+        self._pacer = path.pacer
+        self._spaces[APPLICATION].ack = path.ack
         self._streams = StreamMap(
             is_server=not config.is_client,
             max_bidi=config.max_streams_bidi,
@@ -466,7 +477,6 @@ class QuicConnection:
         self._peer_cid_limit = 2
         self._key_phase_first_pn = 0
         self._key_update_allowed = False
-        self._addr: object = None
         #: An ack-eliciting packet went out since the last packet we processed (RFC 9000 §10.1).
         self._idle_restarted = False
 
@@ -493,7 +503,7 @@ class QuicConnection:
     @property
     def peer_address(self) -> object:
         """The address given to ``connect`` or the first Initial came from."""
-        return self._addr
+        return self._path.addr
 
     @property
     def original_dcid(self) -> bytes:
@@ -503,6 +513,11 @@ class QuicConnection:
     def key_phase(self) -> int:
         keys = self._one_rtt
         return keys.key_phase if keys is not None else 0
+
+    @property
+    def path(self) -> PathState:
+        """The path packets go on: its RTT, congestion window, MTU and address."""
+        return self._path
 
     @property
     def recovery(self) -> Recovery:
@@ -527,7 +542,7 @@ class QuicConnection:
         if not self.is_client or self._initialized:
             raise QuicError("connect() is for a fresh client", error_code=QuicError.INTERNAL_ERROR)
         dcid = os.urandom(8)
-        self._addr = addr
+        self._path.addr = addr
         self._original_dcid = dcid
         self._peer_cids = PeerCids(dcid, self.config.active_connection_id_limit)
         self._start(dcid, now)
@@ -683,7 +698,7 @@ class QuicConnection:
             first = packets[0]
             if first.packet_type != PACKET_INITIAL or len(data) < MIN_INITIAL_DATAGRAM or len(first.dcid) < 8:
                 return
-            self._addr = addr
+            self._path.addr = addr
             if not self._original_dcid:
                 self._original_dcid = first.dcid
             elif self._retry_scid is not None and first.dcid != self._retry_scid:
