@@ -111,7 +111,8 @@ def run_aioquic(size: int, datagram: int) -> float:
 
     def server_recv(data: bytes, now: float) -> None:
         if not holder:
-            holder.append(IrohQuicConnection(configuration=server_config, original_destination_connection_id=peek_dcid(data, 8)))
+            dcid = peek_dcid(data, 8)
+            holder.append(IrohQuicConnection(configuration=server_config, original_destination_connection_id=dcid))
         holder[0].receive_datagram(data, ADDR, now)
         while (ev := holder[0].next_event()) is not None:
             if isinstance(ev, AioData):

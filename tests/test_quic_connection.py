@@ -354,7 +354,10 @@ def test_transport_error_closes_with_its_code() -> None:
         # Beyond the 100 bidirectional streams the client allows.
         ([F.Stream(4 * 100 + 1, 0, b"x")], QuicError.STREAM_LIMIT_ERROR),
         # More connection IDs than the client's active_connection_id_limit (5).
-        ([F.NewConnectionId(i, 0, bytes([i]) * 8, bytes([i]) * 16) for i in range(1, 9)], QuicError.CONNECTION_ID_LIMIT_ERROR),
+        (
+            [F.NewConnectionId(i, 0, bytes([i]) * 8, bytes([i]) * 16) for i in range(1, 9)],
+            QuicError.CONNECTION_ID_LIMIT_ERROR,
+        ),
         # A final size below data already received.
         ([F.Stream(1, 0, b"abcdef"), F.ResetStream(1, 0, 3)], QuicError.FINAL_SIZE_ERROR),
         ([F.HandshakeDone(), F.Ping(), F.Padding(3), F.MaxData(1 << 30)], -1),

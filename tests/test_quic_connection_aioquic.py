@@ -107,7 +107,9 @@ def test_streams_and_datagrams_both_ways(kind: str, loss: float) -> None:
     for i in range(10):
         datagram(client, b"up %d" % i)
         datagram(server, b"down %d" % i)
-    net.run(300.0, lambda: sid in server.finished and uni in client.finished and all(s in server.finished for s in many))
+    net.run(
+        300.0, lambda: sid in server.finished and uni in client.finished and all(s in server.finished for s in many)
+    )
     assert bytes(server.streams[sid]) == up
     assert bytes(client.streams[uni]) == down
     for i, s in enumerate(many):

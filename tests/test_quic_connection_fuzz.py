@@ -116,7 +116,7 @@ def _shaped(cid: bytes) -> st.SearchStrategy[bytes]:
     return st.one_of(
         body,
         body.map(lambda b: bytes([0x40 | (b[0] & 0x3F) if b else 0x40]) + cid + b),
-        body.map(lambda b: bytes([0xC0, 0, 0, 0, 1, len(cid)]) + cid + bytes([8]) + bytes(8) + b"\x00" + b"\x44\x00" + b),
+        body.map(lambda b: bytes([0xC0, 0, 0, 0, 1, len(cid)]) + cid + b"\x08" + bytes(8) + b"\x00\x44\x00" + b),
     )
 
 

@@ -257,12 +257,16 @@ class CryptoReceiver:
         if end <= self.offset:
             return b""
         if end - self.offset > MAX_CRYPTO_BUFFER:
-            raise QuicError("CRYPTO data too far ahead", error_code=QuicError.CRYPTO_BUFFER_EXCEEDED, frame_type=FRAME_CRYPTO)
+            raise QuicError(
+                "CRYPTO data too far ahead", error_code=QuicError.CRYPTO_BUFFER_EXCEEDED, frame_type=FRAME_CRYPTO
+            )
         pieces = self.pieces
         if offset > self.offset:
             known = pieces.get(offset)
             if known is None and len(pieces) >= MAX_CRYPTO_PIECES:
-                raise QuicError("CRYPTO data too fragmented", error_code=QuicError.CRYPTO_BUFFER_EXCEEDED, frame_type=FRAME_CRYPTO)
+                raise QuicError(
+                    "CRYPTO data too fragmented", error_code=QuicError.CRYPTO_BUFFER_EXCEEDED, frame_type=FRAME_CRYPTO
+                )
             if known is None or len(known) < len(data):
                 pieces[offset] = data
             return b""
@@ -635,7 +639,9 @@ class QuicConnection:
     def rotate_connection_ids(self) -> None:
         """Give the peer fresh connection IDs and have it retire all the old ones."""
         if not self._handshake_complete or self._state != STATE_ESTABLISHED:
-            raise QuicError("connection IDs rotate only on an established connection", error_code=QuicError.INTERNAL_ERROR)
+            raise QuicError(
+                "connection IDs rotate only on an established connection", error_code=QuicError.INTERNAL_ERROR
+            )
         for seq in self._local_cids.rotate(self._peer_cid_limit):
             self._pending_new_cids.append(seq)
             self._events.append(ConnectionIdIssued(self._local_cids.active[seq][0]))
@@ -1281,7 +1287,8 @@ class QuicConnection:
         payload = bytearray(size - self._header_length(APPLICATION, pn_length) - TAG_SIZE)
         payload[0] = 0x01  # PING, then PADDING
         pmtud.on_probe_sent()
-        return self._seal([_Plan(APPLICATION, pn, pn_length, payload, [(K_MTU_PROBE, size, 0, 0)], True, True)], now, size)
+        plan = _Plan(APPLICATION, pn, pn_length, payload, [(K_MTU_PROBE, size, 0, 0)], True, True)
+        return self._seal([plan], now, size)
 
     def _mtu_changed(self) -> None:
         mtu = self._pmtud.mtu
