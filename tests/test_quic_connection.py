@@ -246,6 +246,9 @@ def test_stream_limit_blocks_then_max_streams_credit_returns() -> None:
         opened.append(sid)
     with pytest.raises(StreamError):
         client.conn.open_stream()
+    assert client.conn._pending_streams_blocked[0] == 8  # STREAMS_BLOCKED(8) queued...
+    net.flush(0)
+    assert client.conn._pending_streams_blocked[0] == -1  # ...and sent
     net.run(10.0, lambda: len(server.finished) == 8)
     for sid in opened:
         server.conn.send_stream_data(sid, b"y", end_stream=True)
@@ -281,6 +284,8 @@ def test_small_flow_control_windows_still_deliver_everything() -> None:
     net.run(120.0, lambda: all(s in server.finished for s in sids))
     for sid, chunk in zip(sids, data, strict=True):
         assert bytes(server.streams[sid]) == chunk
+    # The sender ran into the connection limit and said so with DATA_BLOCKED.
+    assert client.conn.streams.conn_send.blocked_reported > 0
     # The receive windows grew past their start but never beyond their maximum.
     conn_recv = server.conn.streams.conn_recv
     assert 32_768 < conn_recv.window <= 131_072
