@@ -339,6 +339,26 @@ def test_application_close_reaches_the_peer_and_both_finish() -> None:
     assert client.conn.datagrams_to_send(net.now) == []
 
 
+def test_application_close_during_the_handshake_is_an_application_error() -> None:
+    client = our_client()
+    server = our_server()
+    net = Net(client, server, Link(), 1)
+    net.flush(0)  # the ClientHello is on its way; the client gives up before any answer
+    client.conn.close(99, b"changed my mind")
+    net.run(10.0, lambda: server.terminated is not None)
+    # Before 1-RTT the application's code must not leak: the peer sees APPLICATION_ERROR.
+    assert server.terminated is not None and server.terminated[0] == QuicError.APPLICATION_ERROR
+
+
+def test_stateless_reset_from_the_client_side_is_recognised_by_the_server() -> None:
+    client, server, net = established()
+    net.run(2.0, lambda: len(server.conn._peer_cids.active) > 1)
+    seq = max(server.conn._peer_cids.active)
+    token = client.conn._local_cids.token(seq)
+    server.receive(build_stateless_reset(token, 30), net.now)
+    assert server.terminated is not None and server.terminated[2] == qc.CAUSE_RESET
+
+
 def test_transport_error_closes_with_its_code() -> None:
     client, server, net = established()
     # A STREAM frame on a client stream the client never opened: STREAM_STATE_ERROR (0x05).
