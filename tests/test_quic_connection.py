@@ -599,3 +599,13 @@ def test_key_update_old_keys_are_dropped_after_three_ptos() -> None:
     keys = server.conn._one_rtt
     assert keys is not None and keys.recv_prev is not None
     net.run(5.0, lambda: keys.recv_prev is None)
+
+
+def test_a_closing_connection_answers_with_its_close_a_bounded_number_of_times() -> None:
+    client, server, net = established()
+    client.conn.close(3, b"bye")
+    sent = [len(client.conn.datagrams_to_send(net.now))]
+    for i in range(100):
+        client.conn.receive_datagram(inject(server, bytes([0x01])), ("127.0.0.1", 1), net.now + 0.001 * i)
+        sent.append(len(client.conn.datagrams_to_send(net.now + 0.001 * i)))
+    assert sent[0] == 1 and 1 < sum(sent) <= 1 + qc.MAX_CLOSE_RESPONSES

@@ -109,6 +109,8 @@ MAX_CRYPTO_BUFFER: Final = 65536
 MAX_CRYPTO_PIECES: Final = 64
 #: ACK ranges written per ACK frame; older gaps are left out.
 MAX_ACK_FRAME_RANGES: Final = 32
+#: CONNECTION_CLOSE datagrams a closing connection sends in all, answering the peer's packets.
+MAX_CLOSE_RESPONSES: Final = 16
 #: Unsent datagrams kept; the oldest are dropped beyond it (datagrams are unreliable anyway).
 MAX_QUEUED_DATAGRAMS: Final = 256
 ACK_DELAY_EXPONENT: Final = 3
@@ -361,6 +363,7 @@ class QuicConnection:
         "_last_eliciting_sent",
         "_close",
         "_close_pending",
+        "_close_responses",
         "_close_deadline",
         "_pacing_at",
         "_cwnd_limited",
@@ -459,6 +462,7 @@ class QuicConnection:
         self._last_eliciting_sent = 0.0
         self._close: tuple[int, bytes, int, bool] = (0, b"", 0, False)
         self._close_pending = False
+        self._close_responses = 0
         self._close_deadline = INF
         self._pacing_at = INF
         self._cwnd_limited = False
@@ -691,7 +695,10 @@ class QuicConnection:
         if state >= STATE_DRAINING:
             return
         if state == STATE_CLOSING:
-            self._close_pending = True
+            # Answer with the close again, within the amplification limit and a fixed count.
+            self._rec.on_datagram_received(len(data))
+            if self._close_responses < MAX_CLOSE_RESPONSES:
+                self._close_pending = True
             return
         try:
             packets = split_datagram(data, self.config.cid_length)
@@ -1253,9 +1260,11 @@ class QuicConnection:
         if state == STATE_CLOSING:
             if self._close_pending:
                 self._close_pending = False
-                closing = self._build_close(now)
-                if closing:
-                    out.append(closing)
+                if self._rec.amplification_budget() >= self._max_datagram_size:
+                    closing = self._build_close(now)
+                    if closing:
+                        out.append(closing)
+                        self._close_responses += 1
                 if self._close_deadline == INF:
                     self._close_deadline = now + 3.0 * self._rec.rtt.pto_base()
             return out
