@@ -12,6 +12,7 @@ import pytest
 
 from irohpy.errors import DatagramError, QuicError, StreamError
 from irohpy.quic import connection as qc
+from irohpy.quic.ack import ECN_CE, ECN_ECT0
 from irohpy.quic import frames as F
 from irohpy.quic.crypto import AES_256_GCM_SHA384
 from irohpy.quic.handshake import iroh_handshake
@@ -609,3 +610,30 @@ def test_a_closing_connection_answers_with_its_close_a_bounded_number_of_times()
         client.conn.receive_datagram(inject(server, bytes([0x01])), ("127.0.0.1", 1), net.now + 0.001 * i)
         sent.append(len(client.conn.datagrams_to_send(net.now + 0.001 * i)))
     assert sent[0] == 1 and 1 < sum(sent) <= 1 + qc.MAX_CLOSE_RESPONSES
+
+
+class EcnMarking(Ours):
+    """Our end behind a socket that reports ECN codepoints: everything arrives with ``mark``."""
+
+    mark = ECN_ECT0
+
+    def receive(self, data: bytes, now: float) -> None:
+        self.conn.receive_datagram(data, ("127.0.0.1", 1), now, ecn=self.mark)
+        self._events()
+
+
+def test_ecn_counts_are_echoed_and_ce_is_congestion() -> None:
+    client = our_client()
+    server = EcnMarking(our_server().conn)
+    net = Net(client, server, Link(), 1)
+    net.run(5.0, lambda: client.handshake_done and server.handshake_done)
+    sid = client.conn.open_stream()
+    client.conn.send_stream_data(sid, bytes(2_000_000), end_stream=True)
+    net.run(30.0, lambda: len(server.streams.get(sid, b"")) > 500_000)
+    assert client.conn.recovery.cc.congestion_events == 0
+    assert server.conn._spaces[APPLICATION].ack.ect0 > 0
+    server.mark = ECN_CE  # a router on the way signals congestion
+    net.run(30.0, lambda: sid in server.finished)
+    assert client.conn.recovery.spaces[APPLICATION].ecn_ce > 0
+    assert client.conn.recovery.cc.congestion_events > 0
+    assert net.stats.lost == 0

@@ -35,7 +35,7 @@ from tests.quic_conn_sim import (
     our_server,
 )
 from tests.test_quic_aioquic_wire import _certificate
-from tests.test_quic_connection import pattern, retry_for
+from tests.test_quic_connection import EcnMarking, pattern, retry_for
 
 PAIRS = ["ours-to-aioquic", "aioquic-to-ours"]
 
@@ -238,3 +238,15 @@ def test_plain_x509_tls_context_behind_the_same_interface() -> None:
     conn.send_stream_data(sid, b"over x509", end_stream=True)
     net.run(10.0, lambda: sid in server.finished)
     assert bytes(server.streams[sid]) == b"over x509"
+
+
+def test_aioquic_reads_our_ack_ecn_frames() -> None:
+    client = aioquic_client()
+    server = EcnMarking(our_server().conn)
+    net = Net(client, server, Link(), 1)
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done)
+    sid = open_stream(client)
+    send(client, sid, pattern(500_000, 3))
+    net.run(30.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == pattern(500_000, 3)
+    assert server.conn._spaces[2].ack.ect0 > 0 and client.terminated is None

@@ -677,20 +677,24 @@ class QuicConnection:
 
     # -- receiving ---------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, addr: object, now: float) -> None:
-        """One UDP payload. Bad or foreign packets are dropped; protocol errors close."""
-        self._receive(data, addr, now)
+    def receive_datagram(self, data: bytes, addr: object, now: float, ecn: int = 0) -> None:
+        """One UDP payload. Bad or foreign packets are dropped; protocol errors close.
+
+        ``ecn`` is the IP header's ECN codepoint (``irohpy.quic.ack.ECN_*``) when the socket
+        reports it; the counts go back to the peer in ACK_ECN frames (RFC 9000 §13.4).
+        """
+        self._receive(data, addr, now, ecn)
         if self._state < STATE_CLOSING:
             self._deliver(now)
 
-    def receive_datagrams(self, datagrams: list[bytes], addr: object, now: float) -> None:
+    def receive_datagrams(self, datagrams: list[bytes], addr: object, now: float, ecn: int = 0) -> None:
         """A receive burst from one address: stream data is delivered once, after all of it."""
         for data in datagrams:
-            self._receive(data, addr, now)
+            self._receive(data, addr, now, ecn)
         if self._state < STATE_CLOSING:
             self._deliver(now)
 
-    def _receive(self, data: bytes, addr: object, now: float) -> None:
+    def _receive(self, data: bytes, addr: object, now: float, ecn: int) -> None:
         state = self._state
         if state >= STATE_DRAINING:
             return
@@ -727,7 +731,7 @@ class QuicConnection:
         processed = False
         for packet in packets:
             try:
-                if self._receive_packet(packet, now):
+                if self._receive_packet(packet, now, ecn & 3):
                     processed = True
             except QuicError as exc:
                 self._fail(exc)
@@ -745,7 +749,7 @@ class QuicConnection:
             self._state = STATE_CLOSED
             self._events.append(ConnectionTerminated(0, b"stateless reset", 0, False, CAUSE_RESET))
 
-    def _receive_packet(self, packet: Packet, now: float) -> bool:
+    def _receive_packet(self, packet: Packet, now: float, ecn: int) -> bool:
         space_index = _SPACE_OF_PACKET.get(packet.packet_type, -1)
         if space_index < 0:
             if self.is_client and packet.dcid in self._local_cids:
@@ -794,7 +798,7 @@ class QuicConnection:
                 eliciting = True
             if self._state >= STATE_CLOSING:
                 return True
-        ack.on_packet(pn, eliciting, 0, now)
+        ack.on_packet(pn, eliciting, ecn, now)
         space.ack_dirty = True
         if space_index == HANDSHAKE and not self.is_client:
             # A Handshake packet proves the client has our keys, so its address (RFC 9000 §8.1).
@@ -1445,8 +1449,9 @@ class QuicConnection:
         if len(ranges) > MAX_ACK_FRAME_RANGES:
             ranges = ranges[:MAX_ACK_FRAME_RANGES]
         delay = int(ack.ack_delay(now) * 1e6) >> ACK_DELAY_EXPONENT if index == APPLICATION else 0
-        w = Writer(16 + 16 * len(ranges))
-        push_ack(w, ranges, delay)
+        w = Writer(64 + 16 * len(ranges))
+        ecn = (ack.ect0, ack.ect1, ack.ce) if ack.ect0 or ack.ect1 or ack.ce else None
+        push_ack(w, ranges, delay, ecn)
         return w.getvalue()
 
     def _build_payload(self, index: int, budget: int, now: float, can_elicit: bool) -> _Plan | None:
