@@ -7,12 +7,15 @@ what carries these messages to a real iroh peer.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from irohpy.errors import QuicError, TlsError
 from irohpy.quic.crypto import AES_256_GCM_SHA384, CHACHA20_POLY1305_SHA256
@@ -246,6 +249,19 @@ def test_resumption_after_hello_retry_request_drops_early_data() -> None:
     secrets_match([k for k in client_keys if k[0] != 1], server_keys)
 
 
+def test_ticket_of_another_suite_is_not_resumed_after_hello_retry_request() -> None:
+    store = TicketStore()
+    first = ours_client(CLIENT_SECRET, SERVER_ID, cipher_suites=[CHACHA20_POLY1305_SHA256])
+    pump(first, ours_server(SERVER_SECRET, tickets=store))
+    (ticket,) = first.take_tickets()
+    client = ours_client(CLIENT_SECRET, SERVER_ID, ticket=ticket, send_key_share=False)
+    srv = ours_server(SERVER_SECRET, tickets=store)
+    client_keys, server_keys = pump(client, srv)
+    assert client.complete and not client.session_resumed and srv.peer_id == CLIENT_ID
+    assert client.cipher_suite == srv.cipher_suite != CHACHA20_POLY1305_SHA256
+    secrets_match([k for k in client_keys if k[0] != 1], server_keys)
+
+
 def test_forged_binder_is_decrypt_error() -> None:
     store = TicketStore()
     first = ours_client(CLIENT_SECRET, SERVER_ID)
@@ -291,6 +307,29 @@ def test_crypto_bytes_may_arrive_one_at_a_time() -> None:
                 for i in range(len(data)):
                     dst.receive(epoch, data[i : i + 1])
     assert client.complete and srv.complete
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=20), st.booleans())
+def test_any_chunking_of_crypto_data_completes(chunks: list[int], resume: bool) -> None:
+    store = TicketStore()
+    ticket = None
+    if resume:
+        first = ours_client(CLIENT_SECRET, SERVER_ID)
+        pump(first, ours_server(SERVER_SECRET, tickets=store))
+        (ticket,) = first.take_tickets()
+    client = ours_client(CLIENT_SECRET, SERVER_ID, ticket=ticket)
+    srv = ours_server(SERVER_SECRET, tickets=store)
+    client.start()
+    sizes = itertools.cycle(chunks)
+    for _ in range(4):
+        for src, dst in ((client, srv), (srv, client)):
+            for epoch, data in src.take_output():
+                while data:
+                    size = next(sizes)
+                    dst.receive(epoch, data[:size])
+                    data = data[size:]
+    assert client.complete and srv.complete and client.session_resumed == resume
 
 
 def test_data_in_the_wrong_epoch_is_unexpected_message() -> None:

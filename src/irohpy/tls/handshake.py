@@ -679,8 +679,8 @@ class ServerHandshake(_Handshake):
         session = self._tickets.take(hello.psk_identities[0][0], self._clock())
         if session is None or session.cipher_suite not in hello.cipher_suites:
             return None
-        if suite_hash(session.cipher_suite) != suite_hash(suite) and self._transcript is not None:
-            return None  # after HelloRetryRequest the transcript hash is already chosen
+        if self._transcript is not None and session.cipher_suite != suite:
+            return None  # HelloRetryRequest already fixed the cipher suite
         if self._expected_peer is not None and session.peer_id != self._expected_peer:
             return None
         schedule = KeySchedule(session.cipher_suite, session.resumption_secret)
