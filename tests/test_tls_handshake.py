@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from irohpy.errors import QuicError, TlsError
+from irohpy.errors import QuicError, TlsDecodeError, TlsError
 from irohpy.quic.crypto import AES_256_GCM_SHA384, CHACHA20_POLY1305_SHA256
 from irohpy.tls import messages as m
 from irohpy.tls.handshake import ClientHandshake, ServerHandshake
@@ -340,6 +340,12 @@ def test_data_in_the_wrong_epoch_is_unexpected_message() -> None:
     with pytest.raises(QuicError) as info:
         srv.receive(2, hello)
     assert info.value.error_code == 0x100 + 10
+
+
+def test_an_oversized_message_is_refused_before_it_is_buffered() -> None:
+    srv = ours_server(SERVER_SECRET)
+    with pytest.raises(TlsDecodeError):
+        srv.receive(0, b"\x01\xff\xff\xff")
 
 
 def test_a_failed_handshake_stays_failed() -> None:

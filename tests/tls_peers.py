@@ -7,7 +7,7 @@ either implementation on either side the same way, message by message, in memory
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from aioquic import tls
 from aioquic.buffer import Buffer
@@ -17,15 +17,7 @@ from irohpy.errors import QuicError
 from irohpy.tls.context import IrohTlsContext
 from irohpy.tls.handshake import ClientHandshake, ServerHandshake
 from irohpy.tls.name import server_name
-from irohpy.tls.resumption import MAX_EARLY_DATA, ResumptionTicket, TicketStore
-
-
-class Side(Protocol):
-    complete: bool
-
-    def receive(self, epoch: int, data: bytes) -> None: ...
-    def take_output(self) -> list[tuple[int, bytes]]: ...
-    def take_keys(self) -> list[tuple[int, bool, int, bytes]]: ...
+from irohpy.tls.resumption import MAX_EARLY_DATA
 
 
 class AioquicSide:
@@ -164,15 +156,3 @@ def aioquic_server(secret: bytes, **kwargs: Any) -> AioquicSide:
     kwargs.setdefault("transport_parameters", b"server-tp")
     return AioquicSide(secret, is_client=False, **kwargs)
 
-
-__all__ = [
-    "AioquicSide",
-    "ResumptionTicket",
-    "Side",
-    "TicketStore",
-    "aioquic_client",
-    "aioquic_server",
-    "ours_client",
-    "ours_server",
-    "pump",
-]

@@ -140,7 +140,7 @@ class _Handshake:
         if expected_peer is not None and len(expected_peer) != KEY_LENGTH:
             raise TlsError(f"expected_peer must be a {KEY_LENGTH}-byte EndpointId")
         self._expected_peer = None if expected_peer is None else bytes(expected_peer)
-        self._suites = [s for s in cipher_suites]
+        self._suites = list(cipher_suites)
         for suite in self._suites:
             suite_hash(suite)
         self._clock = clock
@@ -192,8 +192,6 @@ class _Handshake:
                 self._handle(message)
                 if self._recv_epoch != before and buffer:
                     raise alert(UNEXPECTED_MESSAGE, "handshake data continues past a key change")
-            if len(buffer) > m.MAX_MESSAGE_SIZE + 4:
-                raise TlsDecodeError("handshake message too large")
             self._buffer = buffer
         except QuicError as exc:
             self._failed = exc
