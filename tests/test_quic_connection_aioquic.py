@@ -16,7 +16,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioConnection
 
 from irohpy.quic import connection as qc
-from irohpy.quic.handshake import TlsHandshake, iroh_handshake
+from irohpy.quic.handshake import iroh_handshake
+from tests.aioquic_handshake import TlsHandshake
 from irohpy.tls import quic_configuration
 from irohpy.tls.connection import IrohQuicConnection
 from tests.quic_conn_sim import (

@@ -1,29 +1,27 @@
-"""The TLS 1.3 handshake as the QUIC connection core sees it (RFC 9001 §4), and an adapter.
+"""The TLS 1.3 handshake as the QUIC connection core sees it (RFC 9001 §4), and iroh's.
 
 The connection only moves bytes: CRYPTO data in and out per epoch, and secrets as they are
 installed. :class:`Handshake` is that contract, small enough that a second TLS implementation
-can slot in. :class:`TlsHandshake` adapts aioquic's sans-IO ``tls.Context`` (plain X.509, or
-irohpy's :class:`~irohpy.tls.context.IrohTlsContext` with raw public keys); :func:`iroh_handshake`
-builds the iroh one: mutual raw-public-key authentication, the dialed EndpointId pinned.
+can slot in. :func:`iroh_handshake` builds iroh's, an :class:`IrohHandshake` over irohpy's own
+TLS 1.3 (:mod:`irohpy.tls.handshake`): mutual raw-public-key authentication, the dialed
+EndpointId pinned, ALPN mandatory, transport parameters in extension 0x39, and session tickets
+with resumption and 0-RTT (RFC 9001 §4.6).
 """
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
-from aioquic import tls
-from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from irohpy.errors import QuicError, TlsError
-from irohpy.tls.config import alpn_text
-from irohpy.tls.context import IrohTlsContext
-from irohpy.tls.keys import KEY_LENGTH, private_key
-from irohpy.tls.name import server_name
+from irohpy.tls.handshake import CIPHER_SUITES, ClientHandshake, ServerHandshake
+from irohpy.tls.keys import KEY_LENGTH
+from irohpy.tls.resumption import TicketCache, TicketStore
 
-#: Encryption levels, numbered as RFC 9001 and aioquic number them.
+#: Encryption levels, numbered as RFC 9001 numbers them.
 EPOCH_INITIAL: Final = 0
 EPOCH_ZERO_RTT: Final = 1
 EPOCH_HANDSHAKE: Final = 2
@@ -31,26 +29,6 @@ EPOCH_ONE_RTT: Final = 3
 
 #: The TLS extension that carries QUIC transport parameters (RFC 9001 §8.2).
 QUIC_TRANSPORT_PARAMETERS: Final = 0x39
-
-_BUFFER_CAPACITY: Final = 65536
-#: A TLS handshake message larger than this is refused (iroh's certificates are tiny).
-MAX_MESSAGE: Final = 65536
-
-# The encryption level each TLS state must receive its next message at (RFC 9001 §4.1.3).
-_EXPECTED_EPOCH: Final[dict[tls.State, int]] = {
-    tls.State.CLIENT_EXPECT_SERVER_HELLO: EPOCH_INITIAL,
-    tls.State.CLIENT_EXPECT_ENCRYPTED_EXTENSIONS: EPOCH_HANDSHAKE,
-    tls.State.CLIENT_EXPECT_CERTIFICATE_REQUEST_OR_CERTIFICATE: EPOCH_HANDSHAKE,
-    tls.State.CLIENT_EXPECT_CERTIFICATE: EPOCH_HANDSHAKE,
-    tls.State.CLIENT_EXPECT_CERTIFICATE_VERIFY: EPOCH_HANDSHAKE,
-    tls.State.CLIENT_EXPECT_FINISHED: EPOCH_HANDSHAKE,
-    tls.State.CLIENT_POST_HANDSHAKE: EPOCH_ONE_RTT,
-    tls.State.SERVER_EXPECT_CLIENT_HELLO: EPOCH_INITIAL,
-    tls.State.SERVER_EXPECT_CERTIFICATE: EPOCH_HANDSHAKE,
-    tls.State.SERVER_EXPECT_CERTIFICATE_VERIFY: EPOCH_HANDSHAKE,
-    tls.State.SERVER_EXPECT_FINISHED: EPOCH_HANDSHAKE,
-    tls.State.SERVER_POST_HANDSHAKE: EPOCH_ONE_RTT,
-}
 
 
 class Handshake(Protocol):
@@ -72,7 +50,10 @@ class Handshake(Protocol):
         ...
 
     def take_keys(self) -> list[tuple[int, bool, int, bytes]]:
-        """``(epoch, is_send, cipher_suite, secret)`` installed since the last call."""
+        """``(epoch, is_send, cipher_suite, secret)`` installed since the last call.
+
+        Epoch 1 (0-RTT) comes out of ``start`` on a client that attempts 0-RTT (send) and out
+        of the ClientHello on a server that accepts it (receive)."""
         ...
 
     @property
@@ -93,103 +74,155 @@ class Handshake(Protocol):
         """The peer's raw Ed25519 key (its EndpointId) when the TLS authenticates by one."""
         ...
 
-
-class TlsHandshake:
-    """:class:`Handshake` over an aioquic ``tls.Context`` that is configured but not started."""
-
-    __slots__ = ("_context", "_pending", "_output", "_keys", "_started")
-
-    def __init__(self, context: tls.Context) -> None:
-        self._context = context
-        #: Bytes of an incomplete handshake message, per epoch.
-        self._pending: dict[int, bytes] = {}
-        self._output: list[tuple[int, bytes]] = []
-        self._keys: list[tuple[int, bool, int, bytes]] = []
-        self._started = False
-        context.update_traffic_key_cb = self._on_key
+    @property
+    def early_data_accepted(self) -> bool:
+        """The server accepted 0-RTT (known to a client once EncryptedExtensions arrived)."""
+        ...
 
     @property
-    def context(self) -> tls.Context:
-        return self._context
+    def session_resumed(self) -> bool:
+        """The handshake resumed an earlier session by its ticket (PSK)."""
+        ...
 
-    def _on_key(self, direction: tls.Direction, epoch: tls.Epoch, cipher_suite: tls.CipherSuite, secret: bytes) -> None:
-        self._keys.append((epoch.value, direction == tls.Direction.ENCRYPT, int(cipher_suite), secret))
+    @property
+    def remembered_transport_parameters(self) -> bytes | None:
+        """A client's 0-RTT limits: the server's transport parameters of the session it
+        resumes (RFC 9000 §7.4.1); None when it attempts no 0-RTT."""
+        ...
 
-    def _fresh_buffers(self) -> dict[tls.Epoch, Buffer]:
-        return {
-            tls.Epoch.INITIAL: Buffer(capacity=_BUFFER_CAPACITY),
-            tls.Epoch.HANDSHAKE: Buffer(capacity=_BUFFER_CAPACITY),
-            tls.Epoch.ONE_RTT: Buffer(capacity=_BUFFER_CAPACITY),
-        }
 
-    def _run(self, data: bytes) -> None:
-        buffers = self._fresh_buffers()
-        try:
-            self._context.handle_message(data, buffers)
-        except tls.Alert as exc:
-            raise QuicError(f"TLS alert: {exc}", error_code=QuicError.CRYPTO_ERROR + int(exc.description)) from None
-        for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE, tls.Epoch.ONE_RTT):
-            out = buffers[epoch].data
-            if out:
-                self._output.append((epoch.value, out))
+class IrohHandshake:
+    """:class:`Handshake` over irohpy's TLS 1.3; built by :func:`iroh_handshake`.
+
+    The TLS object is made in :meth:`start`, when the transport parameters are known. A client
+    with a ``ticket_cache`` takes a ticket of the dialed id and one of its ALPNs from it (single
+    use) and puts every ticket the server sends back in; a server with a ``ticket_store``
+    resumes sessions it issued there and issues one ticket per full or resumed handshake.
+    """
+
+    __slots__ = (
+        "_secret_key",
+        "_is_client",
+        "_alpns",
+        "_expected_peer",
+        "_ticket_store",
+        "_ticket_cache",
+        "_early_data",
+        "_cipher_suites",
+        "_send_key_share",
+        "_clock",
+        "_tls",
+        "_remembered",
+    )
+
+    def __init__(
+        self,
+        secret_key: bytes | Ed25519PrivateKey,
+        *,
+        is_client: bool,
+        alpns: Sequence[bytes],
+        expected_peer: bytes | None,
+        ticket_store: TicketStore | None = None,
+        ticket_cache: TicketCache | None = None,
+        early_data: bool = True,
+        cipher_suites: Sequence[int] = CIPHER_SUITES,
+        send_key_share: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret_key = secret_key
+        self._is_client = is_client
+        self._alpns = list(alpns)
+        self._expected_peer = expected_peer
+        self._ticket_store = ticket_store
+        self._ticket_cache = ticket_cache
+        self._early_data = early_data
+        self._cipher_suites = list(cipher_suites)
+        self._send_key_share = send_key_share
+        self._clock = clock
+        self._tls: ClientHandshake | ServerHandshake | None = None
+        self._remembered: bytes | None = None
 
     def start(self, transport_parameters: bytes) -> None:
-        if self._started:
+        if self._tls is not None:
             raise QuicError("handshake already started", error_code=QuicError.INTERNAL_ERROR)
-        self._started = True
-        self._context.handshake_extensions.insert(0, (QUIC_TRANSPORT_PARAMETERS, transport_parameters))
-        if self._context._is_client:
-            self._run(b"")
+        if not self._is_client:
+            self._tls = ServerHandshake(
+                self._secret_key,
+                alpns=self._alpns,
+                transport_parameters=transport_parameters,
+                tickets=self._ticket_store,
+                early_data=self._early_data,
+                expected_peer=self._expected_peer,
+                cipher_suites=self._cipher_suites,
+                clock=self._clock,
+            )
+            return
+        assert self._expected_peer is not None
+        cache = self._ticket_cache
+        ticket = cache.take(self._expected_peer, self._alpns, self._clock()) if cache is not None else None
+        client = ClientHandshake(
+            self._secret_key,
+            alpns=self._alpns,
+            transport_parameters=transport_parameters,
+            expected_peer=self._expected_peer,
+            ticket=ticket,
+            early_data=self._early_data,
+            cipher_suites=self._cipher_suites,
+            send_key_share=self._send_key_share,
+            clock=self._clock,
+        )
+        self._tls = client
+        client.start()
+        if ticket is not None and client.offers_early_data:
+            self._remembered = ticket.transport_parameters
+
+    def _started(self) -> ClientHandshake | ServerHandshake:
+        tls = self._tls
+        if tls is None:
+            raise QuicError("handshake not started", error_code=QuicError.INTERNAL_ERROR)
+        return tls
 
     def receive(self, epoch: int, data: bytes) -> None:
-        """Hand TLS one complete message at a time, each checked against its encryption level."""
-        if not self._started:
-            raise QuicError("handshake not started", error_code=QuicError.INTERNAL_ERROR)
-        buf = self._pending.pop(epoch, b"") + data
-        while len(buf) >= 4:
-            size = 4 + int.from_bytes(buf[1:4], "big")
-            if size > MAX_MESSAGE:
-                raise QuicError("TLS message too large", error_code=QuicError.CRYPTO_BUFFER_EXCEEDED)
-            if len(buf) < size:
-                break
-            if _EXPECTED_EPOCH.get(self._context.state, -1) != epoch:
-                raise QuicError("TLS message at the wrong encryption level")
-            self._run(buf[:size])
-            buf = buf[size:]
-        if buf:
-            self._pending[epoch] = buf
+        tls = self._started()
+        tls.receive(epoch, data)
+        cache = self._ticket_cache
+        if cache is not None and isinstance(tls, ClientHandshake):
+            for ticket in tls.take_tickets():
+                cache.put(ticket)
 
     def take_output(self) -> list[tuple[int, bytes]]:
-        out = self._output
-        self._output = []
-        return out
+        return self._tls.take_output() if self._tls is not None else []
 
     def take_keys(self) -> list[tuple[int, bool, int, bytes]]:
-        keys = self._keys
-        self._keys = []
-        return keys
+        return self._tls.take_keys() if self._tls is not None else []
 
     @property
     def complete(self) -> bool:
-        return self._context.state in (tls.State.CLIENT_POST_HANDSHAKE, tls.State.SERVER_POST_HANDSHAKE)
+        return self._tls is not None and self._tls.complete
 
     @property
     def alpn(self) -> bytes | None:
-        alpn = self._context.alpn_negotiated
-        return alpn.encode("ascii") if alpn is not None else None
+        return self._tls.alpn if self._tls is not None else None
 
     @property
     def peer_transport_parameters(self) -> bytes | None:
-        for kind, data in self._context.received_extensions or ():
-            if kind == QUIC_TRANSPORT_PARAMETERS:
-                return data
-        return None
+        return self._tls.peer_transport_parameters if self._tls is not None else None
 
     @property
     def peer_id(self) -> bytes | None:
-        if isinstance(self._context, IrohTlsContext) and self.complete:
-            return self._context.peer_id
-        return None
+        return self._tls.peer_id if self._tls is not None else None
+
+    @property
+    def early_data_accepted(self) -> bool:
+        return self._tls is not None and self._tls.early_data_accepted
+
+    @property
+    def session_resumed(self) -> bool:
+        return self._tls is not None and self._tls.session_resumed
+
+    @property
+    def remembered_transport_parameters(self) -> bytes | None:
+        return self._remembered
 
 
 def iroh_handshake(
@@ -198,8 +231,16 @@ def iroh_handshake(
     is_client: bool,
     alpns: Sequence[bytes | str],
     expected_peer: bytes | None = None,
-) -> TlsHandshake:
-    """iroh's TLS (raw Ed25519 keys, mutual auth); a client pins ``expected_peer``, the id it dials."""
+    ticket_store: TicketStore | None = None,
+    ticket_cache: TicketCache | None = None,
+    early_data: bool = True,
+) -> IrohHandshake:
+    """iroh's TLS (raw Ed25519 keys, mutual auth); a client pins ``expected_peer``, the id it dials.
+
+    A server resumes with ``ticket_store`` (one per endpoint: tickets are single use, which is
+    also what stops 0-RTT replay); a client resumes and attempts 0-RTT with ``ticket_cache``
+    (one per endpoint, keyed by server id and ALPN). ``early_data=False`` resumes without 0-RTT.
+    """
     if isinstance(alpns, bytes | bytearray | str):
         raise TlsError("alpns is a list of ALPNs, not a single one")
     if not alpns and is_client:
@@ -208,12 +249,17 @@ def iroh_handshake(
         raise TlsError(f"expected_peer must be a {KEY_LENGTH}-byte EndpointId")
     if is_client and expected_peer is None:
         raise TlsError("a client must know the EndpointId it dials (expected_peer)")
-    context = tls.Context(
-        alpn_protocols=[alpn_text(a) for a in alpns],
+    if is_client and ticket_store is not None:
+        raise TlsError("a client keeps tickets in a ticket_cache, not a ticket_store")
+    if not is_client and ticket_cache is not None:
+        raise TlsError("a server keeps tickets in a ticket_store, not a ticket_cache")
+    encoded = [a.encode("ascii") if isinstance(a, str) else bytes(a) for a in alpns]
+    return IrohHandshake(
+        secret_key,
         is_client=is_client,
-        server_name=server_name(expected_peer) if is_client and expected_peer is not None else None,
-        verify_mode=ssl.CERT_NONE,
+        alpns=encoded,
+        expected_peer=bytes(expected_peer) if expected_peer is not None else None,
+        ticket_store=ticket_store,
+        ticket_cache=ticket_cache,
+        early_data=early_data,
     )
-    context.certificate_private_key = private_key(secret_key)
-    IrohTlsContext.adopt(context, bytes(expected_peer) if expected_peer is not None else None)
-    return TlsHandshake(context)

@@ -177,6 +177,12 @@ class _Handshake:
         if self._failed is not None:
             raise self._failed
         try:
+            if epoch < self._recv_epoch:
+                # Data past the end of an older level's flow (RFC 9001 §4.1.3).
+                raise QuicError(
+                    f"TLS message at the wrong encryption level: epoch {epoch}, expected {self._recv_epoch}",
+                    error_code=QuicError.PROTOCOL_VIOLATION,
+                )
             if epoch != self._recv_epoch:
                 raise alert(UNEXPECTED_MESSAGE, f"handshake data in epoch {epoch}, expected {self._recv_epoch}")
             buffer = self._buffer + data
@@ -288,6 +294,11 @@ class ClientHandshake(_Handshake):
             transcript.add(self._hello)
             secret = self._psk_schedule.derive(b"c e traffic", transcript.digest())
             self._keys.append((ZERO_RTT, True, self._psk_schedule.cipher_suite, secret))
+
+    @property
+    def offers_early_data(self) -> bool:
+        """The ClientHello offers 0-RTT (a HelloRetryRequest withdraws the offer)."""
+        return self._offer_early_data
 
     def take_tickets(self) -> list[ResumptionTicket]:
         """Tickets the server has sent since the last call, for a later connection to it."""

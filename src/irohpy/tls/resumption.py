@@ -80,3 +80,42 @@ class TicketStore:
         if session is None or not session.issued_at <= now < session.issued_at + session.lifetime:
             return None
         return session
+
+
+TICKETS_PER_SERVER: Final = 2
+"""Tickets a client keeps per (server, ALPN); each resumes one connection."""
+
+
+class TicketCache:
+    """A client's tickets, keyed by (server EndpointId, ALPN), at most ``capacity`` keys.
+
+    ``take`` removes the ticket it returns: the server accepts each ticket once, so using one
+    twice would only cost a failed resumption.
+    """
+
+    def __init__(self, capacity: int = TICKET_CAPACITY) -> None:
+        self.capacity = capacity
+        self._tickets: OrderedDict[tuple[bytes, bytes], list[ResumptionTicket]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(tickets) for tickets in self._tickets.values())
+
+    def put(self, ticket: ResumptionTicket) -> None:
+        key = (ticket.peer_id, ticket.alpn)
+        tickets = self._tickets.pop(key, [])
+        tickets.append(ticket)
+        self._tickets[key] = tickets[-TICKETS_PER_SERVER:]
+        while len(self._tickets) > self.capacity:
+            self._tickets.popitem(last=False)
+
+    def take(self, peer_id: bytes, alpns: list[bytes], now: float) -> ResumptionTicket | None:
+        """The newest valid ticket of ``peer_id`` for the first of ``alpns`` that has one."""
+        for alpn in alpns:
+            tickets = self._tickets.get((peer_id, alpn))
+            while tickets:
+                ticket = tickets.pop()
+                if not tickets:
+                    del self._tickets[(peer_id, alpn)]
+                if ticket.is_valid(now):
+                    return ticket
+        return None
