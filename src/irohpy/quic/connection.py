@@ -9,6 +9,12 @@ through :class:`~irohpy.quic.handshake.Handshake`. A driver does the I/O:
 - ``get_timer()`` / ``handle_timer(now)`` for the single next deadline;
 - ``next_event()`` until it returns None.
 
+0-RTT (RFC 9001 §4.6): a client whose handshake resumes a session with early data sends
+application data in 0-RTT packets at once, within the limits the server's transport parameters
+had in that session; a server that accepts answers in 1-RTT packets before the handshake
+completes (0.5-RTT), and its application sees 0-RTT stream data before ``HandshakeCompleted``.
+When the server rejects 0-RTT, the client sends that data again in 1-RTT packets.
+
 Nothing here reads a clock or touches a socket. Errors the peer causes close the connection
 with a CONNECTION_CLOSE and a :class:`ConnectionTerminated` event; they are never raised to the
 driver. Packet spaces are fixed per connection; multipath would give each path its own
@@ -60,7 +66,7 @@ from irohpy.quic.frames import (
     push_stream_header,
     stream_header_size,
 )
-from irohpy.quic.handshake import EPOCH_HANDSHAKE, EPOCH_INITIAL, EPOCH_ONE_RTT, Handshake
+from irohpy.quic.handshake import EPOCH_HANDSHAKE, EPOCH_INITIAL, EPOCH_ONE_RTT, EPOCH_ZERO_RTT, Handshake
 from irohpy.quic.packet import (
     MIN_INITIAL_DATAGRAM,
     PACKET_HANDSHAKE,
@@ -68,6 +74,7 @@ from irohpy.quic.packet import (
     PACKET_ONE_RTT,
     PACKET_RETRY,
     PACKET_VERSION_NEGOTIATION,
+    PACKET_ZERO_RTT,
     VERSION_1,
     Packet,
     build_short_header,
@@ -103,6 +110,12 @@ STATE_CLOSING: Final = 2
 STATE_DRAINING: Final = 3
 """The peer closed; we send nothing until the period ends."""
 STATE_CLOSED: Final = 4
+
+#: What became of 0-RTT on this connection.
+EARLY_DATA_NONE: Final = 0
+EARLY_DATA_ATTEMPTED: Final = 1
+EARLY_DATA_ACCEPTED: Final = 2
+EARLY_DATA_REJECTED: Final = 3
 
 #: CRYPTO bytes buffered ahead of the handshake's read position (RFC 9000 §7.5).
 MAX_CRYPTO_BUFFER: Final = 65536
@@ -170,6 +183,11 @@ class QuicConfig:
 class HandshakeCompleted:
     alpn: bytes | None
     peer_id: bytes | None
+    #: The server accepted 0-RTT: the client's early data counts (a client only attempts it
+    #: when resuming).
+    early_data_accepted: bool = False
+    #: The session resumed an earlier one by its ticket.
+    session_resumed: bool = False
 
 
 @dataclass(slots=True)
@@ -389,6 +407,11 @@ class QuicConnection:
         "_key_phase_first_pn",
         "_key_update_allowed",
         "_idle_restarted",
+        "_zero_rtt",
+        "_half_rtt",
+        "_zero_rtt_pns",
+        "_early_data",
+        "_remembered",
     )
 
     def __init__(
@@ -487,6 +510,15 @@ class QuicConnection:
         self._key_update_allowed = False
         #: An ack-eliciting packet went out since the last packet we processed (RFC 9000 §10.1).
         self._idle_restarted = False
+        #: 0-RTT protection: a client's send side, a server's receive side.
+        self._zero_rtt: Protection | None = None
+        #: A server's 1-RTT send protection before the handshake completes (0.5-RTT).
+        self._half_rtt: Protection | None = None
+        #: Packet numbers a client sent in 0-RTT packets, to send again if 0-RTT is rejected.
+        self._zero_rtt_pns: list[int] = []
+        self._early_data = EARLY_DATA_NONE
+        #: The server transport parameters a client's 0-RTT attempt runs under (RFC 9000 §7.4.1).
+        self._remembered: TransportParameters | None = None
 
     # -- introspection --------------------------------------------------------------
 
@@ -539,6 +571,20 @@ class QuicConnection:
     def peer_transport_parameters(self) -> TransportParameters | None:
         return self._peer_params
 
+    @property
+    def early_data_accepted(self) -> bool:
+        """The server accepted 0-RTT (a client knows once the handshake completed)."""
+        return self._early_data == EARLY_DATA_ACCEPTED
+
+    @property
+    def early_data_state(self) -> int:
+        """One of the ``EARLY_DATA_*`` values."""
+        return self._early_data
+
+    @property
+    def session_resumed(self) -> bool:
+        return self._handshake.session_resumed
+
     def next_event(self) -> Event | None:
         events = self._events
         return events.popleft() if events else None
@@ -561,6 +607,30 @@ class QuicConnection:
         self._install_initial(dcid)
         self._handshake.start(self._local_params().encode())
         self._drain_handshake(now)
+        if self.is_client and self._zero_rtt is not None:
+            self._attempt_early_data()
+
+    def _attempt_early_data(self) -> None:
+        """Take on the server's remembered limits for 0-RTT, or send no 0-RTT without them."""
+        raw = self._handshake.remembered_transport_parameters
+        try:
+            tp = TransportParameters.decode(raw, from_server=True) if raw is not None else None
+        except QuicError:
+            tp = None
+        if tp is None:
+            self._zero_rtt = None
+            return
+        self._remembered = tp
+        self._early_data = EARLY_DATA_ATTEMPTED
+        self._streams.set_peer_params(
+            max_data=tp.initial_max_data,
+            max_stream_data_bidi_local=tp.initial_max_stream_data_bidi_local,
+            max_stream_data_bidi_remote=tp.initial_max_stream_data_bidi_remote,
+            max_stream_data_uni=tp.initial_max_stream_data_uni,
+            max_streams_bidi=tp.initial_max_streams_bidi,
+            max_streams_uni=tp.initial_max_streams_uni,
+        )
+        self._peer_max_datagram_frame = tp.max_datagram_frame_size or 0
 
     def _install_initial(self, dcid: bytes) -> None:
         self._initial_dcid = dcid
@@ -751,13 +821,15 @@ class QuicConnection:
 
     def _receive_packet(self, packet: Packet, now: float, ecn: int) -> bool:
         space_index = _SPACE_OF_PACKET.get(packet.packet_type, -1)
+        if packet.packet_type == PACKET_ZERO_RTT:
+            return self._receive_zero_rtt(packet, now, ecn)
         if space_index < 0:
             if self.is_client and packet.dcid in self._local_cids:
                 if packet.packet_type == PACKET_RETRY:
                     self._on_retry(packet)
                 elif packet.packet_type == PACKET_VERSION_NEGOTIATION:
                     self._on_version_negotiation(packet)
-            return False  # 0-RTT is never offered
+            return False
         if packet.dcid not in self._local_cids and not (
             not self.is_client and packet.dcid == self._initial_dcid and space_index == INITIAL
         ):
@@ -805,6 +877,32 @@ class QuicConnection:
             self._rec.address_validated = True
             if not self._spaces[INITIAL].discarded:
                 self._discard_space(INITIAL)
+        return True
+
+    def _receive_zero_rtt(self, packet: Packet, now: float, ecn: int) -> bool:
+        """A server's 0-RTT packet: application data under the early keys it accepted."""
+        prot = self._zero_rtt
+        if prot is None or self.is_client:
+            return False
+        if packet.dcid not in self._local_cids and packet.dcid != self._initial_dcid:
+            return False
+        ack = self._spaces[APPLICATION].ack
+        try:
+            unprotect_headers([packet], prot.hp, ack.largest)
+            plain = open_packet(prot.key, packet)
+        except QuicDecryptError:
+            return False
+        pn = packet.packet_number
+        if ack.is_duplicate(pn):
+            return True
+        eliciting = False
+        for frame in decode_frames(plain, PACKET_ZERO_RTT):
+            if self._on_frame(frame, APPLICATION, packet, now):
+                eliciting = True
+            if self._state >= STATE_CLOSING:
+                return True
+        ack.on_packet(pn, eliciting, ecn, now)
+        self._spaces[APPLICATION].ack_dirty = True
         return True
 
     def _on_retry(self, packet: Packet) -> None:
@@ -988,6 +1086,10 @@ class QuicConnection:
                 self._pmtud.on_probe_lost(p.size, now)
             elif self._pmtud.on_packet_lost(p.pn, p.size, now):
                 self._mtu_changed()  # a black hole: back to 1200 bytes
+        self._repair(space, p)
+
+    def _repair(self, space: int, p: SentPacket) -> None:
+        """Queue again what a lost (or rejected 0-RTT) packet carried that must arrive."""
         streams = self._streams
         for kind, a, b, c in cast(SentFrames, p.frames):
             if kind == K_STREAM:
@@ -1063,6 +1165,13 @@ class QuicConnection:
                 secrets[is_send] = (suite, secret)
                 if len(secrets) == 2 and self._one_rtt is None:
                     self._one_rtt = OneRttKeys(suite, secrets[True][1], secrets[False][1])
+                    self._half_rtt = None
+                elif is_send and not self.is_client:
+                    self._half_rtt = Protection(suite, secret)
+            elif epoch == EPOCH_ZERO_RTT and is_send == self.is_client:
+                self._zero_rtt = Protection(suite, secret)
+                if not self.is_client:
+                    self._early_data = EARLY_DATA_ACCEPTED
         for epoch, data in hs.take_output():
             if epoch == EPOCH_INITIAL:
                 space_index = INITIAL
@@ -1082,16 +1191,52 @@ class QuicConnection:
                 raise QuicError("peer sent no transport parameters", error_code=QuicError.TRANSPORT_PARAMETER_ERROR)
             self._handshake_complete = True
             self._state = STATE_ESTABLISHED
-            self._events.append(HandshakeCompleted(hs.alpn, hs.peer_id))
+            if self.is_client:
+                self._settle_early_data(hs.early_data_accepted)
+            else:
+                self._zero_rtt = None
+            self._events.append(
+                HandshakeCompleted(hs.alpn, hs.peer_id, self._early_data == EARLY_DATA_ACCEPTED, hs.session_resumed)
+            )
             if not self.is_client:
                 self._pending_handshake_done = True
                 self._confirm()
             self._issue_cids()
 
+    def _settle_early_data(self, accepted: bool) -> None:
+        """A client's handshake completed: 0-RTT keys go; rejected 0-RTT data goes again in 1-RTT."""
+        self._zero_rtt = None
+        if self._early_data != EARLY_DATA_ATTEMPTED:
+            return
+        self._early_data = EARLY_DATA_ACCEPTED if accepted else EARLY_DATA_REJECTED
+        pns, self._zero_rtt_pns = self._zero_rtt_pns, []
+        if not accepted:
+            for p in self._rec.forget(APPLICATION, pns):
+                self._repair(APPLICATION, p)
+
+    def _check_remembered(self, tp: TransportParameters) -> None:
+        """A server that accepted 0-RTT must not lower a limit the client's 0-RTT data used."""
+        old = self._remembered
+        if old is None:
+            return
+        if (
+            tp.initial_max_data < old.initial_max_data
+            or tp.initial_max_stream_data_bidi_local < old.initial_max_stream_data_bidi_local
+            or tp.initial_max_stream_data_bidi_remote < old.initial_max_stream_data_bidi_remote
+            or tp.initial_max_stream_data_uni < old.initial_max_stream_data_uni
+            or tp.initial_max_streams_bidi < old.initial_max_streams_bidi
+            or tp.initial_max_streams_uni < old.initial_max_streams_uni
+            or (tp.max_datagram_frame_size or 0) < (old.max_datagram_frame_size or 0)
+            or tp.active_connection_id_limit < old.active_connection_id_limit
+        ):
+            raise QuicError("server lowered a limit after accepting 0-RTT", error_code=QuicError.PROTOCOL_VIOLATION)
+
     def _apply_peer_params(self, tp: TransportParameters) -> None:
         bad = QuicError.TRANSPORT_PARAMETER_ERROR
         if tp.initial_source_connection_id != self._peer_scid:
             raise QuicError("initial_source_connection_id does not match", error_code=bad)
+        if self.is_client and self._handshake.early_data_accepted:
+            self._check_remembered(tp)
         if self.is_client:
             if tp.original_destination_connection_id != self._original_dcid:
                 raise QuicError("original_destination_connection_id does not match", error_code=bad)
@@ -1195,8 +1340,8 @@ class QuicConnection:
         loss = self._rec.loss_deadline()
         if loss < t:
             t = loss
-        for space in self._spaces:
-            if not space.discarded and space.ack.ack_deadline < t:
+        for index, space in enumerate(self._spaces):
+            if not space.discarded and space.ack.ack_deadline < t and self._keys_ready(index):
                 t = space.ack.ack_deadline
         if self._pacing_at < t:
             t = self._pacing_at
@@ -1331,6 +1476,8 @@ class QuicConnection:
     def _header_length(self, space: int, pn_length: int) -> int:
         dcid = len(self._peer_cids.cid())
         if space == APPLICATION:
+            if self._sends_zero_rtt():
+                return 7 + dcid + self._local_cids.length + 2 + pn_length
             return 1 + dcid + pn_length
         # Long header: type, version, DCID, SCID, (token), two-byte Length, PN.
         token = 0
@@ -1340,8 +1487,16 @@ class QuicConnection:
 
     def _keys_ready(self, space: int) -> bool:
         if space == APPLICATION:
-            return self._one_rtt is not None and self._handshake_complete
+            if self._handshake_complete:
+                return self._one_rtt is not None
+            if self.is_client:
+                return self._zero_rtt is not None
+            return self._half_rtt is not None and self._early_data == EARLY_DATA_ACCEPTED
         return self._spaces[space].send is not None
+
+    def _sends_zero_rtt(self) -> bool:
+        """Application data goes in 0-RTT packets: a client before its handshake completed."""
+        return self.is_client and not self._handshake_complete
 
     def _build_datagram(self, now: float) -> bytes | None:
         rec = self._rec
@@ -1400,25 +1555,23 @@ class QuicConnection:
             pn_length = plan.pn_length
             payload = bytes(plan.payload)
             if space == APPLICATION:
-                keys = cast(OneRttKeys, self._one_rtt)
-                header = build_short_header(dcid, pn, pn_length, keys.key_phase)
-                parts.append(seal_packet(keys.send, keys.send_hp, header, payload, pn))
+                keys = self._one_rtt
+                if keys is not None and self._handshake_complete:
+                    header = build_short_header(dcid, pn, pn_length, keys.key_phase)
+                    parts.append(seal_packet(keys.send, keys.send_hp, header, payload, pn))
+                elif self.is_client:
+                    zero = cast(Protection, self._zero_rtt)
+                    header = self._long_header(PACKET_ZERO_RTT, dcid, scid, pn, pn_length, len(payload))
+                    parts.append(seal_packet(zero.key, zero.hp, header, payload, pn))
+                    self._zero_rtt_pns.append(pn)
+                else:
+                    half = cast(Protection, self._half_rtt)
+                    header = build_short_header(dcid, pn, pn_length, 0)
+                    parts.append(seal_packet(half.key, half.hp, header, payload, pn))
             else:
                 prot = cast(Protection, self._spaces[space].send)
                 packet_type = PACKET_INITIAL if space == INITIAL else PACKET_HANDSHAKE
-                header = b"".join(
-                    [
-                        bytes((0xC0 | (packet_type << 4) | (pn_length - 1),)),
-                        VERSION_1.to_bytes(4, "big"),
-                        bytes((len(dcid),)),
-                        dcid,
-                        bytes((len(scid),)),
-                        scid,
-                        encode_varint(len(self._token)) + self._token if space == INITIAL else b"",
-                        (0x4000 | (pn_length + len(payload) + TAG_SIZE)).to_bytes(2, "big"),
-                        (pn & ((1 << (8 * pn_length)) - 1)).to_bytes(pn_length, "big"),
-                    ]
-                )
+                header = self._long_header(packet_type, dcid, scid, pn, pn_length, len(payload))
                 parts.append(seal_packet(prot.key, prot.hp, header, payload, pn))
             size = len(parts[-1])
             in_flight = plan.eliciting or (padded and i == len(plans) - 1)
@@ -1442,6 +1595,22 @@ class QuicConnection:
                     self._discard_space(INITIAL)
                     break
         return datagram
+
+    def _long_header(self, packet_type: int, dcid: bytes, scid: bytes, pn: int, pn_length: int, size: int) -> bytes:
+        """A long header with a two-byte Length, as :meth:`_header_length` counts it."""
+        return b"".join(
+            [
+                bytes((0xC0 | (packet_type << 4) | (pn_length - 1),)),
+                VERSION_1.to_bytes(4, "big"),
+                bytes((len(dcid),)),
+                dcid,
+                bytes((len(scid),)),
+                scid,
+                encode_varint(len(self._token)) + self._token if packet_type == PACKET_INITIAL else b"",
+                (0x4000 | (pn_length + size + TAG_SIZE)).to_bytes(2, "big"),
+                (pn & ((1 << (8 * pn_length)) - 1)).to_bytes(pn_length, "big"),
+            ]
+        )
 
     def _ack_bytes(self, space: PacketSpace, index: int, now: float) -> bytes:
         ack = space.ack
@@ -1473,7 +1642,20 @@ class QuicConnection:
         w = Writer(capacity - len(ack_bytes))
         frames: SentFrames = []
         eliciting = False
-        if can_elicit:
+        if index == APPLICATION and self._sends_zero_rtt():
+            # 0-RTT carries no ACK, CRYPTO or connection-ID frames (RFC 9000 §12.4).
+            ack_bytes = b""
+            w = Writer(capacity)
+            if can_elicit:
+                eliciting = self._write_streams(w, frames)
+                if self._write_datagrams(w, frames):
+                    eliciting = True
+                if not eliciting and self._ping_pending:
+                    w.push_uint8(0x01)
+                    frames.append((K_OTHER, 0, 0, 0))
+                    eliciting = True
+                    self._ping_pending = False
+        elif can_elicit:
             eliciting = self._write_crypto(space, w, frames)
             if index == APPLICATION:
                 if self._write_control(w, frames, now):
@@ -1583,6 +1765,12 @@ class QuicConnection:
                 DataBlocked(blocked).encode(w)
                 frames.append((K_OTHER, 0, 0, 0))
                 wrote = True
+        if self._write_datagrams(w, frames):
+            wrote = True
+        return wrote
+
+    def _write_datagrams(self, w: Writer, frames: SentFrames) -> bool:
+        wrote = False
         while self._datagrams:
             data = self._datagrams[0]
             size = 1 + (1 if len(data) < 64 else 2) + len(data)
