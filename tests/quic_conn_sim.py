@@ -16,11 +16,12 @@ from aioquic.quic import events as aio_events
 from aioquic.quic.connection import QuicConnection as AioConnection
 
 from irohpy.quic import connection as qc
-from irohpy.quic.handshake import iroh_handshake
+from irohpy.quic.handshake import Handshake, iroh_handshake
 from irohpy.quic.packet import peek_dcid
 from irohpy.tls import quic_configuration
 from irohpy.tls.connection import IrohQuicConnection
 from irohpy.tls.keys import private_key, public_key_bytes
+from irohpy.tls.resumption import TicketCache, TicketStore
 
 INF = float("inf")
 CLIENT_ADDR = ("127.0.0.1", 1111)
@@ -42,6 +43,8 @@ class End:
         self.stops: dict[int, int] = {}
         self.datagrams: list[bytes] = []
         self.handshake_done = False
+        self.early_data_accepted = False
+        self.session_resumed = False
         self.alpn: bytes | None = None
         self.peer_id: bytes | None = None
         self.terminated: tuple[int, bytes, str] | None = None
@@ -74,6 +77,8 @@ class Ours(End):
                 self.handshake_done = True
                 self.alpn = ev.alpn
                 self.peer_id = ev.peer_id
+                self.early_data_accepted = ev.early_data_accepted
+                self.session_resumed = ev.session_resumed
             elif isinstance(ev, qc.DatagramReceived):
                 self.datagrams.append(ev.data)
             elif isinstance(ev, qc.StreamReset):
@@ -264,17 +269,33 @@ class Net:
                 self.flush(kind)
 
 
-def our_client(config: qc.QuicConfig | None = None, expected: bytes = SERVER_ID) -> Ours:
+def our_client(
+    config: qc.QuicConfig | None = None,
+    expected: bytes = SERVER_ID,
+    *,
+    ticket_cache: TicketCache | None = None,
+    handshake: Handshake | None = None,
+) -> Ours:
     cfg = config or qc.QuicConfig(is_client=True)
-    hs = iroh_handshake(CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=expected)
+    hs = handshake or iroh_handshake(
+        CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=expected, ticket_cache=ticket_cache
+    )
     conn = qc.QuicConnection(cfg, hs)
     conn.connect(SERVER_ADDR, 0.0)
     return Ours(conn)
 
 
-def our_server(config: qc.QuicConfig | None = None, alpns: list[bytes] | None = None) -> Ours:
+def our_server(
+    config: qc.QuicConfig | None = None,
+    alpns: list[bytes] | None = None,
+    *,
+    ticket_store: TicketStore | None = None,
+    early_data: bool = True,
+) -> Ours:
     cfg = config or qc.QuicConfig(is_client=False)
-    hs = iroh_handshake(SERVER_SECRET, is_client=False, alpns=alpns or [ALPN])
+    hs = iroh_handshake(
+        SERVER_SECRET, is_client=False, alpns=alpns or [ALPN], ticket_store=ticket_store, early_data=early_data
+    )
     return Ours(qc.QuicConnection(cfg, hs))
 
 
