@@ -6,11 +6,18 @@ is MB of stream data per CPU second for both ends together (the whole process: T
 protection, recovery, congestion control, streams), so it reads as "one core can carry this
 much between two engine instances". aioquic's connection (C packet protection) is run the same
 way for scale. ``python -m bench.quic_conn [--megabytes 20] [--datagram 1200]``.
+
+It also measures the CPU of one connect (both ends, until both completed the handshake) with
+the engine's TLS (irohpy's own, full and resumed with 0-RTT) against the same connection with
+aioquic's ``tls.Context`` adopted by ``IrohTlsContext`` behind the Handshake protocol
+(``tests/aioquic_handshake.py``); rounds of ``--connects`` are interleaved and the median
+is reported (``--rounds``).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,11 +25,13 @@ from typing import Any
 from aioquic.quic.events import StreamDataReceived as AioData
 
 from irohpy.quic import connection as qc
-from irohpy.quic.handshake import iroh_handshake
+from irohpy.quic.handshake import Handshake, iroh_handshake
 from irohpy.quic.packet import peek_dcid
 from irohpy.tls import quic_configuration
 from irohpy.tls.connection import IrohQuicConnection
 from irohpy.tls.keys import private_key, public_key_bytes
+from irohpy.tls.resumption import TicketCache, TicketStore
+from tests.aioquic_handshake import aioquic_iroh_handshake
 
 CLIENT_SECRET = bytes(range(32))
 SERVER_SECRET = bytes(range(32, 64))
@@ -156,15 +165,85 @@ def run_aioquic(size: int, datagram: int) -> float:
     return time.process_time() - start
 
 
+def _connect_once(client_hs: Handshake, server_hs: Handshake, early: bytes) -> None:
+    """One connect in memory; with ``early``, the client writes it before the handshake."""
+    client = qc.QuicConnection(qc.QuicConfig(is_client=True), client_hs)
+    server = qc.QuicConnection(qc.QuicConfig(is_client=False), server_hs)
+    client.connect(ADDR, 0.0)
+    if early:
+        client.send_stream_data(client.open_stream(), early, end_stream=True)
+    now = 0.0
+    while not (client.handshake_complete and server.handshake_complete):
+        for datagram in client.datagrams_to_send(now):
+            server.receive_datagram(datagram, ADDR, now)
+        for datagram in server.datagrams_to_send(now):
+            client.receive_datagram(datagram, ADDR, now)
+        now += STEP
+        if now > 10.0:
+            raise RuntimeError("handshake did not finish")
+    # Let the NewSessionTicket reach the client.
+    for datagram in server.datagrams_to_send(now):
+        client.receive_datagram(datagram, ADDR, now)
+    if early and not client.early_data_accepted:
+        raise RuntimeError("0-RTT was not accepted")
+
+
+def run_connects(count: int) -> dict[str, float]:
+    """CPU seconds per connect, both ends, for each kind of handshake."""
+    cache, store = TicketCache(), TicketStore()
+    out: dict[str, float] = {}
+
+    def ours_full() -> None:
+        _connect_once(
+            iroh_handshake(CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID),
+            iroh_handshake(SERVER_SECRET, is_client=False, alpns=[ALPN]),
+            b"",
+        )
+
+    def ours_resumed() -> None:
+        _connect_once(
+            iroh_handshake(CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID, ticket_cache=cache),
+            iroh_handshake(SERVER_SECRET, is_client=False, alpns=[ALPN], ticket_store=store),
+            b"request" if len(cache) else b"",
+        )
+
+    def adapter_full() -> None:
+        _connect_once(
+            aioquic_iroh_handshake(CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID),
+            aioquic_iroh_handshake(SERVER_SECRET, is_client=False, alpns=[ALPN]),
+            b"",
+        )
+
+    ours_resumed()  # the first ticket
+    for name, fn in (
+        ("ours, full", ours_full),
+        ("ours, resumed + 0-RTT", ours_resumed),
+        ("aioquic tls.Context adapter, full", adapter_full),
+    ):
+        start = time.process_time()
+        for _ in range(count):
+            fn()
+        out[name] = (time.process_time() - start) / count
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=20.0)
     parser.add_argument("--datagram", type=int, default=1200)
+    parser.add_argument("--connects", type=int, default=50, help="connects per kind and round")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     size = int(args.megabytes * 1_000_000)
     for name, fn in (("irohpy.quic", run_irohpy), ("aioquic", run_aioquic)):
         cpu = fn(size, args.datagram)
         print(f"{name:12} {size / 1e6:.0f} MB in {cpu:.2f} CPU s: {size / 1e6 / cpu:.1f} MB per CPU second")
+    if args.connects > 0:
+        rounds = [run_connects(args.connects) for _ in range(args.rounds)]
+        print(f"connect, CPU µs per connect (both ends, median of {args.rounds} rounds of {args.connects}):")
+        for name in rounds[0]:
+            values = [r[name] * 1e6 for r in rounds]
+            print(f"  {name:36} {statistics.median(values):7.0f}  ({min(values):.0f}..{max(values):.0f})")
 
 
 if __name__ == "__main__":

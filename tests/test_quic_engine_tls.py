@@ -117,6 +117,10 @@ def test_iroh_handshake_checks_its_arguments() -> None:
         iroh_handshake(CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID, ticket_store=TicketStore())
     with pytest.raises(TlsError):
         iroh_handshake(CLIENT_SECRET, is_client=False, alpns=[ALPN], ticket_cache=TicketCache())
+    with pytest.raises(TlsError):
+        iroh_handshake(CLIENT_SECRET, is_client=False, alpns=[b"x" * 256])
+    with pytest.raises(TlsError):
+        iroh_handshake(CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID[:31])
 
 
 def test_the_engine_loads_no_aioquic() -> None:

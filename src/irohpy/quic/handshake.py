@@ -254,6 +254,8 @@ def iroh_handshake(
     if not is_client and ticket_cache is not None:
         raise TlsError("a server keeps tickets in a ticket_store, not a ticket_cache")
     encoded = [a.encode("ascii") if isinstance(a, str) else bytes(a) for a in alpns]
+    if any(not 1 <= len(a) <= 255 for a in encoded):
+        raise TlsError("an ALPN has 1 to 255 bytes")
     return IrohHandshake(
         secret_key,
         is_client=is_client,

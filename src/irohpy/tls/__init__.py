@@ -29,7 +29,15 @@ _WHERE = {
     "server_name": "irohpy.tls.name",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "IrohQuicConnection",
+    "IrohSessionTicket",
+    "encode_spki",
+    "parse_spki",
+    "peer_id_from_server_name",
+    "quic_configuration",
+    "server_name",
+]
 
 
 def __getattr__(name: str) -> Any:
