@@ -131,6 +131,8 @@ class Theirs(End):
             elif isinstance(ev, aio_events.HandshakeCompleted):
                 self.handshake_done = True
                 self.alpn = ev.alpn_protocol.encode() if ev.alpn_protocol else None
+                self.early_data_accepted = ev.early_data_accepted
+                self.session_resumed = ev.session_resumed
             elif isinstance(ev, aio_events.DatagramFrameReceived):
                 self.datagrams.append(ev.data)
             elif isinstance(ev, aio_events.StreamReset):

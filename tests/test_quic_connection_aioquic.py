@@ -1,8 +1,9 @@
 """irohpy's QUIC connection against aioquic's, in memory and in simulated time, both ways round.
 
 aioquic is the independent second implementation. Both ends speak iroh's TLS (raw Ed25519
-keys, mutual auth): aioquic through irohpy's IrohQuicConnection, ours through the Handshake
-adapter over the same TLS context class. One test runs plain X.509 instead.
+keys, mutual auth): aioquic through irohpy's IrohQuicConnection (aioquic's TLS), ours through
+irohpy's own TLS, so every test is also TLS interop; that includes resumption and 0-RTT. One
+test runs plain X.509 instead, with aioquic's TLS behind our Handshake protocol.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from aioquic.quic.connection import QuicConnection as AioConnection
 
 from irohpy.quic import connection as qc
 from irohpy.quic.handshake import iroh_handshake
-from tests.aioquic_handshake import TlsHandshake
 from irohpy.tls import quic_configuration
 from irohpy.tls.connection import IrohQuicConnection
+from irohpy.tls.resumption import TicketCache, TicketStore
+from tests.aioquic_handshake import TlsHandshake
 from tests.quic_conn_sim import (
     ALPN,
     CLIENT_ID,
+    CLIENT_SECRET,
     SERVER_ID,
     SERVER_SECRET,
     End,
@@ -251,3 +254,59 @@ def test_aioquic_reads_our_ack_ecn_frames() -> None:
     net.run(30.0, lambda: sid in server.finished)
     assert bytes(server.streams[sid]) == pattern(500_000, 3)
     assert server.conn._spaces[2].ack.ect0 > 0 and client.terminated is None
+
+
+def test_aioquic_client_resumes_with_zero_rtt_against_our_server() -> None:
+    store = TicketStore()
+    tickets: list[tls.SessionTicket] = []
+
+    def aio_client(ticket: tls.SessionTicket | None) -> Theirs:
+        config = quic_configuration(
+            CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID, session_ticket=ticket
+        )
+        conn = IrohQuicConnection(configuration=config, expected_peer=SERVER_ID, session_ticket_handler=tickets.append)
+        conn.connect(("127.0.0.1", 2222), now=0.0)
+        return Theirs(conn, ("127.0.0.1", 2222))
+
+    client, server = aio_client(None), our_server(ticket_store=store)
+    net = Net(client, server, Link(), 1)
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done and bool(tickets))
+    client, server = aio_client(tickets[-1]), our_server(ticket_store=store)
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_stream_data(sid, b"early from aioquic", end_stream=True)
+    net = Net(client, server, Link(), 2)
+    net.run(10.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == b"early from aioquic" and not server.handshake_done
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done)
+    assert server.early_data_accepted and server.session_resumed and server.peer_id == CLIENT_ID
+    assert client.early_data_accepted and client.session_resumed
+
+
+def test_our_client_resumes_with_zero_rtt_against_an_aioquic_server() -> None:
+    issued: dict[bytes, tls.SessionTicket] = {}
+    config = quic_configuration(SERVER_SECRET, is_client=False, alpns=[ALPN])
+
+    def aio_server() -> Theirs:
+        return Theirs(
+            lambda dcid: IrohQuicConnection(
+                configuration=config,
+                original_destination_connection_id=dcid,
+                session_ticket_fetcher=issued.pop,
+                session_ticket_handler=lambda t: issued.__setitem__(t.ticket, t),
+            ),
+            ("127.0.0.1", 1111),
+        )
+
+    cache = TicketCache()
+    client, server = our_client(ticket_cache=cache), aio_server()
+    net = Net(client, server, Link(), 1)
+    net.run(10.0, lambda: client.handshake_done and server.handshake_done and len(cache) > 0)
+    client, server = our_client(ticket_cache=cache), aio_server()
+    sid = client.conn.open_stream()
+    client.conn.send_stream_data(sid, b"early from irohpy", end_stream=True)
+    assert client.conn.early_data_state == qc.EARLY_DATA_ATTEMPTED
+    net = Net(client, server, Link(), 2)
+    net.run(10.0, lambda: sid in server.finished and client.handshake_done and server.handshake_done)
+    assert bytes(server.streams[sid]) == b"early from irohpy"
+    assert client.early_data_accepted and client.session_resumed and client.peer_id == SERVER_ID
+    assert server.early_data_accepted and server.session_resumed
