@@ -17,11 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from irohpy.errors import TlsError
+from irohpy.errors import IrohError, TlsError
 from irohpy.quic import connection as qc
 from irohpy.quic import frames as F
 from irohpy.quic.handshake import IrohHandshake, iroh_handshake
-from irohpy.quic.recovery import HANDSHAKE, INITIAL
+from irohpy.quic.packet import PACKET_ZERO_RTT, build_long_header, seal_packet
+from irohpy.quic.recovery import APPLICATION, HANDSHAKE, INITIAL
 from irohpy.tls.resumption import TicketCache, TicketStore
 from tests.quic_conn_sim import (
     ALPN,
@@ -35,7 +36,7 @@ from tests.quic_conn_sim import (
     our_server,
 )
 from tests.test_quic_connection import pattern
-from tests.test_quic_connection_fuzz import seal_long
+from tests.test_quic_connection_fuzz import FRAMES, feed, seal_long, settle
 
 ONE_WAY = Link().delay
 
@@ -290,3 +291,32 @@ def test_handshake_messages_in_random_pieces_complete_or_close_typed(data: st.Da
     # transport error) or derives keys the client cannot use, and both ends give up.
     net.run(120.0, lambda: client.terminated is not None and server.terminated is not None)
     assert not (client.handshake_done and server.handshake_done)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames=st.lists(FRAMES, min_size=1, max_size=6))
+def test_random_frames_in_genuine_zero_rtt_packets_drop_or_close_typed(frames: list[F.Frame]) -> None:
+    """A server that accepted 0-RTT takes any frames in 0-RTT packets without raising."""
+    try:
+        payload = F.encode_frames(frames)
+    except IrohError:
+        return
+    cache, store = TicketCache(), TicketStore()
+    first_session(cache, store)
+    client, server, net = connect(cache, store)
+    for datagram in client.send(0.0):
+        server.receive(datagram, 0.01)
+    assert server.conn.early_data_accepted
+    zero = client.conn._zero_rtt
+    assert zero is not None
+    sent = client.conn.recovery.spaces[APPLICATION]
+    pn = sent.next_pn
+    sent.next_pn = pn + 1
+    payload += bytes(max(0, 4 - len(payload)))
+    header = build_long_header(
+        PACKET_ZERO_RTT, client.conn._peer_cids.cid(), client.conn.host_cids[0], pn, 2, len(payload)
+    )
+    feed(server, bytes(seal_packet(zero.key, zero.hp, header, payload, pn)), 0.011)
+    server._events()
+    net.now = 0.011
+    settle(client, server, net)
