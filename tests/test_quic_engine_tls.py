@@ -9,6 +9,7 @@ time below is simulated and every run is the same. The rest of the connection te
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -202,7 +203,7 @@ def test_a_server_without_early_data_resumes_but_rejects_zero_rtt() -> None:
 def test_a_server_that_lowers_its_limits_after_accepting_zero_rtt_is_refused() -> None:
     cache, store = TicketCache(), TicketStore()
     first_session(cache, store)
-    client, server, net = connect(cache, store, server_config=qc.QuicConfig(is_client=False, conn_window=1 << 20))
+    client, _, net = connect(cache, store, server_config=qc.QuicConfig(is_client=False, conn_window=1 << 20))
     net.run(10.0, lambda: client.terminated is not None)
     assert client.terminated is not None and client.terminated[0] == 0x0A  # PROTOCOL_VIOLATION
 
@@ -254,7 +255,7 @@ def pieces(draw: st.DrawFn, data: bytes) -> list[tuple[int, bytes]]:
     """``data`` cut at random offsets, in a random order, some pieces twice."""
     cuts = sorted(set(draw(st.lists(st.integers(1, len(data) - 1), max_size=8))))
     bounds = [0, *cuts, len(data)]
-    out = [(a, data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    out = [(a, data[a:b]) for a, b in itertools.pairwise(bounds)]
     out += draw(st.lists(st.sampled_from(out), max_size=3))
     return draw(st.permutations(out))
 
