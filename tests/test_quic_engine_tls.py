@@ -30,6 +30,7 @@ from tests.quic_conn_sim import (
     CLIENT_ID,
     CLIENT_SECRET,
     SERVER_ID,
+    SERVER_SECRET,
     Link,
     Net,
     Ours,
@@ -200,10 +201,33 @@ def test_a_server_without_early_data_resumes_but_rejects_zero_rtt() -> None:
     assert server.peer_id == CLIENT_ID
 
 
+def test_a_server_whose_limits_shrank_rejects_zero_rtt() -> None:
+    cache, store = TicketCache(), TicketStore()
+    first_session(cache, store)
+    client, server, net = connect(cache, store, server_config=qc.QuicConfig(is_client=False, conn_window=1 << 20))
+    sid = client.conn.open_stream()
+    client.conn.send_stream_data(sid, b"early", end_stream=True)
+    net.run(10.0, lambda: sid in server.finished and client.handshake_done)
+    assert client.session_resumed and client.conn.early_data_state == qc.EARLY_DATA_REJECTED
+    assert bytes(server.streams[sid]) == b"early"
+
+
+class AcceptsAnyway(IrohHandshake):
+    """A server handshake that accepts 0-RTT whatever its limits: breaks RFC 9000 §7.4.1."""
+
+    def start(self, transport_parameters: bytes) -> None:
+        super().start(transport_parameters)
+        assert self._tls is not None
+        self._tls._early_data_check = None  # type: ignore[union-attr]
+
+
 def test_a_server_that_lowers_its_limits_after_accepting_zero_rtt_is_refused() -> None:
     cache, store = TicketCache(), TicketStore()
     first_session(cache, store)
-    client, _, net = connect(cache, store, server_config=qc.QuicConfig(is_client=False, conn_window=1 << 20))
+    client = our_client(ticket_cache=cache)
+    handshake = AcceptsAnyway(SERVER_SECRET, is_client=False, alpns=[ALPN], expected_peer=None, ticket_store=store)
+    server = Ours(qc.QuicConnection(qc.QuicConfig(is_client=False, conn_window=1 << 20), handshake))
+    net = Net(client, server, Link(), 1)
     net.run(10.0, lambda: client.terminated is not None)
     assert client.terminated is not None and client.terminated[0] == 0x0A  # PROTOCOL_VIOLATION
 

@@ -1217,18 +1217,7 @@ class QuicConnection:
     def _check_remembered(self, tp: TransportParameters) -> None:
         """A server that accepted 0-RTT must not lower a limit the client's 0-RTT data used."""
         old = self._remembered
-        if old is None:
-            return
-        if (
-            tp.initial_max_data < old.initial_max_data
-            or tp.initial_max_stream_data_bidi_local < old.initial_max_stream_data_bidi_local
-            or tp.initial_max_stream_data_bidi_remote < old.initial_max_stream_data_bidi_remote
-            or tp.initial_max_stream_data_uni < old.initial_max_stream_data_uni
-            or tp.initial_max_streams_bidi < old.initial_max_streams_bidi
-            or tp.initial_max_streams_uni < old.initial_max_streams_uni
-            or (tp.max_datagram_frame_size or 0) < (old.max_datagram_frame_size or 0)
-            or tp.active_connection_id_limit < old.active_connection_id_limit
-        ):
+        if old is not None and not tp.keeps_0rtt_limits(old):
             raise QuicError("server lowered a limit after accepting 0-RTT", error_code=QuicError.PROTOCOL_VIOLATION)
 
     def _apply_peer_params(self, tp: TransportParameters) -> None:

@@ -17,9 +17,10 @@ from typing import Final, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from irohpy.errors import QuicError, TlsError
+from irohpy.quic.transport_params import TransportParameters
 from irohpy.tls.handshake import CIPHER_SUITES, ClientHandshake, ServerHandshake
 from irohpy.tls.keys import KEY_LENGTH
-from irohpy.tls.resumption import TicketCache, TicketStore
+from irohpy.tls.resumption import ServerSession, TicketCache, TicketStore
 
 #: Encryption levels, numbered as RFC 9001 numbers them.
 EPOCH_INITIAL: Final = 0
@@ -155,6 +156,7 @@ class IrohHandshake:
                 expected_peer=self._expected_peer,
                 cipher_suites=self._cipher_suites,
                 clock=self._clock,
+                early_data_check=_limits_kept(transport_parameters),
             )
             return
         assert self._expected_peer is not None
@@ -223,6 +225,22 @@ class IrohHandshake:
     @property
     def remembered_transport_parameters(self) -> bytes | None:
         return self._remembered
+
+
+def _limits_kept(current: bytes) -> Callable[[ServerSession], bool]:
+    """Accept 0-RTT of a session only if our limits did not shrink since (RFC 9000 §7.4.1)."""
+
+    def check(session: ServerSession) -> bool:
+        if session.transport_parameters is None:
+            return False
+        try:
+            remembered = TransportParameters.decode(session.transport_parameters, from_server=True)
+            ours = TransportParameters.decode(current, from_server=True)
+        except QuicError:
+            return False
+        return ours.keeps_0rtt_limits(remembered)
+
+    return check
 
 
 def iroh_handshake(

@@ -527,7 +527,9 @@ class ServerHandshake(_Handshake):
 
     ``alpns`` are those we accept, in our order of preference. With ``tickets`` the server
     resumes sessions it issued there and issues one ticket per handshake; with ``early_data``
-    it accepts 0-RTT on resumption. ``expected_peer`` accepts only that client.
+    it accepts 0-RTT on resumption, if ``early_data_check`` (when given) passes for the
+    session; QUIC checks there that its limits did not shrink since (RFC 9000 §7.4.1).
+    ``expected_peer`` accepts only that client.
     """
 
     def __init__(
@@ -541,10 +543,12 @@ class ServerHandshake(_Handshake):
         expected_peer: bytes | None = None,
         cipher_suites: Sequence[int] = CIPHER_SUITES,
         clock: Callable[[], float] = time.time,
+        early_data_check: Callable[[ServerSession], bool] | None = None,
     ) -> None:
         super().__init__(secret_key, alpns, transport_parameters, expected_peer, cipher_suites, clock)
         self._tickets = tickets
         self._early_data = early_data
+        self._early_data_check = early_data_check
         self._state = _WAIT_CLIENT_HELLO
         self._client_hs = b""
         self._client_ap = b""
@@ -623,6 +627,7 @@ class ServerHandshake(_Handshake):
             and not retried
             and session.max_early_data_size == MAX_EARLY_DATA
             and session.alpn == alpn
+            and (self._early_data_check is None or self._early_data_check(session))
         )
         if self.early_data_accepted:
             self._install(ZERO_RTT, False, schedule.derive(b"c e traffic", transcript.digest()))
@@ -746,6 +751,7 @@ class ServerHandshake(_Handshake):
                 issued_at=self._clock(),
                 lifetime=TICKET_LIFETIME,
                 max_early_data_size=max_early_data,
+                transport_parameters=self._transport_parameters,
             )
         )
         nst = m.NewSessionTicket(

@@ -56,6 +56,8 @@ class ServerSession:
     issued_at: float
     lifetime: int
     max_early_data_size: int | None
+    transport_parameters: bytes | None = dataclasses.field(default=None, repr=False)
+    """Our transport parameters of that session: the limits a client's 0-RTT data assumes."""
 
 
 class TicketStore:
