@@ -19,8 +19,8 @@ bench/results/latest.json (raw samples) and latest.md (tables + Analysis, the
 latter from bench/analysis.md).
 
 Other suites: `python -m bench relay`, `soak`, `nat`, `gossip`, `gossip-sim`, `blobs`, `docs`,
-`doctor` and `profile` (see bench/relay.py, soak.py, nat.py, gossip_net.py, gossip_sim.py,
-blobs_transfer.py, docs_sync.py, doctor.py, profile.py).
+`doctor`, `profile` and `tls` (see bench/relay.py, soak.py, nat.py, gossip_net.py, gossip_sim.py,
+blobs_transfer.py, docs_sync.py, doctor.py, profile.py, tls_handshake.py).
 """
 
 from __future__ import annotations
@@ -337,6 +337,10 @@ def main() -> int:
         from bench import blobs_transfer
 
         return blobs_transfer.main(sys.argv[2:])
+    if sys.argv[1:2] == ["tls"]:
+        from bench import tls_handshake
+
+        return tls_handshake.main(sys.argv[2:])
     if sys.argv[1:2] == ["docs"]:
         from bench import docs_sync
 

@@ -96,6 +96,13 @@ class QuicDecodeError(QuicError, DecodeError):
         super().__init__(message, error_code=error_code, frame_type=frame_type)
 
 
+class TlsDecodeError(QuicError, DecodeError):
+    """A TLS handshake message that does not decode: closes with 0x100 + decode_error (50)."""
+
+    def __init__(self, message: str, *, error_code: int = 0x132) -> None:
+        super().__init__(message, error_code=error_code)
+
+
 class QuicDecryptError(QuicDecodeError):
     """A packet that fails AEAD authentication: dropped, never a reason to close (RFC 9001 §5.5)."""
 

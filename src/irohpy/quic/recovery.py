@@ -518,6 +518,26 @@ class Recovery:
         sp.ack_eliciting_in_flight = 0
         self.pto_count = 0
 
+    def forget(self, space: int, pns: list[int]) -> list[SentPacket]:
+        """Take packets out of tracking without a congestion signal (rejected 0-RTT, RFC 9002 A.11).
+
+        Returns those still tracked, for the caller to queue their content again.
+        """
+        sp = self.spaces[space]
+        out: list[SentPacket] = []
+        for pn in pns:
+            p = sp.packets.pop(pn, None)
+            if p is None:
+                continue
+            if p.in_flight:
+                self.bytes_in_flight -= p.size
+            if p.ack_eliciting:
+                sp.ack_eliciting_in_flight -= 1
+            out.append(p)
+        if not sp.packets:
+            sp.loss_time = INF
+        return out
+
     def on_handshake_confirmed(self) -> None:
         self.handshake_confirmed = True
         self.peer_validated_address = True

@@ -157,6 +157,19 @@ class TransportParameters:
             max_remote_nat_traversal_addresses=32,
         )
 
+    def keeps_0rtt_limits(self, remembered: TransportParameters) -> bool:
+        """No limit 0-RTT data may use is below ``remembered``'s (RFC 9000 §7.4.1)."""
+        return (
+            self.initial_max_data >= remembered.initial_max_data
+            and self.initial_max_stream_data_bidi_local >= remembered.initial_max_stream_data_bidi_local
+            and self.initial_max_stream_data_bidi_remote >= remembered.initial_max_stream_data_bidi_remote
+            and self.initial_max_stream_data_uni >= remembered.initial_max_stream_data_uni
+            and self.initial_max_streams_bidi >= remembered.initial_max_streams_bidi
+            and self.initial_max_streams_uni >= remembered.initial_max_streams_uni
+            and (self.max_datagram_frame_size or 0) >= (remembered.max_datagram_frame_size or 0)
+            and self.active_connection_id_limit >= remembered.active_connection_id_limit
+        )
+
     def _integer(self, param: int) -> int:
         if param == TP_MAX_IDLE_TIMEOUT:
             return self.max_idle_timeout

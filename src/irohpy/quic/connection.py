@@ -1,0 +1,1846 @@
+"""The sans-IO QUIC connection: packets in, packets out, events, one timer (RFC 9000/9001/9002).
+
+:class:`QuicConnection` ties the wire layer (packets, frames, protection, transport parameters)
+to the transport-state cores (ACK tracking, recovery, CUBIC and pacing, streams) and to TLS
+through :class:`~irohpy.quic.handshake.Handshake`. A driver does the I/O:
+
+- ``receive_datagram(data, addr, now)`` for every datagram routed to the connection;
+- ``datagrams_to_send(now)`` after every receive or timer, sending what it returns in order;
+- ``get_timer()`` / ``handle_timer(now)`` for the single next deadline;
+- ``next_event()`` until it returns None.
+
+0-RTT (RFC 9001 §4.6): a client whose handshake resumes a session with early data sends
+application data in 0-RTT packets at once, within the limits the server's transport parameters
+had in that session; a server that accepts answers in 1-RTT packets before the handshake
+completes (0.5-RTT), and its application sees 0-RTT stream data before ``HandshakeCompleted``.
+When the server rejects 0-RTT, the client sends that data again in 1-RTT packets.
+
+Nothing here reads a clock or touches a socket. Errors the peer causes close the connection
+with a CONNECTION_CLOSE and a :class:`ConnectionTerminated` event; they are never raised to the
+driver. Packet spaces are fixed per connection; multipath would give each path its own
+Recovery and application-data AckTracker (``path_id`` is already threaded through crypto).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Final, Union, cast
+
+from irohpy.errors import DatagramError, QuicDecryptError, QuicError, StreamError
+from irohpy.quic.ack import AckTracker
+from irohpy.quic.buffer import Writer
+from irohpy.quic.cids import LocalCids, PeerCids
+from irohpy.quic.crypto import TAG_SIZE, OneRttKeys, Protection, initial_protection
+from irohpy.quic.frames import (
+    FRAME_CRYPTO,
+    FRAME_DATAGRAM,
+    FRAME_DATAGRAM_LEN,
+    FRAME_HANDSHAKE_DONE,
+    FRAME_NEW_TOKEN,
+    Ack,
+    ConnectionClose,
+    Crypto,
+    Datagram,
+    DataBlocked,
+    Frame,
+    HandshakeDone,
+    MaxData,
+    MaxStreamData,
+    MaxStreams,
+    NewConnectionId,
+    NewToken,
+    Padding,
+    PathChallenge,
+    PathResponse,
+    Ping,
+    ResetStream,
+    RetireConnectionId,
+    StopSending,
+    Stream,
+    StreamDataBlocked,
+    StreamsBlocked,
+    decode_frames,
+    push_ack,
+    push_stream_header,
+    stream_header_size,
+)
+from irohpy.quic.handshake import EPOCH_HANDSHAKE, EPOCH_INITIAL, EPOCH_ONE_RTT, EPOCH_ZERO_RTT, Handshake
+from irohpy.quic.packet import (
+    MIN_INITIAL_DATAGRAM,
+    PACKET_HANDSHAKE,
+    PACKET_INITIAL,
+    PACKET_ONE_RTT,
+    PACKET_RETRY,
+    PACKET_VERSION_NEGOTIATION,
+    PACKET_ZERO_RTT,
+    VERSION_1,
+    Packet,
+    build_short_header,
+    open_one_rtt,
+    open_packet,
+    packet_number_length,
+    seal_packet,
+    split_datagram,
+    unprotect_headers,
+    verify_retry,
+)
+from irohpy.quic.path import PathState
+from irohpy.quic.pmtud import BASE_MTU
+from irohpy.quic.recovery import (
+    APPLICATION,
+    HANDSHAKE,
+    INITIAL,
+    TIMEOUT_LOSS,
+    TIMEOUT_PTO,
+    Recovery,
+    SentPacket,
+)
+from irohpy.quic.streams import SendCredit, SendStream, StreamMap
+from irohpy.quic.transport_params import TransportParameters
+from irohpy.quic.varint import VARINT_MAX, encode_varint
+
+INF: Final = float("inf")
+
+STATE_HANDSHAKE: Final = 0
+STATE_ESTABLISHED: Final = 1
+STATE_CLOSING: Final = 2
+"""We sent CONNECTION_CLOSE; we answer the peer's packets with it until the period ends."""
+STATE_DRAINING: Final = 3
+"""The peer closed; we send nothing until the period ends."""
+STATE_CLOSED: Final = 4
+
+#: What became of 0-RTT on this connection.
+EARLY_DATA_NONE: Final = 0
+EARLY_DATA_ATTEMPTED: Final = 1
+EARLY_DATA_ACCEPTED: Final = 2
+EARLY_DATA_REJECTED: Final = 3
+
+#: CRYPTO bytes buffered ahead of the handshake's read position (RFC 9000 §7.5).
+MAX_CRYPTO_BUFFER: Final = 65536
+MAX_CRYPTO_PIECES: Final = 64
+#: ACK ranges written per ACK frame; older gaps are left out.
+MAX_ACK_FRAME_RANGES: Final = 32
+#: CONNECTION_CLOSE datagrams a closing connection sends in all, answering the peer's packets.
+MAX_CLOSE_RESPONSES: Final = 16
+#: Unsent datagrams kept; the oldest are dropped beyond it (datagrams are unreliable anyway).
+MAX_QUEUED_DATAGRAMS: Final = 256
+ACK_DELAY_EXPONENT: Final = 3
+#: Room every control frame fits in (NEW_CONNECTION_ID is the largest, 54 bytes).
+_CONTROL_ROOM: Final = 60
+
+# What a sent packet carried, as (kind, a, b, c) integer records to act on when acked or lost.
+K_ACK: Final = 0  # a = largest acknowledged
+K_CRYPTO: Final = 1  # a = offset, b = length
+K_STREAM: Final = 2  # a = stream id, b = offset, c = length * 2 + fin
+K_RESET: Final = 3  # a = stream id
+K_STOP: Final = 4  # a = stream id
+K_MAX_DATA: Final = 5  # a = limit
+K_MAX_STREAM_DATA: Final = 6  # a = stream id, b = limit
+K_MAX_STREAMS: Final = 7  # a = 1 for uni, b = limit
+K_NEW_CID: Final = 8  # a = sequence
+K_RETIRE_CID: Final = 9  # a = sequence
+K_HANDSHAKE_DONE: Final = 10
+K_OTHER: Final = 11  # PING, DATAGRAM, PATH_RESPONSE, *_BLOCKED: never repaired
+K_MTU_PROBE: Final = 12  # a = probe size
+
+SentFrames = list[tuple[int, int, int, int]]
+
+_SPACE_OF_PACKET: Final = {PACKET_INITIAL: INITIAL, PACKET_HANDSHAKE: HANDSHAKE, PACKET_ONE_RTT: APPLICATION}
+_EPOCH_OF_SPACE: Final = (EPOCH_INITIAL, EPOCH_HANDSHAKE, EPOCH_ONE_RTT)
+
+
+@dataclass(slots=True)
+class QuicConfig:
+    """One side's transport settings; the defaults follow what iroh configures."""
+
+    is_client: bool
+    idle_timeout: float = 30.0
+    #: Send a PING after this long without sending anything ack-eliciting (0: never).
+    keep_alive: float = 0.0
+    #: The largest UDP payload we send or take. Paths start at 1200 bytes and PMTU discovery
+    #: probes up to this (and the peer's max_udp_payload_size); 1200 turns discovery off.
+    max_datagram_size: int = 1452
+    #: RFC 9221 DATAGRAM frames accepted up to this size (0: not offered).
+    max_datagram_frame_size: int = 65535
+    max_streams_bidi: int = 100
+    max_streams_uni: int = 100
+    stream_window: int = 1_250_000
+    stream_max_window: int = 16 << 20
+    conn_window: int = 4 << 20
+    conn_max_window: int = 64 << 20
+    cid_length: int = 8
+    active_connection_id_limit: int = 5
+    max_ack_delay: float = 0.025
+    initial_rtt: float = 0.333
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class HandshakeCompleted:
+    alpn: bytes | None
+    peer_id: bytes | None
+    #: The server accepted 0-RTT: the client's early data counts (a client only attempts it
+    #: when resuming).
+    early_data_accepted: bool = False
+    #: The session resumed an earlier one by its ticket.
+    session_resumed: bool = False
+
+
+@dataclass(slots=True)
+class StreamDataReceived:
+    stream_id: int
+    data: bytes
+    fin: bool
+
+
+@dataclass(slots=True)
+class StreamReset:
+    """The peer abandoned sending on the stream (RESET_STREAM)."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class StopSendingReceived:
+    """The peer will not read the stream; we reset our side with its code."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(slots=True)
+class DatagramReceived:
+    data: bytes
+
+
+@dataclass(slots=True)
+class ConnectionIdIssued:
+    """A new connection ID of ours the peer may use: route datagrams for it here."""
+
+    cid: bytes
+
+
+@dataclass(slots=True)
+class ConnectionIdRetired:
+    cid: bytes
+
+
+CAUSE_LOCAL: Final = "local"
+CAUSE_PEER: Final = "peer"
+CAUSE_IDLE: Final = "idle"
+CAUSE_RESET: Final = "stateless-reset"
+
+
+@dataclass(slots=True)
+class ConnectionTerminated:
+    """The connection ended: ``cause`` is local, peer, idle or stateless-reset."""
+
+    error_code: int
+    reason: bytes
+    frame_type: int
+    application: bool
+    cause: str
+
+
+Event = Union[
+    HandshakeCompleted,
+    StreamDataReceived,
+    StreamReset,
+    StopSendingReceived,
+    DatagramReceived,
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    ConnectionTerminated,
+]
+
+
+# -- per packet-number space --------------------------------------------------------------
+
+
+class CryptoReceiver:
+    """Reassembles one epoch's CRYPTO stream; out-of-order data is bounded."""
+
+    __slots__ = ("offset", "pieces")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.pieces: dict[int, bytes] = {}
+
+    def on_frame(self, offset: int, data: bytes) -> bytes:
+        """Bytes that became contiguous; CRYPTO_BUFFER_EXCEEDED past the bound."""
+        end = offset + len(data)
+        if end <= self.offset:
+            return b""
+        if end - self.offset > MAX_CRYPTO_BUFFER:
+            raise QuicError(
+                "CRYPTO data too far ahead", error_code=QuicError.CRYPTO_BUFFER_EXCEEDED, frame_type=FRAME_CRYPTO
+            )
+        pieces = self.pieces
+        if offset > self.offset:
+            known = pieces.get(offset)
+            if known is None and len(pieces) >= MAX_CRYPTO_PIECES:
+                raise QuicError(
+                    "CRYPTO data too fragmented", error_code=QuicError.CRYPTO_BUFFER_EXCEEDED, frame_type=FRAME_CRYPTO
+                )
+            if known is None or len(known) < len(data):
+                pieces[offset] = data
+            return b""
+        out = [data[self.offset - offset :]]
+        self.offset = end
+        progress = True
+        while progress and pieces:
+            progress = False
+            for start in list(pieces):
+                if start <= self.offset:
+                    piece = pieces.pop(start)
+                    stop = start + len(piece)
+                    if stop > self.offset:
+                        out.append(piece[self.offset - start :])
+                        self.offset = stop
+                    progress = True
+        return b"".join(out)
+
+
+class PacketSpace:
+    """Keys, received packet numbers and the CRYPTO streams of one packet-number space."""
+
+    __slots__ = ("send", "recv", "ack", "ack_dirty", "crypto_send", "crypto_credit", "crypto_recv", "discarded")
+
+    def __init__(self, max_ack_delay: float) -> None:
+        self.send: Protection | None = None
+        self.recv: Protection | None = None
+        self.ack = AckTracker(max_ack_delay)
+        #: Packets arrived since the last ACK we sent: worth piggybacking an ACK.
+        self.ack_dirty = False
+        self.crypto_send = SendStream(0, VARINT_MAX)
+        self.crypto_credit = SendCredit(VARINT_MAX)
+        self.crypto_recv = CryptoReceiver()
+        self.discarded = False
+
+
+class _Plan:
+    """One packet of the datagram being assembled, before protection."""
+
+    __slots__ = ("space", "pn", "pn_length", "payload", "frames", "eliciting", "mtu_probe")
+
+    def __init__(
+        self,
+        space: int,
+        pn: int,
+        pn_length: int,
+        payload: bytearray,
+        frames: SentFrames,
+        eliciting: bool,
+        mtu_probe: bool = False,
+    ) -> None:
+        self.mtu_probe = mtu_probe
+        self.space = space
+        self.pn = pn
+        self.pn_length = pn_length
+        self.payload = payload
+        self.frames = frames
+        self.eliciting = eliciting
+
+
+class QuicConnection:
+    """One QUIC connection, client or server; see the module docstring for the driver loop."""
+
+    __slots__ = (
+        "config",
+        "is_client",
+        "_handshake",
+        "_local_cids",
+        "_peer_cids",
+        "_original_dcid",
+        "_initial_dcid",
+        "_retry_scid",
+        "_token",
+        "_discard_prev_at",
+        "_peer_scid",
+        "_peer_scid_known",
+        "_spaces",
+        "_one_rtt",
+        "_one_rtt_secrets",
+        "_path",
+        "_rec",
+        "_pacer",
+        "_streams",
+        "_events",
+        "_state",
+        "_initialized",
+        "_handshake_complete",
+        "_confirmed",
+        "_peer_params",
+        "_idle_timeout",
+        "_last_activity",
+        "_last_eliciting_sent",
+        "_close",
+        "_close_pending",
+        "_close_responses",
+        "_close_deadline",
+        "_pacing_at",
+        "_cwnd_limited",
+        "_send_queue",
+        "_conn_blocked",
+        "_recv_dirty",
+        "_fin_delivered",
+        "_pending_max_data",
+        "_pending_msd",
+        "_pending_max_streams",
+        "_pending_streams_blocked",
+        "_pending_new_cids",
+        "_pending_retire",
+        "_pending_handshake_done",
+        "_pending_path_responses",
+        "_ping_pending",
+        "_datagrams",
+        "_peer_max_datagram_frame",
+        "_peer_ack_delay_exponent",
+        "_peer_cid_limit",
+        "_max_datagram_size",
+        "_pmtud",
+        "_key_phase_first_pn",
+        "_key_update_allowed",
+        "_idle_restarted",
+        "_zero_rtt",
+        "_half_rtt",
+        "_zero_rtt_pns",
+        "_early_data",
+        "_remembered",
+    )
+
+    def __init__(
+        self,
+        config: QuicConfig,
+        handshake: Handshake,
+        *,
+        cid: bytes | None = None,
+        original_dcid: bytes | None = None,
+        retry_scid: bytes | None = None,
+    ) -> None:
+        """``original_dcid`` and ``retry_scid``: a server whose endpoint sent a Retry and
+        validated its token passes the client's first DCID and the Retry's SCID."""
+        self.config = config
+        self.is_client = config.is_client
+        self._handshake = handshake
+        host = cid if cid is not None else os.urandom(config.cid_length)
+        if len(host) != config.cid_length:
+            raise QuicError("connection ID length differs from the configuration", error_code=QuicError.INTERNAL_ERROR)
+        self._local_cids = LocalCids(host)
+        self._peer_cids = PeerCids(b"", config.active_connection_id_limit)
+        if config.is_client and (original_dcid is not None or retry_scid is not None):
+            raise QuicError("only a server is told about a Retry", error_code=QuicError.INTERNAL_ERROR)
+        self._original_dcid = original_dcid if original_dcid is not None else b""
+        #: The DCID of the client's Initials, from which Initial keys come.
+        self._initial_dcid = b""
+        self._retry_scid = retry_scid
+        #: The Retry token a client echoes in its Initials.
+        self._token = b""
+        self._discard_prev_at = INF
+        self._peer_scid = b""
+        self._peer_scid_known = False
+        self._spaces = [PacketSpace(0.0), PacketSpace(0.0), PacketSpace(config.max_ack_delay)]
+        self._one_rtt: OneRttKeys | None = None
+        self._one_rtt_secrets: dict[bool, tuple[int, bytes]] = {}
+        if config.max_datagram_size < BASE_MTU:
+            raise QuicError("max_datagram_size below QUIC's 1200 bytes", error_code=QuicError.INTERNAL_ERROR)
+        #: What datagrams may be now: 1200 until PMTU discovery proves more.
+        self._max_datagram_size = BASE_MTU
+        path = PathState(
+            0,
+            None,
+            is_server=not config.is_client,
+            initial_rtt=config.initial_rtt,
+            max_ack_delay=config.max_ack_delay,
+            max_datagram_size=config.max_datagram_size,
+        )
+        # Path 0, the only one until multipath; the three fields below are its parts.
+        self._path = path
+        self._pmtud = path.pmtud
+        self._rec = path.recovery
+        self._pacer = path.pacer
+        self._spaces[APPLICATION].ack = path.ack
+        self._streams = StreamMap(
+            is_server=not config.is_client,
+            max_bidi=config.max_streams_bidi,
+            max_uni=config.max_streams_uni,
+            stream_window=config.stream_window,
+            stream_max_window=config.stream_max_window,
+            conn_window=config.conn_window,
+            conn_max_window=config.conn_max_window,
+        )
+        self._events: deque[Event] = deque()
+        self._state = STATE_HANDSHAKE
+        self._initialized = False
+        self._handshake_complete = False
+        self._confirmed = False
+        self._peer_params: TransportParameters | None = None
+        self._idle_timeout = config.idle_timeout
+        self._last_activity = 0.0
+        self._last_eliciting_sent = 0.0
+        self._close: tuple[int, bytes, int, bool] = (0, b"", 0, False)
+        self._close_pending = False
+        self._close_responses = 0
+        self._close_deadline = INF
+        self._pacing_at = INF
+        self._cwnd_limited = False
+        self._send_queue: dict[int, None] = {}
+        self._conn_blocked: dict[int, None] = {}
+        self._recv_dirty: dict[int, None] = {}
+        self._fin_delivered: set[int] = set()
+        self._pending_max_data = False
+        self._pending_msd: dict[int, None] = {}
+        self._pending_max_streams = [False, False]
+        self._pending_streams_blocked = [-1, -1]
+        self._pending_new_cids: list[int] = []
+        self._pending_retire: list[int] = []
+        self._pending_handshake_done = False
+        self._pending_path_responses: list[bytes] = []
+        self._ping_pending = False
+        self._datagrams: deque[bytes] = deque()
+        self._peer_max_datagram_frame = 0
+        self._peer_ack_delay_exponent = 3
+        self._peer_cid_limit = 2
+        self._key_phase_first_pn = 0
+        self._key_update_allowed = False
+        #: An ack-eliciting packet went out since the last packet we processed (RFC 9000 §10.1).
+        self._idle_restarted = False
+        #: 0-RTT protection: a client's send side, a server's receive side.
+        self._zero_rtt: Protection | None = None
+        #: A server's 1-RTT send protection before the handshake completes (0.5-RTT).
+        self._half_rtt: Protection | None = None
+        #: Packet numbers a client sent in 0-RTT packets, to send again if 0-RTT is rejected.
+        self._zero_rtt_pns: list[int] = []
+        self._early_data = EARLY_DATA_NONE
+        #: The server transport parameters a client's 0-RTT attempt runs under (RFC 9000 §7.4.1).
+        self._remembered: TransportParameters | None = None
+
+    # -- introspection --------------------------------------------------------------
+
+    @property
+    def state(self) -> int:
+        return self._state
+
+    @property
+    def is_closed(self) -> bool:
+        """Closing or draining is over: the driver may forget the connection."""
+        return self._state == STATE_CLOSED
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._handshake_complete
+
+    @property
+    def host_cids(self) -> list[bytes]:
+        """Our active connection IDs; datagrams addressed to any of them belong here."""
+        return self._local_cids.cids()
+
+    @property
+    def peer_address(self) -> object:
+        """The address given to ``connect`` or the first Initial came from."""
+        return self._path.addr
+
+    @property
+    def original_dcid(self) -> bytes:
+        return self._original_dcid
+
+    @property
+    def key_phase(self) -> int:
+        keys = self._one_rtt
+        return keys.key_phase if keys is not None else 0
+
+    @property
+    def path(self) -> PathState:
+        """The path packets go on: its RTT, congestion window, MTU and address."""
+        return self._path
+
+    @property
+    def recovery(self) -> Recovery:
+        return self._rec
+
+    @property
+    def streams(self) -> StreamMap:
+        return self._streams
+
+    @property
+    def peer_transport_parameters(self) -> TransportParameters | None:
+        return self._peer_params
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """The server accepted 0-RTT (a client knows once the handshake completed)."""
+        return self._early_data == EARLY_DATA_ACCEPTED
+
+    @property
+    def early_data_state(self) -> int:
+        """One of the ``EARLY_DATA_*`` values."""
+        return self._early_data
+
+    @property
+    def session_resumed(self) -> bool:
+        return self._handshake.session_resumed
+
+    def next_event(self) -> Event | None:
+        events = self._events
+        return events.popleft() if events else None
+
+    # -- setup ------------------------------------------------------------------------
+
+    def connect(self, addr: object, now: float) -> None:
+        """Start a client's handshake towards ``addr`` (kept only for the driver)."""
+        if not self.is_client or self._initialized:
+            raise QuicError("connect() is for a fresh client", error_code=QuicError.INTERNAL_ERROR)
+        dcid = os.urandom(8)
+        self._path.addr = addr
+        self._original_dcid = dcid
+        self._peer_cids = PeerCids(dcid, self.config.active_connection_id_limit)
+        self._start(dcid, now)
+
+    def _start(self, dcid: bytes, now: float) -> None:
+        self._initialized = True
+        self._last_activity = now
+        self._install_initial(dcid)
+        self._handshake.start(self._local_params().encode())
+        self._drain_handshake(now)
+        if self.is_client and self._zero_rtt is not None:
+            self._attempt_early_data()
+
+    def _attempt_early_data(self) -> None:
+        """Take on the server's remembered limits for 0-RTT, or send no 0-RTT without them."""
+        raw = self._handshake.remembered_transport_parameters
+        try:
+            tp = TransportParameters.decode(raw, from_server=True) if raw is not None else None
+        except QuicError:
+            tp = None
+        if tp is None:
+            self._zero_rtt = None
+            return
+        self._remembered = tp
+        self._early_data = EARLY_DATA_ATTEMPTED
+        self._streams.set_peer_params(
+            max_data=tp.initial_max_data,
+            max_stream_data_bidi_local=tp.initial_max_stream_data_bidi_local,
+            max_stream_data_bidi_remote=tp.initial_max_stream_data_bidi_remote,
+            max_stream_data_uni=tp.initial_max_stream_data_uni,
+            max_streams_bidi=tp.initial_max_streams_bidi,
+            max_streams_uni=tp.initial_max_streams_uni,
+        )
+        self._peer_max_datagram_frame = tp.max_datagram_frame_size or 0
+
+    def _install_initial(self, dcid: bytes) -> None:
+        self._initial_dcid = dcid
+        send, recv = initial_protection(dcid, self.is_client)
+        space = self._spaces[INITIAL]
+        space.send = send
+        space.recv = recv
+
+    def _local_params(self) -> TransportParameters:
+        c = self.config
+        tp = TransportParameters(
+            max_idle_timeout=int(c.idle_timeout * 1000),
+            max_udp_payload_size=c.max_datagram_size,
+            initial_max_data=c.conn_window,
+            initial_max_stream_data_bidi_local=c.stream_window,
+            initial_max_stream_data_bidi_remote=c.stream_window,
+            initial_max_stream_data_uni=c.stream_window,
+            initial_max_streams_bidi=c.max_streams_bidi,
+            initial_max_streams_uni=c.max_streams_uni,
+            ack_delay_exponent=ACK_DELAY_EXPONENT,
+            max_ack_delay=int(c.max_ack_delay * 1000),
+            active_connection_id_limit=c.active_connection_id_limit,
+            initial_source_connection_id=self._local_cids.active[0][0],
+            max_datagram_frame_size=c.max_datagram_frame_size if c.max_datagram_frame_size > 0 else None,
+        )
+        if not self.is_client:
+            tp.original_destination_connection_id = self._original_dcid
+            tp.retry_source_connection_id = self._retry_scid
+            tp.stateless_reset_token = self._local_cids.token(0)
+        return tp
+
+    # -- application API ---------------------------------------------------------------
+
+    def open_stream(self, uni: bool = False) -> int:
+        """A new stream of ours; StreamError when the peer's MAX_STREAMS is reached."""
+        sid = self._streams.open(uni)
+        if sid < 0:
+            limit = self._streams.streams_blocked_frame(uni)
+            if limit >= 0:
+                self._pending_streams_blocked[1 if uni else 0] = limit
+            raise StreamError("the peer's stream limit is reached")
+        return sid
+
+    def send_stream_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
+        ss = self._streams.send.get(stream_id)
+        if ss is None:
+            raise StreamError(f"stream {stream_id} is not open for sending")
+        ss.write(data, end_stream)
+        self._send_queue[stream_id] = None
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        ss = self._streams.send.get(stream_id)
+        if ss is None:
+            raise StreamError(f"stream {stream_id} is not open for sending")
+        ss.reset(error_code)
+        self._send_queue[stream_id] = None
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        """Ask the peer to stop sending (STOP_SENDING); data still buffered is dropped."""
+        rs = self._streams.recv.get(stream_id)
+        if rs is None:
+            raise StreamError(f"stream {stream_id} is not open for receiving")
+        rs.stop(error_code)
+        self._send_queue[stream_id] = None
+        self._collect(stream_id)
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue an RFC 9221 datagram; DatagramError if the peer takes none this large."""
+        limit = self._peer_max_datagram_frame
+        # Datagrams are not split, so one must fit the base size whatever the path proves later.
+        room = BASE_MTU - 1 - 20 - 4 - TAG_SIZE - 3
+        if limit < room:
+            room = limit
+        if len(data) > room:
+            raise DatagramError(f"datagram of {len(data)} bytes; the path takes {room}")
+        if len(self._datagrams) >= MAX_QUEUED_DATAGRAMS:
+            self._datagrams.popleft()
+        self._datagrams.append(bytes(data))
+
+    def rotate_connection_ids(self) -> None:
+        """Give the peer fresh connection IDs and have it retire all the old ones."""
+        if not self._handshake_complete or self._state != STATE_ESTABLISHED:
+            raise QuicError(
+                "connection IDs rotate only on an established connection", error_code=QuicError.INTERNAL_ERROR
+            )
+        for seq in self._local_cids.rotate(self._peer_cid_limit):
+            self._pending_new_cids.append(seq)
+            self._events.append(ConnectionIdIssued(self._local_cids.active[seq][0]))
+
+    def ping(self) -> None:
+        self._ping_pending = True
+
+    def request_key_update(self) -> None:
+        """Start a 1-RTT key update (RFC 9001 §6); QuicError if one is still unconfirmed."""
+        keys = self._one_rtt
+        if keys is None or not self._confirmed or self._state != STATE_ESTABLISHED:
+            raise QuicError("key update before the handshake is confirmed", error_code=QuicError.INTERNAL_ERROR)
+        if not self._key_update_allowed:
+            raise QuicError("the previous key update is not acknowledged yet", error_code=QuicError.INTERNAL_ERROR)
+        keys.update()
+        self._key_phase_first_pn = self._rec.spaces[APPLICATION].next_pn
+        self._key_update_allowed = False
+        # The old receive keys go three PTOs from the next time we see the clock.
+        self._discard_prev_at = -1.0
+
+    def close(self, error_code: int = 0, reason: bytes = b"", *, application: bool = True) -> None:
+        """Close with CONNECTION_CLOSE (application or transport); idempotent."""
+        if not self._initialized:
+            if self._state != STATE_CLOSED:
+                self._state = STATE_CLOSED
+                self._events.append(ConnectionTerminated(error_code, reason, 0, application, CAUSE_LOCAL))
+            return
+        self._start_close(error_code, reason, 0, application)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: object, now: float, ecn: int = 0) -> None:
+        """One UDP payload. Bad or foreign packets are dropped; protocol errors close.
+
+        ``ecn`` is the IP header's ECN codepoint (``irohpy.quic.ack.ECN_*``) when the socket
+        reports it; the counts go back to the peer in ACK_ECN frames (RFC 9000 §13.4).
+        """
+        self._receive(data, addr, now, ecn)
+        if self._state < STATE_CLOSING:
+            self._deliver(now)
+
+    def receive_datagrams(self, datagrams: list[bytes], addr: object, now: float, ecn: int = 0) -> None:
+        """A receive burst from one address: stream data is delivered once, after all of it."""
+        for data in datagrams:
+            self._receive(data, addr, now, ecn)
+        if self._state < STATE_CLOSING:
+            self._deliver(now)
+
+    def _receive(self, data: bytes, addr: object, now: float, ecn: int) -> None:
+        state = self._state
+        if state >= STATE_DRAINING:
+            return
+        if state == STATE_CLOSING:
+            # Answer with the close again, within the amplification limit and a fixed count.
+            self._rec.on_datagram_received(len(data))
+            if self._close_responses < MAX_CLOSE_RESPONSES:
+                self._close_pending = True
+            return
+        try:
+            packets = split_datagram(data, self.config.cid_length)
+        except QuicError:
+            self._check_reset(data)
+            return
+        if not self._initialized:
+            if self.is_client:
+                return
+            first = packets[0]
+            if first.packet_type != PACKET_INITIAL or len(data) < MIN_INITIAL_DATAGRAM or len(first.dcid) < 8:
+                return
+            self._path.addr = addr
+            if not self._original_dcid:
+                self._original_dcid = first.dcid
+            elif self._retry_scid is not None and first.dcid != self._retry_scid:
+                return
+            self._peer_scid = first.scid
+            self._peer_scid_known = True
+            self._peer_cids = PeerCids(first.scid, self.config.active_connection_id_limit)
+            try:
+                self._start(first.dcid, now)
+            except QuicError as exc:
+                self._fail(exc)
+                return
+        processed = False
+        for packet in packets:
+            try:
+                if self._receive_packet(packet, now, ecn & 3):
+                    processed = True
+            except QuicError as exc:
+                self._fail(exc)
+            if self._state >= STATE_CLOSING:
+                break
+        if processed:
+            self._rec.on_datagram_received(len(data))
+            self._last_activity = now
+            self._idle_restarted = False
+        else:
+            self._check_reset(data)
+
+    def _check_reset(self, data: bytes) -> None:
+        if self._initialized and self._state < STATE_DRAINING and self._peer_cids.is_stateless_reset(data):
+            self._state = STATE_CLOSED
+            self._events.append(ConnectionTerminated(0, b"stateless reset", 0, False, CAUSE_RESET))
+
+    def _receive_packet(self, packet: Packet, now: float, ecn: int) -> bool:
+        space_index = _SPACE_OF_PACKET.get(packet.packet_type, -1)
+        if packet.packet_type == PACKET_ZERO_RTT:
+            return self._receive_zero_rtt(packet, now, ecn)
+        if space_index < 0:
+            if self.is_client and packet.dcid in self._local_cids:
+                if packet.packet_type == PACKET_RETRY:
+                    self._on_retry(packet)
+                elif packet.packet_type == PACKET_VERSION_NEGOTIATION:
+                    self._on_version_negotiation(packet)
+            return False
+        if packet.dcid not in self._local_cids and not (
+            not self.is_client and packet.dcid == self._initial_dcid and space_index == INITIAL
+        ):
+            return False
+        space = self._spaces[space_index]
+        ack = space.ack
+        try:
+            if space_index == APPLICATION:
+                keys = self._one_rtt
+                if keys is None:
+                    return False
+                unprotect_headers([packet], keys.recv_hp, ack.largest)
+                phase = keys.key_phase
+                plain = open_one_rtt(keys, packet)
+                if keys.key_phase != phase:
+                    # The peer updated its keys and ours followed: the new phase starts now.
+                    self._key_phase_first_pn = self._rec.spaces[APPLICATION].next_pn
+                    self._key_update_allowed = False
+                    self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
+            else:
+                recv = space.recv
+                if recv is None:
+                    return False
+                unprotect_headers([packet], recv.hp, ack.largest)
+                plain = open_packet(recv.key, packet)
+        except QuicDecryptError:
+            return False
+        pn = packet.packet_number
+        if ack.is_duplicate(pn):
+            return True
+        if self.is_client and not self._peer_scid_known and space_index == INITIAL:
+            self._peer_scid = packet.scid
+            self._peer_scid_known = True
+            self._peer_cids.set_first(packet.scid)
+        eliciting = False
+        for frame in decode_frames(plain, packet.packet_type):
+            if self._on_frame(frame, space_index, packet, now):
+                eliciting = True
+            if self._state >= STATE_CLOSING:
+                return True
+        ack.on_packet(pn, eliciting, ecn, now)
+        space.ack_dirty = True
+        if space_index == HANDSHAKE and not self.is_client:
+            # A Handshake packet proves the client has our keys, so its address (RFC 9000 §8.1).
+            self._rec.address_validated = True
+            if not self._spaces[INITIAL].discarded:
+                self._discard_space(INITIAL)
+        return True
+
+    def _receive_zero_rtt(self, packet: Packet, now: float, ecn: int) -> bool:
+        """A server's 0-RTT packet: application data under the early keys it accepted."""
+        prot = self._zero_rtt
+        if prot is None or self.is_client:
+            return False
+        if packet.dcid not in self._local_cids and packet.dcid != self._initial_dcid:
+            return False
+        ack = self._spaces[APPLICATION].ack
+        try:
+            unprotect_headers([packet], prot.hp, ack.largest)
+            plain = open_packet(prot.key, packet)
+        except QuicDecryptError:
+            return False
+        pn = packet.packet_number
+        if ack.is_duplicate(pn):
+            return True
+        eliciting = False
+        for frame in decode_frames(plain, PACKET_ZERO_RTT):
+            if self._on_frame(frame, APPLICATION, packet, now):
+                eliciting = True
+            if self._state >= STATE_CLOSING:
+                return True
+        ack.on_packet(pn, eliciting, ecn, now)
+        self._spaces[APPLICATION].ack_dirty = True
+        return True
+
+    def _on_retry(self, packet: Packet) -> None:
+        """RFC 9000 §17.2.5.2: one Retry, before any Initial, with a valid integrity tag."""
+        if self._token or self._peer_scid_known or packet.scid == self._initial_dcid:
+            return
+        if not verify_retry(packet, self._original_dcid):
+            return
+        self._token = packet.token
+        self._retry_scid = packet.scid
+        self._peer_cids.set_first(packet.scid)
+        self._install_initial(packet.scid)
+        # Everything sent in Initial packets goes again under the new keys; packet numbers go on.
+        rec = self._rec
+        sent = rec.spaces[INITIAL]
+        for p in sent.packets.values():
+            if p.in_flight:
+                rec.bytes_in_flight -= p.size
+        sent.packets.clear()
+        sent.ack_eliciting_in_flight = 0
+        sent.loss_time = INF
+        crypto = self._spaces[INITIAL].crypto_send
+        crypto.on_frame_lost(0, crypto.sent, False)
+
+    def _on_version_negotiation(self, packet: Packet) -> None:
+        """A server that speaks no version of ours: give up (RFC 9000 §6.2)."""
+        if self._peer_scid_known or self._token or VERSION_1 in packet.supported_versions:
+            return
+        if packet.scid != self._original_dcid:
+            return
+        self._state = STATE_CLOSED
+        self._events.append(ConnectionTerminated(0, b"no common QUIC version", 0, False, CAUSE_PEER))
+
+    def _on_frame(self, frame: Frame, space: int, packet: Packet, now: float) -> bool:
+        """Apply one frame; returns whether it is ack-eliciting."""
+        streams = self._streams
+        if isinstance(frame, Stream):
+            streams.on_stream_frame(frame.stream_id, frame.offset, frame.data, frame.fin)
+            self._recv_dirty[frame.stream_id] = None
+            return True
+        if isinstance(frame, Ack):
+            self._on_ack(frame, space, now)
+            return False
+        if isinstance(frame, Padding):
+            return False
+        if isinstance(frame, Ping):
+            return True
+        if isinstance(frame, Crypto):
+            data = self._spaces[space].crypto_recv.on_frame(frame.offset, frame.data)
+            if data:
+                self._handshake.receive(_EPOCH_OF_SPACE[space], data)
+                self._drain_handshake(now)
+            return True
+        if isinstance(frame, Datagram):
+            limit = self.config.max_datagram_frame_size
+            if limit <= 0 or len(frame.data) > limit:
+                raise QuicError("DATAGRAM not negotiated or too large", frame_type=FRAME_DATAGRAM)
+            self._events.append(DatagramReceived(frame.data))
+            return True
+        if isinstance(frame, MaxData):
+            if frame.maximum > streams.conn_send.max_data and self._conn_blocked:
+                self._send_queue.update(self._conn_blocked)
+                self._conn_blocked.clear()
+            streams.on_max_data(frame.maximum)
+            return True
+        if isinstance(frame, MaxStreamData):
+            streams.on_max_stream_data(frame.stream_id, frame.maximum)
+            if frame.stream_id in streams.send:
+                self._send_queue[frame.stream_id] = None
+            return True
+        if isinstance(frame, MaxStreams):
+            streams.on_max_streams(not frame.bidi, frame.maximum)
+            return True
+        if isinstance(frame, ResetStream):
+            rs = streams.recv_stream(frame.stream_id)
+            if rs is not None:
+                first = rs.reset_code < 0
+                streams.on_reset_stream(frame.stream_id, frame.error_code, frame.final_size)
+                if first:
+                    self._events.append(StreamReset(frame.stream_id, frame.error_code))
+                self._collect(frame.stream_id)
+            return True
+        if isinstance(frame, StopSending):
+            ss = streams.send_stream(frame.stream_id)
+            if ss is not None:
+                first = ss.stop_code < 0
+                ss.on_stop_sending(frame.error_code)
+                if first:
+                    self._events.append(StopSendingReceived(frame.stream_id, frame.error_code))
+                self._send_queue[frame.stream_id] = None
+            return True
+        if isinstance(frame, StreamDataBlocked):
+            streams.recv_stream(frame.stream_id)
+            return True
+        if isinstance(frame, (DataBlocked, StreamsBlocked, PathResponse)):
+            return True
+        if isinstance(frame, NewConnectionId):
+            if frame.path_id is not None:
+                raise QuicError("multipath frame without multipath", frame_type=0x3E78)
+            peer_cids = self._peer_cids
+            peer_cids.on_new(frame.sequence, frame.retire_prior_to, frame.connection_id, frame.reset_token)
+            self._pending_retire.extend(peer_cids.to_retire)
+            peer_cids.to_retire.clear()
+            return True
+        if isinstance(frame, RetireConnectionId):
+            if frame.path_id is not None:
+                raise QuicError("multipath frame without multipath", frame_type=0x3E79)
+            retired = self._local_cids.retire(frame.sequence, packet.dcid)
+            if retired is not None:
+                self._events.append(ConnectionIdRetired(retired))
+                self._issue_cids()
+            return True
+        if isinstance(frame, PathChallenge):
+            if len(self._pending_path_responses) < 8:
+                self._pending_path_responses.append(frame.data)
+            return True
+        if isinstance(frame, ConnectionClose):
+            self._on_peer_close(frame, now)
+            return False
+        if isinstance(frame, HandshakeDone):
+            if not self.is_client:
+                raise QuicError("HANDSHAKE_DONE from a client", frame_type=FRAME_HANDSHAKE_DONE)
+            if not self._confirmed:
+                self._confirm()
+            return True
+        if isinstance(frame, NewToken):
+            if not self.is_client:
+                raise QuicError("NEW_TOKEN from a client", frame_type=FRAME_NEW_TOKEN)
+            return True
+        raise QuicError(f"{type(frame).__name__} frame of an extension not negotiated")
+
+    def _on_ack(self, frame: Ack, space: int, now: float) -> None:
+        if frame.path_id is not None:
+            raise QuicError("PATH_ACK without multipath", frame_type=0x3E)
+        delay = 0.0
+        if space == APPLICATION:
+            delay = (frame.delay << self._peer_ack_delay_exponent) / 1e6
+        ecn_ce = frame.ecn[2] if frame.ecn is not None else -1
+        rec = self._rec
+        rec.on_ack_received(space, frame.ranges, delay, now, ecn_ce)
+        acked = rec.acked
+        if acked and space == APPLICATION and self.is_client and not self._confirmed:
+            self._confirm()
+        for p in acked:
+            self._on_packet_acked(space, p, now)
+        for p in rec.lost:
+            self._on_packet_lost(space, p, now)
+
+    def _on_packet_acked(self, space: int, p: SentPacket, now: float) -> None:
+        if space == APPLICATION:
+            if p.pn >= self._key_phase_first_pn:
+                self._key_update_allowed = True
+            pmtud = self._pmtud
+            if p.mtu_probe:
+                pmtud.on_probe_acked(p.size, now)
+                if pmtud.mtu != self._max_datagram_size:
+                    self._mtu_changed()
+            else:
+                pmtud.on_packet_acked(p.pn, p.size)
+        streams = self._streams
+        for kind, a, b, c in cast(SentFrames, p.frames):
+            if kind == K_STREAM:
+                ss = streams.send.get(a)
+                if ss is not None:
+                    ss.on_frame_acked(b, c >> 1, bool(c & 1))
+                    if ss.is_done():
+                        self._collect(a)
+            elif kind == K_ACK:
+                self._spaces[space].ack.on_ack_acked(a)
+            elif kind == K_CRYPTO:
+                self._spaces[space].crypto_send.on_frame_acked(a, b, False)
+            elif kind == K_RESET:
+                ss = streams.send.get(a)
+                if ss is not None:
+                    ss.on_reset_acked()
+                    self._collect(a)
+
+    def _on_packet_lost(self, space: int, p: SentPacket, now: float) -> None:
+        if space == APPLICATION:
+            if p.mtu_probe:
+                self._pmtud.on_probe_lost(p.size, now)
+            elif self._pmtud.on_packet_lost(p.pn, p.size, now):
+                self._mtu_changed()  # a black hole: back to 1200 bytes
+        self._repair(space, p)
+
+    def _repair(self, space: int, p: SentPacket) -> None:
+        """Queue again what a lost (or rejected 0-RTT) packet carried that must arrive."""
+        streams = self._streams
+        for kind, a, b, c in cast(SentFrames, p.frames):
+            if kind == K_STREAM:
+                ss = streams.send.get(a)
+                if ss is not None:
+                    ss.on_frame_lost(b, c >> 1, bool(c & 1))
+                    self._send_queue[a] = None
+            elif kind == K_CRYPTO:
+                sp = self._spaces[space]
+                if not sp.discarded:
+                    sp.crypto_send.on_frame_lost(a, b, False)
+            elif kind == K_RESET:
+                ss = streams.send.get(a)
+                if ss is not None:
+                    ss.on_reset_lost()
+                    self._send_queue[a] = None
+            elif kind == K_STOP:
+                rs = streams.recv.get(a)
+                if rs is not None:
+                    rs.on_stop_sending_lost()
+                    self._send_queue[a] = None
+            elif kind == K_MAX_DATA:
+                if streams.conn_recv.on_update_lost(a):
+                    self._pending_max_data = True
+            elif kind == K_MAX_STREAM_DATA:
+                rs = streams.recv.get(a)
+                if rs is not None and rs.final_size < 0 and rs.window.on_update_lost(b):
+                    self._pending_msd[a] = None
+            elif kind == K_MAX_STREAMS:
+                if b == streams.peer_limit_sent[a]:
+                    self._pending_max_streams[a] = True
+            elif kind == K_NEW_CID:
+                if a in self._local_cids.active:
+                    self._pending_new_cids.append(a)
+            elif kind == K_RETIRE_CID:
+                self._pending_retire.append(a)
+            elif kind == K_HANDSHAKE_DONE:
+                self._pending_handshake_done = True
+
+    def _on_peer_close(self, frame: ConnectionClose, now: float) -> None:
+        self._state = STATE_DRAINING
+        self._close_deadline = now + 3.0 * self._rec.rtt.pto_base()
+        self._events.append(
+            ConnectionTerminated(frame.error_code, frame.reason, frame.frame_type, frame.application, CAUSE_PEER)
+        )
+
+    def _fail(self, exc: QuicError) -> None:
+        """A protocol error, ours to report: close with its transport error code."""
+        self._start_close(exc.error_code, str(exc).encode()[:256], exc.frame_type, False)
+
+    def _start_close(self, error_code: int, reason: bytes, frame_type: int, application: bool) -> None:
+        if self._state >= STATE_CLOSING:
+            return
+        self._state = STATE_CLOSING
+        self._close = (error_code, reason, frame_type, application)
+        self._close_pending = True
+        self._events.append(ConnectionTerminated(error_code, reason, frame_type, application, CAUSE_LOCAL))
+
+    # -- TLS ------------------------------------------------------------------------
+
+    def _drain_handshake(self, now: float) -> None:
+        hs = self._handshake
+        for epoch, is_send, suite, secret in hs.take_keys():
+            if epoch == EPOCH_HANDSHAKE:
+                space = self._spaces[HANDSHAKE]
+                if is_send:
+                    space.send = Protection(suite, secret)
+                else:
+                    space.recv = Protection(suite, secret)
+                self._rec.has_handshake_keys = True
+            elif epoch == EPOCH_ONE_RTT:
+                secrets = self._one_rtt_secrets
+                secrets[is_send] = (suite, secret)
+                if len(secrets) == 2 and self._one_rtt is None:
+                    self._one_rtt = OneRttKeys(suite, secrets[True][1], secrets[False][1])
+                    self._half_rtt = None
+                elif is_send and not self.is_client:
+                    self._half_rtt = Protection(suite, secret)
+            elif epoch == EPOCH_ZERO_RTT and is_send == self.is_client:
+                self._zero_rtt = Protection(suite, secret)
+                if not self.is_client:
+                    self._early_data = EARLY_DATA_ACCEPTED
+        for epoch, data in hs.take_output():
+            if epoch == EPOCH_INITIAL:
+                space_index = INITIAL
+            elif epoch == EPOCH_HANDSHAKE:
+                space_index = HANDSHAKE
+            else:
+                space_index = APPLICATION
+            space = self._spaces[space_index]
+            if not space.discarded:
+                space.crypto_send.write(data)
+        if self._peer_params is None:
+            raw = hs.peer_transport_parameters
+            if raw is not None:
+                self._apply_peer_params(TransportParameters.decode(raw, from_server=self.is_client))
+        if not self._handshake_complete and hs.complete and self._one_rtt is not None:
+            if self._peer_params is None:
+                raise QuicError("peer sent no transport parameters", error_code=QuicError.TRANSPORT_PARAMETER_ERROR)
+            self._handshake_complete = True
+            self._state = STATE_ESTABLISHED
+            if self.is_client:
+                self._settle_early_data(hs.early_data_accepted)
+            else:
+                self._zero_rtt = None
+            self._events.append(
+                HandshakeCompleted(hs.alpn, hs.peer_id, self._early_data == EARLY_DATA_ACCEPTED, hs.session_resumed)
+            )
+            if not self.is_client:
+                self._pending_handshake_done = True
+                self._confirm()
+            self._issue_cids()
+
+    def _settle_early_data(self, accepted: bool) -> None:
+        """A client's handshake completed: 0-RTT keys go; rejected 0-RTT data goes again in 1-RTT."""
+        self._zero_rtt = None
+        if self._early_data != EARLY_DATA_ATTEMPTED:
+            return
+        self._early_data = EARLY_DATA_ACCEPTED if accepted else EARLY_DATA_REJECTED
+        pns, self._zero_rtt_pns = self._zero_rtt_pns, []
+        if not accepted:
+            for p in self._rec.forget(APPLICATION, pns):
+                self._repair(APPLICATION, p)
+
+    def _check_remembered(self, tp: TransportParameters) -> None:
+        """A server that accepted 0-RTT must not lower a limit the client's 0-RTT data used."""
+        old = self._remembered
+        if old is not None and not tp.keeps_0rtt_limits(old):
+            raise QuicError("server lowered a limit after accepting 0-RTT", error_code=QuicError.PROTOCOL_VIOLATION)
+
+    def _apply_peer_params(self, tp: TransportParameters) -> None:
+        bad = QuicError.TRANSPORT_PARAMETER_ERROR
+        if tp.initial_source_connection_id != self._peer_scid:
+            raise QuicError("initial_source_connection_id does not match", error_code=bad)
+        if self.is_client and self._handshake.early_data_accepted:
+            self._check_remembered(tp)
+        if self.is_client:
+            if tp.original_destination_connection_id != self._original_dcid:
+                raise QuicError("original_destination_connection_id does not match", error_code=bad)
+            if tp.retry_source_connection_id != self._retry_scid:
+                raise QuicError("retry_source_connection_id does not match", error_code=bad)
+        self._peer_params = tp
+        self._streams.set_peer_params(
+            max_data=tp.initial_max_data,
+            max_stream_data_bidi_local=tp.initial_max_stream_data_bidi_local,
+            max_stream_data_bidi_remote=tp.initial_max_stream_data_bidi_remote,
+            max_stream_data_uni=tp.initial_max_stream_data_uni,
+            max_streams_bidi=tp.initial_max_streams_bidi,
+            max_streams_uni=tp.initial_max_streams_uni,
+        )
+        self._rec.max_ack_delay = tp.max_ack_delay / 1000.0
+        self._peer_ack_delay_exponent = tp.ack_delay_exponent
+        if tp.max_idle_timeout > 0:
+            peer_idle = tp.max_idle_timeout / 1000.0
+            if self._idle_timeout <= 0.0 or peer_idle < self._idle_timeout:
+                self._idle_timeout = peer_idle
+        self._peer_max_datagram_frame = tp.max_datagram_frame_size or 0
+        self._peer_cid_limit = tp.active_connection_id_limit
+        self._pmtud.set_peer_max_udp_payload(tp.max_udp_payload_size)
+        if self.is_client and tp.stateless_reset_token is not None:
+            self._peer_cids.set_reset_token(0, tp.stateless_reset_token)
+
+    def _confirm(self) -> None:
+        """The handshake is confirmed (RFC 9001 §4.1.2): Handshake keys go."""
+        self._confirmed = True
+        self._key_update_allowed = True
+        self._rec.on_handshake_confirmed()
+        if not self._spaces[INITIAL].discarded:
+            self._discard_space(INITIAL)
+        if not self._spaces[HANDSHAKE].discarded:
+            self._discard_space(HANDSHAKE)
+
+    def _discard_space(self, index: int) -> None:
+        space = self._spaces[index]
+        space.send = None
+        space.recv = None
+        space.discarded = True
+        space.crypto_send = SendStream(0, VARINT_MAX)
+        self._rec.discard_space(index)
+
+    def _issue_cids(self) -> None:
+        for seq in self._local_cids.issue(self._peer_cid_limit):
+            self._pending_new_cids.append(seq)
+            self._events.append(ConnectionIdIssued(self._local_cids.active[seq][0]))
+
+    # -- stream delivery --------------------------------------------------------------
+
+    def _deliver(self, now: float) -> None:
+        streams = self._streams
+        streams.opened_by_peer.clear()
+        if not self._recv_dirty:
+            return
+        srtt = self._rec.rtt.smoothed
+        for sid in self._recv_dirty:
+            rs = streams.recv.get(sid)
+            if rs is None or rs.reset_code >= 0 or rs.stop_code >= 0:
+                continue
+            data = rs.read()
+            fin = rs.is_finished() and sid not in self._fin_delivered
+            if fin:
+                self._fin_delivered.add(sid)
+            if data or fin:
+                self._events.append(StreamDataReceived(sid, data, fin))
+            if rs.wants_window_update():
+                rs.window.update(now, srtt)
+                self._pending_msd[sid] = None
+            self._collect(sid)
+        self._recv_dirty.clear()
+
+    def _collect(self, sid: int) -> None:
+        streams = self._streams
+        if streams.collect(sid):
+            self._fin_delivered.discard(sid)
+            self._pending_msd.pop(sid, None)
+            if streams.max_streams_frame(False) >= 0:
+                self._pending_max_streams[0] = True
+            if streams.max_streams_frame(True) >= 0:
+                self._pending_max_streams[1] = True
+
+    # -- timers -------------------------------------------------------------------
+
+    def _idle_deadline(self) -> float:
+        if self._idle_timeout <= 0.0:
+            return INF
+        floor = 3.0 * self._rec.rtt.pto_base()
+        timeout = self._idle_timeout if self._idle_timeout > floor else floor
+        return self._last_activity + timeout
+
+    def get_timer(self) -> float | None:
+        """The next time :meth:`handle_timer` must run, or None."""
+        state = self._state
+        if state == STATE_CLOSED or not self._initialized:
+            return None
+        if state >= STATE_CLOSING:
+            return self._close_deadline if self._close_deadline < INF else None
+        t = self._idle_deadline()
+        loss = self._rec.loss_deadline()
+        if loss < t:
+            t = loss
+        for index, space in enumerate(self._spaces):
+            if not space.discarded and space.ack.ack_deadline < t and self._keys_ready(index):
+                t = space.ack.ack_deadline
+        if self._pacing_at < t:
+            t = self._pacing_at
+        if 0.0 <= self._discard_prev_at < t:
+            t = self._discard_prev_at
+        if self.config.keep_alive > 0.0 and self._handshake_complete and not self._ping_pending:
+            k = self._last_eliciting_sent + self.config.keep_alive
+            if k < t:
+                t = k
+        return t if t < INF else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever deadline passed: close periods, idle timeout, loss detection, PTO."""
+        state = self._state
+        if state == STATE_CLOSED or not self._initialized:
+            return
+        if state >= STATE_CLOSING:
+            if now >= self._close_deadline:
+                self._state = STATE_CLOSED
+            return
+        if now >= self._idle_deadline():
+            self._state = STATE_CLOSED
+            self._events.append(ConnectionTerminated(0, b"idle timeout", 0, False, CAUSE_IDLE))
+            return
+        if 0.0 <= self._discard_prev_at <= now and self._one_rtt is not None:
+            self._one_rtt.discard_previous()
+            self._discard_prev_at = INF
+        rec = self._rec
+        if now >= rec.loss_deadline():
+            loss_space = -1
+            earliest = INF
+            for i in range(3):
+                if rec.spaces[i].loss_time < earliest:
+                    earliest = rec.spaces[i].loss_time
+                    loss_space = i
+            result = rec.on_timeout(now)
+            if result == TIMEOUT_LOSS:
+                for p in rec.lost:
+                    self._on_packet_lost(loss_space, p, now)
+            elif result == TIMEOUT_PTO:
+                self._on_pto(rec.pto_space)
+        if (
+            self.config.keep_alive > 0.0
+            and self._handshake_complete
+            and now >= self._last_eliciting_sent + self.config.keep_alive
+        ):
+            self._ping_pending = True
+
+    def _on_pto(self, space_index: int) -> None:
+        """Probe: resend unacknowledged CRYPTO data of a handshake space, else a PING."""
+        if space_index != APPLICATION:
+            space = self._spaces[space_index]
+            cs = space.crypto_send
+            if cs.sent:
+                cs.on_frame_lost(0, cs.sent, False)
+
+    # -- sending --------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Datagrams ready now, in order; runs of full-size ones suit GSO."""
+        out: list[bytes] = []
+        state = self._state
+        if not self._initialized or state == STATE_CLOSED or state == STATE_DRAINING:
+            return out
+        if state == STATE_CLOSING:
+            if self._close_pending:
+                self._close_pending = False
+                if self._rec.amplification_budget() >= self._max_datagram_size:
+                    closing = self._build_close(now)
+                    if closing:
+                        out.append(closing)
+                        self._close_responses += 1
+                if self._close_deadline == INF:
+                    self._close_deadline = now + 3.0 * self._rec.rtt.pto_base()
+            return out
+        self._pacing_at = INF
+        self._cwnd_limited = False
+        if self._discard_prev_at < 0.0:
+            self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
+        if self._confirmed:
+            probe = self._build_mtu_probe(now)
+            if probe is not None:
+                out.append(probe)
+        while True:
+            datagram = self._build_datagram(now)
+            if datagram is None:
+                break
+            out.append(datagram)
+        self._rec.app_limited = not self._cwnd_limited
+        return out
+
+    def _build_mtu_probe(self, now: float) -> bytes | None:
+        """A PING padded to the size PMTU discovery wants to try, within the window."""
+        pmtud = self._pmtud
+        size = pmtud.poll_probe(now)
+        if size == 0 or self._rec.send_budget() < size:
+            return None
+        sent = self._rec.spaces[APPLICATION]
+        pn = sent.next_pn
+        pn_length = packet_number_length(pn, sent.largest_acked)
+        payload = bytearray(size - self._header_length(APPLICATION, pn_length) - TAG_SIZE)
+        payload[0] = 0x01  # PING, then PADDING
+        pmtud.on_probe_sent()
+        plan = _Plan(APPLICATION, pn, pn_length, payload, [(K_MTU_PROBE, size, 0, 0)], True, True)
+        return self._seal([plan], now, size)
+
+    def _mtu_changed(self) -> None:
+        mtu = self._pmtud.mtu
+        self._max_datagram_size = mtu
+        self._rec.cc.set_max_datagram_size(mtu)
+        self._pacer.max_datagram_size = mtu
+
+    def _has_eliciting_work(self) -> bool:
+        for space in self._spaces:
+            if not space.discarded and space.crypto_send.wants_send():
+                return True
+        return bool(
+            self._send_queue
+            or self._datagrams
+            or self._ping_pending
+            or self._rec.probes > 0
+            or self._pending_handshake_done
+            or self._pending_max_data
+            or self._pending_msd
+            or self._pending_max_streams[0]
+            or self._pending_max_streams[1]
+            or self._pending_new_cids
+            or self._pending_retire
+            or self._pending_path_responses
+        )
+
+    def _header_length(self, space: int, pn_length: int) -> int:
+        dcid = len(self._peer_cids.cid())
+        if space == APPLICATION:
+            if self._sends_zero_rtt():
+                return 7 + dcid + self._local_cids.length + 2 + pn_length
+            return 1 + dcid + pn_length
+        # Long header: type, version, DCID, SCID, (token), two-byte Length, PN.
+        token = 0
+        if space == INITIAL:
+            token = len(self._token) + len(encode_varint(len(self._token)))
+        return 7 + dcid + self._local_cids.length + token + 2 + pn_length
+
+    def _keys_ready(self, space: int) -> bool:
+        if space == APPLICATION:
+            if self._handshake_complete:
+                return self._one_rtt is not None
+            if self.is_client:
+                return self._zero_rtt is not None
+            return self._half_rtt is not None and self._early_data == EARLY_DATA_ACCEPTED
+        return self._spaces[space].send is not None
+
+    def _sends_zero_rtt(self) -> bool:
+        """Application data goes in 0-RTT packets: a client before its handshake completed."""
+        return self.is_client and not self._handshake_complete
+
+    def _build_datagram(self, now: float) -> bytes | None:
+        rec = self._rec
+        limit = self._pmtud.datagram_size(rec.pto_count) if self._confirmed else BASE_MTU
+        amp = rec.amplification_budget()
+        if amp < limit:
+            limit = amp
+        if limit < 64:
+            return None
+        can_elicit = rec.send_budget() > 0
+        if not can_elicit and self._has_eliciting_work():
+            self._cwnd_limited = True
+        if can_elicit and rec.probes == 0 and self._has_eliciting_work():
+            t = self._pacer.next_send_time(now, limit, float(rec.cc.window), rec.rtt.smoothed)
+            if t > now:
+                self._pacing_at = t
+                can_elicit = False
+        plans: list[_Plan] = []
+        room = limit
+        # A server's ack-eliciting Initial must fill 1200 bytes (RFC 9000 §14.1); until the
+        # amplification budget allows that, its Initial packets carry ACKs only.
+        initial_elicit = can_elicit and (self.is_client or limit >= MIN_INITIAL_DATAGRAM)
+        for space in (INITIAL, HANDSHAKE, APPLICATION):
+            if not self._keys_ready(space):
+                continue
+            plan = self._build_payload(space, room, now, initial_elicit if space == INITIAL else can_elicit)
+            if plan is not None:
+                plans.append(plan)
+                room -= self._header_length(space, plan.pn_length) + len(plan.payload) + TAG_SIZE
+        if not plans:
+            return None
+        return self._seal(plans, now, limit)
+
+    def _seal(self, plans: list[_Plan], now: float, limit: int) -> bytes:
+        """Pad, protect and record the packets of one datagram."""
+        total = 0
+        pad_initial = False
+        for plan in plans:
+            if len(plan.payload) < 4 - plan.pn_length:
+                plan.payload += bytes(4 - plan.pn_length - len(plan.payload))
+            total += self._header_length(plan.space, plan.pn_length) + len(plan.payload) + TAG_SIZE
+            if plan.space == INITIAL and (self.is_client or plan.eliciting):
+                pad_initial = True
+        padded = False
+        if pad_initial and total < MIN_INITIAL_DATAGRAM and limit >= MIN_INITIAL_DATAGRAM:
+            plans[-1].payload += bytes(MIN_INITIAL_DATAGRAM - total)
+            padded = True
+        parts: list[bytearray] = []
+        dcid = self._peer_cids.cid()
+        scid = self._local_cids.cids()[0]
+        rec = self._rec
+        eliciting_any = False
+        for i, plan in enumerate(plans):
+            space = plan.space
+            pn = plan.pn
+            pn_length = plan.pn_length
+            payload = bytes(plan.payload)
+            if space == APPLICATION:
+                keys = self._one_rtt
+                if keys is not None and self._handshake_complete:
+                    header = build_short_header(dcid, pn, pn_length, keys.key_phase)
+                    parts.append(seal_packet(keys.send, keys.send_hp, header, payload, pn))
+                elif self.is_client:
+                    zero = cast(Protection, self._zero_rtt)
+                    header = self._long_header(PACKET_ZERO_RTT, dcid, scid, pn, pn_length, len(payload))
+                    parts.append(seal_packet(zero.key, zero.hp, header, payload, pn))
+                    self._zero_rtt_pns.append(pn)
+                else:
+                    half = cast(Protection, self._half_rtt)
+                    header = build_short_header(dcid, pn, pn_length, 0)
+                    parts.append(seal_packet(half.key, half.hp, header, payload, pn))
+            else:
+                prot = cast(Protection, self._spaces[space].send)
+                packet_type = PACKET_INITIAL if space == INITIAL else PACKET_HANDSHAKE
+                header = self._long_header(packet_type, dcid, scid, pn, pn_length, len(payload))
+                parts.append(seal_packet(prot.key, prot.hp, header, payload, pn))
+            size = len(parts[-1])
+            in_flight = plan.eliciting or (padded and i == len(plans) - 1)
+            rec.on_packet_sent(
+                space, SentPacket(pn, now, size, plan.eliciting, in_flight, plan.frames, plan.mtu_probe)
+            )
+            if plan.eliciting:
+                eliciting_any = True
+        datagram = b"".join(parts)
+        rec.on_datagram_sent(len(datagram))
+        if eliciting_any:
+            self._pacer.on_sent(len(datagram))
+            self._last_eliciting_sent = now
+            if not self._idle_restarted:
+                self._idle_restarted = True
+                self._last_activity = now
+        if self.is_client and not self._spaces[INITIAL].discarded:
+            for plan in plans:
+                if plan.space == HANDSHAKE:
+                    # RFC 9001 §4.9.1: a client drops Initial keys once it sends a Handshake packet.
+                    self._discard_space(INITIAL)
+                    break
+        return datagram
+
+    def _long_header(self, packet_type: int, dcid: bytes, scid: bytes, pn: int, pn_length: int, size: int) -> bytes:
+        """A long header with a two-byte Length, as :meth:`_header_length` counts it."""
+        return b"".join(
+            [
+                bytes((0xC0 | (packet_type << 4) | (pn_length - 1),)),
+                VERSION_1.to_bytes(4, "big"),
+                bytes((len(dcid),)),
+                dcid,
+                bytes((len(scid),)),
+                scid,
+                encode_varint(len(self._token)) + self._token if packet_type == PACKET_INITIAL else b"",
+                (0x4000 | (pn_length + size + TAG_SIZE)).to_bytes(2, "big"),
+                (pn & ((1 << (8 * pn_length)) - 1)).to_bytes(pn_length, "big"),
+            ]
+        )
+
+    def _ack_bytes(self, space: PacketSpace, index: int, now: float) -> bytes:
+        ack = space.ack
+        ranges = ack.ranges()
+        if len(ranges) > MAX_ACK_FRAME_RANGES:
+            ranges = ranges[:MAX_ACK_FRAME_RANGES]
+        delay = int(ack.ack_delay(now) * 1e6) >> ACK_DELAY_EXPONENT if index == APPLICATION else 0
+        w = Writer(64 + 16 * len(ranges))
+        ecn = (ack.ect0, ack.ect1, ack.ce) if ack.ect0 or ack.ect1 or ack.ce else None
+        push_ack(w, ranges, delay, ecn)
+        return w.getvalue()
+
+    def _build_payload(self, index: int, budget: int, now: float, can_elicit: bool) -> _Plan | None:
+        space = self._spaces[index]
+        sent_space = self._rec.spaces[index]
+        pn = sent_space.next_pn
+        pn_length = packet_number_length(pn, sent_space.largest_acked)
+        capacity = budget - self._header_length(index, pn_length) - TAG_SIZE
+        if capacity < 32:
+            return None
+        ack = space.ack
+        ack_bytes = b""
+        want_ack = False
+        if ack.received and (space.ack_dirty or ack.wants_ack(now)):
+            ack_bytes = self._ack_bytes(space, index, now)
+            want_ack = ack.wants_ack(now)
+            if len(ack_bytes) >= capacity:
+                return None
+        w = Writer(capacity - len(ack_bytes))
+        frames: SentFrames = []
+        eliciting = False
+        if index == APPLICATION and self._sends_zero_rtt():
+            # 0-RTT carries no ACK, CRYPTO or connection-ID frames (RFC 9000 §12.4).
+            ack_bytes = b""
+            w = Writer(capacity)
+            if can_elicit:
+                eliciting = self._write_streams(w, frames)
+                if self._write_datagrams(w, frames):
+                    eliciting = True
+                if not eliciting and self._ping_pending:
+                    w.push_uint8(0x01)
+                    frames.append((K_OTHER, 0, 0, 0))
+                    eliciting = True
+                    self._ping_pending = False
+        elif can_elicit:
+            eliciting = self._write_crypto(space, w, frames)
+            if index == APPLICATION:
+                if self._write_control(w, frames, now):
+                    eliciting = True
+                if self._write_streams(w, frames):
+                    eliciting = True
+            rec = self._rec
+            if not eliciting and (
+                (index == APPLICATION and self._ping_pending) or (rec.probes > 0 and rec.pto_space == index)
+            ):
+                w.push_uint8(0x01)
+                frames.append((K_OTHER, 0, 0, 0))
+                eliciting = True
+                if index == APPLICATION:
+                    self._ping_pending = False
+        if ack_bytes and (want_ack or eliciting):
+            ack_largest = ack.largest
+            ack.on_ack_sent()
+            space.ack_dirty = False
+            frames.append((K_ACK, ack_largest, 0, 0))
+            payload = bytearray(ack_bytes)
+            payload += w.buffer[: w.tell()]
+        elif eliciting:
+            payload = bytearray(w.buffer[: w.tell()])
+        else:
+            return None
+        return _Plan(index, pn, pn_length, payload, frames, eliciting)
+
+    def _write_crypto(self, space: PacketSpace, w: Writer, frames: SentFrames) -> bool:
+        cs = space.crypto_send
+        wrote = False
+        while cs.wants_send():
+            room = w.remaining() - 12
+            if room <= 0:
+                break
+            item = cs.next_frame(room, space.crypto_credit)
+            if item is None:
+                break
+            offset, data, _ = item
+            w.push_uint8(FRAME_CRYPTO)
+            w.push_varint(offset)
+            w.push_varint(len(data))
+            w.push_bytes(bytes(data))
+            frames.append((K_CRYPTO, offset, len(data), 0))
+            wrote = True
+        return wrote
+
+    def _write_control(self, w: Writer, frames: SentFrames, now: float) -> bool:
+        """Flow-control credit, connection IDs, HANDSHAKE_DONE, PATH_RESPONSE, *_BLOCKED."""
+        wrote = False
+        streams = self._streams
+        if self._pending_handshake_done and w.remaining() >= 1:
+            HandshakeDone().encode(w)
+            frames.append((K_HANDSHAKE_DONE, 0, 0, 0))
+            self._pending_handshake_done = False
+            wrote = True
+        if w.remaining() >= _CONTROL_ROOM:
+            limit = streams.max_data_frame(now, self._rec.rtt.smoothed)
+            if limit >= 0 or self._pending_max_data:
+                limit = streams.conn_recv.limit
+                MaxData(limit).encode(w)
+                frames.append((K_MAX_DATA, limit, 0, 0))
+                self._pending_max_data = False
+                wrote = True
+        for d in (0, 1):
+            if self._pending_max_streams[d] and w.remaining() >= _CONTROL_ROOM:
+                limit = streams.peer_limit_sent[d]
+                MaxStreams(d == 0, limit).encode(w)
+                frames.append((K_MAX_STREAMS, d, limit, 0))
+                self._pending_max_streams[d] = False
+                wrote = True
+            blocked = self._pending_streams_blocked[d]
+            if blocked >= 0 and w.remaining() >= _CONTROL_ROOM:
+                StreamsBlocked(d == 0, blocked).encode(w)
+                frames.append((K_OTHER, 0, 0, 0))
+                self._pending_streams_blocked[d] = -1
+                wrote = True
+        while self._pending_msd and w.remaining() >= _CONTROL_ROOM:
+            sid = next(iter(self._pending_msd))
+            del self._pending_msd[sid]
+            rs = streams.recv.get(sid)
+            if rs is None or rs.final_size >= 0:
+                continue
+            MaxStreamData(sid, rs.window.limit).encode(w)
+            frames.append((K_MAX_STREAM_DATA, sid, rs.window.limit, 0))
+            wrote = True
+        while self._pending_new_cids and w.remaining() >= _CONTROL_ROOM:
+            seq = self._pending_new_cids.pop(0)
+            entry = self._local_cids.active.get(seq)
+            if entry is None:
+                continue
+            NewConnectionId(seq, self._local_cids.retire_prior_to, entry[0], entry[1]).encode(w)
+            frames.append((K_NEW_CID, seq, 0, 0))
+            wrote = True
+        while self._pending_retire and w.remaining() >= _CONTROL_ROOM:
+            seq = self._pending_retire.pop(0)
+            RetireConnectionId(seq).encode(w)
+            frames.append((K_RETIRE_CID, seq, 0, 0))
+            wrote = True
+        while self._pending_path_responses and w.remaining() >= _CONTROL_ROOM:
+            PathResponse(self._pending_path_responses.pop(0)).encode(w)
+            frames.append((K_OTHER, 0, 0, 0))
+            wrote = True
+        if w.remaining() >= _CONTROL_ROOM:
+            blocked = streams.conn_send.blocked_frame()
+            if blocked >= 0:
+                DataBlocked(blocked).encode(w)
+                frames.append((K_OTHER, 0, 0, 0))
+                wrote = True
+        if self._write_datagrams(w, frames):
+            wrote = True
+        return wrote
+
+    def _write_datagrams(self, w: Writer, frames: SentFrames) -> bool:
+        wrote = False
+        while self._datagrams:
+            data = self._datagrams[0]
+            size = 1 + (1 if len(data) < 64 else 2) + len(data)
+            if size > w.remaining():
+                break
+            self._datagrams.popleft()
+            w.push_uint8(FRAME_DATAGRAM_LEN)
+            w.push_varint(len(data))
+            w.push_bytes(data)
+            frames.append((K_OTHER, 0, 0, 0))
+            wrote = True
+        return wrote
+
+    def _write_streams(self, w: Writer, frames: SentFrames) -> bool:
+        """STOP_SENDING, RESET_STREAM and STREAM frames, round-robin over streams with work."""
+        queue = self._send_queue
+        if not queue:
+            return False
+        streams = self._streams
+        conn = streams.conn_send
+        wrote = False
+        for sid in list(queue):
+            if w.remaining() < _CONTROL_ROOM:
+                break
+            rs = streams.recv.get(sid)
+            if rs is not None:
+                code = rs.take_stop_sending()
+                if code >= 0:
+                    StopSending(sid, code).encode(w)
+                    frames.append((K_STOP, sid, 0, 0))
+                    wrote = True
+            ss = streams.send.get(sid)
+            if ss is not None:
+                reset = ss.take_reset()
+                if reset is not None:
+                    ResetStream(sid, reset[0], reset[1]).encode(w)
+                    frames.append((K_RESET, sid, 0, 0))
+                    wrote = True
+                while ss.sendable(conn):
+                    offset = ss.retx.start if ss.retx else ss.sent
+                    room = w.remaining() - stream_header_size(sid, offset, 16383)
+                    if room <= 0:
+                        break
+                    item = ss.next_frame(room if room < 16383 else 16383, conn)
+                    if item is None:
+                        break
+                    offset, data, fin = item
+                    push_stream_header(w, sid, offset, len(data), fin)
+                    w.push_bytes(bytes(data))
+                    frames.append((K_STREAM, sid, offset, len(data) * 2 + (1 if fin else 0)))
+                    wrote = True
+                blocked = ss.blocked_frame()
+                if blocked >= 0 and w.remaining() >= _CONTROL_ROOM:
+                    StreamDataBlocked(sid, blocked).encode(w)
+                    frames.append((K_OTHER, 0, 0, 0))
+                    wrote = True
+            del queue[sid]
+            if ss is not None:
+                if ss.sendable(conn):
+                    queue[sid] = None  # more to send: back of the line
+                elif ss.reset_code < 0 and ss.sent < ss.written and ss.sent < ss.max_data:
+                    self._conn_blocked[sid] = None  # waits for MAX_DATA
+        return wrote
+
+    def _build_close(self, now: float) -> bytes:
+        error_code, reason, frame_type, application = self._close
+        plans: list[_Plan] = []
+        for index in (INITIAL, HANDSHAKE, APPLICATION):
+            if not self._keys_ready(index):
+                continue
+            w = Writer(64 + len(reason))
+            if index == APPLICATION or not application:
+                ConnectionClose(error_code, reason, frame_type, application).encode(w)
+            else:
+                # Before 1-RTT an application close is sent as a transport APPLICATION_ERROR.
+                ConnectionClose(QuicError.APPLICATION_ERROR, b"", 0, False).encode(w)
+            sent_space = self._rec.spaces[index]
+            pn = sent_space.next_pn
+            plans.append(
+                _Plan(index, pn, packet_number_length(pn, sent_space.largest_acked), bytearray(w.getvalue()), [], False)
+            )
+        if not plans:
+            return b""
+        return self._seal(plans, now, BASE_MTU)
