@@ -1,0 +1,165 @@
+"""The asyncio driver of the QUIC endpoint core, two engines over real UDP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from irohpy.endpoint.engine import EngineConnection, QuicEngine
+from irohpy.errors import ApplicationClosed, ConnectTimeout, ConnectionLost, LocallyClosed, StreamReset
+from irohpy.quic.connection import CAUSE_RESET
+from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
+from irohpy.socket.udp import UdpSocket
+from irohpy.tls.keys import private_key, public_key_bytes
+
+ALPN = b"irohpy/engine-test/0"
+T = 20.0
+SERVER_SECRET = hashlib.sha256(b"engine-server").digest()
+SERVER_ID = public_key_bytes(private_key(SERVER_SECRET))
+CLIENT_SECRET = hashlib.sha256(b"engine-client").digest()
+CLIENT_ID = public_key_bytes(private_key(CLIENT_SECRET))
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[QuicEngine, QuicEngine]]:
+    async with await QuicEngine.bind(SERVER_SECRET, config=EndpointConfig(alpns=[ALPN])) as server:
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            yield server, client
+
+
+async def connected(server: QuicEngine, client: QuicEngine) -> tuple[EngineConnection, EngineConnection]:
+    ours = await client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T)
+    theirs = await asyncio.wait_for(server.accept(), T)
+    return ours, theirs
+
+
+async def test_echo_and_batching(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    assert ours.peer_id == SERVER_ID and theirs.peer_id == CLIENT_ID and theirs.alpn == ALPN
+    data = os.urandom(4 << 20)
+
+    async def echo() -> None:
+        send, recv = await theirs.accept_bi()
+        await send.write_all(await recv.read_to_end(len(data)))
+        send.finish()
+
+    task = asyncio.create_task(asyncio.wait_for(echo(), T))
+    send, recv = await ours.open_bi()
+    await send.write_all(data)
+    send.finish()
+    assert await asyncio.wait_for(recv.read_to_end(len(data)), T) == data
+    await task
+    # One core pass per receive burst, never one per datagram.
+    assert server._socket is not None and client._socket is not None
+    received = server._socket.recv_datagrams + client._socket.recv_datagrams
+    assert server.passes + client.passes < received + 2 * 100
+    # Sends went out in GSO runs where the kernel has it.
+    if client._socket.gso:
+        assert client._socket.sent_syscalls < client._socket.sent_datagrams
+
+
+async def test_one_timer_follows_the_core_deadline(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, _ = await connected(server, client)
+    await asyncio.sleep(0.05)
+    for engine in (server, client):
+        assert engine._timer is not None
+        assert engine._timer.when() == engine.core.deadline()
+
+
+async def test_close_codes_reset_and_datagrams(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    ours.send_datagram(b"ping")
+    assert await asyncio.wait_for(theirs.read_datagram(), T) == b"ping"
+    send, _ = await ours.open_bi()
+    await send.write(b"x")
+    _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+    send.reset(9)
+    with pytest.raises(StreamReset) as reset:
+        await asyncio.wait_for(recv.read_to_end(10), T)
+    assert reset.value.error_code == 9
+    ours.close(77, b"enough")
+    term = await asyncio.wait_for(theirs.closed(), T)
+    assert term.error_code == 77 and term.reason == b"enough" and term.application
+    with pytest.raises(ApplicationClosed):
+        await theirs.open_bi()
+    with pytest.raises(LocallyClosed):
+        await ours.open_bi()
+    # Both ends forget the connection once the closing and draining periods are over.
+    async def forgotten() -> None:
+        while client.core.connections or server.core.connections:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(forgotten(), T)
+    assert client.core.routes() == {} and server.core.routes() == {}
+
+
+async def test_closing_the_engine_closes_its_connections(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    await client.close()
+    term = await asyncio.wait_for(theirs.closed(), T)
+    assert term.cause == "peer"
+    with pytest.raises(ConnectionLost):
+        await ours.accept_bi()
+
+
+async def test_connect_timeout_when_nobody_answers() -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            with pytest.raises(ConnectTimeout):
+                await client.connect(silent.getsockname(), SERVER_ID, ALPN, timeout=0.5)
+    finally:
+        silent.close()
+
+
+class Restartable:
+    """An engine on a socket the test owns, so it can 'crash': the socket goes first and the
+    engine's CONNECTION_CLOSE frames never leave, as if the process had died."""
+
+    def __init__(self, engine: QuicEngine, sock: UdpSocket) -> None:
+        self.engine = engine
+        self.sock = sock
+
+    @classmethod
+    def start(cls, secret: bytes, config: EndpointConfig, port: int = 0) -> Restartable:
+        holder: list[QuicEngine] = []
+        sock = UdpSocket.bind("127.0.0.1", port, lambda batch, s: holder[0].receive(batch, s))
+        engine = QuicEngine(QuicEndpoint(secret, config), sock.send_batch)
+        holder.append(engine)
+        return cls(engine, sock)
+
+    async def crash(self) -> None:
+        self.sock.close()
+        await self.engine.close()
+
+
+async def test_restarted_server_resets_the_client_over_udp() -> None:
+    key = os.urandom(32)
+    config = EndpointConfig(alpns=[ALPN], static_key=key)
+    first = Restartable.start(SERVER_SECRET, config)
+    port = first.sock.local_addr[1]
+    second: Restartable | None = None
+    try:
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            ours = await client.connect(("127.0.0.1", port), SERVER_ID, ALPN, timeout=T)
+            await first.crash()
+            second = Restartable.start(SERVER_SECRET, config, port)
+            send, _ = await ours.open_bi()
+            await send.write(os.urandom(4000))
+            term = await asyncio.wait_for(ours.closed(), T)
+            assert term.cause == CAUSE_RESET
+            assert second.engine.core.stats.resets_sent >= 1
+    finally:
+        await first.crash()
+        if second is not None:
+            await second.crash()
