@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from irohpy.endpoint.engine import EngineConnection, QuicEngine
-from irohpy.errors import ApplicationClosed, IdleTimeout
+from irohpy.errors import ApplicationClosed, IdleTimeout, QuicError
 from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig
 from irohpy.tls.keys import private_key, public_key_bytes
@@ -276,3 +276,64 @@ async def test_idle_timeout_against_rust(iroh_loop: Any, ref: Any) -> None:
         assert "timed out" in text.lower() or "idle" in text.lower(), text
         with pytest.raises(IdleTimeout):
             await ours.accept_bi()
+
+
+async def test_key_update_we_force_mid_transfer(iroh_loop: Any, engine: QuicEngine, ref: Any) -> None:
+    data = pattern(SIZE, 9)
+
+    async def serve() -> bytes:
+        inc = await ref.accept_next()
+        conn = await (await inc.accept()).connect()
+        uni = await conn.accept_uni()
+        got = bytes(await uni.read_to_end(SIZE))
+        await conn.closed()
+        return got
+
+    server = asyncio.create_task(asyncio.wait_for(serve(), 4 * T))
+    conn = await dial_rust(iroh_loop, engine, ref)
+    uni = await conn.open_uni()
+    phase = conn.quic.key_phase
+    half = SIZE // 2
+    await uni.write_all(memoryview(data)[:half])
+    # Wait until the peer acknowledged something under the current keys, then update.
+    async def update() -> None:
+        while True:
+            try:
+                conn.request_key_update()
+                return
+            except QuicError:
+                await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(update(), T)
+    await uni.write_all(memoryview(data)[half:])
+    uni.finish()
+    assert await asyncio.wait_for(uni.stopped(), 4 * T) is None
+    assert conn.quic.key_phase != phase
+    conn.close(0, b"done")
+    assert await server == data
+
+
+async def test_restarted_python_endpoint_resets_rust(iroh_loop: Any, ref: Any) -> None:
+    from tests.test_quic_engine import Restartable
+
+    key = os.urandom(32)
+    config = EndpointConfig(alpns=[ALPN], static_key=key)
+    first = Restartable.start(PY_SECRET, config)
+    port = first.sock.local_addr[1]
+    second: Restartable | None = None
+    try:
+        target = iroh_loop.EndpointAddr(iroh_loop.EndpointId.from_bytes(PY_ID), None, [f"127.0.0.1:{port}"])
+        dial = asyncio.create_task(asyncio.wait_for(ref.connect(target, ALPN), T))
+        await asyncio.wait_for(first.engine.accept(), T)
+        theirs = await dial
+        await first.crash()
+        second = Restartable.start(PY_SECRET, config, port)
+        uni = await theirs.open_uni()
+        await uni.write_all(b"x" * 4000)
+        text = await asyncio.wait_for(theirs.closed(), T)
+        assert "reset" in text.lower(), text
+        assert second.engine.core.stats.resets_sent >= 1
+    finally:
+        await first.crash()
+        if second is not None:
+            await second.crash()

@@ -184,6 +184,12 @@ class EngineConnection:
             await self._arrivals.wait()
         return self._datagrams.popleft()
 
+    def request_key_update(self) -> None:
+        """Move to fresh 1-RTT keys now (RFC 9001 §6); QuicError while the last update is unconfirmed."""
+        self._check_open()
+        self.quic.request_key_update()
+        self._wake()
+
     def close(self, error_code: int = 0, reason: bytes = b"") -> None:
         """Close with an application error code; the peer sees code and reason."""
         if self.terminated is None:
