@@ -417,3 +417,19 @@ def test_resets_are_small_rate_limited_and_never_answer_reset_sized_packets() ->
     r1 = e1.transmits(0.0)[0].datagrams[0]
     r2 = e2.transmits(0.0)[0].datagrams[0]
     assert r1[-16:] == r2[-16:]
+
+
+def test_coalesced_handshake_datagrams_reach_their_connection() -> None:
+    sim, client_ep, server_ep, client, server = handshaken()
+    coalesced = [d for src, _, d in sim.sent if src == B and len(split_datagram(d, 8)) > 1]
+    assert coalesced, "the server's first flight coalesces Initial and Handshake packets"
+
+
+def test_timer_heap_stays_bounded_under_traffic() -> None:
+    sim, client_ep, server_ep, client, server = handshaken()
+    sid = client.open_stream()
+    client.send_stream_data(sid, pattern(2_000_000), end_stream=True)
+    client_ep.wake(client)
+    sim.run(60.0, lambda: sid in sim.seen_of(server).finished)
+    for ep in (client_ep, server_ep):
+        assert len(ep._timers) <= 2 * len(ep.connections) + 64

@@ -506,7 +506,15 @@ class QuicEndpoint:
                     if at is not None:
                         self._timer_seq += 1
                         heapq.heappush(self._timers, (at, self._timer_seq, entry))
+        if len(self._timers) > 2 * len(self._entries) + 64:
+            self._compact_timers()
         return out
+
+    def _compact_timers(self) -> None:
+        """Drop superseded heap entries: a busy connection moves its deadline every pass."""
+        live = [t for t in self._timers if not t[2].removed and t[2].timer == t[0]]
+        heapq.heapify(live)
+        self._timers = live
 
     def touched(self) -> list[QuicConnection]:
         """Connections handled since the last call: read their events."""
