@@ -40,7 +40,7 @@ def pattern(size: int, seed: int = 0) -> bytes:
 
 
 def server_config(**kw: object) -> EndpointConfig:
-    return EndpointConfig(alpns=[ALPN], **kw)  # type: ignore[arg-type]
+    return EndpointConfig(alpns=[ALPN], **kw)  # type: ignore[arg-type]  # keyword overrides
 
 
 def pair(

@@ -29,6 +29,7 @@ from irohpy.errors import (
     EndpointClosed,
     IdleTimeout,
     LocallyClosed,
+    StreamError,
     TransportError,
 )
 from irohpy.quic import connection as qc
@@ -37,8 +38,9 @@ from irohpy.socket.udp import SockAddr, UdpSocket
 
 #: Received datagrams a connection keeps for the application; the oldest go first.
 MAX_DATAGRAMS = 256
-#: Established connections waiting for accept().
+#: Established connections waiting for accept(); more are refused.
 MAX_ACCEPT_QUEUE = 128
+CONNECTION_REFUSED = 0x02
 
 Sender = Callable[[list[bytes], SockAddr], None]
 """Sends datagrams to one address in order (``UdpSocket.send_batch``)."""
@@ -142,7 +144,7 @@ class EngineConnection:
             self._check_open()
             try:
                 return self.quic.open_stream(uni)
-            except qc.StreamError:
+            except StreamError:
                 self._wake()  # STREAMS_BLOCKED goes out
                 await self._progress.wait()
 
@@ -280,15 +282,13 @@ class QuicEngine:
             while (ev := quic.next_event()) is not None:
                 conn._on_event(ev)
             conn._progress.notify_all()
-            if (
-                not was_established
-                and not quic.is_client
-                and conn.terminated is None
-                and conn._established.done()
-                and len(self._accept) < MAX_ACCEPT_QUEUE
-            ):
-                self._accept.append(conn)
-                self._accepted.notify_all()
+            if not was_established and not quic.is_client and conn.terminated is None and conn._established.done():
+                if len(self._accept) < MAX_ACCEPT_QUEUE:
+                    self._accept.append(conn)
+                    self._accepted.notify_all()
+                else:
+                    quic.close(CONNECTION_REFUSED, b"accept queue full", application=False)
+                    self._wake(quic)
             if quic.is_closed:
                 del conns[quic]
 

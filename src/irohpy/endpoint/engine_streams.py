@@ -54,7 +54,8 @@ class EngineSendStream:
             await self._conn._progress.wait()
             self._check_writable()
         if data:
-            self._conn.quic.send_stream_data(self.id, data)
+            # The core keeps what it is given until acknowledged: a bytearray could change.
+            self._conn.quic.send_stream_data(self.id, bytes(data) if isinstance(data, bytearray) else data)
             self._conn._wake()
         return len(data)
 
