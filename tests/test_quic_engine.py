@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from irohpy.endpoint.engine import EngineConnection, QuicEngine
-from irohpy.errors import ApplicationClosed, ConnectTimeout, ConnectionLost, LocallyClosed, StreamReset
+from irohpy.errors import (
+    ApplicationClosed,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    LocallyClosed,
+    StreamReset,
+)
 from irohpy.quic.connection import CAUSE_RESET
 from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
 from irohpy.socket.udp import UdpSocket
@@ -163,3 +170,13 @@ async def test_restarted_server_resets_the_client_over_udp() -> None:
         await first.crash()
         if second is not None:
             await second.crash()
+
+
+async def test_wrong_endpoint_id_or_alpn_fails_the_dial(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    with pytest.raises(ConnectError):
+        await client.connect(server.local_addr, CLIENT_ID, ALPN, timeout=T)
+    with pytest.raises(ConnectError):
+        await client.connect(server.local_addr, SERVER_ID, b"irohpy/other/0", timeout=T)
+    ours, theirs = await connected(server, client)
+    assert theirs.peer_id == CLIENT_ID

@@ -221,6 +221,7 @@ class QuicEngine:
         self._accepted = Notify()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = -1.0
+        self._now = 0.0
         self._flush_scheduled = False
         self._closed = False
         self._socket: UdpSocket | None = None
@@ -260,7 +261,11 @@ class QuicEngine:
     def _pass(self, batch: Sequence[tuple[bytes, SockAddr]]) -> None:
         now = self._loop.time()
         if self._timer_at >= 0.0 and now < self._timer_at <= now + 1e-3:
+            # The loop may run a timer a hair early; a pass at the deadline runs what is due.
             now = self._timer_at
+        if now < self._now:
+            now = self._now  # never backwards, or an RTT sample could go negative
+        self._now = now
         self.passes += 1
         core = self.core
         transmits, created, deadline = core.poll(batch, now)
@@ -326,7 +331,7 @@ class QuicEngine:
         """Dial ``addr``, authenticating the peer as ``endpoint_id``."""
         if self._closed:
             raise EndpointClosed("engine is closed")
-        quic = self.core.connect(addr, endpoint_id, [alpn], self._loop.time())
+        quic = self.core.connect(addr, endpoint_id, [alpn], max(self._loop.time(), self._now))
         conn = EngineConnection(self, quic)
         self._conns[quic] = conn
         self._wake(quic)
