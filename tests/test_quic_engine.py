@@ -180,3 +180,65 @@ async def test_wrong_endpoint_id_or_alpn_fails_the_dial(pair: tuple[QuicEngine, 
         await client.connect(server.local_addr, SERVER_ID, b"irohpy/other/0", timeout=T)
     ours, theirs = await connected(server, client)
     assert theirs.peer_id == CLIENT_ID
+
+
+async def test_a_junk_flood_allocates_nothing_and_a_client_still_gets_through() -> None:
+    """Junk Initials, unknown versions and random short headers at full speed from one socket,
+    while a well-behaved client connects and echoes 1 MB."""
+    config = EndpointConfig(alpns=[ALPN], stateless_rate=100.0, stateless_burst=20)
+    async with await QuicEngine.bind(SERVER_SECRET, config=config) as server:
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            attacker.setblocking(False)
+            attacker.bind(("127.0.0.1", 0))
+            body = os.urandom(1200)
+            heads = [
+                b"\xc0\x00\x00\x00\x01\x08",  # a version 1 Initial that will not decrypt
+                b"\xc0\x0a\x0a\x0a\x0a\x08",  # an unknown version
+                b"\x40",  # a short header for no connection
+            ]
+            tails = [b"\x08" + body[:8] + b"\x00\x44\xb0" + body, b"\x08" + body[:8] + body, body[:292]]
+            sent = 0
+            stop = asyncio.Event()
+
+            async def flood() -> None:
+                nonlocal sent
+                while not stop.is_set():
+                    for _ in range(50):
+                        try:
+                            kind = sent % 3
+                            attacker.sendto(heads[kind] + os.urandom(8) + tails[kind], server.local_addr)
+                            sent += 1
+                        except BlockingIOError:
+                            break
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(flood())
+            loop = asyncio.get_running_loop()
+            try:
+                start = loop.time()
+                ours, theirs = await connected(server, client)
+                data = os.urandom(1 << 20)
+
+                async def echo() -> None:
+                    send, recv = await theirs.accept_bi()
+                    await send.write_all(await recv.read_to_end(len(data)))
+                    send.finish()
+
+                echo_task = asyncio.create_task(asyncio.wait_for(echo(), T))
+                send, recv = await ours.open_bi()
+                await send.write_all(data)
+                send.finish()
+                assert await asyncio.wait_for(recv.read_to_end(len(data)), T) == data
+                await echo_task
+                elapsed = loop.time() - start
+            finally:
+                stop.set()
+                await task
+                attacker.close()
+            stats = server.core.stats
+            assert sent > 1000
+            assert stats.connections == 1 and len(server.core.connections) == 1
+            assert stats.initials_rejected > 100 and stats.stateless_limited > 100
+            sent_stateless = stats.version_negotiations + stats.resets_sent + stats.retries
+            assert sent_stateless <= 20 + 100 * elapsed + 1
