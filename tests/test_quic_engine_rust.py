@@ -75,6 +75,10 @@ async def test_we_dial_rust_and_echo_a_bi_stream(iroh_loop: Any, engine: QuicEng
     server = asyncio.create_task(asyncio.wait_for(serve(), T))
     conn = await dial_rust(iroh_loop, engine, ref)
     assert conn.peer_id == ref.id().to_bytes() and conn.alpn == ALPN
+    # Rust offers multipath and n0's NAT traversal; we do not, so the connection is single-path.
+    theirs = conn.quic.peer_transport_parameters
+    assert theirs is not None and theirs.initial_max_path_id is not None
+    assert theirs.max_remote_nat_traversal_addresses is not None
     send, recv = await conn.open_bi()
     await send.write(b"hello rust")
     send.finish()
