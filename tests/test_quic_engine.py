@@ -242,3 +242,30 @@ async def test_a_junk_flood_allocates_nothing_and_a_client_still_gets_through() 
             assert stats.initials_rejected > 100 and stats.stateless_limited > 100
             sent_stateless = stats.version_negotiations + stats.resets_sent + stats.retries
             assert sent_stateless <= 20 + 100 * elapsed + 1
+
+
+async def test_streams_nobody_accepts_are_bounded_and_finished_ones_are_let_go(
+    pair: tuple[QuicEngine, QuicEngine],
+) -> None:
+    from irohpy.endpoint import engine as engine_module
+
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    limit = engine_module.MAX_PENDING_STREAMS
+    n = limit + 50
+    for i in range(n):
+        uni = await ours.open_uni()
+        await uni.write(b"%d" % i)
+        uni.finish()
+
+    async def queued() -> None:
+        while theirs._next_peer[1] < n:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(queued(), T)
+    assert len(theirs._incoming_uni) == limit
+    for i in range(limit):
+        recv = await asyncio.wait_for(theirs.accept_uni(), T)
+        assert await asyncio.wait_for(recv.read_to_end(100), T) == b"%d" % i
+    # Every stream was read to its end or refused: the connection keeps no stream objects.
+    assert theirs._recv == {} and theirs._send == {} and ours._send == {}

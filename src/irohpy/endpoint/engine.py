@@ -38,6 +38,10 @@ from irohpy.socket.udp import SockAddr, UdpSocket
 
 #: Received datagrams a connection keeps for the application; the oldest go first.
 MAX_DATAGRAMS = 256
+#: Peer streams waiting for accept_bi() / accept_uni() each; more are stopped.
+MAX_PENDING_STREAMS = 1024
+#: The application error code a refused stream is stopped with.
+STREAM_REFUSED = 0
 #: Established connections waiting for accept(); more are refused.
 MAX_ACCEPT_QUEUE = 128
 CONNECTION_REFUSED = 0x02
@@ -61,6 +65,8 @@ class EngineConnection:
         self._incoming_bi: deque[tuple[EngineSendStream, EngineRecvStream]] = deque()
         self._incoming_uni: deque[EngineRecvStream] = deque()
         self._datagrams: deque[bytes] = deque()
+        #: Index of the next stream the peer may open, bidi and uni.
+        self._next_peer = [0, 0]
         self._arrivals = Notify()
         self._progress = Notify()
         self._closed = Notify()
@@ -73,14 +79,18 @@ class EngineConnection:
 
     def _on_event(self, ev: qc.Event) -> None:
         if isinstance(ev, qc.StreamDataReceived):
-            self._recv_stream(ev.stream_id)._on_data(ev.data, ev.fin)
+            recv = self._recv_stream(ev.stream_id)
+            if recv is not None:
+                recv._on_data(ev.data, ev.fin)
         elif isinstance(ev, qc.DatagramReceived):
             if len(self._datagrams) >= MAX_DATAGRAMS:
                 self._datagrams.popleft()
             self._datagrams.append(ev.data)
             self._arrivals.notify_all()
         elif isinstance(ev, qc.StreamReset):
-            self._recv_stream(ev.stream_id)._on_reset(ev.error_code)
+            recv = self._recv_stream(ev.stream_id)
+            if recv is not None:
+                recv._on_reset(ev.error_code)
         elif isinstance(ev, qc.StopSendingReceived):
             send = self._send.get(ev.stream_id)
             if send is not None:
@@ -101,19 +111,50 @@ class EngineConnection:
             self._arrivals.notify_all()
             self._closed.notify_all()
 
-    def _recv_stream(self, sid: int) -> EngineRecvStream:
+    def _recv_stream(self, sid: int) -> EngineRecvStream | None:
+        """The stream an event names; a peer's first use of a stream opens it and every lower
+        one of its kind (RFC 9000 §3.2), in order. None for streams already let go."""
         recv = self._recv.get(sid)
-        if recv is None:
-            recv = EngineRecvStream(self, sid)
-            self._recv[sid] = recv
-            if sid & 2:
-                self._incoming_uni.append(recv)
+        if recv is not None:
+            return recv
+        if bool(sid & 1) != self.quic.is_client:
+            return None  # ours, and done with
+        uni = sid & 2
+        kind = 1 if uni else 0
+        index = sid >> 2
+        for i in range(self._next_peer[kind], index + 1):
+            new = (i << 2) | (sid & 3)
+            if len(self._incoming_uni if uni else self._incoming_bi) >= MAX_PENDING_STREAMS:
+                self._refuse(new)
+                continue
+            stream = EngineRecvStream(self, new)
+            self._recv[new] = stream
+            if uni:
+                self._incoming_uni.append(stream)
             else:
-                send = EngineSendStream(self, sid)
-                self._send[sid] = send
-                self._incoming_bi.append((send, recv))
+                send = EngineSendStream(self, new)
+                self._send[new] = send
+                self._incoming_bi.append((send, stream))
+        if index >= self._next_peer[kind]:
+            self._next_peer[kind] = index + 1
             self._arrivals.notify_all()
-        return recv
+        return self._recv.get(sid)
+
+    def _refuse(self, sid: int) -> None:
+        """A stream the application has no room to accept: stop it (and reset our half)."""
+        streams = self.quic.streams
+        if sid in streams.recv:
+            self.quic.stop_stream(sid, STREAM_REFUSED)
+        if sid in streams.send:
+            self.quic.reset_stream(sid, STREAM_REFUSED)
+        self._wake()
+
+    def _forget(self, sid: int, *, send: bool) -> None:
+        """The application is done with one half of a stream."""
+        if send:
+            self._send.pop(sid, None)
+        else:
+            self._recv.pop(sid, None)
 
     # -- application API ----------------------------------------------------------------
 

@@ -70,6 +70,7 @@ class EngineSendStream:
         self._check_writable()
         self._finished = True
         self._conn.quic.send_stream_data(self.id, b"", end_stream=True)
+        self._conn._forget(self.id, send=True)
         self._conn._wake()
 
     def reset(self, error_code: int = 0) -> None:
@@ -77,6 +78,7 @@ class EngineSendStream:
         if self._reset or self._conn.terminated is not None:
             return
         self._reset = True
+        self._conn._forget(self.id, send=True)
         if self.id in self._conn.quic.streams.send:
             self._conn.quic.reset_stream(self.id, error_code)
             self._conn._wake()
@@ -132,8 +134,10 @@ class EngineRecvStream:
         """Wait for data; False at a clean end of stream."""
         while not self._chunks:
             if self.reset_code is not None:
+                self._conn._forget(self.id, send=False)
                 raise StreamReset(f"stream {self.id} reset by peer (code {self.reset_code})", error_code=self.reset_code)
             if self._eof:
+                self._conn._forget(self.id, send=False)
                 return False
             if self._stopped:
                 raise ReadError(f"stream {self.id} was stopped locally")
@@ -190,6 +194,7 @@ class EngineRecvStream:
         self._stopped = True
         self._chunks.clear()
         self._buffered = 0
+        self._conn._forget(self.id, send=False)
         if not self._eof and self._conn.terminated is None and self.id in self._conn.quic.streams.recv:
             self._conn.quic.stop_stream(self.id, error_code)
             self._conn._wake()
