@@ -20,9 +20,9 @@ from irohpy.errors import (
     StreamReset,
 )
 from irohpy.quic.connection import CAUSE_RESET
-from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
-from irohpy.socket.udp import UdpSocket
+from irohpy.quic.endpoint import EndpointConfig
 from irohpy.tls.keys import private_key, public_key_bytes
+from tests.engine_restart import Restartable
 
 ALPN = b"irohpy/engine-test/0"
 T = 20.0
@@ -127,27 +127,6 @@ async def test_connect_timeout_when_nobody_answers() -> None:
                 await client.connect(silent.getsockname(), SERVER_ID, ALPN, timeout=0.5)
     finally:
         silent.close()
-
-
-class Restartable:
-    """An engine on a socket the test owns, so it can 'crash': the socket goes first and the
-    engine's CONNECTION_CLOSE frames never leave, as if the process had died."""
-
-    def __init__(self, engine: QuicEngine, sock: UdpSocket) -> None:
-        self.engine = engine
-        self.sock = sock
-
-    @classmethod
-    def start(cls, secret: bytes, config: EndpointConfig, port: int = 0) -> Restartable:
-        holder: list[QuicEngine] = []
-        sock = UdpSocket.bind("127.0.0.1", port, lambda batch, s: holder[0].receive(batch, s))
-        engine = QuicEngine(QuicEndpoint(secret, config), sock.send_batch)
-        holder.append(engine)
-        return cls(engine, sock)
-
-    async def crash(self) -> None:
-        self.sock.close()
-        await self.engine.close()
 
 
 async def test_restarted_server_resets_the_client_over_udp() -> None:

@@ -16,6 +16,7 @@ from irohpy.errors import ApplicationClosed, IdleTimeout, QuicError
 from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig
 from irohpy.tls.keys import private_key, public_key_bytes
+from tests.engine_restart import Restartable
 from tests.refpeer import bind_ref, patch_fast_writes, ref_v4_port
 
 pytestmark = pytest.mark.refpeer
@@ -322,8 +323,6 @@ async def test_key_update_we_force_mid_transfer(iroh_loop: Any, engine: QuicEngi
 
 
 async def test_restarted_python_endpoint_resets_rust(iroh_loop: Any, ref: Any) -> None:
-    from tests.test_quic_engine import Restartable
-
     key = os.urandom(32)
     config = EndpointConfig(alpns=[ALPN], static_key=key)
     first = Restartable.start(PY_SECRET, config)
