@@ -15,6 +15,7 @@ from irohpy.quic.packet import (
     PACKET_RETRY,
     PACKET_VERSION_NEGOTIATION,
     build_long_header,
+    build_version_negotiation,
     parse_packet,
     split_datagram,
 )
@@ -252,8 +253,6 @@ def test_client_endpoint_ends_its_attempt_on_version_negotiation() -> None:
     conn = client_ep.connect(B, ID_B, [ALPN], 0.0)
     first = client_ep.transmits(0.0)[0].datagrams[0]
     initial = split_datagram(first, 8)[0]
-    from irohpy.quic.packet import build_version_negotiation
-
     client_ep.receive([(build_version_negotiation(initial.scid, initial.dcid, (0x0A0A0A0A,)), B)], 0.1)
     client_ep.transmits(0.1)
     term = conn.next_event()

@@ -3,14 +3,13 @@ Initials. Nothing escapes, junk allocates no connection, and an established conn
 
 from __future__ import annotations
 
-import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from irohpy.quic.endpoint import QuicEndpoint
 from irohpy.quic.packet import build_long_header, build_short_header, split_datagram
-from tests.quic_endpoint_sim import ALPN, Sim
+from tests.quic_endpoint_sim import ALPN
 from tests.test_quic_endpoint import A, B, ID_B, SECRET_A, SECRET_B, handshaken, server_config
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

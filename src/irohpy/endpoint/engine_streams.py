@@ -135,7 +135,8 @@ class EngineRecvStream:
         while not self._chunks:
             if self.reset_code is not None:
                 self._conn._forget(self.id, send=False)
-                raise StreamReset(f"stream {self.id} reset by peer (code {self.reset_code})", error_code=self.reset_code)
+                code = self.reset_code
+                raise StreamReset(f"stream {self.id} reset by peer (code {code})", error_code=code)
             if self._eof:
                 self._conn._forget(self.id, send=False)
                 return False
