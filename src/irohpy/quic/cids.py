@@ -7,6 +7,7 @@ active one, retire what it asks us to, and recognise a stateless reset by their 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 
@@ -17,14 +18,24 @@ from irohpy.quic.packet import RESET_TOKEN_SIZE, stateless_reset_token
 MAX_LOCAL_CIDS = 4
 
 
+def reset_token(key: bytes, cid: bytes) -> bytes:
+    """The stateless reset token of ``cid``: an HMAC under an endpoint's static key, so an
+    endpoint that lost its state can still prove it issued the ID (RFC 9000 §10.3.2)."""
+    return hmac.new(key, cid, hashlib.sha256).digest()[:RESET_TOKEN_SIZE]
+
+
 class LocalCids:
-    """Our connection IDs by sequence number, all of ``length`` bytes."""
+    """Our connection IDs by sequence number, all of ``length`` bytes.
 
-    __slots__ = ("length", "active", "next_sequence", "retire_prior_to")
+    With a ``reset_key`` the reset tokens come from :func:`reset_token`, else they are random.
+    """
 
-    def __init__(self, first: bytes) -> None:
+    __slots__ = ("length", "active", "next_sequence", "retire_prior_to", "reset_key")
+
+    def __init__(self, first: bytes, reset_key: bytes | None = None) -> None:
         self.length = len(first)
-        self.active: dict[int, tuple[bytes, bytes]] = {0: (first, os.urandom(RESET_TOKEN_SIZE))}
+        self.reset_key = reset_key
+        self.active: dict[int, tuple[bytes, bytes]] = {0: (first, self._token_for(first))}
         self.next_sequence = 1
         self.retire_prior_to = 0
 
@@ -33,6 +44,10 @@ class LocalCids:
             if value == cid:
                 return True
         return False
+
+    def _token_for(self, cid: bytes) -> bytes:
+        key = self.reset_key
+        return reset_token(key, cid) if key is not None else os.urandom(RESET_TOKEN_SIZE)
 
     def cids(self) -> list[bytes]:
         return [cid for cid, _ in self.active.values()]
@@ -49,7 +64,8 @@ class LocalCids:
             current += 1
             seq = self.next_sequence
             self.next_sequence = seq + 1
-            self.active[seq] = (os.urandom(self.length), os.urandom(RESET_TOKEN_SIZE))
+            cid = os.urandom(self.length)
+            self.active[seq] = (cid, self._token_for(cid))
             issued.append(seq)
         return issued
 

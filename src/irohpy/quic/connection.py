@@ -422,16 +422,18 @@ class QuicConnection:
         cid: bytes | None = None,
         original_dcid: bytes | None = None,
         retry_scid: bytes | None = None,
+        reset_key: bytes | None = None,
     ) -> None:
         """``original_dcid`` and ``retry_scid``: a server whose endpoint sent a Retry and
-        validated its token passes the client's first DCID and the Retry's SCID."""
+        validated its token passes the client's first DCID and the Retry's SCID.
+        ``reset_key``: the endpoint's static key its stateless reset tokens derive from."""
         self.config = config
         self.is_client = config.is_client
         self._handshake = handshake
         host = cid if cid is not None else os.urandom(config.cid_length)
         if len(host) != config.cid_length:
             raise QuicError("connection ID length differs from the configuration", error_code=QuicError.INTERNAL_ERROR)
-        self._local_cids = LocalCids(host)
+        self._local_cids = LocalCids(host, reset_key)
         self._peer_cids = PeerCids(b"", config.active_connection_id_limit)
         if config.is_client and (original_dcid is not None or retry_scid is not None):
             raise QuicError("only a server is told about a Retry", error_code=QuicError.INTERNAL_ERROR)
@@ -463,6 +465,9 @@ class QuicConnection:
         self._path = path
         self._pmtud = path.pmtud
         self._rec = path.recovery
+        if retry_scid is not None:
+            # The Retry token the endpoint checked proved the client's address (RFC 9000 §8.1.2).
+            path.recovery.address_validated = True
         self._pacer = path.pacer
         self._spaces[APPLICATION].ack = path.ack
         self._streams = StreamMap(

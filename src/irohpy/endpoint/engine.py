@@ -1,0 +1,415 @@
+"""The asyncio driver of irohpy's own QUIC endpoint core (:mod:`irohpy.quic.endpoint`).
+
+It does the I/O the sans-IO core leaves out, and nothing else:
+
+- one core pass per receive burst: the socket layer hands over everything it drained, the core
+  routes it, runs due timers and returns what to send;
+- one ``loop.call_at`` for the core's single next deadline;
+- transmits go out per burst through the socket layer's batch send (GSO runs);
+- application calls (writes, closes) mark their connection and schedule one flush with
+  ``call_soon``, so many writes in one loop iteration cost one pass.
+
+It owns no tasks, only callbacks, so closing it leaves nothing behind. It is built to replace
+``endpoint/quic.py`` and ``endpoint/dispatch.py``; ``Endpoint`` does not use it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from irohpy.base.notify import Notify
+from irohpy.endpoint.engine_streams import EngineRecvStream, EngineSendStream
+from irohpy.errors import (
+    ApplicationClosed,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    EndpointClosed,
+    IdleTimeout,
+    LocallyClosed,
+    StreamError,
+    TransportError,
+)
+from irohpy.quic import connection as qc
+from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
+from irohpy.socket.udp import SockAddr, UdpSocket
+
+#: Received datagrams a connection keeps for the application; the oldest go first.
+MAX_DATAGRAMS = 256
+#: Peer streams waiting for accept_bi() / accept_uni() each; more are stopped.
+MAX_PENDING_STREAMS = 1024
+#: The application error code a refused stream is stopped with.
+STREAM_REFUSED = 0
+#: Established connections waiting for accept(); more are refused.
+MAX_ACCEPT_QUEUE = 128
+CONNECTION_REFUSED = 0x02
+
+Sender = Callable[[list[bytes], SockAddr], None]
+"""Sends datagrams to one address in order (``UdpSocket.send_batch``)."""
+
+
+class EngineConnection:
+    """One QUIC connection of a :class:`QuicEngine`: streams, datagrams, close."""
+
+    def __init__(self, engine: QuicEngine, quic: qc.QuicConnection) -> None:
+        self._engine = engine
+        self.quic = quic
+        self.peer_id: bytes | None = None
+        self.alpn: bytes | None = None
+        self.terminated: qc.ConnectionTerminated | None = None
+        self._established = asyncio.get_running_loop().create_future()
+        self._send: dict[int, EngineSendStream] = {}
+        self._recv: dict[int, EngineRecvStream] = {}
+        self._incoming_bi: deque[tuple[EngineSendStream, EngineRecvStream]] = deque()
+        self._incoming_uni: deque[EngineRecvStream] = deque()
+        self._datagrams: deque[bytes] = deque()
+        #: Index of the next stream the peer may open, bidi and uni.
+        self._next_peer = [0, 0]
+        self._arrivals = Notify()
+        self._progress = Notify()
+        self._closed = Notify()
+
+    @property
+    def remote_addr(self) -> object:
+        return self.quic.peer_address
+
+    # -- events from the core -----------------------------------------------------------
+
+    def _on_event(self, ev: qc.Event) -> None:
+        if isinstance(ev, qc.StreamDataReceived):
+            recv = self._recv_stream(ev.stream_id)
+            if recv is not None:
+                recv._on_data(ev.data, ev.fin)
+        elif isinstance(ev, qc.DatagramReceived):
+            if len(self._datagrams) >= MAX_DATAGRAMS:
+                self._datagrams.popleft()
+            self._datagrams.append(ev.data)
+            self._arrivals.notify_all()
+        elif isinstance(ev, qc.StreamReset):
+            recv = self._recv_stream(ev.stream_id)
+            if recv is not None:
+                recv._on_reset(ev.error_code)
+        elif isinstance(ev, qc.StopSendingReceived):
+            send = self._send.get(ev.stream_id)
+            if send is not None:
+                send.stop_code = ev.error_code
+        elif isinstance(ev, qc.HandshakeCompleted):
+            self.peer_id = ev.peer_id
+            self.alpn = ev.alpn
+            if not self._established.done():
+                self._established.set_result(None)
+        elif isinstance(ev, qc.ConnectionTerminated):
+            if self.terminated is None:
+                self.terminated = ev
+            if not self._established.done():
+                self._established.set_exception(self._close_error())
+                self._established.exception()  # retrieved: a dial that nobody awaits is fine
+            for recv in self._recv.values():
+                recv._wake()
+            self._arrivals.notify_all()
+            self._closed.notify_all()
+
+    def _recv_stream(self, sid: int) -> EngineRecvStream | None:
+        """The stream an event names; a peer's first use of a stream opens it and every lower
+        one of its kind (RFC 9000 §3.2), in order. None for streams already let go."""
+        recv = self._recv.get(sid)
+        if recv is not None:
+            return recv
+        if bool(sid & 1) != self.quic.is_client:
+            return None  # ours, and done with
+        uni = sid & 2
+        kind = 1 if uni else 0
+        index = sid >> 2
+        for i in range(self._next_peer[kind], index + 1):
+            new = (i << 2) | (sid & 3)
+            if len(self._incoming_uni if uni else self._incoming_bi) >= MAX_PENDING_STREAMS:
+                self._refuse(new)
+                continue
+            stream = EngineRecvStream(self, new)
+            self._recv[new] = stream
+            if uni:
+                self._incoming_uni.append(stream)
+            else:
+                send = EngineSendStream(self, new)
+                self._send[new] = send
+                self._incoming_bi.append((send, stream))
+        if index >= self._next_peer[kind]:
+            self._next_peer[kind] = index + 1
+            self._arrivals.notify_all()
+        return self._recv.get(sid)
+
+    def _refuse(self, sid: int) -> None:
+        """A stream the application has no room to accept: stop it (and reset our half)."""
+        streams = self.quic.streams
+        if sid in streams.recv:
+            self.quic.stop_stream(sid, STREAM_REFUSED)
+        if sid in streams.send:
+            self.quic.reset_stream(sid, STREAM_REFUSED)
+        self._wake()
+
+    def _forget(self, sid: int, *, send: bool) -> None:
+        """The application is done with one half of a stream."""
+        if send:
+            self._send.pop(sid, None)
+        else:
+            self._recv.pop(sid, None)
+
+    # -- application API ----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._engine._wake(self.quic)
+
+    def _check_open(self) -> None:
+        if self.terminated is not None:
+            raise self._close_error()
+
+    def _close_error(self) -> ConnectionLost:
+        t = self.terminated
+        if t is None:
+            return LocallyClosed("connection closed locally")
+        text = f"{t.reason.decode(errors='replace')} (code {t.error_code})"
+        if t.cause == qc.CAUSE_LOCAL:
+            return LocallyClosed(f"closed locally: {text}", error_code=t.error_code, reason=t.reason)
+        if t.cause == qc.CAUSE_IDLE:
+            return IdleTimeout("idle timeout")
+        if t.cause == qc.CAUSE_RESET:
+            return ConnectionLost("stateless reset by peer")
+        if t.application:
+            return ApplicationClosed(f"closed by peer: {text}", error_code=t.error_code, reason=t.reason)
+        return TransportError(f"closed by peer: {text}", error_code=t.error_code, reason=t.reason)
+
+    async def _open(self, uni: bool) -> int:
+        while True:
+            self._check_open()
+            try:
+                return self.quic.open_stream(uni)
+            except StreamError:
+                self._wake()  # STREAMS_BLOCKED goes out
+                await self._progress.wait()
+
+    async def open_bi(self) -> tuple[EngineSendStream, EngineRecvStream]:
+        """A new bidirectional stream; waits while the peer's stream limit is reached."""
+        sid = await self._open(False)
+        send = EngineSendStream(self, sid)
+        recv = EngineRecvStream(self, sid)
+        self._send[sid] = send
+        self._recv[sid] = recv
+        return send, recv
+
+    async def open_uni(self) -> EngineSendStream:
+        sid = await self._open(True)
+        send = EngineSendStream(self, sid)
+        self._send[sid] = send
+        return send
+
+    async def accept_bi(self) -> tuple[EngineSendStream, EngineRecvStream]:
+        while not self._incoming_bi:
+            self._check_open()
+            await self._arrivals.wait()
+        return self._incoming_bi.popleft()
+
+    async def accept_uni(self) -> EngineRecvStream:
+        while not self._incoming_uni:
+            self._check_open()
+            await self._arrivals.wait()
+        return self._incoming_uni.popleft()
+
+    def send_datagram(self, data: bytes) -> None:
+        self._check_open()
+        self.quic.send_datagram(data)
+        self._wake()
+
+    async def read_datagram(self) -> bytes:
+        while not self._datagrams:
+            self._check_open()
+            await self._arrivals.wait()
+        return self._datagrams.popleft()
+
+    def request_key_update(self) -> None:
+        """Move to fresh 1-RTT keys now (RFC 9001 §6); QuicError while the last update is unconfirmed."""
+        self._check_open()
+        self.quic.request_key_update()
+        self._wake()
+
+    def close(self, error_code: int = 0, reason: bytes = b"") -> None:
+        """Close with an application error code; the peer sees code and reason."""
+        if self.terminated is None:
+            self.quic.close(error_code, reason)
+            self._wake()
+
+    async def closed(self) -> qc.ConnectionTerminated:
+        """Wait until the connection ended, however it ended."""
+        while self.terminated is None:
+            await self._closed.wait()
+        return self.terminated
+
+    def __repr__(self) -> str:
+        peer = self.peer_id.hex()[:10] if self.peer_id else "?"
+        return f"EngineConnection(peer={peer}, remote={self.remote_addr})"
+
+
+class QuicEngine:
+    """Drives a :class:`QuicEndpoint` from asyncio over one UDP socket (or any batch sender)."""
+
+    def __init__(self, core: QuicEndpoint, sender: Sender) -> None:
+        self.core = core
+        self._sender = sender
+        self._loop = asyncio.get_running_loop()
+        self._conns: dict[qc.QuicConnection, EngineConnection] = {}
+        self._accept: deque[EngineConnection] = deque()
+        self._accepted = Notify()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = -1.0
+        self._now = 0.0
+        self._flush_scheduled = False
+        self._closed = False
+        self._socket: UdpSocket | None = None
+        #: Core passes run, for tests and benches to see batching at work.
+        self.passes = 0
+
+    @classmethod
+    async def bind(
+        cls, secret_key: bytes, *, host: str = "127.0.0.1", port: int = 0, config: EndpointConfig | None = None
+    ) -> QuicEngine:
+        """An engine on a fresh UDP socket of its own."""
+        engine = cls(QuicEndpoint(secret_key, config), lambda datagrams, addr: None)
+        sock = UdpSocket.bind(host, port, engine.receive)
+        engine._socket = sock
+        engine._sender = sock.send_batch
+        return engine
+
+    @property
+    def local_addr(self) -> SockAddr:
+        if self._socket is None:
+            raise EndpointClosed("the engine has no socket of its own")
+        return self._socket.local_addr
+
+    async def __aenter__(self) -> QuicEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the core passes ----------------------------------------------------------------
+
+    def receive(self, batch: Sequence[tuple[bytes, SockAddr]], sock: object = None) -> None:
+        """A receive burst from the socket layer: one core pass."""
+        if not self._closed:
+            self._pass(batch)
+
+    def _pass(self, batch: Sequence[tuple[bytes, SockAddr]]) -> None:
+        now = self._loop.time()
+        if self._timer_at >= 0.0 and now < self._timer_at <= now + 1e-3:
+            # The loop may run a timer a hair early; a pass at the deadline runs what is due.
+            now = self._timer_at
+        if now < self._now:
+            now = self._now  # never backwards, or an RTT sample could go negative
+        self._now = now
+        self.passes += 1
+        core = self.core
+        transmits, created, deadline = core.poll(batch, now)
+        for quic in created:
+            self._conns[quic] = EngineConnection(self, quic)
+        send = self._sender
+        for t in transmits:
+            send(t.datagrams, t.addr)  # type: ignore[arg-type]
+        self._dispatch()
+        self._arm(core.deadline())
+
+    def _dispatch(self) -> None:
+        conns = self._conns
+        for quic in self.core.touched():
+            conn = conns.get(quic)
+            if conn is None:
+                continue
+            was_established = conn._established.done()
+            while (ev := quic.next_event()) is not None:
+                conn._on_event(ev)
+            conn._progress.notify_all()
+            if not was_established and not quic.is_client and conn.terminated is None and conn._established.done():
+                if len(self._accept) < MAX_ACCEPT_QUEUE:
+                    self._accept.append(conn)
+                    self._accepted.notify_all()
+                else:
+                    quic.close(CONNECTION_REFUSED, b"accept queue full", application=False)
+                    self._wake(quic)
+            if quic.is_closed:
+                del conns[quic]
+
+    def _arm(self, deadline: float | None) -> None:
+        if deadline == self._timer_at and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = -1.0
+        if deadline is not None and not self._closed:
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pass(())
+
+    def _wake(self, quic: qc.QuicConnection) -> None:
+        self.core.wake(quic)
+        if not self._flush_scheduled and not self._closed:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._closed:
+            self._pass(())
+
+    # -- application API ----------------------------------------------------------------
+
+    async def connect(
+        self, addr: SockAddr, endpoint_id: bytes, alpn: bytes, *, timeout: float = 10.0
+    ) -> EngineConnection:
+        """Dial ``addr``, authenticating the peer as ``endpoint_id``."""
+        if self._closed:
+            raise EndpointClosed("engine is closed")
+        quic = self.core.connect(addr, endpoint_id, [alpn], max(self._loop.time(), self._now))
+        conn = EngineConnection(self, quic)
+        self._conns[quic] = conn
+        self._wake(quic)
+        try:
+            await asyncio.wait_for(asyncio.shield(conn._established), timeout)
+        except asyncio.TimeoutError:
+            conn.close(0, b"connect timeout")
+            raise ConnectTimeout(f"no handshake with {addr} within {timeout} s") from None
+        except ConnectionLost as exc:
+            raise ConnectError(f"connecting to {addr} failed: {exc}") from exc
+        return conn
+
+    async def accept(self) -> EngineConnection:
+        """The next established incoming connection."""
+        while not self._accept:
+            if self._closed:
+                raise EndpointClosed("engine is closed")
+            await self._accepted.wait()
+        return self._accept.popleft()
+
+    async def close(self) -> None:
+        """Close every connection, send their CONNECTION_CLOSE frames, then the socket."""
+        if self._closed:
+            return
+        for conn in list(self._conns.values()):
+            conn.close(0, b"")
+        self._pass(())
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._accepted.notify_all()
+        for conn in self._conns.values():
+            if conn.terminated is None:
+                conn.terminated = qc.ConnectionTerminated(0, b"engine closed", 0, True, qc.CAUSE_LOCAL)
+                conn._on_event(conn.terminated)
+        self._conns.clear()
+        if self._socket is not None:
+            self._socket.close()
+        await asyncio.sleep(0)

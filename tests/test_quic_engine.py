@@ -1,0 +1,250 @@
+"""The asyncio driver of the QUIC endpoint core, two engines over real UDP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from irohpy.endpoint.engine import EngineConnection, QuicEngine
+from irohpy.errors import (
+    ApplicationClosed,
+    ConnectError,
+    ConnectionLost,
+    ConnectTimeout,
+    LocallyClosed,
+    StreamReset,
+)
+from irohpy.quic.connection import CAUSE_RESET
+from irohpy.quic.endpoint import EndpointConfig
+from irohpy.tls.keys import private_key, public_key_bytes
+from tests.engine_restart import Restartable
+
+ALPN = b"irohpy/engine-test/0"
+T = 20.0
+SERVER_SECRET = hashlib.sha256(b"engine-server").digest()
+SERVER_ID = public_key_bytes(private_key(SERVER_SECRET))
+CLIENT_SECRET = hashlib.sha256(b"engine-client").digest()
+CLIENT_ID = public_key_bytes(private_key(CLIENT_SECRET))
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[QuicEngine, QuicEngine]]:
+    async with await QuicEngine.bind(SERVER_SECRET, config=EndpointConfig(alpns=[ALPN])) as server:
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            yield server, client
+
+
+async def connected(server: QuicEngine, client: QuicEngine) -> tuple[EngineConnection, EngineConnection]:
+    ours = await client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T)
+    theirs = await asyncio.wait_for(server.accept(), T)
+    return ours, theirs
+
+
+async def test_echo_and_batching(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    assert ours.peer_id == SERVER_ID and theirs.peer_id == CLIENT_ID and theirs.alpn == ALPN
+    data = os.urandom(4 << 20)
+
+    async def echo() -> None:
+        send, recv = await theirs.accept_bi()
+        await send.write_all(await recv.read_to_end(len(data)))
+        send.finish()
+
+    task = asyncio.create_task(asyncio.wait_for(echo(), T))
+    send, recv = await ours.open_bi()
+    await send.write_all(data)
+    send.finish()
+    assert await asyncio.wait_for(recv.read_to_end(len(data)), T) == data
+    await task
+    # One core pass per receive burst, never one per datagram.
+    assert server._socket is not None and client._socket is not None
+    received = server._socket.recv_datagrams + client._socket.recv_datagrams
+    assert server.passes + client.passes < received + 2 * 100
+    # Sends went out in GSO runs where the kernel has it.
+    if client._socket.gso:
+        assert client._socket.sent_syscalls < client._socket.sent_datagrams
+
+
+async def test_one_timer_follows_the_core_deadline(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, _ = await connected(server, client)
+    await asyncio.sleep(0.05)
+    for engine in (server, client):
+        assert engine._timer is not None
+        assert engine._timer.when() == engine.core.deadline()
+
+
+async def test_close_codes_reset_and_datagrams(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    ours.send_datagram(b"ping")
+    assert await asyncio.wait_for(theirs.read_datagram(), T) == b"ping"
+    send, _ = await ours.open_bi()
+    await send.write(b"x")
+    _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+    send.reset(9)
+    with pytest.raises(StreamReset) as reset:
+        await asyncio.wait_for(recv.read_to_end(10), T)
+    assert reset.value.error_code == 9
+    ours.close(77, b"enough")
+    term = await asyncio.wait_for(theirs.closed(), T)
+    assert term.error_code == 77 and term.reason == b"enough" and term.application
+    with pytest.raises(ApplicationClosed):
+        await theirs.open_bi()
+    with pytest.raises(LocallyClosed):
+        await ours.open_bi()
+    # Both ends forget the connection once the closing and draining periods are over.
+    async def forgotten() -> None:
+        while client.core.connections or server.core.connections:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(forgotten(), T)
+    assert client.core.routes() == {} and server.core.routes() == {}
+
+
+async def test_closing_the_engine_closes_its_connections(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    await client.close()
+    term = await asyncio.wait_for(theirs.closed(), T)
+    assert term.cause == "peer"
+    with pytest.raises(ConnectionLost):
+        await ours.accept_bi()
+
+
+async def test_connect_timeout_when_nobody_answers() -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            with pytest.raises(ConnectTimeout):
+                await client.connect(silent.getsockname(), SERVER_ID, ALPN, timeout=0.5)
+    finally:
+        silent.close()
+
+
+async def test_restarted_server_resets_the_client_over_udp() -> None:
+    key = os.urandom(32)
+    config = EndpointConfig(alpns=[ALPN], static_key=key)
+    first = Restartable.start(SERVER_SECRET, config)
+    port = first.sock.local_addr[1]
+    second: Restartable | None = None
+    try:
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            ours = await client.connect(("127.0.0.1", port), SERVER_ID, ALPN, timeout=T)
+            await first.crash()
+            second = Restartable.start(SERVER_SECRET, config, port)
+            send, _ = await ours.open_bi()
+            await send.write(os.urandom(4000))
+            term = await asyncio.wait_for(ours.closed(), T)
+            assert term.cause == CAUSE_RESET
+            assert second.engine.core.stats.resets_sent >= 1
+    finally:
+        await first.crash()
+        if second is not None:
+            await second.crash()
+
+
+async def test_wrong_endpoint_id_or_alpn_fails_the_dial(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    with pytest.raises(ConnectError):
+        await client.connect(server.local_addr, CLIENT_ID, ALPN, timeout=T)
+    with pytest.raises(ConnectError):
+        await client.connect(server.local_addr, SERVER_ID, b"irohpy/other/0", timeout=T)
+    ours, theirs = await connected(server, client)
+    assert theirs.peer_id == CLIENT_ID
+
+
+async def test_a_junk_flood_allocates_nothing_and_a_client_still_gets_through() -> None:
+    """Junk Initials, unknown versions and random short headers at full speed from one socket,
+    while a well-behaved client connects and echoes 1 MB."""
+    config = EndpointConfig(alpns=[ALPN], stateless_rate=100.0, stateless_burst=20)
+    async with await QuicEngine.bind(SERVER_SECRET, config=config) as server:
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            attacker.setblocking(False)
+            attacker.bind(("127.0.0.1", 0))
+            body = os.urandom(1200)
+            heads = [
+                b"\xc0\x00\x00\x00\x01\x08",  # a version 1 Initial that will not decrypt
+                b"\xc0\x0a\x0a\x0a\x0a\x08",  # an unknown version
+                b"\x40",  # a short header for no connection
+            ]
+            tails = [b"\x08" + body[:8] + b"\x00\x44\xb0" + body, b"\x08" + body[:8] + body, body[:292]]
+            sent = 0
+            stop = asyncio.Event()
+
+            async def flood() -> None:
+                nonlocal sent
+                while not stop.is_set():
+                    for _ in range(50):
+                        try:
+                            kind = sent % 3
+                            attacker.sendto(heads[kind] + os.urandom(8) + tails[kind], server.local_addr)
+                            sent += 1
+                        except BlockingIOError:
+                            break
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(flood())
+            loop = asyncio.get_running_loop()
+            try:
+                start = loop.time()
+                ours, theirs = await connected(server, client)
+                data = os.urandom(1 << 20)
+
+                async def echo() -> None:
+                    send, recv = await theirs.accept_bi()
+                    await send.write_all(await recv.read_to_end(len(data)))
+                    send.finish()
+
+                echo_task = asyncio.create_task(asyncio.wait_for(echo(), T))
+                send, recv = await ours.open_bi()
+                await send.write_all(data)
+                send.finish()
+                assert await asyncio.wait_for(recv.read_to_end(len(data)), T) == data
+                await echo_task
+                elapsed = loop.time() - start
+            finally:
+                stop.set()
+                await task
+                attacker.close()
+            stats = server.core.stats
+            assert sent > 1000
+            assert stats.connections == 1 and len(server.core.connections) == 1
+            assert stats.initials_rejected > 100 and stats.stateless_limited > 100
+            sent_stateless = stats.version_negotiations + stats.resets_sent + stats.retries
+            assert sent_stateless <= 20 + 100 * elapsed + 1
+
+
+async def test_streams_nobody_accepts_are_bounded_and_finished_ones_are_let_go(
+    pair: tuple[QuicEngine, QuicEngine],
+) -> None:
+    from irohpy.endpoint import engine as engine_module
+
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    limit = engine_module.MAX_PENDING_STREAMS
+    n = limit + 50
+    for i in range(n):
+        uni = await ours.open_uni()
+        await uni.write(b"%d" % i)
+        uni.finish()
+
+    async def queued() -> None:
+        while theirs._next_peer[1] < n:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(queued(), T)
+    assert len(theirs._incoming_uni) == limit
+    for i in range(limit):
+        recv = await asyncio.wait_for(theirs.accept_uni(), T)
+        assert await asyncio.wait_for(recv.read_to_end(100), T) == b"%d" % i
+    # Every stream was read to its end or refused: the connection keeps no stream objects.
+    assert theirs._recv == {} and theirs._send == {} and ours._send == {}
