@@ -3,8 +3,8 @@ what `make bench` measures?
 
 For the same sizes, datagram size (irohpy's default 1200) and a relay server of ours on
 loopback, it runs `make bench`'s irohpy bulk (core part: direct over loopback; relay-path
-part: every packet through the relay) and then `irohpy doctor accept`/`connect` N times,
-and prints each path's median MB/s from both with their ratio. Raw numbers go to
+part: every packet through the relay) and `irohpy doctor accept`/`connect`, alternating
+N times, and prints each path's median MB/s from both with their ratio. Raw numbers go to
 bench/results/doctor-latest.json. Run it as root via `make bench BENCH_ARGS=doctor` so it
 stays in a loopback-only namespace.
 """
@@ -27,48 +27,54 @@ DATAGRAM_SIZE = 1200
 STEP_TIMEOUT = 600.0
 
 
-async def _bench_numbers(args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]:
-    out = tmp / "bench.json"
+async def _bench_once(args: argparse.Namespace, tmp: Path, out: dict[str, list[float]]) -> None:
+    """One `make bench` run of both paths, appended to ``out``."""
+    result = tmp / "bench.json"
     cmd = [sys.executable, "-m", "bench", "--parts", "core,relay-path", "--impl", "irohpy",
-           "--megabytes", str(args.megabytes), "--relay-megabytes", str(args.megabytes), "--runs", str(args.runs),
+           "--megabytes", str(args.megabytes), "--relay-megabytes", str(args.megabytes), "--runs", "1",
            "--connects", "2", "--echo-samples", "20", "--echo-warmups", "2", "--streams", "2",
-           "--datagram-size", str(DATAGRAM_SIZE), "--json", str(out)]
-    print(f"== make bench: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
+           "--datagram-size", str(DATAGRAM_SIZE), "--json", str(result)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL)
     await asyncio.wait_for(proc.wait(), STEP_TIMEOUT)
-    results = json.loads(out.read_text())["results"]
-    return {
-        "direct": [b["mb_s"] for b in results["core"]["irohpy"]["raw"]["bulk"]],
-        "relay": [b["mb_s"] for b in results["relay_path"]["raw"]["bulk"]],
-    }
+    results = json.loads(result.read_text())["results"]
+    out["direct"] += [b["mb_s"] for b in results["core"]["irohpy"]["raw"]["bulk"]]
+    out["relay"] += [b["mb_s"] for b in results["relay_path"]["raw"]["bulk"]]
 
 
-async def _doctor_numbers(args: argparse.Namespace, tmp: Path) -> dict[str, list[float]]:
+async def _doctor_once(args: argparse.Namespace, ticket: str, out: dict[str, list[float]]) -> None:
+    """One `irohpy doctor connect` (relay phase, then direct), appended to ``out``."""
+    connect = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "irohpy", "doctor", "connect", ticket, "--size", str(args.megabytes * 1_000_000),
+        "--pings", "5", "--ipv6-addr", "none", "--json", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL)
+    stdout, _ = await asyncio.wait_for(connect.communicate(), STEP_TIMEOUT)
+    for phase in json.loads(stdout)["phases"]:
+        if phase["mb_per_s"] is not None and phase["path"] == phase["name"]:
+            out[phase["name"]].append(phase["mb_per_s"])
+
+
+async def _numbers(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Bench and doctor runs interleaved, so a machine that gets busier mid-way weighs on both alike."""
+    bench: dict[str, list[float]] = {"direct": [], "relay": []}
+    doctor: dict[str, list[float]] = {"direct": [], "relay": []}
     relay = RelayProcess(nofile=4096)
     await relay.start()
-    irohpy = [sys.executable, "-m", "irohpy"]
     accept = await asyncio.create_subprocess_exec(
-        *irohpy, "doctor", "accept", "--relay", relay.url, "--ipv6-addr", "none",
+        sys.executable, "-m", "irohpy", "doctor", "accept", "--relay", relay.url, "--ipv6-addr", "none",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    out: dict[str, list[float]] = {"direct": [], "relay": []}
     try:
         assert accept.stdout is not None
         ticket = (await asyncio.wait_for(accept.stdout.readline(), 60)).decode().strip()
         for run in range(args.runs):
-            print(f"== doctor connect run {run + 1}/{args.runs}", file=sys.stderr, flush=True)
-            connect = await asyncio.create_subprocess_exec(
-                *irohpy, "doctor", "connect", ticket, "--size", str(args.megabytes * 1_000_000), "--pings", "5",
-                "--ipv6-addr", "none", "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-            stdout, _ = await asyncio.wait_for(connect.communicate(), STEP_TIMEOUT)
-            for phase in json.loads(stdout)["phases"]:
-                if phase["mb_per_s"] is not None and phase["path"] == phase["name"]:
-                    out[phase["name"]].append(phase["mb_per_s"])
+            print(f"== run {run + 1}/{args.runs}: make bench, then doctor connect", file=sys.stderr, flush=True)
+            await _bench_once(args, tmp, bench)
+            await _doctor_once(args, ticket, doctor)
     finally:
         accept.terminate()
         await accept.wait()
         await relay.stop()
         relay.close()
-    return out
+    return bench, doctor
 
 
 def _median(values: list[float]) -> float | None:
@@ -77,8 +83,7 @@ def _median(values: list[float]) -> float | None:
 
 async def _run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-doctor-") as tmp:
-        bench = await _bench_numbers(args, Path(tmp))
-        doctor = await _doctor_numbers(args, Path(tmp))
+        bench, doctor = await _numbers(args, Path(tmp))
     rows: list[dict[str, Any]] = []
     print(f"\ndoctor connect vs make bench, {args.megabytes} MB, {args.runs} run(s), datagram size {DATAGRAM_SIZE}; "
           "medians (MB/s = 10^6 bytes/s)\n")
@@ -96,5 +101,5 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench doctor", description=__doc__)
     parser.add_argument("--megabytes", type=int, default=20, help="bytes per run, in MB (default 20)")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each (default 5)")
     return asyncio.run(_run(parser.parse_args(argv)))
