@@ -86,13 +86,17 @@ async def _run(args: argparse.Namespace) -> int:
         bench, doctor = await _numbers(args, Path(tmp))
     rows: list[dict[str, Any]] = []
     print(f"\ndoctor connect vs make bench, {args.megabytes} MB, {args.runs} run(s), datagram size {DATAGRAM_SIZE}; "
-          "medians (MB/s = 10^6 bytes/s)\n")
-    print(f"{'path':8} {'make bench':>11} {'doctor':>8} {'ratio':>6}")
+          "medians (MB/s = 10^6 bytes/s); 'paired' is the median of each run's doctor/bench ratio, "
+          "which load that drifts between runs moves least\n")
+    print(f"{'path':8} {'make bench':>11} {'doctor':>8} {'ratio':>6} {'paired':>7}")
     for path in ("direct", "relay"):
         b, d = _median(bench[path]), _median(doctor[path])
         ratio = d / b if b and d else None
-        rows.append({"path": path, "bench_mb_s": bench[path], "doctor_mb_s": doctor[path], "ratio": ratio})
-        print(f"{path:8} {b or 0:11.2f} {d or 0:8.2f} {ratio or 0:6.2f}")
+        paired = (_median([x / y for x, y in zip(doctor[path], bench[path], strict=True)])
+                  if len(doctor[path]) == len(bench[path]) else None)
+        rows.append({"path": path, "bench_mb_s": bench[path], "doctor_mb_s": doctor[path], "ratio": ratio,
+                     "paired_ratio": paired})
+        print(f"{path:8} {b or 0:11.2f} {d or 0:8.2f} {ratio or 0:6.2f} {paired or 0:7.2f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"megabytes": args.megabytes, "runs": args.runs, "rows": rows}, indent=1) + "\n")
     return 0
