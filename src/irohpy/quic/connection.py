@@ -32,7 +32,7 @@ from irohpy.errors import DatagramError, QuicDecryptError, QuicError, StreamErro
 from irohpy.quic.ack import AckTracker
 from irohpy.quic.buffer import Writer
 from irohpy.quic.cids import LocalCids, PeerCids
-from irohpy.quic.crypto import TAG_SIZE, OneRttKeys, Protection, initial_protection
+from irohpy.quic.crypto import MASK_STRIDE, SAMPLE_SIZE, TAG_SIZE, OneRttKeys, Protection, initial_protection
 from irohpy.quic.frames import (
     FRAME_CRYPTO,
     FRAME_DATAGRAM,
@@ -412,6 +412,9 @@ class QuicConnection:
         "_zero_rtt_pns",
         "_early_data",
         "_remembered",
+        "_send_writer",
+        "_hp_samples",
+        "_hp_pending",
     )
 
     def __init__(
@@ -469,6 +472,11 @@ class QuicConnection:
             # The Retry token the endpoint checked proved the client's address (RFC 9000 §8.1.2).
             path.recovery.address_validated = True
         self._pacer = path.pacer
+        #: The 1-RTT send path's reused frame buffer (made on first use), and the packets of
+        #: the current burst waiting for header protection, with their samples.
+        self._send_writer: Writer | None = None
+        self._hp_samples: list[bytes] = []
+        self._hp_pending: list[tuple[bytearray, int, int]] = []
         self._spaces[APPLICATION].ack = path.ack
         self._streams = StreamMap(
             is_server=not config.is_client,
@@ -1424,8 +1432,24 @@ class QuicConnection:
             if datagram is None:
                 break
             out.append(datagram)
+        if self._hp_pending:
+            self._protect_headers()
+            out = [bytes(d) for d in out]
         self._rec.app_limited = not self._cwnd_limited
         return out
+
+    def _protect_headers(self) -> None:
+        """Header protection for the burst's 1-RTT packets: one mask call for all of them."""
+        keys = cast(OneRttKeys, self._one_rtt)
+        masks = keys.send_hp.masks(b"".join(self._hp_samples))
+        m = 0
+        for packet, pn_offset, pn_length in self._hp_pending:
+            packet[0] ^= masks[m] & 0x1F
+            for j in range(pn_length):
+                packet[pn_offset + j] ^= masks[m + 1 + j]
+            m += MASK_STRIDE
+        self._hp_samples.clear()
+        self._hp_pending.clear()
 
     def _build_mtu_probe(self, now: float) -> bytes | None:
         """A PING padded to the size PMTU discovery wants to try, within the window."""
@@ -1508,6 +1532,8 @@ class QuicConnection:
             if t > now:
                 self._pacing_at = t
                 can_elicit = False
+        if self._short_only():
+            return self._build_short(now, limit, can_elicit)
         plans: list[_Plan] = []
         room = limit
         # A server's ack-eliciting Initial must fill 1200 bytes (RFC 9000 §14.1); until the
@@ -1523,6 +1549,84 @@ class QuicConnection:
         if not plans:
             return None
         return self._seal(plans, now, limit)
+
+    def _short_only(self) -> bool:
+        """Only 1-RTT packets are left to send: the handshake spaces are gone."""
+        spaces = self._spaces
+        return (
+            self._handshake_complete
+            and self._one_rtt is not None
+            and spaces[HANDSHAKE].discarded
+            and spaces[INITIAL].discarded
+        )
+
+    def _build_short(self, now: float, limit: int, can_elicit: bool) -> bytearray | None:
+        """One 1-RTT packet as a datagram: frames go straight into a reused buffer, and header
+        protection waits for :meth:`_protect_headers` at the end of the burst."""
+        keys = cast(OneRttKeys, self._one_rtt)
+        rec = self._rec
+        space = self._spaces[APPLICATION]
+        sent_space = rec.spaces[APPLICATION]
+        pn = sent_space.next_pn
+        pn_length = packet_number_length(pn, sent_space.largest_acked)
+        dcid = self._peer_cids.cid()
+        header_size = 1 + len(dcid) + pn_length
+        capacity = limit - header_size - TAG_SIZE
+        if capacity < 32:
+            return None
+        w = self._send_writer
+        if w is None or capacity > w.capacity:
+            w = self._send_writer = Writer(max(capacity, self.config.max_datagram_size))
+        w.restart(capacity)
+        ack = space.ack
+        want_ack = False
+        has_ack = False
+        if ack.received and (space.ack_dirty or ack.wants_ack(now)):
+            ack_bytes = self._ack_bytes(space, APPLICATION, now)
+            if len(ack_bytes) >= capacity:
+                return None
+            want_ack = ack.wants_ack(now)
+            w.push_bytes(ack_bytes)
+            has_ack = True
+        frames: SentFrames = []
+        eliciting = False
+        if can_elicit:
+            if space.crypto_send.wants_send() and self._write_crypto(space, w, frames):
+                eliciting = True
+            if self._write_control(w, frames, now):
+                eliciting = True
+            if self._write_streams(w, frames):
+                eliciting = True
+            if not eliciting and (self._ping_pending or (rec.probes > 0 and rec.pto_space == APPLICATION)):
+                w.push_uint8(0x01)
+                frames.append((K_OTHER, 0, 0, 0))
+                eliciting = True
+                self._ping_pending = False
+        if not eliciting and not want_ack:
+            return None
+        if has_ack:
+            frames.append((K_ACK, ack.largest, 0, 0))
+            ack.on_ack_sent()
+            space.ack_dirty = False
+        if w.tell() < 4 - pn_length:
+            w.push_zeros(4 - pn_length - w.tell())
+        first = 0x40 | (keys.key_phase << 2) | (pn_length - 1)
+        header = bytes((first,)) + dcid + (pn & ((1 << (8 * pn_length)) - 1)).to_bytes(pn_length, "big")
+        packet = bytearray(header)
+        packet += keys.send.seal(header, memoryview(w.buffer)[: w.tell()], pn)
+        pn_offset = header_size - pn_length
+        self._hp_samples.append(bytes(packet[pn_offset + 4 : pn_offset + 4 + SAMPLE_SIZE]))
+        self._hp_pending.append((packet, pn_offset, pn_length))
+        size = len(packet)
+        rec.on_packet_sent(APPLICATION, SentPacket(pn, now, size, eliciting, eliciting, frames))
+        rec.on_datagram_sent(size)
+        if eliciting:
+            self._pacer.on_sent(size)
+            self._last_eliciting_sent = now
+            if not self._idle_restarted:
+                self._idle_restarted = True
+                self._last_activity = now
+        return packet
 
     def _seal(self, plans: list[_Plan], now: float, limit: int) -> bytes:
         """Pad, protect and record the packets of one datagram."""
