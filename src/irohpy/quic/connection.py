@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Union, cast
 
-from irohpy.errors import DatagramError, QuicDecryptError, QuicError, StreamError
+from irohpy.errors import DatagramError, QuicDecodeError, QuicDecryptError, QuicError, StreamError
 from irohpy.quic.ack import AckTracker
 from irohpy.quic.buffer import Writer
 from irohpy.quic.cids import LocalCids, PeerCids
@@ -61,7 +61,9 @@ from irohpy.quic.frames import (
     Stream,
     StreamDataBlocked,
     StreamsBlocked,
+    decode_frame,
     decode_frames,
+    pull_stream_frame,
     push_ack,
     push_stream_header,
     stream_header_size,
@@ -877,12 +879,17 @@ class QuicConnection:
             self._peer_scid = packet.scid
             self._peer_scid_known = True
             self._peer_cids.set_first(packet.scid)
-        eliciting = False
-        for frame in decode_frames(plain, packet.packet_type):
-            if self._on_frame(frame, space_index, packet, now):
-                eliciting = True
+        if space_index == APPLICATION:
+            eliciting = self._on_frames_short(plain, packet, now)
             if self._state >= STATE_CLOSING:
                 return True
+        else:
+            eliciting = False
+            for frame in decode_frames(plain, packet.packet_type):
+                if self._on_frame(frame, space_index, packet, now):
+                    eliciting = True
+                if self._state >= STATE_CLOSING:
+                    return True
         ack.on_packet(pn, eliciting, ecn, now)
         space.ack_dirty = True
         if space_index == HANDSHAKE and not self.is_client:
@@ -891,6 +898,30 @@ class QuicConnection:
             if not self._spaces[INITIAL].discarded:
                 self._discard_space(INITIAL)
         return True
+
+    def _on_frames_short(self, plain: bytes, packet: Packet, now: float) -> bool:
+        """The frames of a 1-RTT payload in order; STREAM frames, the bulk of the data path,
+        are parsed and applied without a frame object. Returns whether any is ack-eliciting."""
+        end = len(plain)
+        if end == 0:
+            raise QuicDecodeError("packet without frames", error_code=QuicError.PROTOCOL_VIOLATION)
+        streams = self._streams
+        recv_dirty = self._recv_dirty
+        eliciting = False
+        pos = 0
+        while pos < end:
+            if 0x08 <= plain[pos] <= 0x0F:
+                sid, offset, data, fin, pos = pull_stream_frame(plain, pos)
+                streams.on_stream_frame(sid, offset, data, fin)
+                recv_dirty[sid] = None
+                eliciting = True
+                continue
+            frame, pos = decode_frame(plain, pos, PACKET_ONE_RTT)
+            if self._on_frame(frame, APPLICATION, packet, now):
+                eliciting = True
+            if self._state >= STATE_CLOSING:
+                break
+        return eliciting
 
     def _receive_zero_rtt(self, packet: Packet, now: float, ecn: int) -> bool:
         """A server's 0-RTT packet: application data under the early keys it accepted."""
