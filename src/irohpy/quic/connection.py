@@ -381,6 +381,7 @@ class QuicConnection:
         "_idle_timeout",
         "_last_activity",
         "_last_eliciting_sent",
+        "_last_eliciting_received",
         "_close",
         "_close_pending",
         "_close_responses",
@@ -498,6 +499,9 @@ class QuicConnection:
         self._idle_timeout = config.idle_timeout
         self._last_activity = 0.0
         self._last_eliciting_sent = 0.0
+        #: Keep-alive counts this too: our ACK of it keeps the peer's idle timer (and the
+        #: path) alive, so of two peers with keep-alive only the first to ping keeps pinging.
+        self._last_eliciting_received = 0.0
         self._close: tuple[int, bytes, int, bool] = (0, b"", 0, False)
         self._close_pending = False
         self._close_responses = 0
@@ -892,6 +896,8 @@ class QuicConnection:
                     return True
         ack.on_packet(pn, eliciting, ecn, now)
         space.ack_dirty = True
+        if eliciting:
+            self._last_eliciting_received = now
         if space_index == HANDSHAKE and not self.is_client:
             # A Handshake packet proves the client has our keys, so its address (RFC 9000 §8.1).
             self._rec.address_validated = True
@@ -1381,7 +1387,7 @@ class QuicConnection:
         if 0.0 <= self._discard_prev_at < t:
             t = self._discard_prev_at
         if self.config.keep_alive > 0.0 and self._handshake_complete and not self._ping_pending:
-            k = self._last_eliciting_sent + self.config.keep_alive
+            k = self._keep_alive_at()
             if k < t:
                 t = k
         return t if t < INF else None
@@ -1419,9 +1425,15 @@ class QuicConnection:
         if (
             self.config.keep_alive > 0.0
             and self._handshake_complete
-            and now >= self._last_eliciting_sent + self.config.keep_alive
+            and now >= self._keep_alive_at()
         ):
             self._ping_pending = True
+
+    def _keep_alive_at(self) -> float:
+        last = self._last_eliciting_sent
+        if self._last_eliciting_received > last:
+            last = self._last_eliciting_received
+        return last + self.config.keep_alive
 
     def _on_pto(self, space_index: int) -> None:
         """Probe: resend unacknowledged CRYPTO data of a handshake space, else a PING."""
