@@ -5,8 +5,9 @@ way) under cProfile and sums each function's own time into the groups of the QUI
 packet protection, frame parse/encode, recovery/ACK, streams, congestion/pacer, connection
 core, endpoint core and the asyncio driver. Time spent in C built-ins (AES-GCM, ``len``,
 ``bytes.join`` ...) is charged to the groups of their Python callers, in proportion to the
-calls each made. cProfile adds a fixed cost per Python call, so the split overstates the
-groups with many small functions; it answers "which layer", not "how many µs".
+calls each made; time blocked in epoll is left out. cProfile adds a fixed cost per Python
+call, so the split overstates the groups with many small functions; it answers "which layer",
+not "how many µs".
 ``--memory`` profiles the in-memory bulk transfer of ``bench.quic_conn`` instead (no
 sockets, no asyncio).
 """
@@ -30,7 +31,9 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("driver", ("irohpy/endpoint/", "irohpy/socket/", "asyncio/", "selectors.py", "bench/")),
 )
 #: Built-ins whose time is the kernel's, not a caller's group.
-SYSCALLS = ("recvfrom", "recvmsg", "sendmsg", "sendto", "poll", "select")
+SYSCALLS = ("recvfrom", "recvmsg", "sendmsg", "sendto")
+#: Waiting for the socket: wall time, not CPU, so left out.
+WAITS = ("poll", "select")
 
 
 def _group(filename: str) -> str:
@@ -47,6 +50,8 @@ def split(stats: pstats.Stats) -> dict[str, float]:
     for (filename, _line, name), (_cc, _nc, tottime, _ct, callers) in raw.items():
         if filename != "~":
             out[_group(filename)] += tottime
+            continue
+        if any(w in name for w in WAITS):
             continue
         if any(s in name for s in SYSCALLS):
             out["syscalls"] += tottime
