@@ -142,6 +142,12 @@ class Writer:
     def reset(self) -> None:
         self._pos = 0
 
+    def restart(self, capacity: int) -> None:
+        """Empty, and accept at most ``capacity`` bytes (up to the buffer's size) this time."""
+        self._pos = 0
+        size = len(self._data)
+        self._capacity = capacity if capacity < size else size
+
     def seek(self, pos: int) -> None:
         if pos < 0 or pos > self._capacity:
             raise QuicError("seek out of bounds", error_code=QuicError.INTERNAL_ERROR)

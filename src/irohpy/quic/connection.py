@@ -28,11 +28,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Union, cast
 
-from irohpy.errors import DatagramError, QuicDecryptError, QuicError, StreamError
+from irohpy.errors import DatagramError, QuicDecodeError, QuicDecryptError, QuicError, StreamError
 from irohpy.quic.ack import AckTracker
 from irohpy.quic.buffer import Writer
 from irohpy.quic.cids import LocalCids, PeerCids
-from irohpy.quic.crypto import TAG_SIZE, OneRttKeys, Protection, initial_protection
+from irohpy.quic.crypto import MASK_STRIDE, SAMPLE_SIZE, TAG_SIZE, OneRttKeys, Protection, initial_protection
 from irohpy.quic.frames import (
     FRAME_CRYPTO,
     FRAME_DATAGRAM,
@@ -61,7 +61,9 @@ from irohpy.quic.frames import (
     Stream,
     StreamDataBlocked,
     StreamsBlocked,
+    decode_frame,
     decode_frames,
+    pull_stream_frame,
     push_ack,
     push_stream_header,
     stream_header_size,
@@ -379,6 +381,7 @@ class QuicConnection:
         "_idle_timeout",
         "_last_activity",
         "_last_eliciting_sent",
+        "_last_eliciting_received",
         "_close",
         "_close_pending",
         "_close_responses",
@@ -412,6 +415,9 @@ class QuicConnection:
         "_zero_rtt_pns",
         "_early_data",
         "_remembered",
+        "_send_writer",
+        "_hp_samples",
+        "_hp_pending",
     )
 
     def __init__(
@@ -469,6 +475,11 @@ class QuicConnection:
             # The Retry token the endpoint checked proved the client's address (RFC 9000 §8.1.2).
             path.recovery.address_validated = True
         self._pacer = path.pacer
+        #: The 1-RTT send path's reused frame buffer (made on first use), and the packets of
+        #: the current burst waiting for header protection, with their samples.
+        self._send_writer: Writer | None = None
+        self._hp_samples: list[bytes] = []
+        self._hp_pending: list[tuple[bytearray, int, int]] = []
         self._spaces[APPLICATION].ack = path.ack
         self._streams = StreamMap(
             is_server=not config.is_client,
@@ -488,6 +499,9 @@ class QuicConnection:
         self._idle_timeout = config.idle_timeout
         self._last_activity = 0.0
         self._last_eliciting_sent = 0.0
+        #: Keep-alive counts this too: our ACK of it keeps the peer's idle timer (and the
+        #: path) alive, so of two peers with keep-alive only the first to ping keeps pinging.
+        self._last_eliciting_received = 0.0
         self._close: tuple[int, bytes, int, bool] = (0, b"", 0, False)
         self._close_pending = False
         self._close_responses = 0
@@ -869,20 +883,51 @@ class QuicConnection:
             self._peer_scid = packet.scid
             self._peer_scid_known = True
             self._peer_cids.set_first(packet.scid)
-        eliciting = False
-        for frame in decode_frames(plain, packet.packet_type):
-            if self._on_frame(frame, space_index, packet, now):
-                eliciting = True
+        if space_index == APPLICATION:
+            eliciting = self._on_frames_short(plain, packet, now)
             if self._state >= STATE_CLOSING:
                 return True
+        else:
+            eliciting = False
+            for frame in decode_frames(plain, packet.packet_type):
+                if self._on_frame(frame, space_index, packet, now):
+                    eliciting = True
+                if self._state >= STATE_CLOSING:
+                    return True
         ack.on_packet(pn, eliciting, ecn, now)
         space.ack_dirty = True
+        if eliciting:
+            self._last_eliciting_received = now
         if space_index == HANDSHAKE and not self.is_client:
             # A Handshake packet proves the client has our keys, so its address (RFC 9000 §8.1).
             self._rec.address_validated = True
             if not self._spaces[INITIAL].discarded:
                 self._discard_space(INITIAL)
         return True
+
+    def _on_frames_short(self, plain: bytes, packet: Packet, now: float) -> bool:
+        """The frames of a 1-RTT payload in order; STREAM frames, the bulk of the data path,
+        are parsed and applied without a frame object. Returns whether any is ack-eliciting."""
+        end = len(plain)
+        if end == 0:
+            raise QuicDecodeError("packet without frames", error_code=QuicError.PROTOCOL_VIOLATION)
+        streams = self._streams
+        recv_dirty = self._recv_dirty
+        eliciting = False
+        pos = 0
+        while pos < end:
+            if 0x08 <= plain[pos] <= 0x0F:
+                sid, offset, data, fin, pos = pull_stream_frame(plain, pos)
+                streams.on_stream_frame(sid, offset, data, fin)
+                recv_dirty[sid] = None
+                eliciting = True
+                continue
+            frame, pos = decode_frame(plain, pos, PACKET_ONE_RTT)
+            if self._on_frame(frame, APPLICATION, packet, now):
+                eliciting = True
+            if self._state >= STATE_CLOSING:
+                break
+        return eliciting
 
     def _receive_zero_rtt(self, packet: Packet, now: float, ecn: int) -> bool:
         """A server's 0-RTT packet: application data under the early keys it accepted."""
@@ -1342,7 +1387,7 @@ class QuicConnection:
         if 0.0 <= self._discard_prev_at < t:
             t = self._discard_prev_at
         if self.config.keep_alive > 0.0 and self._handshake_complete and not self._ping_pending:
-            k = self._last_eliciting_sent + self.config.keep_alive
+            k = self._keep_alive_at()
             if k < t:
                 t = k
         return t if t < INF else None
@@ -1380,9 +1425,15 @@ class QuicConnection:
         if (
             self.config.keep_alive > 0.0
             and self._handshake_complete
-            and now >= self._last_eliciting_sent + self.config.keep_alive
+            and now >= self._keep_alive_at()
         ):
             self._ping_pending = True
+
+    def _keep_alive_at(self) -> float:
+        last = self._last_eliciting_sent
+        if self._last_eliciting_received > last:
+            last = self._last_eliciting_received
+        return last + self.config.keep_alive
 
     def _on_pto(self, space_index: int) -> None:
         """Probe: resend unacknowledged CRYPTO data of a handshake space, else a PING."""
@@ -1424,8 +1475,24 @@ class QuicConnection:
             if datagram is None:
                 break
             out.append(datagram)
+        if self._hp_pending:
+            self._protect_headers()
+            out = [bytes(d) for d in out]
         self._rec.app_limited = not self._cwnd_limited
         return out
+
+    def _protect_headers(self) -> None:
+        """Header protection for the burst's 1-RTT packets: one mask call for all of them."""
+        keys = cast(OneRttKeys, self._one_rtt)
+        masks = keys.send_hp.masks(b"".join(self._hp_samples))
+        m = 0
+        for packet, pn_offset, pn_length in self._hp_pending:
+            packet[0] ^= masks[m] & 0x1F
+            for j in range(pn_length):
+                packet[pn_offset + j] ^= masks[m + 1 + j]
+            m += MASK_STRIDE
+        self._hp_samples.clear()
+        self._hp_pending.clear()
 
     def _build_mtu_probe(self, now: float) -> bytes | None:
         """A PING padded to the size PMTU discovery wants to try, within the window."""
@@ -1508,6 +1575,8 @@ class QuicConnection:
             if t > now:
                 self._pacing_at = t
                 can_elicit = False
+        if self._short_only():
+            return self._build_short(now, limit, can_elicit)
         plans: list[_Plan] = []
         room = limit
         # A server's ack-eliciting Initial must fill 1200 bytes (RFC 9000 §14.1); until the
@@ -1523,6 +1592,84 @@ class QuicConnection:
         if not plans:
             return None
         return self._seal(plans, now, limit)
+
+    def _short_only(self) -> bool:
+        """Only 1-RTT packets are left to send: the handshake spaces are gone."""
+        spaces = self._spaces
+        return (
+            self._handshake_complete
+            and self._one_rtt is not None
+            and spaces[HANDSHAKE].discarded
+            and spaces[INITIAL].discarded
+        )
+
+    def _build_short(self, now: float, limit: int, can_elicit: bool) -> bytearray | None:
+        """One 1-RTT packet as a datagram: frames go straight into a reused buffer, and header
+        protection waits for :meth:`_protect_headers` at the end of the burst."""
+        keys = cast(OneRttKeys, self._one_rtt)
+        rec = self._rec
+        space = self._spaces[APPLICATION]
+        sent_space = rec.spaces[APPLICATION]
+        pn = sent_space.next_pn
+        pn_length = packet_number_length(pn, sent_space.largest_acked)
+        dcid = self._peer_cids.cid()
+        header_size = 1 + len(dcid) + pn_length
+        capacity = limit - header_size - TAG_SIZE
+        if capacity < 32:
+            return None
+        w = self._send_writer
+        if w is None or capacity > w.capacity:
+            w = self._send_writer = Writer(max(capacity, self.config.max_datagram_size))
+        w.restart(capacity)
+        ack = space.ack
+        want_ack = False
+        has_ack = False
+        if ack.received and (space.ack_dirty or ack.wants_ack(now)):
+            ack_bytes = self._ack_bytes(space, APPLICATION, now)
+            if len(ack_bytes) >= capacity:
+                return None
+            want_ack = ack.wants_ack(now)
+            w.push_bytes(ack_bytes)
+            has_ack = True
+        frames: SentFrames = []
+        eliciting = False
+        if can_elicit:
+            if space.crypto_send.wants_send() and self._write_crypto(space, w, frames):
+                eliciting = True
+            if self._write_control(w, frames, now):
+                eliciting = True
+            if self._write_streams(w, frames):
+                eliciting = True
+            if not eliciting and (self._ping_pending or (rec.probes > 0 and rec.pto_space == APPLICATION)):
+                w.push_uint8(0x01)
+                frames.append((K_OTHER, 0, 0, 0))
+                eliciting = True
+                self._ping_pending = False
+        if not eliciting and not want_ack:
+            return None
+        if has_ack:
+            frames.append((K_ACK, ack.largest, 0, 0))
+            ack.on_ack_sent()
+            space.ack_dirty = False
+        if w.tell() < 4 - pn_length:
+            w.push_zeros(4 - pn_length - w.tell())
+        first = 0x40 | (keys.key_phase << 2) | (pn_length - 1)
+        header = bytes((first,)) + dcid + (pn & ((1 << (8 * pn_length)) - 1)).to_bytes(pn_length, "big")
+        packet = bytearray(header)
+        packet += keys.send.seal(header, memoryview(w.buffer)[: w.tell()], pn)
+        pn_offset = header_size - pn_length
+        self._hp_samples.append(bytes(packet[pn_offset + 4 : pn_offset + 4 + SAMPLE_SIZE]))
+        self._hp_pending.append((packet, pn_offset, pn_length))
+        size = len(packet)
+        rec.on_packet_sent(APPLICATION, SentPacket(pn, now, size, eliciting, eliciting, frames))
+        rec.on_datagram_sent(size)
+        if eliciting:
+            self._pacer.on_sent(size)
+            self._last_eliciting_sent = now
+            if not self._idle_restarted:
+                self._idle_restarted = True
+                self._last_activity = now
+        return packet
 
     def _seal(self, plans: list[_Plan], now: float, limit: int) -> bytes:
         """Pad, protect and record the packets of one datagram."""

@@ -105,7 +105,7 @@ class PacketKey:
     def nonce(self, packet_number: int, path_id: int = 0) -> bytes:
         return (self._iv ^ ((path_id << 64) | packet_number)).to_bytes(12, "big")
 
-    def seal(self, header: bytes, payload: bytes, packet_number: int, path_id: int = 0) -> bytes:
+    def seal(self, header: bytes, payload: bytes | memoryview, packet_number: int, path_id: int = 0) -> bytes:
         """Ciphertext and tag of ``payload``, authenticating ``header`` (unprotected)."""
         nonce = (self._iv ^ ((path_id << 64) | packet_number)).to_bytes(12, "big")
         return self._aead.encrypt(nonce, payload, header)

@@ -762,6 +762,56 @@ def _pull_other(r: Reader, frame_type: int) -> Frame:
     raise QuicDecodeError(f"unknown frame type 0x{frame_type:x}", frame_type=frame_type)
 
 
+def _decode_one(r: Reader, payload: bytes, bit: int, end: int) -> Frame:
+    frame_type = 0
+    try:
+        frame_type = r.pull_varint()
+        if FRAME_STREAM <= frame_type <= 0x0F:
+            if not bit & (_Z | _O):
+                raise _not_allowed(frame_type)
+            stream_id = r.pull_varint()
+            offset = r.pull_varint() if frame_type & 0x04 else 0
+            data = r.pull_bytes(r.pull_varint()) if frame_type & 0x02 else r.pull_rest()
+            if offset + len(data) > VARINT_MAX:
+                raise QuicDecodeError("stream data beyond 2^62-1")
+            return Stream(stream_id, offset, data, bool(frame_type & 0x01))
+        if frame_type == FRAME_ACK or frame_type == FRAME_ACK_ECN:
+            if not bit & (_I | _H | _O):
+                raise _not_allowed(frame_type)
+            return _pull_ack(r, None, frame_type == FRAME_ACK_ECN)
+        if frame_type == FRAME_PADDING:
+            start = r.tell() - 1
+            match = _NONZERO.search(payload, start + 1)
+            stop = match.start() if match is not None else end
+            r.seek(stop)
+            return Padding(stop - start)
+        if frame_type == FRAME_PING:
+            return Ping()
+        if frame_type == FRAME_CRYPTO:
+            if not bit & (_I | _H | _O):
+                raise _not_allowed(frame_type)
+            offset = r.pull_varint()
+            data = r.pull_bytes(r.pull_varint())
+            if offset + len(data) > VARINT_MAX:
+                raise QuicDecodeError("crypto data beyond 2^62-1")
+            return Crypto(offset, data)
+        if frame_type == FRAME_DATAGRAM or frame_type == FRAME_DATAGRAM_LEN:
+            if not bit & (_Z | _O):
+                raise _not_allowed(frame_type)
+            data = r.pull_bytes(r.pull_varint()) if frame_type == FRAME_DATAGRAM_LEN else r.pull_rest()
+            return Datagram(data)
+        allowed = _ALLOWED.get(frame_type, -1)
+        if allowed < 0:
+            raise QuicDecodeError(f"unknown frame type 0x{frame_type:x}")
+        if not allowed & bit:
+            raise _not_allowed(frame_type)
+        return _pull_other(r, frame_type)
+    except QuicDecodeError as exc:
+        if exc.frame_type == 0:
+            exc.frame_type = frame_type
+        raise
+
+
 def decode_frames(payload: bytes, packet_type: int) -> list[Frame]:
     """The frames of a decrypted packet payload of ``packet_type`` (``irohpy.quic.packet``)."""
     if not payload:
@@ -770,54 +820,51 @@ def decode_frames(payload: bytes, packet_type: int) -> list[Frame]:
     r = Reader(payload)
     end = len(payload)
     frames: list[Frame] = []
-    frame_type = 0
-    try:
-        while r.tell() < end:
-            frame_type = r.pull_varint()
-            if FRAME_STREAM <= frame_type <= 0x0F:
-                if not bit & (_Z | _O):
-                    raise _not_allowed(frame_type)
-                stream_id = r.pull_varint()
-                offset = r.pull_varint() if frame_type & 0x04 else 0
-                data = r.pull_bytes(r.pull_varint()) if frame_type & 0x02 else r.pull_rest()
-                if offset + len(data) > VARINT_MAX:
-                    raise QuicDecodeError("stream data beyond 2^62-1")
-                frames.append(Stream(stream_id, offset, data, bool(frame_type & 0x01)))
-            elif frame_type == FRAME_ACK or frame_type == FRAME_ACK_ECN:
-                if not bit & (_I | _H | _O):
-                    raise _not_allowed(frame_type)
-                frames.append(_pull_ack(r, None, frame_type == FRAME_ACK_ECN))
-            elif frame_type == FRAME_PADDING:
-                start = r.tell() - 1
-                match = _NONZERO.search(payload, start + 1)
-                stop = match.start() if match is not None else end
-                r.seek(stop)
-                frames.append(Padding(stop - start))
-            elif frame_type == FRAME_PING:
-                frames.append(Ping())
-            elif frame_type == FRAME_CRYPTO:
-                if not bit & (_I | _H | _O):
-                    raise _not_allowed(frame_type)
-                offset = r.pull_varint()
-                data = r.pull_bytes(r.pull_varint())
-                if offset + len(data) > VARINT_MAX:
-                    raise QuicDecodeError("crypto data beyond 2^62-1")
-                frames.append(Crypto(offset, data))
-            elif frame_type == FRAME_DATAGRAM or frame_type == FRAME_DATAGRAM_LEN:
-                if not bit & (_Z | _O):
-                    raise _not_allowed(frame_type)
-                data = r.pull_bytes(r.pull_varint()) if frame_type == FRAME_DATAGRAM_LEN else r.pull_rest()
-                frames.append(Datagram(data))
-            else:
-                allowed = _ALLOWED.get(frame_type, -1)
-                if allowed < 0:
-                    raise QuicDecodeError(f"unknown frame type 0x{frame_type:x}")
-                if not allowed & bit:
-                    raise _not_allowed(frame_type)
-                frames.append(_pull_other(r, frame_type))
-    except QuicDecodeError as exc:
-        if exc.frame_type == 0:
-            exc.frame_type = frame_type
-        raise
+    while r.tell() < end:
+        frames.append(_decode_one(r, payload, bit, end))
     return frames
 
+
+def decode_frame(payload: bytes, pos: int, packet_type: int) -> tuple[Frame, int]:
+    """The frame at ``pos`` of a decrypted payload, and where the next one starts."""
+    r = Reader(payload, pos)
+    return _decode_one(r, payload, _PACKET_BITS.get(packet_type, 0), len(payload)), r.tell()
+
+
+def pull_stream_frame(payload: bytes, pos: int) -> tuple[int, int, bytes, bool, int]:
+    """The STREAM frame at ``pos`` (its type byte, 0x08-0x0f, included) of a 1-RTT payload, as
+    ``(stream_id, offset, data, fin, next_pos)``: the receive path's fast case of
+    :func:`decode_frame`, without a frame object."""
+    end = len(payload)
+    frame_type = payload[pos]
+    try:
+        stream_id, pos = _pull_varint(payload, pos + 1, end)
+        offset = 0
+        if frame_type & 0x04:
+            offset, pos = _pull_varint(payload, pos, end)
+        if frame_type & 0x02:
+            length, pos = _pull_varint(payload, pos, end)
+            stop = pos + length
+            if stop > end:
+                raise QuicDecodeError("truncated")
+        else:
+            stop = end
+        if offset + stop - pos > VARINT_MAX:
+            raise QuicDecodeError("stream data beyond 2^62-1")
+    except QuicDecodeError as exc:
+        exc.frame_type = frame_type
+        raise
+    return stream_id, offset, payload[pos:stop], bool(frame_type & 0x01), stop
+
+
+def _pull_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    if pos >= end:
+        raise QuicDecodeError("truncated varint")
+    first = data[pos]
+    kind = first >> 6
+    if kind == 0:
+        return first, pos + 1
+    stop = pos + (1 << kind)
+    if stop > end:
+        raise QuicDecodeError("truncated varint")
+    return int.from_bytes(data[pos:stop], "big") & ((1 << (8 * (1 << kind) - 2)) - 1), stop
