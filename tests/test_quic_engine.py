@@ -248,3 +248,67 @@ async def test_streams_nobody_accepts_are_bounded_and_finished_ones_are_let_go(
         assert await asyncio.wait_for(recv.read_to_end(100), T) == b"%d" % i
     # Every stream was read to its end or refused: the connection keeps no stream objects.
     assert theirs._recv == {} and theirs._send == {} and ours._send == {}
+
+
+async def test_credit_follows_reads_so_a_reader_that_never_reads_holds_one_window(
+    pair: tuple[QuicEngine, QuicEngine],
+) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    send, _ = await ours.open_bi()
+    await send.write(b"x")
+    _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+    window = server.core.config.transport.stream_window
+    chunk = os.urandom(1 << 16)
+    written = 0
+
+    async def writer() -> None:
+        nonlocal written
+        while True:
+            await send.write(chunk)
+            written += len(chunk)
+
+    task = asyncio.create_task(writer())
+    try:
+        # The peer sends until the stream window is full, then the writer stalls on credit.
+        ss = ours.quic.streams.send[send.id]
+        async with asyncio.timeout(T):
+            while recv._buffered < window or ss.max_data != window or not send._must_wait():
+                await asyncio.sleep(0.01)
+        # Everything sent is acknowledged and a later datagram from the reader arrived: any
+        # credit it had granted would have come first. None came for unread data.
+        async with asyncio.timeout(T):
+            while ss._acked_prefix() < window:
+                await asyncio.sleep(0.01)
+            theirs.send_datagram(b"after")
+            assert await ours.read_datagram() == b"after"
+        assert recv._buffered == window and ss.max_data == window
+        assert theirs.quic.streams.conn_recv.limit == server.core.config.transport.conn_window
+        assert not task.done()
+        # Reading releases credit: far more than both windows flows.
+        got = 0
+        async with asyncio.timeout(T):
+            while got < 16 << 20:
+                got += len(await recv.read(1 << 20))
+        assert written >= 16 << 20 and recv.bytes_read == got
+        assert ss.max_data > window
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_stopping_or_refusing_unread_data_returns_its_credit(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    data = os.urandom(900_000)
+    for _ in range(8):  # more than the connection window in total
+        send, _ = await ours.open_bi()
+        await send.write(b"x")
+        _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+        await send.write_all(data)
+        send.finish()
+        async with asyncio.timeout(T):
+            while recv._buffered < len(data):
+                await asyncio.sleep(0.01)
+        recv.stop(1)  # unread bytes go back as credit
+    assert theirs.quic.streams.conn_recv.consumed >= 8 * len(data)

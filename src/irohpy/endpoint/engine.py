@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 
 from irohpy.base.notify import Notify
@@ -82,6 +83,8 @@ class EngineConnection:
             recv = self._recv_stream(ev.stream_id)
             if recv is not None:
                 recv._on_data(ev.data, ev.fin)
+            elif ev.data:
+                self._consumed(ev.stream_id, len(ev.data))  # nobody will read it
         elif isinstance(ev, qc.DatagramReceived):
             if len(self._datagrams) >= MAX_DATAGRAMS:
                 self._datagrams.popleft()
@@ -148,6 +151,11 @@ class EngineConnection:
         if sid in streams.send:
             self.quic.reset_stream(sid, STREAM_REFUSED)
         self._wake()
+
+    def _consumed(self, sid: int, n: int) -> None:
+        """The application read (or dropped) ``n`` bytes: their credit goes back to the peer."""
+        if self.terminated is None and self.quic.consume(sid, n, self._engine._clock()):
+            self._wake()
 
     def _forget(self, sid: int, *, send: bool) -> None:
         """The application is done with one half of a stream."""
@@ -254,6 +262,9 @@ class QuicEngine:
     """Drives a :class:`QuicEndpoint` from asyncio over one UDP socket (or any batch sender)."""
 
     def __init__(self, core: QuicEndpoint, sender: Sender) -> None:
+        # Credit follows the application's reads, so one that never reads holds at most the
+        # receive windows (the streams here report what was read).
+        core.config.transport = replace(core.config.transport, read_credit=True)
         self.core = core
         self._sender = sender
         self._loop = asyncio.get_running_loop()
@@ -348,6 +359,11 @@ class QuicEngine:
         if deadline is not None and not self._closed:
             self._timer_at = deadline
             self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _clock(self) -> float:
+        """Now, never before the last core pass."""
+        now = self._loop.time()
+        return now if now > self._now else self._now
 
     def _on_timer(self) -> None:
         self._timer = None

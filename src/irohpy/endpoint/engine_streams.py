@@ -1,7 +1,8 @@
 """Streams of an :class:`~irohpy.endpoint.engine.EngineConnection`, as the application sees them.
 
 Writes wait while too much is unacknowledged or queued beyond the peer's credit, so a slow
-peer slows the writer. The data a write hands over is kept by reference until acknowledged.
+peer slows the writer; reads return flow-control credit as they consume, so a slow reader
+slows the peer. The data a write hands over is kept by reference until acknowledged.
 """
 
 from __future__ import annotations
@@ -116,9 +117,12 @@ class EngineRecvStream:
         self.bytes_read = 0
 
     def _on_data(self, data: bytes, fin: bool) -> None:
-        if data and not self._stopped:
-            self._chunks.append(data)
-            self._buffered += len(data)
+        if data:
+            if self._stopped:
+                self._conn._consumed(self.id, len(data))
+            else:
+                self._chunks.append(data)
+                self._buffered += len(data)
         if fin:
             self._eof = True
         self._readable.notify_all()
@@ -156,6 +160,7 @@ class EngineRecvStream:
             self._chunks[0] = first[n:]
         self._buffered -= len(out)
         self.bytes_read += len(out)
+        self._conn._consumed(self.id, len(out))
         return out
 
     async def read(self, n: int = 65536) -> bytes:
@@ -194,6 +199,8 @@ class EngineRecvStream:
             return
         self._stopped = True
         self._chunks.clear()
+        if self._buffered:
+            self._conn._consumed(self.id, self._buffered)
         self._buffered = 0
         self._conn._forget(self.id, send=False)
         if not self._eof and self._conn.terminated is None and self.id in self._conn.quic.streams.recv:
