@@ -9,7 +9,9 @@ It does the I/O the sans-IO core leaves out, and nothing else:
 - application calls (writes, closes) mark their connection and schedule one flush with
   ``call_soon``, so many writes in one loop iteration cost one pass.
 
-It owns no tasks, only callbacks, so closing it leaves nothing behind. It is built to replace
+It owns no tasks, only callbacks, so closing it leaves nothing behind. On an endpoint's socket
+layer (relay and hole-punched paths) it runs through :mod:`irohpy.endpoint.engine_socket`. It is
+built to replace
 ``endpoint/quic.py`` and ``endpoint/dispatch.py``; ``Endpoint`` does not use it yet.
 """
 
@@ -279,6 +281,10 @@ class QuicEngine:
         self._socket: UdpSocket | None = None
         #: Core passes run, for tests and benches to see batching at work.
         self.passes = 0
+        #: Told of each connection an Initial created, before anything reads its events.
+        self.on_new: Callable[[EngineConnection], None] | None = None
+        #: Told of each connection the core let go (closed and drained).
+        self.on_gone: Callable[[EngineConnection], None] | None = None
 
     @classmethod
     async def bind(
@@ -321,8 +327,11 @@ class QuicEngine:
         self.passes += 1
         core = self.core
         transmits, created, deadline = core.poll(batch, now)
+        on_new = self.on_new
         for quic in created:
-            self._conns[quic] = EngineConnection(self, quic)
+            conn = self._conns[quic] = EngineConnection(self, quic)
+            if on_new is not None:
+                on_new(conn)
         send = self._sender
         for t in transmits:
             send(t.datagrams, t.addr)  # type: ignore[arg-type]
@@ -348,6 +357,8 @@ class QuicEngine:
                     self._wake(quic)
             if quic.is_closed:
                 del conns[quic]
+                if self.on_gone is not None:
+                    self.on_gone(conn)
 
     def _arm(self, deadline: float | None) -> None:
         if deadline == self._timer_at and self._timer is not None:
@@ -425,6 +436,8 @@ class QuicEngine:
             if conn.terminated is None:
                 conn.terminated = qc.ConnectionTerminated(0, b"engine closed", 0, True, qc.CAUSE_LOCAL)
                 conn._on_event(conn.terminated)
+            if self.on_gone is not None:
+                self.on_gone(conn)
         self._conns.clear()
         if self._socket is not None:
             self._socket.close()

@@ -220,6 +220,26 @@ class QuicEndpoint:
         """Every destination CID we route, and to which connection."""
         return {cid: e.conn for cid, e in self._routes.items()}
 
+    def route(self, dcid: bytes) -> QuicConnection | None:
+        """The connection datagrams with this destination CID go to, if any."""
+        entry = self._routes.get(dcid)
+        return entry.conn if entry is not None else None
+
+    def readdress(self, conn: QuicConnection, addr: Address) -> None:
+        """Name the connection's peer ``addr`` from now on (a driver that maps paths to stable
+        per-peer addresses renames a server connection once its Initial made it)."""
+        entry = self._entries.get(conn)
+        if entry is None or entry.addr == addr:
+            return
+        peers = self._by_addr.get(entry.addr)
+        if peers is not None:
+            peers.remove(entry)
+            if not peers:
+                del self._by_addr[entry.addr]
+        entry.addr = addr
+        self._by_addr.setdefault(addr, []).append(entry)
+        conn.path.addr = addr
+
     # -- client -------------------------------------------------------------------------
 
     def connect(
