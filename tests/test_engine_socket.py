@@ -13,6 +13,7 @@ from irohpy.base.keys import SecretKey
 from irohpy.base.relay_url import RelayUrl
 from irohpy.endpoint.engine import EngineConnection, QuicEngine
 from irohpy.endpoint.engine_socket import SocketBridge
+from irohpy.quic.connection import CAUSE_RESET
 from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
 from irohpy.relay.map import RelayMap
 from irohpy.socket.mapped import MappedAddr
@@ -20,6 +21,7 @@ from irohpy.socket.paths import RelayPath
 from irohpy.socket.relay_transport import RelayTransport
 from irohpy.socket.remote_map import RemoteMap
 from irohpy.socket.transport import Transport
+from tests.engine_restart import Restartable
 from tests.relay_fixture import relay_server
 
 ALPN = b"irohpy/engine-socket-test/0"
@@ -133,3 +135,28 @@ async def test_relayed_connection_without_udp() -> None:
             await asyncio.wait_for(peer.closed(), T)
         # Both sides let go of the connections' remotes' mapped addresses they made.
         assert not [r for r in server.remotes.by_mapped.values() if r.endpoint_id is None]
+
+
+async def test_a_restarted_peers_stateless_reset_reaches_the_connection_by_its_path() -> None:
+    server_secret = SecretKey.generate()
+    config = EndpointConfig(alpns=[ALPN], static_key=os.urandom(32))
+    first = Restartable.start(server_secret.to_bytes(), config)
+    port = first.sock.local_addr[1]
+    second: Restartable | None = None
+    try:
+        async with node() as client:
+            remote = client.remotes.for_id(server_secret.public())
+            remote.paths.add_candidate(("127.0.0.1", port), "dial")
+            conn = await client.bridge.connect(remote, bytes(server_secret.public()), ALPN, timeout=T)
+            await first.crash()
+            second = Restartable.start(server_secret.to_bytes(), config, port)
+            send, _ = await conn.open_bi()
+            await send.write(os.urandom(4000))
+            # The reset carries no CID of ours: only the path it came on names the connection.
+            term = await asyncio.wait_for(conn.closed(), T)
+            assert term.cause == CAUSE_RESET
+            assert second.engine.core.stats.resets_sent >= 1
+    finally:
+        await first.crash()
+        if second is not None:
+            await second.crash()
