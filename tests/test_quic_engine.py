@@ -22,6 +22,7 @@ from irohpy.errors import (
 from irohpy.quic.connection import CAUSE_RESET
 from irohpy.quic.endpoint import EndpointConfig
 from irohpy.tls.keys import private_key, public_key_bytes
+from irohpy.tls.resumption import TicketCache, TicketStore
 from tests.engine_restart import Restartable
 
 ALPN = b"irohpy/engine-test/0"
@@ -312,3 +313,34 @@ async def test_stopping_or_refusing_unread_data_returns_its_credit(pair: tuple[Q
                 await asyncio.sleep(0.01)
         recv.stop(1)  # unread bytes go back as credit
     assert theirs.quic.streams.conn_recv.consumed >= 8 * len(data)
+
+
+async def test_tickets_resume_and_zero_rtt_data_arrives_before_the_handshake_completes() -> None:
+    store, cache = TicketStore(), TicketCache()
+    server_config = EndpointConfig(alpns=[ALPN], ticket_store=store)
+    async with await QuicEngine.bind(SERVER_SECRET, config=server_config) as server:
+        async with await QuicEngine.bind(CLIENT_SECRET, config=EndpointConfig(ticket_cache=cache)) as client:
+            # Without a ticket, zero_rtt=True is a plain dial.
+            first = await client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T, zero_rtt=True)
+            assert first._established.done() and not first.quic.session_resumed
+            theirs = await asyncio.wait_for(server.accept(), T)
+            async with asyncio.timeout(T):
+                while not len(cache):
+                    await asyncio.sleep(0.01)
+            first.close(0, b"")
+            await asyncio.wait_for(theirs.closed(), T)
+
+            second = await client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T, zero_rtt=True)
+            assert not second._established.done()  # returned before any reply: the data is 0-RTT
+            send, recv = await second.open_bi()
+            await send.write(b"early request")
+            send.finish()
+            peer = await asyncio.wait_for(server.accept(), T)
+            psend, precv = await asyncio.wait_for(peer.accept_bi(), T)
+            assert await asyncio.wait_for(precv.read_to_end(100), T) == b"early request"
+            await psend.write(b"answer")
+            psend.finish()
+            assert await asyncio.wait_for(recv.read_to_end(100), T) == b"answer"
+            assert await asyncio.wait_for(second.established(), T) is True
+            assert second.quic.session_resumed and peer.quic.session_resumed
+            second.close(0, b"")

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import replace
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
 
 from irohpy.base.notify import Notify
 from irohpy.endpoint.engine_streams import EngineRecvStream, EngineSendStream
@@ -49,8 +50,9 @@ STREAM_REFUSED = 0
 MAX_ACCEPT_QUEUE = 128
 CONNECTION_REFUSED = 0x02
 
-Sender = Callable[[list[bytes], SockAddr], None]
-"""Sends datagrams to one address in order (``UdpSocket.send_batch``)."""
+Sender = Callable[[list[bytes], Any], None]
+"""Sends datagrams to one address in order (``UdpSocket.send_batch``, or the socket layer's
+:meth:`~irohpy.endpoint.engine_socket.SocketBridge.send` for mapped addresses)."""
 
 
 class EngineConnection:
@@ -226,6 +228,11 @@ class EngineConnection:
             await self._arrivals.wait()
         return self._incoming_uni.popleft()
 
+    async def established(self) -> bool:
+        """Wait for the handshake; True if the server accepted our 0-RTT data."""
+        await asyncio.shield(self._established)
+        return self.quic.early_data_accepted
+
     def send_datagram(self, data: bytes) -> None:
         self._check_open()
         self.quic.send_datagram(data)
@@ -311,12 +318,12 @@ class QuicEngine:
 
     # -- the core passes ----------------------------------------------------------------
 
-    def receive(self, batch: Sequence[tuple[bytes, SockAddr]], sock: object = None) -> None:
+    def receive(self, batch: Sequence[tuple[bytes, object]], sock: object = None) -> None:
         """A receive burst from the socket layer: one core pass."""
         if not self._closed:
             self._pass(batch)
 
-    def _pass(self, batch: Sequence[tuple[bytes, SockAddr]]) -> None:
+    def _pass(self, batch: Sequence[tuple[bytes, object]]) -> None:
         now = self._loop.time()
         if self._timer_at >= 0.0 and now < self._timer_at <= now + 1e-3:
             # The loop may run a timer a hair early; a pass at the deadline runs what is due.
@@ -334,7 +341,7 @@ class QuicEngine:
                 on_new(conn)
         send = self._sender
         for t in transmits:
-            send(t.datagrams, t.addr)  # type: ignore[arg-type]
+            send(t.datagrams, t.addr)
         self._dispatch()
         self._arm(core.deadline())
 
@@ -394,15 +401,22 @@ class QuicEngine:
     # -- application API ----------------------------------------------------------------
 
     async def connect(
-        self, addr: SockAddr, endpoint_id: bytes, alpn: bytes, *, timeout: float = 10.0
+        self, addr: object, endpoint_id: bytes, alpn: bytes, *, timeout: float = 10.0, zero_rtt: bool = False
     ) -> EngineConnection:
-        """Dial ``addr``, authenticating the peer as ``endpoint_id``."""
+        """Dial ``addr``, authenticating the peer as ``endpoint_id``.
+
+        ``zero_rtt``: when the config's ticket cache holds a ticket for the peer, return at once
+        so what is written now goes as 0-RTT data (replayable: idempotent requests only);
+        :meth:`EngineConnection.established` then says whether the server took it.
+        """
         if self._closed:
             raise EndpointClosed("engine is closed")
         quic = self.core.connect(addr, endpoint_id, [alpn], max(self._loop.time(), self._now))
         conn = EngineConnection(self, quic)
         self._conns[quic] = conn
         self._wake(quic)
+        if zero_rtt and quic.early_data_state == qc.EARLY_DATA_ATTEMPTED:
+            return conn
         try:
             await asyncio.wait_for(asyncio.shield(conn._established), timeout)
         except asyncio.TimeoutError:

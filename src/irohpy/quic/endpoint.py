@@ -52,6 +52,7 @@ from irohpy.quic.packet import (
     stateless_reset_token,
     unprotect_headers,
 )
+from irohpy.tls.resumption import TicketCache, TicketStore
 
 #: Datagrams of one GSO send at most, and its payload bound (as the socket layer's).
 GSO_MAX_SEGMENTS: Final = 64
@@ -110,6 +111,12 @@ class EndpointConfig:
     #: Stateless packets (Version Negotiation, Retry, stateless reset) per second, and burst.
     stateless_rate: float = 200.0
     stateless_burst: int = 50
+    #: A server's session tickets (single use): resumption and 0-RTT; None: full handshakes.
+    ticket_store: TicketStore | None = None
+    #: A client's tickets from the servers it dialed, for resuming (and 0-RTT) next time.
+    ticket_cache: TicketCache | None = None
+    #: Accept (server) or attempt (client) 0-RTT when a ticket allows it.
+    early_data: bool = True
 
 
 @dataclass(slots=True)
@@ -253,7 +260,14 @@ class QuicEndpoint:
     ) -> QuicConnection:
         """Start dialing ``remote``, authenticating it as ``expected_peer`` (its EndpointId)."""
         if handshake is None:
-            handshake = iroh_handshake(self._secret_key, is_client=True, alpns=alpns, expected_peer=expected_peer)
+            handshake = iroh_handshake(
+                self._secret_key,
+                is_client=True,
+                alpns=alpns,
+                expected_peer=expected_peer,
+                ticket_cache=self.config.ticket_cache,
+                early_data=self.config.early_data,
+            )
         conn = QuicConnection(
             replace(self.config.transport, is_client=True), handshake, cid=self._fresh_cid(), reset_key=self._reset_key
         )
@@ -361,7 +375,13 @@ class QuicEndpoint:
             else:
                 self.stats.stateless_limited += 1
             return None
-        handshake = iroh_handshake(self._secret_key, is_client=False, alpns=list(config.alpns))
+        handshake = iroh_handshake(
+            self._secret_key,
+            is_client=False,
+            alpns=list(config.alpns),
+            ticket_store=config.ticket_store,
+            early_data=config.early_data,
+        )
         conn = QuicConnection(
             replace(config.transport, is_client=False),
             handshake,
