@@ -20,7 +20,7 @@ from irohpy.errors import (
     StreamReset,
 )
 from irohpy.quic.connection import CAUSE_RESET
-from irohpy.quic.endpoint import EndpointConfig
+from irohpy.quic.endpoint import EndpointConfig, Offer
 from irohpy.tls.keys import private_key, public_key_bytes
 from irohpy.tls.resumption import TicketCache, TicketStore
 from tests.engine_restart import Restartable
@@ -344,3 +344,30 @@ async def test_tickets_resume_and_zero_rtt_data_arrives_before_the_handshake_com
             assert await asyncio.wait_for(second.established(), T) is True
             assert second.quic.session_resumed and peer.quic.session_resumed
             second.close(0, b"")
+
+
+async def test_offers_are_accepted_refused_or_ignored_before_any_handshake() -> None:
+    config = EndpointConfig(alpns=[ALPN], offer_initials=True)
+    async with await QuicEngine.bind(SERVER_SECRET, config=config) as server:
+        offers: asyncio.Queue[Offer] = asyncio.Queue()
+        server.on_offer = offers.put_nowait
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            refused = asyncio.create_task(client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T))
+            offer = await asyncio.wait_for(offers.get(), T)
+            assert offer.addr == client.local_addr and server.core.connections == []
+            server.refuse_offer(offer)
+            with pytest.raises(ConnectError, match="code 2"):
+                await refused
+            assert server.core.stats.connections == 0
+
+            ignored = asyncio.create_task(client.connect(server.local_addr, SERVER_ID, ALPN, timeout=0.5))
+            server.ignore_offer(await asyncio.wait_for(offers.get(), T))
+            with pytest.raises(ConnectTimeout):
+                await ignored
+
+            dial = asyncio.create_task(client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T))
+            theirs = server.accept_offer(await asyncio.wait_for(offers.get(), T))
+            ours = await dial
+            assert await asyncio.wait_for(server.accept(), T) is theirs
+            assert theirs.peer_id == CLIENT_ID and ours.peer_id == SERVER_ID
+            assert server.core.handshakes_under_way == 0

@@ -37,7 +37,7 @@ from irohpy.errors import (
     TransportError,
 )
 from irohpy.quic import connection as qc
-from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
+from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint
 from irohpy.socket.udp import SockAddr, UdpSocket
 
 #: Received datagrams a connection keeps for the application; the oldest go first.
@@ -292,6 +292,9 @@ class QuicEngine:
         self.on_new: Callable[[EngineConnection], None] | None = None
         #: Told of each connection the core let go (closed and drained).
         self.on_gone: Callable[[EngineConnection], None] | None = None
+        #: With ``offer_initials``: told of each new offer, to decide on with
+        #: :meth:`accept_offer`, :meth:`refuse_offer` or :meth:`ignore_offer` (else all are accepted).
+        self.on_offer: Callable[[Offer], None] | None = None
 
     @classmethod
     async def bind(
@@ -343,6 +346,11 @@ class QuicEngine:
         for t in transmits:
             send(t.datagrams, t.addr)
         self._dispatch()
+        for offer in core.offers():
+            if self.on_offer is not None:
+                self.on_offer(offer)
+            else:
+                self.accept_offer(offer)
         self._arm(core.deadline())
 
     def _dispatch(self) -> None:
@@ -389,6 +397,9 @@ class QuicEngine:
 
     def _wake(self, quic: qc.QuicConnection) -> None:
         self.core.wake(quic)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled and not self._closed:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -425,6 +436,27 @@ class QuicEngine:
         except ConnectionLost as exc:
             raise ConnectError(f"connecting to {addr} failed: {exc}") from exc
         return conn
+
+    def accept_offer(self, offer: Offer) -> EngineConnection:
+        """Start the handshake an offer asked for; the connection is accept()ed once established."""
+        if self._closed:
+            raise EndpointClosed("engine is closed")
+        quic = self.core.accept(offer, self._clock())
+        conn = self._conns[quic] = EngineConnection(self, quic)
+        if self.on_new is not None:
+            self.on_new(conn)
+        self._wake(quic)
+        return conn
+
+    def refuse_offer(self, offer: Offer) -> None:
+        """Answer CONNECTION_REFUSED without a handshake."""
+        if not self._closed:
+            self.core.refuse(offer, self._clock())
+            self._schedule_flush()
+
+    def ignore_offer(self, offer: Offer) -> None:
+        if not self._closed:
+            self.core.ignore(offer, self._clock())
 
     async def accept(self) -> EngineConnection:
         """The next established incoming connection."""
