@@ -102,6 +102,12 @@ def test_transfer_over_a_lossy_reordering_duplicating_link_is_intact(loss: float
     sim.run(600.0, lambda: sid in sim.seen_of(client).finished)
     assert bytes(sim.seen_of(server).streams[sid]) == up
     assert bytes(sim.seen_of(client).streams[sid]) == down
+    # Each side's counters agree with what the link carried from it; losses are counted.
+    for ep, conn, addr in ((client_ep, client, A), (server_ep, server, B)):
+        carried = [d for src, _, d in sim.sent if src == addr]
+        assert ep.sent(conn) == (len(carried), sum(map(len, carried)))
+        if loss >= 0.2:
+            assert conn.lost_packets > 0 and conn.lost_bytes > conn.lost_packets
 
 
 def test_transmits_are_gso_runs() -> None:

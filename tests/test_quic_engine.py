@@ -63,6 +63,10 @@ async def test_echo_and_batching(pair: tuple[QuicEngine, QuicEngine]) -> None:
     send.finish()
     assert await asyncio.wait_for(recv.read_to_end(len(data)), T) == data
     await task
+    # Per-connection counters for the application's stats: one connection per engine here,
+    # so they are what each socket sent.
+    assert client.core.sent(ours.quic) == (client._socket.sent_datagrams, client._socket.sent_bytes)
+    assert server.core.sent(theirs.quic) == (server._socket.sent_datagrams, server._socket.sent_bytes)
     # One core pass per receive burst, never one per datagram.
     assert server._socket is not None and client._socket is not None
     received = server._socket.recv_datagrams + client._socket.recv_datagrams

@@ -416,6 +416,8 @@ class QuicConnection:
         "_zero_rtt_pns",
         "_early_data",
         "_remembered",
+        "lost_packets",
+        "lost_bytes",
     )
 
     def __init__(
@@ -528,6 +530,9 @@ class QuicConnection:
         self._early_data = EARLY_DATA_NONE
         #: The server transport parameters a client's 0-RTT attempt runs under (RFC 9000 §7.4.1).
         self._remembered: TransportParameters | None = None
+        #: Packets (and their bytes) declared lost, for the application's stats.
+        self.lost_packets = 0
+        self.lost_bytes = 0
 
     # -- introspection --------------------------------------------------------------
 
@@ -1108,6 +1113,8 @@ class QuicConnection:
                     self._collect(a)
 
     def _on_packet_lost(self, space: int, p: SentPacket, now: float) -> None:
+        self.lost_packets += 1
+        self.lost_bytes += p.size
         if space == APPLICATION:
             if p.mtu_probe:
                 self._pmtud.on_probe_lost(p.size, now)

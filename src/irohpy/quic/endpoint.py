@@ -188,7 +188,7 @@ class _Bucket:
 class _Entry:
     """What the endpoint keeps per connection: its routes, address and timer slot."""
 
-    __slots__ = ("conn", "cids", "initial_dcid", "addr", "handshaking", "timer", "removed")
+    __slots__ = ("conn", "cids", "initial_dcid", "addr", "handshaking", "timer", "removed", "sent")
 
     def __init__(self, conn: QuicConnection, addr: Address, initial_dcid: bytes, handshaking: bool) -> None:
         self.conn = conn
@@ -198,6 +198,8 @@ class _Entry:
         self.handshaking = handshaking
         self.timer: float | None = None
         self.removed = False
+        #: Datagrams and bytes this connection handed out to send.
+        self.sent = [0, 0]
 
 
 class QuicEndpoint:
@@ -262,6 +264,11 @@ class QuicEndpoint:
     def routes(self) -> dict[bytes, QuicConnection]:
         """Every destination CID we route, and to which connection."""
         return {cid: e.conn for cid, e in self._routes.items()}
+
+    def sent(self, conn: QuicConnection) -> tuple[int, int]:
+        """Datagrams and bytes ``conn`` sent so far (zeros once it is let go)."""
+        entry = self._entries.get(conn)
+        return (entry.sent[0], entry.sent[1]) if entry is not None else (0, 0)
 
     def route(self, dcid: bytes) -> QuicConnection | None:
         """The connection datagrams with this destination CID go to, if any."""
@@ -639,6 +646,9 @@ class QuicEndpoint:
                 touched[conn] = None
                 datagrams = conn.datagrams_to_send(now)
                 if datagrams:
+                    sent = entry.sent
+                    sent[0] += len(datagrams)
+                    sent[1] += sum(map(len, datagrams))
                     _runs(conn.peer_address, datagrams, out)
                 if entry.handshaking and conn.handshake_complete:
                     entry.handshaking = False
