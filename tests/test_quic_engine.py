@@ -375,3 +375,34 @@ async def test_offers_are_accepted_refused_or_ignored_before_any_handshake() -> 
             assert await asyncio.wait_for(server.accept(), T) is theirs
             assert theirs.peer_id == CLIENT_ID and ours.peer_id == SERVER_ID
             assert server.core.handshakes_under_way == 0
+
+
+async def test_write_waits_on_unacknowledged_bytes_and_ready_on_credit(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    from irohpy.endpoint.engine_streams import SEND_AHEAD, SEND_HIGH_WATER
+
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    send, _ = await ours.open_bi()
+    await send.write(b"x")
+    _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+    window = server.core.config.transport.stream_window
+    # Nobody reads: write() runs ahead of the peer's credit until SEND_HIGH_WATER is unacked...
+    chunk = bytes(1 << 16)
+    written = 1
+    async with asyncio.timeout(T):
+        while send._unacked() < SEND_HIGH_WATER:
+            await send.write(chunk)
+            written += len(chunk)
+    assert written > window + SEND_AHEAD
+    stalled = asyncio.create_task(send.write(chunk))
+    ready = asyncio.create_task(send.ready())
+    await asyncio.sleep(0)
+    assert not stalled.done() and not ready.done()
+    # ...and reading lets both go on.
+    reader = asyncio.create_task(recv.read_to_end(1 << 30))
+    try:
+        await asyncio.wait_for(asyncio.gather(stalled, ready), T)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    assert send._unacked() < SEND_HIGH_WATER
