@@ -406,3 +406,16 @@ async def test_write_waits_on_unacknowledged_bytes_and_ready_on_credit(pair: tup
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
     assert send._unacked() < SEND_HIGH_WATER
+
+
+async def test_a_written_buffer_may_change_afterwards(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    buf = bytearray(b"a" * 300_000)
+    send, _ = await ours.open_bi()
+    await send.write_all(buf)  # memoryview slices of a bytearray
+    await send.write(memoryview(buf)[:1000])
+    buf[:] = b"b" * len(buf)
+    send.finish()
+    _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+    assert await asyncio.wait_for(recv.read_to_end(1 << 20), T) == b"a" * 301_000

@@ -64,7 +64,7 @@ class EngineSendStream:
             self._check_writable()
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue ``data`` (do not mutate it afterwards); waits while :data:`SEND_HIGH_WATER`
+        """Queue ``data`` (writable buffers are copied); waits while :data:`SEND_HIGH_WATER`
         bytes are unacknowledged. A writer may run that far ahead of a peer that is itself busy
         writing, so echo-style peers do not deadlock; :meth:`ready` also waits for credit."""
         self._check_writable()
@@ -72,8 +72,11 @@ class EngineSendStream:
             await self._conn._progress.wait()
             self._check_writable()
         if data:
-            # The core keeps what it is given until acknowledged: a bytearray could change.
-            self._conn.quic.send_stream_data(self.id, bytes(data) if isinstance(data, bytearray) else data)
+            # The core keeps what it is given until acknowledged: anything writable (a bytearray,
+            # a view of one) could change under it, so only read-only data goes by reference.
+            if isinstance(data, bytearray) or (isinstance(data, memoryview) and not data.readonly):
+                data = bytes(data)
+            self._conn.quic.send_stream_data(self.id, data)
             self._conn._wake()
         return len(data)
 
