@@ -10,7 +10,17 @@ import pytest
 
 from irohpy.quic import connection as qc
 from irohpy.quic.connection import QuicConfig
-from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint, Transmit, _runs, always_retry, retry_under_load
+from irohpy.errors import QuicError
+from irohpy.quic.endpoint import (
+    OFFER_DATAGRAMS,
+    EndpointConfig,
+    Offer,
+    QuicEndpoint,
+    Transmit,
+    _runs,
+    always_retry,
+    retry_under_load,
+)
 from irohpy.quic.packet import (
     PACKET_RETRY,
     PACKET_VERSION_NEGOTIATION,
@@ -92,6 +102,12 @@ def test_transfer_over_a_lossy_reordering_duplicating_link_is_intact(loss: float
     sim.run(600.0, lambda: sid in sim.seen_of(client).finished)
     assert bytes(sim.seen_of(server).streams[sid]) == up
     assert bytes(sim.seen_of(client).streams[sid]) == down
+    # Each side's counters agree with what the link carried from it; losses are counted.
+    for ep, conn, addr in ((client_ep, client, A), (server_ep, server, B)):
+        carried = [d for src, _, d in sim.sent if src == addr]
+        assert ep.sent(conn) == (len(carried), sum(map(len, carried)))
+        if loss >= 0.2:
+            assert conn.lost_packets > 0 and conn.lost_bytes > conn.lost_packets
 
 
 def test_transmits_are_gso_runs() -> None:
@@ -432,3 +448,75 @@ def test_timer_heap_stays_bounded_under_traffic() -> None:
     sim.run(60.0, lambda: sid in sim.seen_of(server).finished)
     for ep in (client_ep, server_ep):
         assert len(ep._timers) <= 2 * len(ep.connections) + 64
+
+
+# -- offers: the driver decides before any handshake -------------------------------------------
+
+
+def offered(sim: Sim, server_ep: QuicEndpoint) -> list[Offer]:
+    got: list[Offer] = []
+
+    def done() -> bool:
+        got.extend(server_ep.offers())
+        return bool(got)
+
+    sim.run(5.0, done)
+    return got
+
+
+def test_an_accepted_offer_completes_the_handshake_and_counts_as_one_handshake() -> None:
+    sim, _, server_ep, client = pair(server=server_config(offer_initials=True))
+    (offer,) = offered(sim, server_ep)
+    assert offer.addr == A and not offer.validated
+    assert server_ep.connections == [] and server_ep.handshakes_under_way == 1
+    server = server_ep.accept(offer, sim.now)
+    assert server_ep.handshakes_under_way == 1
+    sim.flush(B)
+    sim.run(5.0, lambda: sim.seen_of(client).handshake is not None and sim.seen_of(server).handshake is not None)
+    assert server_ep.handshakes_under_way == 0 and server_ep.offers() == []
+    with pytest.raises(QuicError):
+        server_ep.accept(offer, sim.now)
+
+
+def test_a_refused_offer_closes_the_dial_without_a_handshake_and_stays_refused() -> None:
+    sim, _, server_ep, client = pair(server=server_config(offer_initials=True))
+    (offer,) = offered(sim, server_ep)
+    first = offer.datagrams[0]
+    server_ep.refuse(offer, sim.now)
+    assert server_ep.handshakes_under_way == 0
+    sim.flush(B)
+    sim.run(5.0, lambda: sim.seen_of(client).terminated is not None)
+    term = sim.seen_of(client).terminated
+    assert term is not None and term.error_code == QuicError.CONNECTION_REFUSED and not term.application
+    assert server_ep.connections == [] and server_ep.stats.connections == 0
+    server_ep.receive([(first, A)], sim.now)  # a late retransmission
+    assert server_ep.offers() == [] and server_ep.handshakes_under_way == 0
+
+
+def test_an_ignored_offer_gets_no_answer_and_its_retransmissions_no_new_offer() -> None:
+    sim, _, server_ep, client = pair(server=server_config(offer_initials=True))
+    (offer,) = offered(sim, server_ep)
+    first = offer.datagrams[0]
+    server_ep.ignore(offer, sim.now)
+    assert server_ep.receive([(first, A)], sim.now + 1.0) == []
+    assert server_ep.offers() == [] and server_ep.handshakes_under_way == 0
+    assert server_ep.transmits(sim.now + 1.0) == []
+    # Once the DCID is forgotten, the same Initial is a new offer.
+    server_ep.receive([(first, A)], sim.now + 11.0)
+    assert len(server_ep.offers()) == 1
+
+
+def test_offers_count_against_the_handshake_limit_and_keep_a_few_datagrams() -> None:
+    server_ep = QuicEndpoint(SECRET_B, server_config(max_handshakes=2, offer_initials=True))
+    firsts = []
+    for i in range(4):
+        ep = QuicEndpoint(os.urandom(32))
+        ep.connect(B, ID_B, [ALPN], 0.0)
+        firsts.append((ep.transmits(0.0)[0].datagrams[0], ("10.1.0.%d" % i, 1)))
+    assert server_ep.receive(firsts, 0.0) == []
+    offers = server_ep.offers()
+    assert len(offers) == 2 and server_ep.stats.initials_rejected == 2
+    # Retransmissions join their offer, from its address only and only so many.
+    data, addr = firsts[0]
+    server_ep.receive([(data, addr)] * 20 + [(data, ("10.9.9.9", 9))], 0.1)
+    assert len(offers[0].datagrams) == OFFER_DATAGRAMS and server_ep.offers() == []

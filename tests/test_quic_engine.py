@@ -20,8 +20,9 @@ from irohpy.errors import (
     StreamReset,
 )
 from irohpy.quic.connection import CAUSE_RESET
-from irohpy.quic.endpoint import EndpointConfig
+from irohpy.quic.endpoint import EndpointConfig, Offer
 from irohpy.tls.keys import private_key, public_key_bytes
+from irohpy.tls.resumption import TicketCache, TicketStore
 from tests.engine_restart import Restartable
 
 ALPN = b"irohpy/engine-test/0"
@@ -62,6 +63,10 @@ async def test_echo_and_batching(pair: tuple[QuicEngine, QuicEngine]) -> None:
     send.finish()
     assert await asyncio.wait_for(recv.read_to_end(len(data)), T) == data
     await task
+    # Per-connection counters for the application's stats: one connection per engine here,
+    # so they are what each socket sent.
+    assert client.core.sent(ours.quic) == (client._socket.sent_datagrams, client._socket.sent_bytes)
+    assert server.core.sent(theirs.quic) == (server._socket.sent_datagrams, server._socket.sent_bytes)
     # One core pass per receive burst, never one per datagram.
     assert server._socket is not None and client._socket is not None
     received = server._socket.recv_datagrams + client._socket.recv_datagrams
@@ -248,3 +253,169 @@ async def test_streams_nobody_accepts_are_bounded_and_finished_ones_are_let_go(
         assert await asyncio.wait_for(recv.read_to_end(100), T) == b"%d" % i
     # Every stream was read to its end or refused: the connection keeps no stream objects.
     assert theirs._recv == {} and theirs._send == {} and ours._send == {}
+
+
+async def test_credit_follows_reads_so_a_reader_that_never_reads_holds_one_window(
+    pair: tuple[QuicEngine, QuicEngine],
+) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    send, _ = await ours.open_bi()
+    await send.write(b"x")
+    _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+    window = server.core.config.transport.stream_window
+    chunk = os.urandom(1 << 16)
+    written = 0
+
+    async def writer() -> None:
+        nonlocal written
+        while True:
+            await send.write(chunk)
+            written += len(chunk)
+
+    task = asyncio.create_task(writer())
+    try:
+        # The peer sends until the stream window is full, then the writer stalls on credit.
+        ss = ours.quic.streams.send[send.id]
+        async with asyncio.timeout(T):
+            while recv._buffered < window or ss.max_data != window or not send._must_wait():
+                await asyncio.sleep(0.01)
+        # Everything sent is acknowledged and a later datagram from the reader arrived: any
+        # credit it had granted would have come first. None came for unread data.
+        async with asyncio.timeout(T):
+            while ss._acked_prefix() < window:
+                await asyncio.sleep(0.01)
+            theirs.send_datagram(b"after")
+            assert await ours.read_datagram() == b"after"
+        assert recv._buffered == window and ss.max_data == window
+        assert theirs.quic.streams.conn_recv.limit == server.core.config.transport.conn_window
+        assert not task.done()
+        # Reading releases credit: far more than both windows flows.
+        got = 0
+        async with asyncio.timeout(T):
+            while got < 16 << 20:
+                got += len(await recv.read(1 << 20))
+        assert written >= 16 << 20 and recv.bytes_read == got
+        assert ss.max_data > window
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_stopping_or_refusing_unread_data_returns_its_credit(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    data = os.urandom(900_000)
+    for _ in range(8):  # more than the connection window in total
+        send, _ = await ours.open_bi()
+        await send.write(b"x")
+        _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+        await send.write_all(data)
+        send.finish()
+        async with asyncio.timeout(T):
+            while recv._buffered < len(data):
+                await asyncio.sleep(0.01)
+        recv.stop(1)  # unread bytes go back as credit
+    assert theirs.quic.streams.conn_recv.consumed >= 8 * len(data)
+
+
+async def test_tickets_resume_and_zero_rtt_data_arrives_before_the_handshake_completes() -> None:
+    store, cache = TicketStore(), TicketCache()
+    server_config = EndpointConfig(alpns=[ALPN], ticket_store=store)
+    async with await QuicEngine.bind(SERVER_SECRET, config=server_config) as server:
+        async with await QuicEngine.bind(CLIENT_SECRET, config=EndpointConfig(ticket_cache=cache)) as client:
+            # Without a ticket, zero_rtt=True is a plain dial.
+            first = await client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T, zero_rtt=True)
+            assert first._established.done() and not first.quic.session_resumed
+            theirs = await asyncio.wait_for(server.accept(), T)
+            async with asyncio.timeout(T):
+                while not len(cache):
+                    await asyncio.sleep(0.01)
+            first.close(0, b"")
+            await asyncio.wait_for(theirs.closed(), T)
+
+            second = await client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T, zero_rtt=True)
+            assert not second._established.done()  # returned before any reply: the data is 0-RTT
+            send, recv = await second.open_bi()
+            await send.write(b"early request")
+            send.finish()
+            peer = await asyncio.wait_for(server.accept(), T)
+            psend, precv = await asyncio.wait_for(peer.accept_bi(), T)
+            assert await asyncio.wait_for(precv.read_to_end(100), T) == b"early request"
+            await psend.write(b"answer")
+            psend.finish()
+            assert await asyncio.wait_for(recv.read_to_end(100), T) == b"answer"
+            assert await asyncio.wait_for(second.established(), T) is True
+            assert second.quic.session_resumed and peer.quic.session_resumed
+            second.close(0, b"")
+
+
+async def test_offers_are_accepted_refused_or_ignored_before_any_handshake() -> None:
+    config = EndpointConfig(alpns=[ALPN], offer_initials=True)
+    async with await QuicEngine.bind(SERVER_SECRET, config=config) as server:
+        offers: asyncio.Queue[Offer] = asyncio.Queue()
+        server.on_offer = offers.put_nowait
+        async with await QuicEngine.bind(CLIENT_SECRET) as client:
+            refused = asyncio.create_task(client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T))
+            offer = await asyncio.wait_for(offers.get(), T)
+            assert offer.addr == client.local_addr and server.core.connections == []
+            server.refuse_offer(offer)
+            with pytest.raises(ConnectError, match="code 2"):
+                await refused
+            assert server.core.stats.connections == 0
+
+            ignored = asyncio.create_task(client.connect(server.local_addr, SERVER_ID, ALPN, timeout=0.5))
+            server.ignore_offer(await asyncio.wait_for(offers.get(), T))
+            with pytest.raises(ConnectTimeout):
+                await ignored
+
+            dial = asyncio.create_task(client.connect(server.local_addr, SERVER_ID, ALPN, timeout=T))
+            theirs = server.accept_offer(await asyncio.wait_for(offers.get(), T))
+            ours = await dial
+            assert await asyncio.wait_for(server.accept(), T) is theirs
+            assert theirs.peer_id == CLIENT_ID and ours.peer_id == SERVER_ID
+            assert server.core.handshakes_under_way == 0
+
+
+async def test_write_waits_on_unacknowledged_bytes_and_ready_on_credit(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    from irohpy.endpoint.engine_streams import SEND_AHEAD, SEND_HIGH_WATER
+
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    send, _ = await ours.open_bi()
+    await send.write(b"x")
+    _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+    window = server.core.config.transport.stream_window
+    # Nobody reads: write() runs ahead of the peer's credit until SEND_HIGH_WATER is unacked...
+    chunk = bytes(1 << 16)
+    written = 1
+    async with asyncio.timeout(T):
+        while send._unacked() < SEND_HIGH_WATER:
+            await send.write(chunk)
+            written += len(chunk)
+    assert written > window + SEND_AHEAD
+    stalled = asyncio.create_task(send.write(chunk))
+    ready = asyncio.create_task(send.ready())
+    await asyncio.sleep(0)
+    assert not stalled.done() and not ready.done()
+    # ...and reading lets both go on.
+    reader = asyncio.create_task(recv.read_to_end(1 << 30))
+    try:
+        await asyncio.wait_for(asyncio.gather(stalled, ready), T)
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    assert send._unacked() < SEND_HIGH_WATER
+
+
+async def test_a_written_buffer_may_change_afterwards(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    buf = bytearray(b"a" * 300_000)
+    send, _ = await ours.open_bi()
+    await send.write_all(buf)  # memoryview slices of a bytearray
+    await send.write(memoryview(buf)[:1000])
+    buf[:] = b"b" * len(buf)
+    send.finish()
+    _, recv = await asyncio.wait_for(theirs.accept_bi(), T)
+    assert await asyncio.wait_for(recv.read_to_end(1 << 20), T) == b"a" * 301_000

@@ -145,10 +145,14 @@ async def test_large_bi_and_uni_transfers_both_ways_when_we_dial(iroh_loop: Any,
         await stream.write_all(data)
         stream.finish()
 
-    await asyncio.wait_for(asyncio.gather(push(send, up), push(uni, uni_up)), 4 * T)
-    uni_in = await asyncio.wait_for(conn.accept_uni(), T)
-    got_down, got_uni_down = await asyncio.wait_for(
-        asyncio.gather(recv.read_to_end(SIZE), uni_in.read_to_end(SIZE)), 4 * T
+    async def pull_uni() -> bytes:
+        uni_in = await conn.accept_uni()
+        return await uni_in.read_to_end(SIZE)
+
+    # Rust writes its uni stream to the end before it reads ours: credit follows reads on both
+    # sides, so we must read while we push.
+    _, _, got_down, got_uni_down = await asyncio.wait_for(
+        asyncio.gather(push(send, up), push(uni, uni_up), recv.read_to_end(SIZE), pull_uni()), 4 * T
     )
     assert got_down == down and got_uni_down == uni_down
     # Everything we sent is acknowledged before we close.

@@ -248,6 +248,19 @@ def test_window_grows_with_reads_and_autotunes() -> None:
     assert q.window == 1000
 
 
+def test_data_read_without_credit_counts_only_once_consumed() -> None:
+    m = StreamMap(is_server=True, conn_window=1000, stream_window=800)
+    m.on_stream_frame(2, 0, b"a" * 600, True)
+    rs = m.recv[2]
+    assert rs.read(credit=False) == b"a" * 600 and rs.is_finished()
+    assert rs.window.consumed == 0 and m.conn_recv.consumed == 0 and not rs.wants_window_update()
+    assert m.consume(2, 100) is rs and rs.window.consumed == 100 and m.conn_recv.consumed == 100
+    # A finished stream is let go; what the application reads later still frees connection credit.
+    assert m.collect(2)
+    assert m.consume(2, 500) is None and m.conn_recv.consumed == 600
+    assert m.conn_recv.should_update()
+
+
 def test_stop_returns_connection_credit_once_final_size_known() -> None:
     m = StreamMap(is_server=True, conn_window=10_000)
     m.on_stream_frame(0, 0, b"z" * 3000, False)

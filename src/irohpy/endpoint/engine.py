@@ -9,7 +9,9 @@ It does the I/O the sans-IO core leaves out, and nothing else:
 - application calls (writes, closes) mark their connection and schedule one flush with
   ``call_soon``, so many writes in one loop iteration cost one pass.
 
-It owns no tasks, only callbacks, so closing it leaves nothing behind. It is built to replace
+It owns no tasks, only callbacks, so closing it leaves nothing behind. On an endpoint's socket
+layer (relay and hole-punched paths) it runs through :mod:`irohpy.endpoint.engine_socket`. It is
+built to replace
 ``endpoint/quic.py`` and ``endpoint/dispatch.py``; ``Endpoint`` does not use it yet.
 """
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
 
 from irohpy.base.notify import Notify
 from irohpy.endpoint.engine_streams import EngineRecvStream, EngineSendStream
@@ -33,7 +37,7 @@ from irohpy.errors import (
     TransportError,
 )
 from irohpy.quic import connection as qc
-from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
+from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint
 from irohpy.socket.udp import SockAddr, UdpSocket
 
 #: Received datagrams a connection keeps for the application; the oldest go first.
@@ -46,8 +50,9 @@ STREAM_REFUSED = 0
 MAX_ACCEPT_QUEUE = 128
 CONNECTION_REFUSED = 0x02
 
-Sender = Callable[[list[bytes], SockAddr], None]
-"""Sends datagrams to one address in order (``UdpSocket.send_batch``)."""
+Sender = Callable[[list[bytes], Any], None]
+"""Sends datagrams to one address in order (``UdpSocket.send_batch``, or the socket layer's
+:meth:`~irohpy.endpoint.engine_socket.SocketBridge.send` for mapped addresses)."""
 
 
 class EngineConnection:
@@ -82,6 +87,8 @@ class EngineConnection:
             recv = self._recv_stream(ev.stream_id)
             if recv is not None:
                 recv._on_data(ev.data, ev.fin)
+            elif ev.data:
+                self._consumed(ev.stream_id, len(ev.data))  # nobody will read it
         elif isinstance(ev, qc.DatagramReceived):
             if len(self._datagrams) >= MAX_DATAGRAMS:
                 self._datagrams.popleft()
@@ -148,6 +155,11 @@ class EngineConnection:
         if sid in streams.send:
             self.quic.reset_stream(sid, STREAM_REFUSED)
         self._wake()
+
+    def _consumed(self, sid: int, n: int) -> None:
+        """The application read (or dropped) ``n`` bytes: their credit goes back to the peer."""
+        if self.terminated is None and self.quic.consume(sid, n, self._engine._clock()):
+            self._wake()
 
     def _forget(self, sid: int, *, send: bool) -> None:
         """The application is done with one half of a stream."""
@@ -216,6 +228,11 @@ class EngineConnection:
             await self._arrivals.wait()
         return self._incoming_uni.popleft()
 
+    async def established(self) -> bool:
+        """Wait for the handshake; True if the server accepted our 0-RTT data."""
+        await asyncio.shield(self._established)
+        return self.quic.early_data_accepted
+
     def send_datagram(self, data: bytes) -> None:
         self._check_open()
         self.quic.send_datagram(data)
@@ -254,6 +271,9 @@ class QuicEngine:
     """Drives a :class:`QuicEndpoint` from asyncio over one UDP socket (or any batch sender)."""
 
     def __init__(self, core: QuicEndpoint, sender: Sender) -> None:
+        # Credit follows the application's reads, so one that never reads holds at most the
+        # receive windows (the streams here report what was read).
+        core.config.transport = replace(core.config.transport, read_credit=True)
         self.core = core
         self._sender = sender
         self._loop = asyncio.get_running_loop()
@@ -268,6 +288,13 @@ class QuicEngine:
         self._socket: UdpSocket | None = None
         #: Core passes run, for tests and benches to see batching at work.
         self.passes = 0
+        #: Told of each connection an Initial created, before anything reads its events.
+        self.on_new: Callable[[EngineConnection], None] | None = None
+        #: Told of each connection the core let go (closed and drained).
+        self.on_gone: Callable[[EngineConnection], None] | None = None
+        #: With ``offer_initials``: told of each new offer, to decide on with
+        #: :meth:`accept_offer`, :meth:`refuse_offer` or :meth:`ignore_offer` (else all are accepted).
+        self.on_offer: Callable[[Offer], None] | None = None
 
     @classmethod
     async def bind(
@@ -294,12 +321,12 @@ class QuicEngine:
 
     # -- the core passes ----------------------------------------------------------------
 
-    def receive(self, batch: Sequence[tuple[bytes, SockAddr]], sock: object = None) -> None:
+    def receive(self, batch: Sequence[tuple[bytes, object]], sock: object = None) -> None:
         """A receive burst from the socket layer: one core pass."""
         if not self._closed:
             self._pass(batch)
 
-    def _pass(self, batch: Sequence[tuple[bytes, SockAddr]]) -> None:
+    def _pass(self, batch: Sequence[tuple[bytes, object]]) -> None:
         now = self._loop.time()
         if self._timer_at >= 0.0 and now < self._timer_at <= now + 1e-3:
             # The loop may run a timer a hair early; a pass at the deadline runs what is due.
@@ -310,12 +337,20 @@ class QuicEngine:
         self.passes += 1
         core = self.core
         transmits, created, deadline = core.poll(batch, now)
+        on_new = self.on_new
         for quic in created:
-            self._conns[quic] = EngineConnection(self, quic)
+            conn = self._conns[quic] = EngineConnection(self, quic)
+            if on_new is not None:
+                on_new(conn)
         send = self._sender
         for t in transmits:
-            send(t.datagrams, t.addr)  # type: ignore[arg-type]
+            send(t.datagrams, t.addr)
         self._dispatch()
+        for offer in core.offers():
+            if self.on_offer is not None:
+                self.on_offer(offer)
+            else:
+                self.accept_offer(offer)
         self._arm(core.deadline())
 
     def _dispatch(self) -> None:
@@ -337,6 +372,8 @@ class QuicEngine:
                     self._wake(quic)
             if quic.is_closed:
                 del conns[quic]
+                if self.on_gone is not None:
+                    self.on_gone(conn)
 
     def _arm(self, deadline: float | None) -> None:
         if deadline == self._timer_at and self._timer is not None:
@@ -349,12 +386,20 @@ class QuicEngine:
             self._timer_at = deadline
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
+    def _clock(self) -> float:
+        """Now, never before the last core pass."""
+        now = self._loop.time()
+        return now if now > self._now else self._now
+
     def _on_timer(self) -> None:
         self._timer = None
         self._pass(())
 
     def _wake(self, quic: qc.QuicConnection) -> None:
         self.core.wake(quic)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled and not self._closed:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -367,15 +412,22 @@ class QuicEngine:
     # -- application API ----------------------------------------------------------------
 
     async def connect(
-        self, addr: SockAddr, endpoint_id: bytes, alpn: bytes, *, timeout: float = 10.0
+        self, addr: object, endpoint_id: bytes, alpn: bytes, *, timeout: float = 10.0, zero_rtt: bool = False
     ) -> EngineConnection:
-        """Dial ``addr``, authenticating the peer as ``endpoint_id``."""
+        """Dial ``addr``, authenticating the peer as ``endpoint_id``.
+
+        ``zero_rtt``: when the config's ticket cache holds a ticket for the peer, return at once
+        so what is written now goes as 0-RTT data (replayable: idempotent requests only);
+        :meth:`EngineConnection.established` then says whether the server took it.
+        """
         if self._closed:
             raise EndpointClosed("engine is closed")
         quic = self.core.connect(addr, endpoint_id, [alpn], max(self._loop.time(), self._now))
         conn = EngineConnection(self, quic)
         self._conns[quic] = conn
         self._wake(quic)
+        if zero_rtt and quic.early_data_state == qc.EARLY_DATA_ATTEMPTED:
+            return conn
         try:
             await asyncio.wait_for(asyncio.shield(conn._established), timeout)
         except asyncio.TimeoutError:
@@ -384,6 +436,27 @@ class QuicEngine:
         except ConnectionLost as exc:
             raise ConnectError(f"connecting to {addr} failed: {exc}") from exc
         return conn
+
+    def accept_offer(self, offer: Offer) -> EngineConnection:
+        """Start the handshake an offer asked for; the connection is accept()ed once established."""
+        if self._closed:
+            raise EndpointClosed("engine is closed")
+        quic = self.core.accept(offer, self._clock())
+        conn = self._conns[quic] = EngineConnection(self, quic)
+        if self.on_new is not None:
+            self.on_new(conn)
+        self._wake(quic)
+        return conn
+
+    def refuse_offer(self, offer: Offer) -> None:
+        """Answer CONNECTION_REFUSED without a handshake."""
+        if not self._closed:
+            self.core.refuse(offer, self._clock())
+            self._schedule_flush()
+
+    def ignore_offer(self, offer: Offer) -> None:
+        if not self._closed:
+            self.core.ignore(offer, self._clock())
 
     async def accept(self) -> EngineConnection:
         """The next established incoming connection."""
@@ -409,6 +482,8 @@ class QuicEngine:
             if conn.terminated is None:
                 conn.terminated = qc.ConnectionTerminated(0, b"engine closed", 0, True, qc.CAUSE_LOCAL)
                 conn._on_event(conn.terminated)
+            if self.on_gone is not None:
+                self.on_gone(conn)
         self._conns.clear()
         if self._socket is not None:
             self._socket.close()

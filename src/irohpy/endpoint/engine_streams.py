@@ -1,7 +1,9 @@
 """Streams of an :class:`~irohpy.endpoint.engine.EngineConnection`, as the application sees them.
 
-Writes wait while too much is unacknowledged or queued beyond the peer's credit, so a slow
-peer slows the writer. The data a write hands over is kept by reference until acknowledged.
+Writes wait while too much is unacknowledged, so a slow peer slows the writer; reads return
+flow-control credit as they consume, so a slow reader slows the peer. The data a write hands
+over is kept by reference until acknowledged. The limits are those of the public streams
+(:mod:`irohpy.endpoint.streams`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ if TYPE_CHECKING:
     from irohpy.endpoint.engine import EngineConnection
 
 #: Unacknowledged bytes a stream may hold before write() waits.
-SEND_HIGH_WATER = 4 * 1024 * 1024
-#: Bytes a stream may queue beyond the peer's flow-control credit before write() waits.
-SEND_AHEAD = 256 * 1024
+SEND_HIGH_WATER = 2 * 1024 * 1024
+#: Bytes a stream may queue beyond the peer's flow-control credit before ready() waits, so a
+#: producer that awaits ready() pins at most this plus one write per stream at a peer that
+#: never reads.
+SEND_AHEAD = 64 * 1024
 
 
 class EngineSendStream:
@@ -35,10 +39,15 @@ class EngineSendStream:
         self.stop_code: int | None = None
 
     def _must_wait(self) -> bool:
+        """Too much unacknowledged, or too much queued beyond what the peer lets us send."""
         ss = self._conn.quic.streams.send.get(self.id)
         if ss is None:
             return False
         return ss.buffered() >= SEND_HIGH_WATER or ss.written - ss.max_data >= SEND_AHEAD
+
+    def _unacked(self) -> int:
+        ss = self._conn.quic.streams.send.get(self.id)
+        return ss.buffered() if ss is not None else 0
 
     def _check_writable(self) -> None:
         if self.stop_code is not None:
@@ -47,15 +56,27 @@ class EngineSendStream:
             raise StreamError(f"stream {self.id} is already finished or reset")
         self._conn._check_open()
 
-    async def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue ``data`` (do not mutate it afterwards); waits while the peer lags."""
+    async def ready(self) -> None:
+        """Wait until the peer's credit has room: lets a producer make data only when it can go out."""
         self._check_writable()
         while self._must_wait():
             await self._conn._progress.wait()
             self._check_writable()
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue ``data`` (writable buffers are copied); waits while :data:`SEND_HIGH_WATER`
+        bytes are unacknowledged. A writer may run that far ahead of a peer that is itself busy
+        writing, so echo-style peers do not deadlock; :meth:`ready` also waits for credit."""
+        self._check_writable()
+        while self._unacked() >= SEND_HIGH_WATER:
+            await self._conn._progress.wait()
+            self._check_writable()
         if data:
-            # The core keeps what it is given until acknowledged: a bytearray could change.
-            self._conn.quic.send_stream_data(self.id, bytes(data) if isinstance(data, bytearray) else data)
+            # The core keeps what it is given until acknowledged: anything writable (a bytearray,
+            # a view of one) could change under it, so only read-only data goes by reference.
+            if isinstance(data, bytearray) or (isinstance(data, memoryview) and not data.readonly):
+                data = bytes(data)
+            self._conn.quic.send_stream_data(self.id, data)
             self._conn._wake()
         return len(data)
 
@@ -116,9 +137,12 @@ class EngineRecvStream:
         self.bytes_read = 0
 
     def _on_data(self, data: bytes, fin: bool) -> None:
-        if data and not self._stopped:
-            self._chunks.append(data)
-            self._buffered += len(data)
+        if data:
+            if self._stopped:
+                self._conn._consumed(self.id, len(data))
+            else:
+                self._chunks.append(data)
+                self._buffered += len(data)
         if fin:
             self._eof = True
         self._readable.notify_all()
@@ -156,6 +180,7 @@ class EngineRecvStream:
             self._chunks[0] = first[n:]
         self._buffered -= len(out)
         self.bytes_read += len(out)
+        self._conn._consumed(self.id, len(out))
         return out
 
     async def read(self, n: int = 65536) -> bytes:
@@ -194,6 +219,8 @@ class EngineRecvStream:
             return
         self._stopped = True
         self._chunks.clear()
+        if self._buffered:
+            self._conn._consumed(self.id, self._buffered)
         self._buffered = 0
         self._conn._forget(self.id, send=False)
         if not self._eof and self._conn.terminated is None and self.id in self._conn.quic.streams.recv:

@@ -172,6 +172,10 @@ class QuicConfig:
     stream_max_window: int = 16 << 20
     conn_window: int = 4 << 20
     conn_max_window: int = 64 << 20
+    #: Flow-control credit returns when the driver reports the application's reads
+    #: (:meth:`QuicConnection.consume`), not when data is handed over in events: an
+    #: application that never reads then holds at most the receive windows.
+    read_credit: bool = False
     cid_length: int = 8
     active_connection_id_limit: int = 5
     max_ack_delay: float = 0.025
@@ -418,6 +422,8 @@ class QuicConnection:
         "_send_writer",
         "_hp_samples",
         "_hp_pending",
+        "lost_packets",
+        "lost_bytes",
     )
 
     def __init__(
@@ -538,6 +544,9 @@ class QuicConnection:
         self._early_data = EARLY_DATA_NONE
         #: The server transport parameters a client's 0-RTT attempt runs under (RFC 9000 §7.4.1).
         self._remembered: TransportParameters | None = None
+        #: Packets (and their bytes) declared lost, for the application's stats.
+        self.lost_packets = 0
+        self.lost_bytes = 0
 
     # -- introspection --------------------------------------------------------------
 
@@ -715,6 +724,24 @@ class QuicConnection:
         rs.stop(error_code)
         self._send_queue[stream_id] = None
         self._collect(stream_id)
+
+    def consume(self, stream_id: int, n: int, now: float) -> bool:
+        """With ``read_credit``: the application read ``n`` delivered bytes of the stream.
+
+        Returns True when a MAX_DATA or MAX_STREAM_DATA frame is now due (the driver should
+        then send); reads that free no frame's worth of credit cost nothing more.
+        """
+        streams = self._streams
+        rs = streams.consume(stream_id, n)
+        due = False
+        if rs is not None and rs.wants_window_update():
+            rs.window.update(now, self._rec.rtt.smoothed)
+            self._pending_msd[stream_id] = None
+            due = True
+        if streams.conn_recv.should_update():
+            self._pending_max_data = True
+            due = True
+        return due
 
     def send_datagram(self, data: bytes) -> None:
         """Queue an RFC 9221 datagram; DatagramError if the peer takes none this large."""
@@ -1131,6 +1158,8 @@ class QuicConnection:
                     self._collect(a)
 
     def _on_packet_lost(self, space: int, p: SentPacket, now: float) -> None:
+        self.lost_packets += 1
+        self.lost_bytes += p.size
         if space == APPLICATION:
             if p.mtu_probe:
                 self._pmtud.on_probe_lost(p.size, now)
@@ -1337,7 +1366,7 @@ class QuicConnection:
             rs = streams.recv.get(sid)
             if rs is None or rs.reset_code >= 0 or rs.stop_code >= 0:
                 continue
-            data = rs.read()
+            data = rs.read(credit=not self.config.read_credit)
             fin = rs.is_finished() and sid not in self._fin_delivered
             if fin:
                 self._fin_delivered.add(sid)

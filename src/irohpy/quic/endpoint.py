@@ -35,7 +35,8 @@ from irohpy.errors import QuicDecodeError, QuicError
 from irohpy.quic.cids import reset_token
 from irohpy.quic.connection import QuicConfig, QuicConnection
 from irohpy.quic.crypto import hkdf_expand_label, hkdf_extract, initial_protection
-from irohpy.quic.frames import Crypto, decode_frames
+from irohpy.quic.buffer import Writer
+from irohpy.quic.frames import ConnectionClose, Crypto, decode_frames
 from irohpy.quic.handshake import Handshake, iroh_handshake
 from irohpy.quic.packet import (
     MIN_INITIAL_DATAGRAM,
@@ -44,19 +45,28 @@ from irohpy.quic.packet import (
     STATELESS_RESET_MAX,
     STATELESS_RESET_MIN,
     Packet,
+    build_long_header,
     build_retry,
     build_stateless_reset,
     build_version_negotiation,
     open_packet,
     parse_packet,
+    seal_packet,
     stateless_reset_token,
     unprotect_headers,
 )
+from irohpy.tls.resumption import TicketCache, TicketStore
 
 #: Datagrams of one GSO send at most, and its payload bound (as the socket layer's).
 GSO_MAX_SEGMENTS: Final = 64
 GSO_MAX_BYTES: Final = 65000
 _NONCE: Final = 12
+#: Datagrams an undecided offer keeps (the client's first flight, from the offer's address).
+OFFER_DATAGRAMS: Final = 8
+#: How long a refused or ignored offer's DCID stays known, so that the client's retransmitted
+#: Initials do not come back as new offers; and how many such DCIDs are kept at most.
+DEAD_CID_TTL: Final = 10.0
+MAX_DEAD_CIDS: Final = 4096
 _TOKEN_TIME: Final = struct.Struct(">d")
 
 Address = object
@@ -110,6 +120,33 @@ class EndpointConfig:
     #: Stateless packets (Version Negotiation, Retry, stateless reset) per second, and burst.
     stateless_rate: float = 200.0
     stateless_burst: int = 50
+    #: A server's session tickets (single use): resumption and 0-RTT; None: full handshakes.
+    ticket_store: TicketStore | None = None
+    #: A client's tickets from the servers it dialed, for resuming (and 0-RTT) next time.
+    ticket_cache: TicketCache | None = None
+    #: Accept (server) or attempt (client) 0-RTT when a ticket allows it.
+    early_data: bool = True
+    #: Hold each valid new Initial as an :class:`Offer` the driver accepts, refuses or ignores
+    #: (it then counts as a handshake under way until decided); False: accept at once.
+    offer_initials: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Offer:
+    """A client's valid Initial held for the driver to decide on; no connection exists yet."""
+
+    addr: Address
+    dcid: bytes
+    scid: bytes
+    #: Set after a Retry whose token the client returned: its first DCID and our Retry's SCID.
+    original_dcid: bytes | None
+    retry_scid: bytes | None
+    datagrams: list[bytes]
+
+    @property
+    def validated(self) -> bool:
+        """The client proved it receives at ``addr`` (it came back with our Retry token)."""
+        return self.retry_scid is not None
 
 
 @dataclass(slots=True)
@@ -151,7 +188,7 @@ class _Bucket:
 class _Entry:
     """What the endpoint keeps per connection: its routes, address and timer slot."""
 
-    __slots__ = ("conn", "cids", "initial_dcid", "addr", "handshaking", "timer", "removed")
+    __slots__ = ("conn", "cids", "initial_dcid", "addr", "handshaking", "timer", "removed", "sent")
 
     def __init__(self, conn: QuicConnection, addr: Address, initial_dcid: bytes, handshaking: bool) -> None:
         self.conn = conn
@@ -161,6 +198,8 @@ class _Entry:
         self.handshaking = handshaking
         self.timer: float | None = None
         self.removed = False
+        #: Datagrams and bytes this connection handed out to send.
+        self.sent = [0, 0]
 
 
 class QuicEndpoint:
@@ -183,6 +222,9 @@ class QuicEndpoint:
         "_handshaking",
         "_stateless",
         "_bucket",
+        "_offers",
+        "_new_offers",
+        "_dead",
     )
 
     def __init__(self, secret_key: bytes, config: EndpointConfig | None = None) -> None:
@@ -205,6 +247,9 @@ class QuicEndpoint:
         self._handshaking = 0
         self._stateless: list[tuple[Address, bytes]] = []
         self._bucket = _Bucket(config.stateless_rate, config.stateless_burst)
+        self._offers: dict[bytes, Offer] = {}
+        self._new_offers: list[Offer] = []
+        self._dead: dict[bytes, float] = {}
 
     # -- introspection ------------------------------------------------------------------
 
@@ -220,6 +265,31 @@ class QuicEndpoint:
         """Every destination CID we route, and to which connection."""
         return {cid: e.conn for cid, e in self._routes.items()}
 
+    def sent(self, conn: QuicConnection) -> tuple[int, int]:
+        """Datagrams and bytes ``conn`` sent so far (zeros once it is let go)."""
+        entry = self._entries.get(conn)
+        return (entry.sent[0], entry.sent[1]) if entry is not None else (0, 0)
+
+    def route(self, dcid: bytes) -> QuicConnection | None:
+        """The connection datagrams with this destination CID go to, if any."""
+        entry = self._routes.get(dcid)
+        return entry.conn if entry is not None else None
+
+    def readdress(self, conn: QuicConnection, addr: Address) -> None:
+        """Name the connection's peer ``addr`` from now on (a driver that maps paths to stable
+        per-peer addresses renames a server connection once its Initial made it)."""
+        entry = self._entries.get(conn)
+        if entry is None or entry.addr == addr:
+            return
+        peers = self._by_addr.get(entry.addr)
+        if peers is not None:
+            peers.remove(entry)
+            if not peers:
+                del self._by_addr[entry.addr]
+        entry.addr = addr
+        self._by_addr.setdefault(addr, []).append(entry)
+        conn.path.addr = addr
+
     # -- client -------------------------------------------------------------------------
 
     def connect(
@@ -233,7 +303,14 @@ class QuicEndpoint:
     ) -> QuicConnection:
         """Start dialing ``remote``, authenticating it as ``expected_peer`` (its EndpointId)."""
         if handshake is None:
-            handshake = iroh_handshake(self._secret_key, is_client=True, alpns=alpns, expected_peer=expected_peer)
+            handshake = iroh_handshake(
+                self._secret_key,
+                is_client=True,
+                alpns=alpns,
+                expected_peer=expected_peer,
+                ticket_cache=self.config.ticket_cache,
+                early_data=self.config.early_data,
+            )
         conn = QuicConnection(
             replace(self.config.transport, is_client=True), handshake, cid=self._fresh_cid(), reset_key=self._reset_key
         )
@@ -272,6 +349,11 @@ class QuicEndpoint:
             entry = routes.get(dcid)
             if entry is None:
                 if long_header:
+                    offer = self._offers.get(dcid)
+                    if offer is not None:
+                        if offer.addr == addr and len(offer.datagrams) < OFFER_DATAGRAMS:
+                            offer.datagrams.append(data)
+                        continue
                     entry = self._on_unknown_long(data, addr, now)
                     if entry is None:
                         continue
@@ -321,6 +403,12 @@ class QuicEndpoint:
         if self._handshaking >= config.max_handshakes or len(self._entries) >= config.max_connections:
             self.stats.initials_rejected += 1
             return None
+        dead = self._dead.get(packet.dcid)
+        if dead is not None:
+            if dead > now:
+                self.stats.dropped += 1
+                return None
+            del self._dead[packet.dcid]
         if not _initial_is_valid(packet):
             self.stats.initials_rejected += 1
             return None
@@ -341,7 +429,25 @@ class QuicEndpoint:
             else:
                 self.stats.stateless_limited += 1
             return None
-        handshake = iroh_handshake(self._secret_key, is_client=False, alpns=list(config.alpns))
+        if config.offer_initials:
+            offer = Offer(addr, packet.dcid, packet.scid, original_dcid, retry_scid, [data])
+            self._offers[packet.dcid] = offer
+            self._new_offers.append(offer)
+            self._handshaking += 1
+            return None
+        return self._server_connection(addr, packet.dcid, original_dcid, retry_scid)
+
+    def _server_connection(
+        self, addr: Address, dcid: bytes, original_dcid: bytes | None, retry_scid: bytes | None
+    ) -> _Entry:
+        config = self.config
+        handshake = iroh_handshake(
+            self._secret_key,
+            is_client=False,
+            alpns=list(config.alpns),
+            ticket_store=config.ticket_store,
+            early_data=config.early_data,
+        )
         conn = QuicConnection(
             replace(config.transport, is_client=False),
             handshake,
@@ -350,11 +456,62 @@ class QuicEndpoint:
             retry_scid=retry_scid,
             reset_key=self._reset_key,
         )
-        entry = _Entry(conn, addr, packet.dcid, True)
+        entry = _Entry(conn, addr, dcid, True)
         self._handshaking += 1
         self._add(entry)
         self.stats.connections += 1
         return entry
+
+    # -- offers -------------------------------------------------------------------------
+
+    def offers(self) -> list[Offer]:
+        """Offers made since the last call (``offer_initials``); each awaits a decision."""
+        out = self._new_offers
+        self._new_offers = []
+        return out
+
+    def _decide(self, offer: Offer) -> bool:
+        if self._offers.get(offer.dcid) is not offer:
+            return False
+        del self._offers[offer.dcid]
+        self._handshaking -= 1
+        return True
+
+    def _bury(self, dcid: bytes, now: float) -> None:
+        dead = self._dead
+        if len(dead) >= MAX_DEAD_CIDS:
+            for cid in [c for c, t in dead.items() if t <= now]:
+                del dead[cid]
+            if len(dead) >= MAX_DEAD_CIDS:
+                dead.clear()
+        dead[dcid] = now + DEAD_CID_TTL
+
+    def accept(self, offer: Offer, now: float) -> QuicConnection:
+        """Make the offer's connection and feed it what the client sent so far."""
+        if not self._decide(offer):
+            raise QuicError("offer already decided", error_code=QuicError.INTERNAL_ERROR)
+        entry = self._server_connection(offer.addr, offer.dcid, offer.original_dcid, offer.retry_scid)
+        entry.conn.receive_datagrams(offer.datagrams, offer.addr, now)
+        offer.datagrams = []
+        return entry.conn
+
+    def refuse(self, offer: Offer, now: float, error_code: int = QuicError.CONNECTION_REFUSED) -> None:
+        """Answer with a CONNECTION_CLOSE in an Initial, without any handshake."""
+        if not self._decide(offer):
+            return
+        self._bury(offer.dcid, now)
+        send, _ = initial_protection(offer.dcid, is_client=False)
+        w = Writer(64)
+        ConnectionClose(error_code).encode(w)
+        body = w.getvalue()
+        payload = body + bytes(max(0, 20 - len(body)))  # PADDING: room for the sample
+        header = build_long_header(PACKET_INITIAL, offer.scid, self._fresh_cid(), 0, 1, len(payload))
+        self._stateless.append((offer.addr, bytes(seal_packet(send.key, send.hp, header, payload, 0))))
+
+    def ignore(self, offer: Offer, now: float) -> None:
+        """Drop the offer without a word; the client's retransmissions are dropped too."""
+        if self._decide(offer):
+            self._bury(offer.dcid, now)
 
     def _on_unknown_short(self, data: bytes, addr: Address, now: float) -> None:
         """A short header for no connection of ours: perhaps a peer's stateless reset, else
@@ -489,6 +646,9 @@ class QuicEndpoint:
                 touched[conn] = None
                 datagrams = conn.datagrams_to_send(now)
                 if datagrams:
+                    sent = entry.sent
+                    sent[0] += len(datagrams)
+                    sent[1] += sum(map(len, datagrams))
                     _runs(conn.peer_address, datagrams, out)
                 if entry.handshaking and conn.handshake_complete:
                     entry.handshaking = False

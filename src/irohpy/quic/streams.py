@@ -488,12 +488,14 @@ class RecvStream:
         """Everything up to the FIN was read."""
         return self.final_size >= 0 and self.read_offset >= self.final_size and self.reset_code < 0
 
-    def read(self, max_bytes: int = -1) -> bytes:
+    def read(self, max_bytes: int = -1, *, credit: bool = True) -> bytes:
         """Up to ``max_bytes`` (all available if negative) in-order bytes; ``b""`` if none yet.
 
         Raises :class:`StreamReset` once the peer reset the stream (the app sees the code).
+        ``credit=False``: what is read is not yet consumed; :meth:`StreamMap.consume` returns
+        its flow-control credit later, when the application itself has read it.
         """
-        chunk = self.read_chunk(max_bytes)
+        chunk = self.read_chunk(max_bytes, credit=credit)
         if chunk is None:
             return b""
         if max_bytes >= 0 and len(chunk) >= max_bytes:
@@ -501,14 +503,14 @@ class RecvStream:
         parts = [chunk]
         n = len(chunk)
         while max_bytes < 0 or n < max_bytes:
-            more = self.read_chunk(max_bytes - n if max_bytes >= 0 else -1)
+            more = self.read_chunk(max_bytes - n if max_bytes >= 0 else -1, credit=credit)
             if more is None:
                 break
             parts.append(more)
             n += len(more)
         return b"".join(parts)
 
-    def read_chunk(self, max_bytes: int = -1) -> Data | None:
+    def read_chunk(self, max_bytes: int = -1, *, credit: bool = True) -> Data | None:
         """The next in-order slice as stored (no copy), or None when nothing is ready."""
         if self.reset_code >= 0:
             raise StreamReset("peer reset the stream", error_code=self.reset_code)
@@ -521,8 +523,9 @@ class RecvStream:
             piece = piece[:max_bytes]
             n = max_bytes
         self.read_offset += n
-        self.window.consumed += n
-        self.conn.consumed += n
+        if credit:
+            self.window.consumed += n
+            self.conn.consumed += n
         return piece
 
     def take_stop_sending(self) -> int:
@@ -769,6 +772,16 @@ class StreamMap:
             self.peer_closed[d] += 1
             self.peer_limit[d] = self.peer_closed[d] + self.peer_initial_limit[d]
         return True
+
+    def consume(self, sid: int, n: int) -> RecvStream | None:
+        """The application read ``n`` bytes handed over with ``credit=False``: they count as
+        consumed now. Returns the stream, or None if it is already forgotten (then only the
+        connection's credit grows)."""
+        self.conn_recv.consumed += n
+        rs = self.recv.get(sid)
+        if rs is not None:
+            rs.window.consumed += n
+        return rs
 
     def max_streams_frame(self, uni: bool) -> int:
         """A new MAX_STREAMS limit worth sending (an eighth of the initial limit freed), or -1."""
