@@ -135,11 +135,11 @@ async def test_junk_initials_allocate_nothing_and_rtt_holds() -> None:
     try:
         host, port = victim.bound_sockets()[0]
         baseline, during, grown = await measured_attack(probe, "udp", host, str(port), "3000", "3")
-        dispatcher = victim._dispatcher
-        print(f"rss grew {grown / 1e6:.1f} MB; {dispatcher.rejected_initials} Initials rejected")
-        assert dispatcher.rejected_initials >= 2900  # a few may be lost in the socket buffer
-        assert not victim._incoming and not dispatcher._pending
-        assert len(dispatcher.connections) == 1
+        core = victim._engine.core
+        print(f"rss grew {grown / 1e6:.1f} MB; {core.stats.initials_rejected} Initials rejected")
+        assert core.stats.initials_rejected >= 2900  # a few may be lost in the socket buffer
+        assert not victim._incoming and core.handshakes_under_way == 0
+        assert len(core.connections) == 1
         assert grown < 10_000_000
         assert_rtt_held(baseline, during)
     finally:
@@ -182,11 +182,11 @@ async def relay_pair(url: str) -> AsyncIterator[tuple[Endpoint, EchoProbe]]:
 async def test_junk_initials_through_the_relay_allocate_nothing() -> None:
     async with relay_server() as relay, relay_pair(relay.url) as (victim, probe):
         baseline, during, grown = await measured_attack(probe, "relay", relay.url, bytes(victim.id).hex(), "3000", "3")
-        dispatcher = victim._dispatcher
-        print(f"rss grew {grown / 1e6:.1f} MB; {dispatcher.rejected_initials} Initials rejected")
-        assert dispatcher.rejected_initials >= 1000  # the relay may drop some under its queue limits
-        assert not victim._incoming and not dispatcher._pending
-        assert len(dispatcher.connections) == 1
+        core = victim._engine.core
+        print(f"rss grew {grown / 1e6:.1f} MB; {core.stats.initials_rejected} Initials rejected")
+        assert core.stats.initials_rejected >= 1000  # the relay may drop some under its queue limits
+        assert not victim._incoming and core.handshakes_under_way == 0
+        assert len(core.connections) == 1
         assert grown < 10_000_000
         assert_rtt_held(baseline, during)
 
@@ -200,20 +200,20 @@ async def test_valid_initial_flood_is_capped_and_honest_dialer_passes_retry() ->
         # Valid Initials nobody continues, from many source ports; nobody accepts them.
         await run_attacker("initials", host, str(port), bytes(victim.id).hex(), "200", "1")
         await asyncio.sleep(0.2)
-        dispatcher = victim._dispatcher
+        core = victim._engine.core
         assert len(victim._incoming) == limits.retry_above
-        assert dispatcher.retries_sent >= 150
-        assert len(dispatcher.connections) == 0
+        assert core.stats.retries >= 150
+        assert len(core.connections) == 0
         for incoming in list(victim._incoming):
             incoming.ignore()
         victim._incoming.clear()
         # An honest dialer under load: it gets a Retry and completes.
-        victim._dispatcher.limits = HandshakeLimits(max_handshakes=16, always_retry=True)
-        retries = dispatcher.retries_sent
+        HandshakeLimits(max_handshakes=16, always_retry=True).apply(core.config)
+        retries = core.stats.retries
         accepted = asyncio.create_task(accept_one(victim))
         conn = await client.connect(victim.addr(), ALPN, timeout=T)
         peer = await accepted
-        assert dispatcher.retries_sent == retries + 1
+        assert core.stats.retries == retries + 1
         send, _ = await conn.open_bi()
         await send.write_all(b"after retry")
         await send.finish()

@@ -78,8 +78,8 @@ async def test_random_and_truncated_datagrams_leave_endpoint_serving() -> None:
             assert incoming is not None
             incoming.ignore()
             offers += 1
-        assert len(server._dispatcher.connections) == 0
-        assert len(server._dispatcher._pending) == 0
+        assert len(server._engine.core.connections) == 0
+        assert server._engine.core.handshakes_under_way == 0
 
         accepted = asyncio.create_task(accept_one(server))
         conn = await client.connect(server.addr(), ALPN, timeout=5)
@@ -89,7 +89,7 @@ async def test_random_and_truncated_datagrams_leave_endpoint_serving() -> None:
         await send.finish()
         _, precv = await peer.accept_bi()
         assert await precv.read_to_end(100) == b"after the storm"
-        assert len(server._dispatcher.connections) == 1
+        assert len(server._engine.core.connections) == 1
         assert len(asyncio.all_tasks()) <= tasks_before + 2
         conn.close()
     finally:

@@ -293,7 +293,7 @@ async def test_rust_dialer_completes_after_a_forced_retry(iroh_loop) -> None:  #
             assert await bi.recv().read_to_end(100) == b"after a retry"
             conn.close(0, b"bye")
             assert await server
-        assert ours._dispatcher.retries_sent >= 1
+        assert ours._engine.core.stats.retries >= 1
     finally:
         await ours.close()
         await ref.close()

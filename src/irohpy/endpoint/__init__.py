@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from irohpy.endpoint import presets
 from irohpy.endpoint.connection import Connection, ConnectionStats, Side
-from irohpy.endpoint.dispatch import HandshakeLimits
-from irohpy.endpoint.endpoint import Endpoint, Incoming
+from irohpy.endpoint.endpoint import Endpoint, HandshakeLimits, Incoming
 from irohpy.endpoint.hooks import Accept, ConnectionInfo, EndpointHooks, Reject
 from irohpy.endpoint.streams import RecvStream, SendStream
 from irohpy.relay.recv_limits import RelayRecvLimits

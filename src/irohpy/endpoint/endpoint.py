@@ -7,21 +7,18 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-
-from aioquic.quic import events
-from aioquic.quic.packet import QuicProtocolVersion
-from aioquic.tls import SessionTicket
 
 from irohpy.base.addr import EndpointAddr, TransportAddr
 from irohpy.base.keys import EndpointId, SecretKey
 from irohpy.base.ticket import EndpointTicket
 from irohpy.endpoint import presets as _presets
-from irohpy.endpoint.connection import Connection, Side
-from irohpy.endpoint.dispatch import INCOMING_BUFFER, KEEP_ALIVE, Dispatcher, HandshakeLimits, InitialOffer
+from irohpy.endpoint.connection import Connection
+from irohpy.endpoint.engine import EngineConnection, QuicEngine
+from irohpy.endpoint.engine_socket import SocketBridge
 from irohpy.endpoint.hooks import ConnectionInfo, EndpointHooks, Reject
-from irohpy.endpoint.quic import EndpointQuic
 from irohpy.errors import (
     BindError,
     ConfigError,
@@ -45,10 +42,14 @@ from irohpy.metrics import Registry
 from irohpy.relay.client_metrics import RelayClientMetrics
 from irohpy.socket.metrics import SocketMetrics
 from irohpy.lookup.pkarr_client import PkarrPublisher, PkarrResolver
+from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.remote_map import RemoteMap, RemoteState
+from irohpy.quic import connection as qc
+from irohpy.quic.connection import QuicConfig
+from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint, always_retry, retry_under_load
 from irohpy.socket.transport import Transport
 from irohpy.socket.traversal import NatTraversal
-from irohpy.tls import quic_configuration
+from irohpy.tls.resumption import TicketCache, TicketStore
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,31 @@ CONNECT_TIMEOUT = 10.0
 ACCEPT_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 3.0
 MAX_PENDING_INCOMING = 256
-SESSION_TICKETS_PER_PEER = 8
 SERVER_TICKET_CACHE = 1024
 CONNECTION_REFUSED = 0x2
+KEEP_ALIVE = 5.0
+MAX_HANDSHAKES = 128
+RETRY_ABOVE = 32
+
+
+@dataclass(frozen=True)
+class HandshakeLimits:
+    """How many incoming handshakes may run at once, and when dialers must pass a Retry first.
+
+    ``max_handshakes`` counts offers not yet decided plus accepted connections
+    whose handshake has not completed; Initials beyond it are dropped. Above
+    ``retry_above`` (or always, with ``always_retry``) a new dialer gets a
+    stateless Retry and is admitted once its second Initial returns the token.
+    """
+
+    max_handshakes: int = MAX_HANDSHAKES
+    retry_above: int = RETRY_ABOVE
+    always_retry: bool = False
+
+    def apply(self, config: EndpointConfig) -> None:
+        """Set these limits on the QUIC endpoint core's configuration."""
+        config.max_handshakes = self.max_handshakes
+        config.retry_policy = always_retry if self.always_retry else retry_under_load(self.retry_above)
 
 Target = EndpointAddr | EndpointId | EndpointTicket
 
@@ -90,14 +113,10 @@ def _preset_lookups(preset: _presets.Preset, secret: SecretKey) -> list[AddressL
 class Incoming:
     """A handshake someone started with us: accept, refuse, or ignore it."""
 
-    def __init__(self, endpoint: Endpoint, offer: InitialOffer) -> None:
+    def __init__(self, endpoint: Endpoint, offer: Offer) -> None:
         self._endpoint = endpoint
         self._offer = offer
-        self._dcid = offer.packet.dcid
-        self._scid = offer.packet.scid
-        self._version = offer.packet.version
-        self._path = offer.path
-        self._datagrams: deque[tuple[bytes, PathKey]] = deque([(offer.datagram, offer.path)], maxlen=INCOMING_BUFFER)
+        self._path: PathKey = offer.addr  # type: ignore[assignment]
         self._decided = False
 
     @property
@@ -108,10 +127,6 @@ class Incoming:
     def remote_addr_validated(self) -> bool:
         """Whether the dialer proved it receives at :attr:`remote_addr` (it passed a Retry)."""
         return self._offer.validated
-
-    def _buffer_datagram(self, data: bytes, path: PathKey) -> None:
-        if path == self._path:
-            self._datagrams.append((data, path))
 
     def _decide(self) -> None:
         if self._decided:
@@ -127,14 +142,12 @@ class Incoming:
     def refuse(self) -> None:
         """Tell the dialer no (CONNECTION_REFUSED) without doing a handshake."""
         self._decide()
-        ep = self._endpoint
-        ep._dispatcher.forget_pending(self._dcid, dead=True)
-        ep._dispatcher.refuse(self._version, self._dcid, self._scid, self._path)
+        self._endpoint._engine.refuse_offer(self._offer)
 
     def ignore(self) -> None:
         """Drop it silently; the dialer times out."""
         self._decide()
-        self._endpoint._dispatcher.forget_pending(self._dcid, dead=True)
+        self._endpoint._engine.ignore_offer(self._offer)
 
     def __repr__(self) -> str:
         return f"Incoming(from {describe_path(self._path)})"
@@ -197,8 +210,7 @@ class Endpoint:
         self._incoming_ready = asyncio.Event()
         self._all_closed = asyncio.Event()
         self._all_closed.set()
-        self._client_tickets: dict[EndpointId, deque[SessionTicket]] = {}
-        self._server_tickets: dict[bytes, SessionTicket] = {}
+        self._ticket_cache = TicketCache()
         self._socket_metrics = SocketMetrics()
         self._metrics = Registry()
         self._metrics.register(self._socket_metrics)
@@ -206,11 +218,37 @@ class Endpoint:
         lookup_metrics = self._metrics.register(AddressLookupMetrics())
         self._remotes = RemoteMap(self._socket_metrics)
         self._transport = Transport(self._remotes, self._on_packets, self._socket_metrics)
-        versions = [QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2]
-        self._dispatcher = Dispatcher(self._transport, self._remotes, [int(v) for v in versions], keep_alive, handshake_limits)
-        self._dispatcher.incoming_factory = self._on_incoming
-        self._dispatcher.handshake_listener = self._on_handshake
-        self._dispatcher.closed_listener = self._on_conn_removed
+        self._bridge = SocketBridge(self._transport, self._remotes)
+        transport = QuicConfig(
+            is_client=True,
+            idle_timeout=idle_timeout,
+            keep_alive=keep_alive,
+            max_datagram_size=max_datagram_size,
+            max_datagram_frame_size=MAX_DATAGRAM_FRAME,
+            stream_window=STREAM_WINDOW,
+            read_credit=True,
+        )
+        config = EndpointConfig(
+            transport=transport,
+            alpns=list(self._alpns),
+            ticket_store=TicketStore(SERVER_TICKET_CACHE),
+            ticket_cache=self._ticket_cache,
+            offer_initials=True,
+        )
+        handshake_limits.apply(config)
+        self._engine = QuicEngine(QuicEndpoint(self._secret.to_bytes(), config), self._bridge.send)
+        self._bridge.attach(self._engine)
+        self._engine.connection_type = self._new_connection
+        self._engine.queue_accepted = False
+        self._engine.on_offer = self._on_offer
+        bridge_gone = self._engine.on_gone
+
+        def on_gone(conn: EngineConnection) -> None:
+            if bridge_gone is not None:
+                bridge_gone(conn)
+            self._on_conn_removed(conn)
+
+        self._engine.on_gone = on_gone
         if not relay_only:
             try:
                 self._transport.bind([_parse_bind(a) for a in bind_addrs])
@@ -314,6 +352,7 @@ class Endpoint:
     def set_alpns(self, alpns: Iterable[bytes | str]) -> None:
         """The ALPNs we accept from now on; dialers offering none of them fail the handshake."""
         self._alpns = [_alpn_bytes(a) for a in alpns]
+        self._engine.core.config.alpns = list(self._alpns)
 
     @property
     def alpns(self) -> list[bytes]:
@@ -335,17 +374,9 @@ class Endpoint:
 
     @property
     def connections(self) -> list[Connection]:
-        return [c for c in self._dispatcher.connections if not c.is_closed]
+        return [c for c in self._engine._conns.values() if isinstance(c, Connection) and not c.is_closed]
 
     # -- dialing ---------------------------------------------------------------
-
-    def _quic_kwargs(self) -> dict[str, Any]:
-        return {
-            "idle_timeout": self._idle_timeout,
-            "max_datagram_frame_size": MAX_DATAGRAM_FRAME,
-            "max_stream_data": STREAM_WINDOW,
-            "max_datagram_size": self._max_datagram_size,
-        }
 
     async def connect(
         self, target: Target, alpn: bytes | str, *, timeout: float = CONNECT_TIMEOUT, zero_rtt: bool = False
@@ -388,33 +419,10 @@ class Endpoint:
                 f"no addresses known for {addr.id.fmt_short()}: address lookup found nothing; give an "
                 "EndpointAddr or ticket with direct addresses or a relay URL, or configure address lookup"
             )
-        tickets = self._client_tickets.get(addr.id)
-        config = quic_configuration(
-            self._secret.to_bytes(),
-            is_client=True,
-            alpns=[alpn],
-            expected_peer=bytes(addr.id),
-            session_ticket=tickets[-1] if tickets else None,
-            **self._quic_kwargs(),
-        )
-        peer_id = addr.id
-
-        def store_ticket(ticket: SessionTicket) -> None:
-            cache = self._client_tickets.setdefault(peer_id, deque(maxlen=SESSION_TICKETS_PER_PEER))
-            cache.append(ticket)
-
-        quic = EndpointQuic(
-            configuration=config,
-            expected_peer=bytes(addr.id),
-            session_ticket_handler=store_ticket,
-            stream_window=STREAM_WINDOW,
-        )
-        conn = Connection(self._dispatcher, quic, remote.mapped, Side.CLIENT)
         remote.connections += 1
-        self._register(conn, [quic.host_cid])
-        quic.connect(remote.mapped, asyncio.get_running_loop().time())
-        self._dispatcher.wake(conn)
-        if zero_rtt and tickets:
+        conn = self._engine.dial(remote.mapped, bytes(addr.id), alpn)
+        assert isinstance(conn, Connection)
+        if zero_rtt and conn.quic.early_data_state == qc.EARLY_DATA_ATTEMPTED:
             conn.remote_id = addr.id
             conn.alpn = alpn
             return conn
@@ -479,43 +487,25 @@ class Endpoint:
 
     # -- accepting -------------------------------------------------------------
 
-    def _on_incoming(self, offer: InitialOffer) -> Incoming | None:
-        incoming = Incoming(self, offer)
+    def _on_offer(self, offer: Offer) -> None:
         if self._closed or len(self._incoming) >= MAX_PENDING_INCOMING:
-            packet = offer.packet
-            self._dispatcher.refuse(packet.version, packet.dcid, packet.scid, offer.path)
-            return None
-        self._incoming.append(incoming)
+            self._engine.refuse_offer(offer)
+            return
+        self._incoming.append(Incoming(self, offer))
         self._incoming_ready.set()
-        return incoming
 
     def _accept_incoming(self, incoming: Incoming) -> Connection:
         self._check_open()
-        self._dispatcher.forget_pending(incoming._dcid, dead=False)
-        config = quic_configuration(
-            self._secret.to_bytes(), is_client=False, alpns=self._alpns, **self._quic_kwargs()
-        )
-        quic = EndpointQuic(
-            configuration=config,
-            original_destination_connection_id=incoming._offer.original_dcid,
-            retry_source_connection_id=incoming._offer.retry_scid,
-            session_ticket_fetcher=lambda key: self._server_tickets.pop(key, None),
-            session_ticket_handler=self._store_server_ticket,
-            stream_window=STREAM_WINDOW,
-        )
-        remote = self._remotes.provisional(incoming._path)
-        remote.connections += 1
-        conn = Connection(self._dispatcher, quic, remote.mapped, Side.SERVER)
-        self._register(conn, [incoming._dcid, quic.host_cid])
-        conn._pinned = incoming._path
-        self._dispatcher.begin_handshake(conn)
-        self._dispatcher.feed(conn, list(incoming._datagrams))
+        conn = self._engine.accept_offer(incoming._offer)
+        assert isinstance(conn, Connection)
         return conn
 
-    def _store_server_ticket(self, ticket: SessionTicket) -> None:
-        if len(self._server_tickets) >= SERVER_TICKET_CACHE:
-            self._server_tickets.pop(next(iter(self._server_tickets)))
-        self._server_tickets[ticket.ticket] = ticket
+    def _new_connection(self, engine: QuicEngine, quic: qc.QuicConnection) -> Connection:
+        conn = Connection(engine, quic)
+        conn._bridge = self._bridge
+        conn._on_handshake = self._on_handshake
+        self._all_closed.clear()
+        return conn
 
     async def accept(self) -> Incoming | None:
         """The next incoming connection attempt; None once the endpoint is closed."""
@@ -532,32 +522,29 @@ class Endpoint:
 
     # -- connection lifecycle ----------------------------------------------------
 
-    def _register(self, conn: Connection, cids: list[bytes]) -> None:
-        self._dispatcher.register(conn, cids)
-        self._all_closed.clear()
-
-    def _on_conn_removed(self, conn: Connection) -> None:
+    def _on_conn_removed(self, conn: EngineConnection) -> None:
+        if not isinstance(conn, Connection):
+            return
+        conn._mark_terminated()
         metrics = self._socket_metrics
         if conn.counted_open:
             metrics.num_conns_closed.inc()
             metrics.connections.dec()
         else:
             metrics.num_conns_failed.labels(conn.fail_reason).inc()
-        if not self._dispatcher.connections:
+        if not [c for c in self._engine._conns.values() if c is not conn]:
             self._all_closed.set()
 
     def _on_packets(self, batch: list[tuple[bytes, PathKey]]) -> None:
-        self._dispatcher.on_packets(batch)
+        self._bridge.receive(batch)
 
-    def _on_handshake(self, conn: Connection, event: events.HandshakeCompleted) -> None:
-        quic = conn._quic
-        if quic.peer_id is None or event.alpn_protocol is None:
+    def _on_handshake(self, conn: Connection) -> None:
+        mapped = conn.quic.peer_address
+        if conn.peer_id is None or conn.alpn is None or not isinstance(mapped, MappedAddr):
             conn.close(0, b"")
             return
-        conn.alpn = event.alpn_protocol.encode()
-        conn.remote_id = EndpointId.from_bytes(quic.peer_id)
-        conn.zero_rtt_accepted = event.early_data_accepted
-        remote = self._remotes.identify(conn._mapped, conn.remote_id)
+        conn.remote_id = EndpointId.from_bytes(conn.peer_id)
+        remote = self._remotes.identify(mapped, conn.remote_id)
         if self._traversal is not None:
             self._traversal.on_connection(remote)
         if not self._hooks:
@@ -618,7 +605,7 @@ class Endpoint:
             with contextlib.suppress(ConnectError):
                 incoming.ignore()
         self._incoming.clear()
-        for conn in list(self._dispatcher.connections):
+        for conn in list(self._engine._conns.values()):
             conn.close(0, b"")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -627,7 +614,7 @@ class Endpoint:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._dispatcher.close()
+        await self._engine.close()
         await self.address_lookup.close()
         if self._traversal is not None:
             await self._traversal.close()

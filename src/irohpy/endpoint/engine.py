@@ -58,6 +58,9 @@ Sender = Callable[[list[bytes], Any], None]
 class EngineConnection:
     """One QUIC connection of a :class:`QuicEngine`: streams, datagrams, close."""
 
+    send_stream_type: type[EngineSendStream] = EngineSendStream
+    recv_stream_type: type[EngineRecvStream] = EngineRecvStream
+
     def __init__(self, engine: QuicEngine, quic: qc.QuicConnection) -> None:
         self._engine = engine
         self.quic = quic
@@ -134,12 +137,12 @@ class EngineConnection:
             if len(self._incoming_uni if uni else self._incoming_bi) >= MAX_PENDING_STREAMS:
                 self._refuse(new)
                 continue
-            stream = EngineRecvStream(self, new)
+            stream = self.recv_stream_type(self, new)
             self._recv[new] = stream
             if uni:
                 self._incoming_uni.append(stream)
             else:
-                send = EngineSendStream(self, new)
+                send = self.send_stream_type(self, new)
                 self._send[new] = send
                 self._incoming_bi.append((send, stream))
         if index >= self._next_peer[kind]:
@@ -204,15 +207,15 @@ class EngineConnection:
     async def open_bi(self) -> tuple[EngineSendStream, EngineRecvStream]:
         """A new bidirectional stream; waits while the peer's stream limit is reached."""
         sid = await self._open(False)
-        send = EngineSendStream(self, sid)
-        recv = EngineRecvStream(self, sid)
+        send = self.send_stream_type(self, sid)
+        recv = self.recv_stream_type(self, sid)
         self._send[sid] = send
         self._recv[sid] = recv
         return send, recv
 
     async def open_uni(self) -> EngineSendStream:
         sid = await self._open(True)
-        send = EngineSendStream(self, sid)
+        send = self.send_stream_type(self, sid)
         self._send[sid] = send
         return send
 
@@ -288,6 +291,10 @@ class QuicEngine:
         self._socket: UdpSocket | None = None
         #: Core passes run, for tests and benches to see batching at work.
         self.passes = 0
+        #: What connections are made as (a subclass adds an application's API).
+        self.connection_type: Callable[[QuicEngine, qc.QuicConnection], EngineConnection] = EngineConnection
+        #: Established server connections wait for accept(); False: the owner takes them itself.
+        self.queue_accepted = True
         #: Told of each connection an Initial created, before anything reads its events.
         self.on_new: Callable[[EngineConnection], None] | None = None
         #: Told of each connection the core let go (closed and drained).
@@ -339,7 +346,7 @@ class QuicEngine:
         transmits, created, deadline = core.poll(batch, now)
         on_new = self.on_new
         for quic in created:
-            conn = self._conns[quic] = EngineConnection(self, quic)
+            conn = self._conns[quic] = self.connection_type(self, quic)
             if on_new is not None:
                 on_new(conn)
         send = self._sender
@@ -363,7 +370,13 @@ class QuicEngine:
             while (ev := quic.next_event()) is not None:
                 conn._on_event(ev)
             conn._progress.notify_all()
-            if not was_established and not quic.is_client and conn.terminated is None and conn._established.done():
+            if (
+                self.queue_accepted
+                and not was_established
+                and not quic.is_client
+                and conn.terminated is None
+                and conn._established.done()
+            ):
                 if len(self._accept) < MAX_ACCEPT_QUEUE:
                     self._accept.append(conn)
                     self._accepted.notify_all()
@@ -420,12 +433,8 @@ class QuicEngine:
         so what is written now goes as 0-RTT data (replayable: idempotent requests only);
         :meth:`EngineConnection.established` then says whether the server took it.
         """
-        if self._closed:
-            raise EndpointClosed("engine is closed")
-        quic = self.core.connect(addr, endpoint_id, [alpn], max(self._loop.time(), self._now))
-        conn = EngineConnection(self, quic)
-        self._conns[quic] = conn
-        self._wake(quic)
+        conn = self.dial(addr, endpoint_id, alpn)
+        quic = conn.quic
         if zero_rtt and quic.early_data_state == qc.EARLY_DATA_ATTEMPTED:
             return conn
         try:
@@ -437,12 +446,21 @@ class QuicEngine:
             raise ConnectError(f"connecting to {addr} failed: {exc}") from exc
         return conn
 
+    def dial(self, addr: object, endpoint_id: bytes, alpn: bytes) -> EngineConnection:
+        """Start dialing and return at once; :meth:`connect` is this and the wait."""
+        if self._closed:
+            raise EndpointClosed("engine is closed")
+        quic = self.core.connect(addr, endpoint_id, [alpn], self._clock())
+        conn = self._conns[quic] = self.connection_type(self, quic)
+        self._wake(quic)
+        return conn
+
     def accept_offer(self, offer: Offer) -> EngineConnection:
         """Start the handshake an offer asked for; the connection is accept()ed once established."""
         if self._closed:
             raise EndpointClosed("engine is closed")
         quic = self.core.accept(offer, self._clock())
-        conn = self._conns[quic] = EngineConnection(self, quic)
+        conn = self._conns[quic] = self.connection_type(self, quic)
         if self.on_new is not None:
             self.on_new(conn)
         self._wake(quic)
