@@ -9,10 +9,8 @@ It does the I/O the sans-IO core leaves out, and nothing else:
 - application calls (writes, closes) mark their connection and schedule one flush with
   ``call_soon``, so many writes in one loop iteration cost one pass.
 
-It owns no tasks, only callbacks, so closing it leaves nothing behind. On an endpoint's socket
-layer (relay and hole-punched paths) it runs through :mod:`irohpy.endpoint.engine_socket`. It is
-built to replace
-``endpoint/quic.py`` and ``endpoint/dispatch.py``; ``Endpoint`` does not use it yet.
+It owns no tasks, only callbacks, so closing it leaves nothing behind. ``Endpoint`` runs one on
+its socket layer (relay and hole-punched paths) through :mod:`irohpy.endpoint.engine_socket`.
 """
 
 from __future__ import annotations

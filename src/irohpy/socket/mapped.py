@@ -1,6 +1,6 @@
 """Mapped addresses: the stable per-remote address QUIC sees.
 
-aioquic treats addresses as opaque hashable keys. Giving it one token per
+The QUIC engine treats addresses as opaque hashable keys. Giving it one token per
 remote endpoint keeps QUIC blind to path changes (direct, relay, a new NAT
 mapping), which is the design of iroh's magicsock before 1.0.
 """

@@ -1,6 +1,6 @@
 """One non-blocking UDP socket, read and written in bursts.
 
-Per-datagram Python overhead, not crypto, bounds QUIC throughput in aioquic,
+Per-datagram Python overhead, not crypto, bounds QUIC throughput in Python,
 so both directions work in batches: reads drain the socket until it would
 block and hand the whole burst up at once; writes hand the kernel a run of
 same-size datagrams in one ``sendmsg`` with a UDP GSO segment size (Linux),

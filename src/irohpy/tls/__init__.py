@@ -1,10 +1,11 @@
 """iroh's TLS: TLS 1.3 with RFC 7250 raw Ed25519 public keys and mutual auth.
 
 Two implementations live here. :mod:`irohpy.tls.handshake` is irohpy's own sans-IO TLS 1.3,
-which the QUIC engine (:mod:`irohpy.quic`) uses. The names below are the aioquic-based one that
-the running ``Endpoint`` still uses: build a configuration with :func:`quic_configuration` and
-drive an :class:`IrohQuicConnection`; after the handshake its ``peer_id`` is the remote
-EndpointId. They are imported on first use, so the engine never loads aioquic.
+which the QUIC engine (:mod:`irohpy.quic`) and so every ``Endpoint`` uses. The names below are
+an aioquic-based one, kept as a test peer (aioquic comes with the ``test`` extra): build a
+configuration with :func:`quic_configuration` and drive an :class:`IrohQuicConnection`; after
+the handshake its ``peer_id`` is the remote EndpointId. They are imported on first use, so the
+engine never loads aioquic.
 """
 
 from __future__ import annotations
