@@ -201,8 +201,6 @@ class Endpoint:
         # Wakes watchers on a new home relay and on new local or public addresses.
         self._addr_changed = Notify()
         self._hooks = list(hooks)
-        self._idle_timeout = idle_timeout
-        self._max_datagram_size = max_datagram_size
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
