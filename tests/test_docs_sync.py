@@ -89,6 +89,51 @@ async def test_restart_resumes_from_store(tmp_path) -> None:  # type: ignore[no-
             await a.close()
 
 
+async def test_accepted_sync_peer_survives_a_close_before_the_dialer_hangs_up(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A peer that synced with us as the dialer is remembered once the reconciliation is done,
+    even if we close while its connection is still open (it is closed only after the exchange):
+    else the restarted peer has nobody to sync with. A Rust iroh-docs node hangs up later than
+    irohpy does, which made this race show up against it."""
+    from irohpy.base.keys import SecretKey
+    from irohpy.protocols.docs.net import run_alice
+    from irohpy.protocols.docs.replica import Replica
+    from irohpy.protocols.docs.store import DocStore
+    from irohpy.protocols.docs.wire import ALPN
+    from tests.helpers import bind
+
+    b = await start_peer(tmp_path / "b.db", SecretKey.generate())
+    b_open = True
+    try:
+        doc_b = await b.docs.create()
+        await doc_b.set(await b.docs.create_author(), b"k", b"v")
+        await doc_b.start_sync([])  # live, so b accepts syncs of it, with no peer known yet
+        ns = doc_b.id
+        dialer_store = DocStore()
+        dialer = await bind()
+        conn = await dialer.connect(b.endpoint.addr(), ALPN)
+        try:
+            send, recv = await conn.open_bi()
+            outcome = await run_alice(send, recv, Replica(ns, None, dialer_store), b.endpoint.id.to_bytes())
+            assert outcome.num_recv == 1
+            await send.finish()
+            async with asyncio.timeout(10):
+                await recv.read_to_end(0)  # b finished its side; it now waits for our close
+            await b.close()
+            b_open = False
+        finally:
+            conn.close(0, b"")
+            await dialer.close()
+            dialer_store.close()
+    finally:
+        if b_open:
+            await b.close()
+    store = DocStore(tmp_path / "b.db")
+    try:
+        assert [p for p, _ in store.peers(ns.to_bytes())] == [dialer.id.to_bytes()]
+    finally:
+        store.close()
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

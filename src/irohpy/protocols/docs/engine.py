@@ -608,14 +608,7 @@ class Docs:
                        error: str | None) -> None:
         if outcome is not None:
             ns = doc.replica.namespace.to_bytes()
-            addr = self._addrs.get(peer) or self.endpoint.remote_addr(peer)
-            encoded = None
-            if addr is not None and not addr.is_empty():
-                w = Writer()
-                addr.encode_postcard(w)
-                encoded = w.finish()
-            with contextlib.suppress(DocsError):
-                self.store.add_peer(ns, peer.to_bytes(), time.time_ns(), encoded)
+            self._keep_peer(ns, peer)
             if outcome.num_recv > 0:
                 self._broadcast(doc, OpSyncReport(ns, outcome.heads_received), neighbors_only=True)
         self._emit(doc, SyncFinished(peer, outcome.num_sent if outcome else 0,
@@ -625,6 +618,17 @@ class Docs:
         if peer in live.resync and doc.live is live:
             live.resync.discard(peer)
             self._sync_with(doc, peer)
+
+    def _keep_peer(self, ns: bytes, peer: EndpointId) -> None:
+        """Store a peer we reconciled with, and where it was, so a restart syncs with it again."""
+        addr = self._addrs.get(peer) or self.endpoint.remote_addr(peer)
+        encoded = None
+        if addr is not None and not addr.is_empty():
+            w = Writer()
+            addr.encode_postcard(w)
+            encoded = w.finish()
+        with contextlib.suppress(DocsError):
+            self.store.add_peer(ns, peer.to_bytes(), time.time_ns(), encoded)
 
     async def sync_once(self, namespace: NamespaceId, peer: EndpointAddr | EndpointId) -> SyncOutcome:
         """One reconciliation of ``namespace`` with ``peer`` as the dialing side (Alice)."""
@@ -697,6 +701,10 @@ class Docs:
                         send, recv, lambda ns: self._accept_namespace(peer, ns), peer.to_bytes(),
                         timeout=self._sync_timeout, max_frame=self._max_frame, count=self.wire,
                         on_namespace=accepted.append)
+                # Kept now, not after the dialer's close: a docs closed meanwhile (its store with
+                # it) would forget the peer, and a restart would have nobody to sync with.
+                for replica in accepted:
+                    self._keep_peer(replica.namespace.to_bytes(), peer)
                 await send.finish()
                 with contextlib.suppress(IrohError, TimeoutError):
                     async with asyncio.timeout(CLOSE_TIMEOUT):
