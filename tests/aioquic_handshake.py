@@ -17,11 +17,11 @@ from aioquic import tls
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from irohpy.errors import QuicError, TlsError
-from irohpy.quic.handshake import QUIC_TRANSPORT_PARAMETERS
+from irohpy.errors import QuicError
+from irohpy.quic.handshake import QUIC_TRANSPORT_PARAMETERS, check_iroh_args
 from irohpy.tls.config import alpn_text
 from irohpy.tls.context import IrohTlsContext
-from irohpy.tls.keys import KEY_LENGTH, private_key
+from irohpy.tls.keys import private_key
 from irohpy.tls.name import server_name
 
 EPOCH_INITIAL: Final = 0
@@ -167,14 +167,7 @@ def aioquic_iroh_handshake(
     expected_peer: bytes | None = None,
 ) -> TlsHandshake:
     """iroh's TLS (raw Ed25519 keys, mutual auth); a client pins ``expected_peer``, the id it dials."""
-    if isinstance(alpns, bytes | bytearray | str):
-        raise TlsError("alpns is a list of ALPNs, not a single one")
-    if not alpns and is_client:
-        raise TlsError("iroh requires an ALPN to connect")
-    if expected_peer is not None and len(expected_peer) != KEY_LENGTH:
-        raise TlsError(f"expected_peer must be a {KEY_LENGTH}-byte EndpointId")
-    if is_client and expected_peer is None:
-        raise TlsError("a client must know the EndpointId it dials (expected_peer)")
+    check_iroh_args(alpns, is_client=is_client, expected_peer=expected_peer)
     context = tls.Context(
         alpn_protocols=[alpn_text(a) for a in alpns],
         is_client=is_client,

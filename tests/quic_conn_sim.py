@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ SERVER_ID = public_key_bytes(private_key(SERVER_SECRET))
 CLIENT_ID = public_key_bytes(private_key(CLIENT_SECRET))
 
 
-class End:
+class End(ABC):
     """One side, as the simulator drives it; collects what the application saw."""
 
     def __init__(self) -> None:
@@ -49,17 +50,17 @@ class End:
         self.peer_id: bytes | None = None
         self.terminated: tuple[int, bytes, str] | None = None
 
-    def receive(self, data: bytes, now: float) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def receive(self, data: bytes, now: float) -> None: ...
 
-    def send(self, now: float) -> list[bytes]:
-        raise NotImplementedError
+    @abstractmethod
+    def send(self, now: float) -> list[bytes]: ...
 
-    def timer(self) -> float | None:
-        raise NotImplementedError
+    @abstractmethod
+    def timer(self) -> float | None: ...
 
-    def on_timer(self, now: float) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def on_timer(self, now: float) -> None: ...
 
 
 class Ours(End):

@@ -243,6 +243,18 @@ def _limits_kept(current: bytes) -> Callable[[ServerSession], bool]:
     return check
 
 
+def check_iroh_args(alpns: Sequence[bytes | str], *, is_client: bool, expected_peer: bytes | None) -> None:
+    """What any iroh handshake needs: a list of ALPNs (one at least to dial) and a dialed id."""
+    if isinstance(alpns, bytes | bytearray | str):
+        raise TlsError("alpns is a list of ALPNs, not a single one")
+    if not alpns and is_client:
+        raise TlsError("iroh requires an ALPN to connect")
+    if expected_peer is not None and len(expected_peer) != KEY_LENGTH:
+        raise TlsError(f"expected_peer must be a {KEY_LENGTH}-byte EndpointId")
+    if is_client and expected_peer is None:
+        raise TlsError("a client must know the EndpointId it dials (expected_peer)")
+
+
 def iroh_handshake(
     secret_key: bytes | Ed25519PrivateKey,
     *,
@@ -259,14 +271,7 @@ def iroh_handshake(
     also what stops 0-RTT replay); a client resumes and attempts 0-RTT with ``ticket_cache``
     (one per endpoint, keyed by server id and ALPN). ``early_data=False`` resumes without 0-RTT.
     """
-    if isinstance(alpns, bytes | bytearray | str):
-        raise TlsError("alpns is a list of ALPNs, not a single one")
-    if not alpns and is_client:
-        raise TlsError("iroh requires an ALPN to connect")
-    if expected_peer is not None and len(expected_peer) != KEY_LENGTH:
-        raise TlsError(f"expected_peer must be a {KEY_LENGTH}-byte EndpointId")
-    if is_client and expected_peer is None:
-        raise TlsError("a client must know the EndpointId it dials (expected_peer)")
+    check_iroh_args(alpns, is_client=is_client, expected_peer=expected_peer)
     if is_client and ticket_store is not None:
         raise TlsError("a client keeps tickets in a ticket_cache, not a ticket_store")
     if not is_client and ticket_cache is not None:

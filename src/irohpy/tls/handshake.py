@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -121,7 +122,7 @@ def _x25519_public(private: X25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-class _Handshake:
+class _Handshake(ABC):
     """What client and server share: per-epoch reassembly, outputs, key installs, identity."""
 
     def __init__(
@@ -203,8 +204,9 @@ class _Handshake:
             self._failed = exc
             raise
 
+    @abstractmethod
     def _handle(self, message: bytes) -> None:
-        raise NotImplementedError
+        """One whole handshake message, in order: the client's or the server's state machine."""
 
     def _send(self, epoch: int, message: bytes) -> None:
         if self._transcript is not None:
