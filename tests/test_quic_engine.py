@@ -46,11 +46,8 @@ async def connected(server: QuicEngine, client: QuicEngine) -> tuple[EngineConne
     return ours, theirs
 
 
-async def test_echo_and_batching(pair: tuple[QuicEngine, QuicEngine]) -> None:
-    server, client = pair
-    ours, theirs = await connected(server, client)
-    assert ours.peer_id == SERVER_ID and theirs.peer_id == CLIENT_ID and theirs.alpn == ALPN
-    data = os.urandom(4 << 20)
+async def echo_through(ours: EngineConnection, theirs: EngineConnection, data: bytes) -> None:
+    """``data`` out on a fresh bi stream, echoed back by the peer, and checked."""
 
     async def echo() -> None:
         send, recv = await theirs.accept_bi()
@@ -63,6 +60,13 @@ async def test_echo_and_batching(pair: tuple[QuicEngine, QuicEngine]) -> None:
     send.finish()
     assert await asyncio.wait_for(recv.read_to_end(len(data)), T) == data
     await task
+
+
+async def test_echo_and_batching(pair: tuple[QuicEngine, QuicEngine]) -> None:
+    server, client = pair
+    ours, theirs = await connected(server, client)
+    assert ours.peer_id == SERVER_ID and theirs.peer_id == CLIENT_ID and theirs.alpn == ALPN
+    await echo_through(ours, theirs, os.urandom(4 << 20))
     # Per-connection counters for the application's stats: one connection per engine here,
     # so they are what each socket sent.
     assert client.core.sent(ours.quic) == (client._socket.sent_datagrams, client._socket.sent_bytes)
@@ -202,19 +206,7 @@ async def test_a_junk_flood_allocates_nothing_and_a_client_still_gets_through() 
             try:
                 start = loop.time()
                 ours, theirs = await connected(server, client)
-                data = os.urandom(1 << 20)
-
-                async def echo() -> None:
-                    send, recv = await theirs.accept_bi()
-                    await send.write_all(await recv.read_to_end(len(data)))
-                    send.finish()
-
-                echo_task = asyncio.create_task(asyncio.wait_for(echo(), T))
-                send, recv = await ours.open_bi()
-                await send.write_all(data)
-                send.finish()
-                assert await asyncio.wait_for(recv.read_to_end(len(data)), T) == data
-                await echo_task
+                await echo_through(ours, theirs, os.urandom(1 << 20))
                 elapsed = loop.time() - start
             finally:
                 stop.set()
