@@ -9,6 +9,7 @@ the same relay just before the attack, so a loaded machine moves the baseline, n
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import statistics
 import subprocess
@@ -87,7 +88,20 @@ async def attacker_result(proc: subprocess.Popen[bytes], seconds: float) -> dict
 
 async def honest_pair_during(relay: RelayProcess, session: aiohttp.ClientSession, kind: str,
                              *extra: str) -> tuple[float, float, dict[str, int], int]:
-    """(baseline p99, attack p99, attacker counters, samples) for an honest pair on ``relay``."""
+    """(baseline p99, attack p99, attacker counters, samples) for an honest pair on ``relay``.
+
+    The measuring process freezes its heap meanwhile: with the whole suite loaded, one of its
+    own full collections stops it for tens of milliseconds, which is not the relay's latency.
+    """
+    gc.freeze()
+    try:
+        return await _honest_pair_during(relay, session, kind, *extra)
+    finally:
+        gc.unfreeze()
+
+
+async def _honest_pair_during(relay: RelayProcess, session: aiohttp.ClientSession, kind: str,
+                              *extra: str) -> tuple[float, float, dict[str, int], int]:
     a = await RawClient.connect(session, relay.url)
     b = await RawClient.connect(session, relay.url)
     try:
@@ -268,6 +282,22 @@ async def test_gc_pacer_freezes_and_unfreezes() -> None:
         async with asyncio.timeout(10):
             while gc.get_freeze_count() == 0:
                 await asyncio.sleep(0.01)
+    finally:
+        pacer.cancel()
+        await asyncio.gather(pacer, return_exceptions=True)
+    assert gc.get_freeze_count() == 0
+
+
+async def test_gc_pacer_freezes_the_startup_heap_at_once() -> None:
+    """A relay younger than one freeze interval must not scan its imports on every full collection."""
+    import gc
+
+    from irohpy.base.gc_pacer import pace_gc
+
+    pacer = asyncio.create_task(pace_gc(freeze_interval=3600))
+    try:
+        await asyncio.sleep(0)
+        assert gc.get_freeze_count() > 0
     finally:
         pacer.cancel()
         await asyncio.gather(pacer, return_exceptions=True)

@@ -4,7 +4,8 @@ A relay with 10,000 clients holds over a million GC-tracked objects; every full 
 2) collection scans all of them and stopped the event loop for about two seconds every
 10-20 s. Almost all of those objects are long-lived connection state. The pacer moves
 everything alive into the permanent generation (``gc.freeze``) every ``freeze_interval``
-seconds, so routine collections only scan what is new, and once every ``full_interval``
+seconds (and once at start, which moves the imported modules and startup state out of the
+way), so routine collections only scan what is new, and once every ``full_interval``
 seconds unfreezes and runs one full collection to reclaim cycles that died while frozen.
 It changes process-wide GC state, so servers' command-line entry points run it, not the
 embeddable server classes.
@@ -26,6 +27,7 @@ FULL_INTERVAL = 3600.0
 async def pace_gc(freeze_interval: float = FREEZE_INTERVAL, full_interval: float = FULL_INTERVAL) -> None:
     """Run until cancelled; leaves the collector unfrozen when it ends."""
     last_full = time.monotonic()
+    gc.freeze()
     try:
         while True:
             await asyncio.sleep(freeze_interval)

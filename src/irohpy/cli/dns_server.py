@@ -10,6 +10,7 @@ import argparse
 import asyncio
 
 from irohpy.base.fd_limit import raise_fd_limit
+from irohpy.base.gc_pacer import pace_gc
 from irohpy.dns_server.config import load_config
 from irohpy.dns_server.server import DnsServer
 
@@ -42,5 +43,10 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"dns on udp+tcp {server.dns_addr}", flush=True)
         if server.metrics_url:
             print(f"metrics on {server.metrics_url}", flush=True)
-        await asyncio.Event().wait()
+        pacer = asyncio.create_task(pace_gc())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            pacer.cancel()
+            await asyncio.gather(pacer, return_exceptions=True)
     return 0
