@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
@@ -228,6 +229,9 @@ class Endpoint:
         )
         config = EndpointConfig(
             transport=transport,
+            # Derived (one-way) from our secret key: restarted with the same key, we compute the
+            # old connections' reset tokens and so end our peers' stale connections at once.
+            static_key=hmac.digest(b"irohpy endpoint static key", self._secret.to_bytes(), "sha256"),
             alpns=list(self._alpns),
             ticket_store=TicketStore(SERVER_TICKET_CACHE),
             ticket_cache=self._ticket_cache,

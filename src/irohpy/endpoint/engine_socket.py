@@ -56,8 +56,8 @@ class SocketBridge:
         self.remotes = remotes
         self._engine: QuicEngine | None = None
         self._rx: dict[qc.QuicConnection, Traffic] = {}
-        #: The mapped address whose connection last authenticated on each selected path: a
-        #: short header no CID routes (a peer's stateless reset) is matched by it.
+        #: The mapped address whose connection last authenticated on each path: a short
+        #: header no CID routes (a peer's stateless reset) is matched by it.
         self._path_owner: dict[PathKey, MappedAddr] = {}
 
     @property
@@ -148,6 +148,7 @@ class SocketBridge:
             core.receive([(data, mapped)], now)
             if quic.recovery.bytes_received != mark:
                 remote.paths.on_authenticated(path, now)
+                self._path_owner[path] = mapped
         engine.receive(out)
         for quic, burst in bursts.items():
             burst.remote.paths.received(burst.path, burst.nbytes)
