@@ -42,17 +42,23 @@ from types import ModuleType
 from typing import Any
 
 from bench import common, report
+from bench.baseline import BaselineUnavailable, baseline_src
 from bench.relay import RelayProcess, proc_cpu_seconds, raise_nofile
 from bench.worker import Worker, WorkerFailed
 
+BASELINE = "irohpy-aioquic"
+"""irohpy at the last commit before its own QUIC engine (bench/baseline.py)."""
+
 IMPLS = {
     "irohpy": "bench.impl_irohpy",
+    BASELINE: "bench.impl_irohpy",
     "iroh-stock": "bench.impl_iroh",
     "iroh-patched": "bench.impl_iroh",
     "aioquic": "bench.impl_aioquic",
     "tcp-tls": "bench.impl_tcptls",
 }
 OFFICIAL_IROH = ("iroh-stock", "iroh-patched")
+IROHPY = ("irohpy", BASELINE)
 PARTS = ("core", "idle", "relay-path", "relay")
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSY_LOAD = 0.5
@@ -69,6 +75,8 @@ def _load(name: str) -> ModuleType:
     if name in OFFICIAL_IROH:
         common.require_loopback_only("the official iroh package")
     module = importlib.import_module(IMPLS[name])
+    if name == BASELINE and not importlib.import_module("irohpy").__file__.startswith(str(baseline_src())):
+        raise RuntimeError(f"{BASELINE} worker imported today's irohpy, not the baseline's")
     if name == "iroh-patched":
         module.patch_fast_writes()
     return module
@@ -106,8 +114,9 @@ async def _measure(name: str, params: common.Params, opts: common.Options) -> di
     With the idle part, the server's RSS and CPU are read from /proc when the client holds
     every connection, and when the hold is over.
     """
+    env = {**os.environ, "PYTHONPATH": str(baseline_src())} if name == BASELINE else None
     server = await Worker.spawn(f"{name} server", "--worker", "server", "--impl", name,
-                                *_opts_args(opts))
+                                *_opts_args(opts), env=env)
     client: Worker | None = None
     try:
         info = await server.message("ready", common.STARTUP_TIMEOUT)
@@ -115,7 +124,7 @@ async def _measure(name: str, params: common.Params, opts: common.Options) -> di
         job = json.dumps({"info": info, "params": dataclasses.asdict(params),
                           "opts": dataclasses.asdict(opts)})
         client = await Worker.spawn(
-            f"{name} client", "--worker", "client", "--impl", name, "--job", job
+            f"{name} client", "--worker", "client", "--impl", name, "--job", job, env=env
         )
         server_cpu: list[float] = []
         if "idle" in params.parts:
@@ -164,6 +173,9 @@ async def _run_part(label: str, name: str, params: common.Params,
     except WorkerFailed as exc:
         print(f"== {label}: {name} FAILED: {exc}", file=sys.stderr)
         return {"status": "failed", "error": str(exc)}
+    except BaselineUnavailable as exc:
+        print(f"== {label}: {name} skipped: {exc}", file=sys.stderr)
+        return {"status": f"skipped: {exc}"}
     print(f"== {label}: {name} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     return {"status": "ok", "params": dataclasses.asdict(params), "opts": dataclasses.asdict(opts),
             "raw": raw}
@@ -239,7 +251,7 @@ async def _orchestrate(args: argparse.Namespace) -> int:
             results["core"][name] = await _run_part("core", name, params, opts)
     if "idle" in args.parts:
         for name in runnable:
-            count = args.idle_connections if name == "irohpy" else args.idle_ref_connections
+            count = args.idle_connections if name in IROHPY else args.idle_ref_connections
             params = common.Params(parts=("idle",), idle_connections=count,
                                    idle_concurrency=args.idle_concurrency, idle_hold=args.idle_hold)
             idle_opts = dataclasses.replace(opts, keep_alive=args.idle_keep_alive)

@@ -31,13 +31,14 @@ class Worker:
         self.label = label
 
     @classmethod
-    async def spawn(cls, label: str, *args: str) -> Worker:
+    async def spawn(cls, label: str, *args: str, env: dict[str, str] | None = None) -> Worker:
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- owned by the Worker, see close()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench", *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
             # Ctrl-C reaches only the orchestrator, which then stops workers in order.
             start_new_session=True,
+            env=env,
         )
         return cls(proc, stderr, label)
 
