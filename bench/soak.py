@@ -9,8 +9,9 @@ One relay process (`irohpy relay --dev`, default limits unless `--rx-limit`) on 
    `--bulk-pairs` pairs stream 1200-byte datagrams in batch frames of 20 (throughput);
 3. a baseline window of `--seconds`, then the same window while one abusive client of each
    kind runs, each in its own process (`python -m tests.relay_attacker`): a Ping flood, a
-   flood of 64 KB batch frames with segment size 1 aimed at a latency receiver, a client
-   address holding 1,000 idle sockets, and one sending malformed HTTP requests.
+   flood of 64 KB batch frames with segment size 1 aimed at a latency receiver, junk QUIC
+   Initials flooded to a sink of the attacker's own, a client address holding 1,000 idle
+   sockets, and one sending malformed HTTP requests.
 
 Reported per window: the honest pairs' latency p50/p99/max and bulk throughput, the relay's
 CPU% and RSS, its connection count and drops by reason, and what each attacker achieved.
@@ -247,6 +248,7 @@ async def _orchestrate(args: argparse.Namespace) -> int:
             "ping_flood": _attacker(relay, "ping", attack_s, "--source", "127.0.0.4"),
             "segment_1_batches": _attacker(relay, "batch", attack_s, "--to", victims[0], "--segment", "1",
                                            "--source", "127.0.0.5"),
+            "junk_initials": _attacker(relay, "junk", attack_s, "--source", "127.0.0.6"),
             "idle_sockets": _attacker(relay, "idle", attack_s, "--sockets", "1000", "--source", HOG_SOURCE),
         }
         junk = asyncio.create_task(_junk_http(relay, attack_s))

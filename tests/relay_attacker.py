@@ -9,6 +9,8 @@ large pre-built runs, so one Python process floods far faster than a per-frame c
 - ``batch``: authenticate, then send ``ClientToRelayDatagramBatch`` frames of ``--payload``
   bytes with segment size ``--segment`` to ``--to`` (an EndpointId) as fast as possible.
 - ``idle``: open ``--sockets`` TCP connections to the relay port and send nothing.
+- ``junk``: authenticate twice, then send junk QUIC Initials (issue 18, item 1) from one
+  connection to the other, which reads them all and counts them in ``received``.
 
 It stops by itself after SECONDS and prints one JSON line of counters on stdout.
 """
@@ -29,8 +31,10 @@ from urllib.parse import urlsplit
 
 from irohpy import PublicKey, SecretKey
 from irohpy.relay import protocol as p
+from tests.attackers import junk_initial
 
 RUN = 2000  # frames per write for small frames
+JUNK_RUN = 100  # junk Initials per write
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -64,7 +68,8 @@ class FrameReader:
         return payload
 
 
-async def connect(url: str, source: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, FrameReader]:
+async def connect(url: str, source: str | None,
+                  secret: SecretKey | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, FrameReader]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0) if source else None,
@@ -79,7 +84,7 @@ async def connect(url: str, source: str | None) -> tuple[asyncio.StreamReader, a
     frames = FrameReader(reader)
     challenge = p.decode(await frames.next())
     assert isinstance(challenge, p.ServerChallenge)
-    writer.write(ws_frame(p.encode(p.answer_challenge(SecretKey.generate(), challenge))))
+    writer.write(ws_frame(p.encode(p.answer_challenge(secret or SecretKey.generate(), challenge))))
     confirm = p.decode(await frames.next())
     if not isinstance(confirm, p.ServerConfirmsAuth):
         raise ConnectionError(f"handshake refused: {confirm!r}")
@@ -97,6 +102,10 @@ async def _count_replies(frames: FrameReader, writer: asyncio.StreamWriter, coun
                 writer.write(ws_frame(bytes([p.FrameType.PONG]) + payload[1:]))
             elif kind == p.FrameType.STATUS:
                 counts["status"] += 1
+            elif kind in (p.FrameType.RELAY_TO_CLIENT_DATAGRAM, p.FrameType.RELAY_TO_CLIENT_DATAGRAM_BATCH):
+                frame = p.decode(payload)
+                assert isinstance(frame, p.RelayToClient)
+                counts["received"] += len(frame.datagrams())
     counts["closed"] = 1
 
 
@@ -105,6 +114,9 @@ async def _flood(args: argparse.Namespace, counts: dict[str, Any]) -> None:
     replies = asyncio.create_task(_count_replies(frames, writer, counts))
     if args.kind == "ping":
         per_write, run = RUN, ws_frame(p.encode(p.Ping(b"flooding"))) * RUN
+    elif args.kind == "junk":
+        per_write, run = JUNK_RUN, b"".join(ws_frame(p.encode(p.ClientToRelay(args.sink, 0, junk_initial())))
+                                            for _ in range(JUNK_RUN))
     else:
         payload = b"\x00" * args.payload
         per_write, run = 1, ws_frame(p.encode(p.ClientToRelay(PublicKey.parse(args.to), 0, payload, args.segment)))
@@ -147,10 +159,24 @@ async def _idle(args: argparse.Namespace, counts: dict[str, Any]) -> None:
             sock.close()
 
 
+async def _junk(args: argparse.Namespace, counts: dict[str, Any]) -> None:
+    sink = SecretKey.generate()
+    _, writer, frames = await connect(args.url, args.source, sink)
+    drain = asyncio.create_task(_count_replies(frames, writer, counts))
+    try:
+        args.sink = sink.public()
+        await _flood(args, counts)
+        await asyncio.sleep(0.5)  # what the relay still had queued for the sink
+    finally:
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
+        writer.transport.abort()
+
+
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.relay_attacker")
     parser.add_argument("url")
-    parser.add_argument("kind", choices=("ping", "batch", "idle"))
+    parser.add_argument("kind", choices=("ping", "batch", "idle", "junk"))
     parser.add_argument("seconds", type=float)
     parser.add_argument("--to", help="victim EndpointId (batch)")
     parser.add_argument("--segment", type=int, default=1)
@@ -158,9 +184,10 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--sockets", type=int, default=100)
     parser.add_argument("--source", help="local IP to connect from")
     args = parser.parse_args(argv)
-    counts: dict[str, Any] = {"sent": 0, "pongs": 0, "status": 0, "closed": 0}
+    counts: dict[str, Any] = {"sent": 0, "pongs": 0, "status": 0, "closed": 0, "received": 0}
+    run = {"idle": _idle, "junk": _junk}.get(args.kind, _flood)
     try:
-        await (_idle(args, counts) if args.kind == "idle" else _flood(args, counts))
+        await run(args, counts)
     except (OSError, asyncio.IncompleteReadError) as exc:
         counts["error"] = f"{type(exc).__name__}: {exc}"
     print(json.dumps(counts), flush=True)

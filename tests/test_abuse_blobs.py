@@ -59,6 +59,17 @@ async def timed_fetch(router: Router, digest: bytes) -> float:
         await ep.close()
 
 
+async def stall_attack(router: Router, digest: bytes, identities: int, conns: int, streams: int,
+                       seconds: float) -> asyncio.subprocess.Process:
+    """``tests.attackers stall`` against ``router``, started; its ``ready`` line not yet read."""
+    host, port = router.endpoint.bound_sockets()[0]
+    target = [host, str(port), bytes(router.endpoint.id).hex(), digest.hex()]
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.attackers", "stall", *target, str(identities), str(conns), str(streams),
+        str(seconds), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
 async def test_requesters_that_never_read_do_not_starve_an_honest_fetch() -> None:
     """The issue's attack from another process: one identity, 8 connections x 16 streams, never
     reading. Before, it held every response slot until a 30 s write timeout; now its responses
@@ -69,16 +80,12 @@ async def test_requesters_that_never_read_do_not_starve_an_honest_fetch() -> Non
     async with provider(store, limits) as (router, protocol):
         baseline = await timed_fetch(router, digest)
         rss_before = rss_bytes()
-        host, port = router.endpoint.bound_sockets()[0]
-        target = [host, str(port), bytes(router.endpoint.id).hex(), digest.hex()]
-        attacker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.attackers", "stall", *target, "1", "8", "16", "40",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
+        attacker = await stall_attack(router, digest, 1, 8, 16, 40)
         try:
             async with asyncio.timeout(30):
                 assert attacker.stdout is not None
                 assert (await attacker.stdout.readline()).strip() == b"ready"
+            ready = time.perf_counter()
             await asyncio.sleep(1.0)
             slots = protocol._responses
             print(f"attack: {slots.total - slots._free} slots in use, {protocol.connections_refused} "
@@ -91,10 +98,42 @@ async def test_requesters_that_never_read_do_not_starve_an_honest_fetch() -> Non
                   f"provider sent {(protocol.bytes_sent - sent_before) / 1e6:.0f} MB meanwhile")
             assert during < 4 * baseline + 3 * limits.stall_timeout
             assert rss_bytes() - rss_before < 100_000_000
+            # The first streams of the peer that never reads are reset once a write has waited
+            # stall_timeout (more wait their turn behind max_streams_per_peer).
+            async with asyncio.timeout(3 * limits.stall_timeout):
+                while protocol.requests_refused < limits.max_streams_per_peer:
+                    await asyncio.sleep(0.05)
+            print(f"{protocol.requests_refused} stalled streams reset {time.perf_counter() - ready:.1f} s "
+                  f"after the attack was ready (stall timeout {limits.stall_timeout:g} s)")
         finally:
             if attacker.returncode is None:
                 attacker.kill()
             await attacker.communicate()
+
+
+async def test_connections_from_many_identities_stop_at_the_cap_and_are_let_go() -> None:
+    """Identities cost nothing, so per-peer caps alone do not bound connections: the total does."""
+    store = MemStore()
+    digest = await store.import_bytes(os.urandom(MIB))
+    limits = ProviderLimits(max_connections=8)
+    async with provider(store, limits) as (router, protocol):
+        attacker = await stall_attack(router, digest, 3, 4, 1, 2)
+        try:
+            async with asyncio.timeout(30):
+                out, err = await attacker.communicate()
+            assert attacker.returncode == 0, err.decode()[-2000:]
+        finally:
+            if attacker.returncode is None:
+                attacker.kill()
+                await attacker.communicate()
+        assert out.split()[0] == b"ready"
+        assert protocol.connections_refused == 4  # 3 identities x 4 connections against a total of 8
+        # The attacker closed its connections: their places are free again.
+        async with asyncio.timeout(T):
+            while protocol._connections:
+                await asyncio.sleep(0.05)
+        await timed_fetch(router, digest)
+        assert protocol.connections_refused == 4
 
 
 def rss_bytes() -> int:

@@ -2,8 +2,8 @@
 
 The attacker is a separate process (``tests/attackers.py``), so the victim's
 CPU and latency are its own. The honest pair's echo RTT is sampled before the
-attack (baseline) and during it; p99 during the attack must stay under 50 ms,
-or under twice the baseline p99 if the loaded machine is slower than that.
+attack (baseline) and during it; p99 during the attack must stay within 50 ms
+of the baseline p99, so a loaded machine moves the baseline, not the verdict.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.relay_fixture import relay_server
 ALPN = b"test/abuse/0"
 T = 10
 ATTACK_TIMEOUT = 45.0
-RTT_LIMIT = 0.050
+SLACK = 0.050
 
 
 def rss_bytes() -> int:
@@ -113,7 +113,7 @@ async def measured_attack(probe: EchoProbe, *args: str) -> tuple[list[float], li
 
 
 def assert_rtt_held(baseline: list[float], during: list[float]) -> None:
-    limit = max(RTT_LIMIT, 2 * p99(baseline))
+    limit = p99(baseline) + SLACK
     print(f"rtt p99 baseline {p99(baseline) * 1e3:.1f} ms, during attack {p99(during) * 1e3:.1f} ms "
           f"({len(during)} samples), limit {limit * 1e3:.0f} ms")
     assert len(during) >= 20
