@@ -136,6 +136,33 @@ async def test_connections_from_many_identities_stop_at_the_cap_and_are_let_go()
         assert protocol.connections_refused == 4
 
 
+async def test_idle_connections_from_many_identities_give_way_to_an_honest_fetch() -> None:
+    """At the total cap, the connection idle longest makes room; a busy one is never evicted."""
+    store = MemStore()
+    digest = await store.import_bytes(os.urandom(MIB))
+    limits = ProviderLimits(max_connections=8, idle_evict_after=0.5)
+    async with provider(store, limits) as (router, protocol):
+        attacker = await stall_attack(router, digest, 2, 4, 0, 30)
+        try:
+            assert attacker.stdout is not None
+            async with asyncio.timeout(T):
+                assert (await attacker.stdout.readline()).strip() == b"ready"
+                loop = asyncio.get_running_loop()
+                while len(protocol._served) < 8 or any(
+                        loop.time() - s.idle_since < limits.idle_evict_after for s in protocol._served.values()):
+                    await asyncio.sleep(0.05)
+            assert protocol.connections_refused == 0
+            took = await timed_fetch(router, digest)
+            print(f"honest fetch with the provider full of idle connections: {took:.2f} s")
+            assert protocol.connections_evicted == 1
+            assert protocol.connections_refused == 0
+            assert len(protocol._served) <= limits.max_connections
+        finally:
+            if attacker.returncode is None:
+                attacker.kill()
+            await attacker.communicate()
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

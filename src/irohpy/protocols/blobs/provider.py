@@ -59,7 +59,10 @@ class ProviderLimits:
     """What one provider will do at once, and for how long it waits on a peer.
 
     - ``max_connections`` / ``max_connections_per_peer``: connections served at once; more
-      are closed at once with ``ERR_LIMIT``.
+      are closed at once with ``ERR_LIMIT``. At the total cap, a new connection first takes
+      the place of the one idle longest (no request for ``idle_evict_after`` seconds), which
+      is closed with ``ERR_LIMIT``: identities are free, so idle connections from many of
+      them must not lock honest peers out.
     - ``max_streams_per_connection``: requests one connection has open at once; more wait
       (unaccepted) in QUIC.
     - ``max_streams_per_peer``: responses under way for one peer (EndpointId) over all its
@@ -84,6 +87,16 @@ class ProviderLimits:
     max_streams_per_peer: int = 8
     request_timeout: float = 10.0
     stall_timeout: float = 5.0
+    idle_evict_after: float = 1.0
+
+
+@dataclass(slots=True)
+class _Served:
+    """One connection being served: its requests in flight and when the last one ended."""
+
+    peer: EndpointId | None
+    requests: int = 0
+    idle_since: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -132,35 +145,61 @@ class BlobsProtocol:
         self.limits = limits
         self._responses = FairSlots(limits.max_responses, limits.max_responses_per_peer)
         self._connections: dict[EndpointId | None, int] = {}
+        self._served: dict[Connection, _Served] = {}
         self._peer_streams: dict[EndpointId | None, asyncio.Semaphore] = {}
         self.requests_served = 0
         self.requests_refused = 0
         self.connections_refused = 0
+        self.connections_evicted = 0
         self.bytes_sent = 0
 
     async def accept(self, conn: Connection) -> None:
         """Serve every stream the peer opens until the connection ends."""
         peer = conn.remote_id
         limits = self.limits
-        if (
-            sum(self._connections.values()) >= limits.max_connections
-            or self._connections.get(peer, 0) >= limits.max_connections_per_peer
+        if self._connections.get(peer, 0) >= limits.max_connections_per_peer or (
+            len(self._served) >= limits.max_connections and not self._evict_idle()
         ):
             self.connections_refused += 1
             conn.close(ERR_CONNECTION_LIMIT, b"too many connections")
             return
-        self._connections[peer] = self._connections.get(peer, 0) + 1
+        self._admit(conn, peer)
         if peer not in self._peer_streams:
             self._peer_streams[peer] = asyncio.Semaphore(limits.max_streams_per_peer)
         try:
             await self._serve_connection(conn)
         finally:
-            left = self._connections[peer] - 1
-            if left:
-                self._connections[peer] = left
-            else:
-                del self._connections[peer]
-                del self._peer_streams[peer]
+            self._let_go(conn)
+
+    def _admit(self, conn: Connection, peer: EndpointId | None) -> None:
+        self._served[conn] = _Served(peer, idle_since=asyncio.get_running_loop().time())
+        self._connections[peer] = self._connections.get(peer, 0) + 1
+
+    def _let_go(self, conn: Connection) -> None:
+        """Forget ``conn`` (once: an evicted connection was let go when it was evicted)."""
+        served = self._served.pop(conn, None)
+        if served is None:
+            return
+        left = self._connections[served.peer] - 1
+        if left:
+            self._connections[served.peer] = left
+        else:
+            del self._connections[served.peer]
+            self._peer_streams.pop(served.peer, None)
+
+    def _evict_idle(self) -> bool:
+        """Close the connection idle longest, if one is idle long enough; True if one was."""
+        now = asyncio.get_running_loop().time()
+        idle = [(s.idle_since, c) for c, s in self._served.items() if not s.requests]
+        if not idle:
+            return False
+        since, conn = min(idle, key=lambda item: item[0])
+        if now - since < self.limits.idle_evict_after:
+            return False
+        self._let_go(conn)
+        self.connections_evicted += 1
+        conn.close(ERR_CONNECTION_LIMIT, b"evicted: idle while the provider is full")
+        return True
 
     async def _serve_connection(self, conn: Connection) -> None:
         tasks: set[asyncio.Task[None]] = set()
@@ -174,15 +213,28 @@ class BlobsProtocol:
                 except IrohError:
                     slots.release()
                     break
+                served = self._served.get(conn)
+                if served is None:  # evicted while this stream was on its way
+                    slots.release()
+                    send.reset(ERR_CONNECTION_LIMIT)
+                    recv.stop(ERR_CONNECTION_LIMIT)
+                    break
+                served.requests += 1
                 task = asyncio.ensure_future(self._serve_stream(conn, send, recv))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-                task.add_done_callback(lambda _: slots.release())
+                task.add_done_callback(lambda _, served=served: self._request_ended(served, slots))
         finally:
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._emit(ProviderEvent("closed", conn.remote_id, conn.stable_id, -1, b""))
+
+    @staticmethod
+    def _request_ended(served: _Served, slots: asyncio.Semaphore) -> None:
+        served.requests -= 1
+        served.idle_since = asyncio.get_running_loop().time()
+        slots.release()
 
     async def shutdown(self) -> None:
         """Nothing to flush: the router cancels running requests after this."""
