@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import blake3
@@ -252,21 +253,65 @@ def test_fuzz_frame_decoder_chunks(chunks: list[bytes]) -> None:
         pass
 
 
-def test_mutated_valid_frames_raise_only_sync_errors() -> None:
-    rng = random.Random(1)
-    base = encode_frame(Init(NS.id().to_bytes(), initial_message(EntryIndex([entry(b"k", b"v", 1)]))))[4:]
-    item = encode_frame(Sync(Message(tuple(process_message(EntryIndex(), initial_message(
-        EntryIndex([entry(b"k", b"v", 1), entry(b"l", b"w", 2)])), lambda e: True,
-        lambda e: ContentStatus.MISSING)[0].parts))))[4:]  # type: ignore[union-attr]
-    for sample in (base, item):
-        for _ in range(500):
-            data = bytearray(sample)
-            for _ in range(rng.randint(1, 4)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            try:
-                decode_frame_body(bytes(data[: rng.randint(0, len(data))]))
-            except SyncError:
-                pass
+def _valid_inputs() -> list[tuple[str, Callable[[bytes], object], type[IrohError], bytes]]:
+    """One well-formed input per decoder, deep enough that mutations reach every field."""
+    e1, e2 = entry(b"k", b"v", 1), entry(b"l", b"w", 2)
+    items = process_message(EntryIndex(), initial_message(EntryIndex([e1, e2])), lambda e: True,
+                            lambda e: ContentStatus.COMPLETE)[0]
+    assert items is not None
+    addr = EndpointAddr.from_id(AUTHOR.public_key())
+    policy = DownloadPolicy.nothing_except((FilterKind.PREFIX, b"img/"), (FilterKind.EXACT, b"a"))
+    heads = {AUTHOR.id().to_bytes(): 5, bytes(32): 7}
+    return [
+        ("init", decode_frame_body, SyncError, encode_frame(Init(NS.id().to_bytes(), initial_message(EntryIndex([e1]))))[4:]),
+        ("items", decode_frame_body, SyncError, encode_frame(Sync(items))[4:]),
+        ("abort", decode_frame_body, SyncError, encode_frame(Abort(AbortReason.ALREADY_SYNCING))[4:]),
+        ("put", decode_op, SyncError, encode_op(OpPut(e1))),
+        ("report", decode_op, SyncError, encode_op(OpSyncReport(NS.id().to_bytes(), heads))),
+        ("ready", decode_op, SyncError, encode_op(OpContentReady(bytes(32)))),
+        ("entry", SignedEntry.from_bytes, IrohError, e2.to_bytes()),
+        ("ticket", DocTicket.from_bytes, IrohError, DocTicket(NS, (addr,)).to_bytes()),
+        ("policy", DownloadPolicy.from_bytes, IrohError, policy.to_bytes()),
+    ]
+
+
+VALID_INPUTS = _valid_inputs()
+
+
+@pytest.mark.parametrize(("decode", "sample"), [(d, s) for _, d, _, s in VALID_INPUTS],
+                         ids=[n for n, *_ in VALID_INPUTS])
+def test_valid_inputs_decode(decode: Callable[[bytes], object], sample: bytes) -> None:
+    decode(sample)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.data())
+def test_fuzz_mutated_valid_inputs(data: st.DataObject) -> None:
+    """Valid frames, ops, entries, tickets and policies with bytes changed and cut short: each
+    decoder raises only its typed error."""
+    _, decode, error, sample = data.draw(st.sampled_from(VALID_INPUTS))
+    buf = bytearray(sample)
+    for _ in range(data.draw(st.integers(0, 4))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(buf)))
+    try:
+        decode(bytes(buf[:cut]))
+    except error:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_fuzz_frame_decoder_splits_valid_frames_anywhere(data: st.DataObject) -> None:
+    """A stream of valid frames cut at arbitrary points decodes to the same frames."""
+    frames = [decode_frame_body(s) for _, d, _, s in VALID_INPUTS if d is decode_frame_body]
+    stream = b"".join(encode_frame(f) for f in frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+    dec = FrameDecoder()
+    got = []
+    for a, b in zip([0, *cuts], [*cuts, len(stream)]):
+        got += dec.feed(stream[a:b])
+    assert got == frames and dec.buffered == 0
 
 
 RUST_WRITE_TICKET = ("docaaacbaz3fxpdmvcsxkf6jkawdsnngirigqvl6vbtdyz3iv6shhn2vbcnaectddd4qmubcpidwcemvp573pk7isxbvelbxhzc"
