@@ -251,6 +251,75 @@ async def test_malformed_sync_messages_reset_the_stream_and_the_replica_keeps_se
         await wait_for(doc_b, lambda d: has_all_content(d, 1))
 
 
+class _BadAnswerer:
+    """An ``/iroh-sync/1`` server that answers any Init with ``reply`` and then finishes; it
+    records how the dialer ended the stream it was sending (the reset code, or None at a clean end)."""
+
+    def __init__(self) -> None:
+        self.reply = b""
+        self.ends: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def accept(self, conn) -> None:  # type: ignore[no-untyped-def]
+        from irohpy.errors import IrohError, StreamReset
+        try:
+            async with asyncio.timeout(20):
+                send, recv = await conn.accept_bi()
+                await recv.read()
+                await send.write_all(self.reply)
+                await send.finish()
+                try:
+                    while await recv.read():
+                        pass
+                except StreamReset as exc:
+                    self.ends.put_nowait(exc.error_code)
+                    return
+                self.ends.put_nowait(None)
+        except (IrohError, TimeoutError):
+            self.ends.put_nowait(-1)
+        finally:
+            conn.close(0, b"")
+
+
+async def test_malformed_answers_reset_the_dialers_stream_and_it_keeps_syncing() -> None:
+    """The dialing side (Alice) meets a peer that answers with garbage: sync_once raises SyncError,
+    the stream is reset with ERR_SYNC, and the replica syncs with a good peer afterwards."""
+    import pytest
+
+    from irohpy.errors import SyncError
+    from irohpy.protocols.docs.net import ERR_SYNC
+    from irohpy.protocols.docs.ranger import EntryIndex, initial_message
+    from irohpy.protocols.docs.wire import ALPN, Init, encode_frame
+    from irohpy.protocols.router import Router
+    from tests.helpers import bind
+
+    answerer = _BadAnswerer()
+    bad = Router.builder(await bind([ALPN])).accept(ALPN, answerer).spawn()
+    async with peers(2) as (a, good):
+        doc = await a.docs.create()
+        await doc.set(await a.docs.create_author(), b"k", b"v")
+        await doc.start_sync([])
+        init = encode_frame(Init(doc.id.to_bytes(), initial_message(EntryIndex())))
+        replies = [
+            b"\x00\x00\x00\x02\x07\x00",  # unknown message variant
+            init,                          # an Init from the side that was dialed
+            b"\xff\xff\xff\xff",           # a frame larger than the limit
+            init[:30],                     # cut short, then the end of the stream
+        ]
+        try:
+            for reply in replies:
+                answerer.reply = reply
+                with pytest.raises(SyncError):
+                    await a.docs.sync_once(doc.id, bad.endpoint.addr())
+                async with asyncio.timeout(20):
+                    assert await answerer.ends.get() == ERR_SYNC, reply[:8]
+        finally:
+            await bad.shutdown()
+        doc_b = await good.docs.import_(await doc.share(ShareMode.READ))
+        await wait_for(doc_b, lambda d: has_all_content(d, 1))
+        outcome = await a.docs.sync_once(doc.id, good.endpoint.addr())
+        assert (outcome.num_sent, outcome.num_recv) == (0, 0)
+
+
 async def test_garbage_flood_does_not_starve_a_good_peer() -> None:
     """Clients sending malformed frames in a loop while a well-behaved peer syncs the document."""
     import time
