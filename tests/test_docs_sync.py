@@ -23,6 +23,58 @@ async def test_join_gets_entries_and_content() -> None:
         assert await full_state(doc_b) == await full_state(doc)
 
 
+async def test_subscribe_yields_inserts_content_and_sync_events() -> None:
+    from irohpy.protocols.docs import (
+        ContentReady,
+        ContentStatus,
+        InsertLocal,
+        InsertRemote,
+        Lagged,
+        PendingContentReady,
+        SyncFinished,
+    )
+
+    async with peers(2) as (a, b):
+        author = await a.docs.create_author()
+        doc_a = await a.docs.create()
+        events_a = doc_a.subscribe()
+        digest = await doc_a.set(author, b"k", b"value")
+        async with asyncio.timeout(10):
+            local = await anext(events_a)
+        assert isinstance(local, InsertLocal) and local.entry.key == b"k" and local.entry.content_hash == digest
+        ticket = await doc_a.share(ShareMode.READ)
+
+        # Subscribed before the first sync, so every event of the join is seen.
+        doc_b = await b.docs.import_namespace(ticket.capability)
+        events_b = doc_b.subscribe()
+        await doc_b.start_sync(ticket.nodes)
+        seen = []
+        async with asyncio.timeout(30):
+            async for ev in events_b:
+                seen.append(ev)
+                kinds = {type(e) for e in seen}
+                if isinstance(ev, PendingContentReady) and {ContentReady, SyncFinished} <= kinds:
+                    break
+        (remote,) = [e for e in seen if isinstance(e, InsertRemote)]
+        assert remote.from_ == a.endpoint.id and remote.entry == local.entry
+        assert remote.content_status is ContentStatus.COMPLETE
+        assert [e.hash for e in seen if isinstance(e, ContentReady)] == [digest]
+        assert seen.index(remote) < [type(e) for e in seen].index(ContentReady)
+        finished = [e for e in seen if isinstance(e, SyncFinished)]
+        assert finished and all(e.peer == a.endpoint.id and e.error is None for e in finished)
+        assert sum(e.received for e in finished) == 1 and sum(e.sent for e in finished) == 0
+
+        # A subscriber that does not keep up is told how many events it missed (on a document
+        # that is not live, so that no sync event slips in).
+        quiet = await a.docs.create()
+        slow = quiet.subscribe(capacity=1)
+        for i in range(3):
+            await quiet.set(author, b"more/%d" % i, b"x")
+        async with asyncio.timeout(10):
+            got = [await anext(slow), await anext(slow)]
+        assert Lagged(2) in got and any(isinstance(e, InsertLocal) and e.entry.key == b"more/0" for e in got)
+
+
 async def test_concurrent_writes_converge_three_peers() -> None:
     async with peers(3) as (a, b, c):
         doc_a = await a.docs.create()
