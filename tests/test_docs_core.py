@@ -439,3 +439,22 @@ def test_replica_queries() -> None:
     with pytest.raises(IrohError):
         reader.insert(AUTHOR, b"c", h, 1)
     store.close()
+
+
+UPSTREAM_SNAPSHOT = bytes.fromhex(
+    "4b523f1b6d9b00a4779fc9f8f105a9e36f062ceb7d511b632905782042ad30acb6dd07bfced4ecd5f3aa58321e8ace63f48f988ed8461bfdcd"
+    "8b0e902187a10e228ddc6998329b7faa64875fe80da36406ea8d87e3e57bb048323e9cb66c0b343b60c4e709fb978b878e37d0c362edfc06c8"
+    "cdc774c8b29d94e48eaa06cca60f5055154f42065ea5a1bea05463826be2684eb92df92c100027aabaae57ca554207bc7cbcb5636375fa1d82"
+    "434d466724d92377f53b980695dd49d26d0ce12205a5776972652d666f726d61742d7465737400af1349b9f5f9a1a6a0404dea36dcc9499bcb"
+    "25c9adc112b7cc9a93cae41f32628080f9c0c1c48203")
+"""iroh-docs' own wire snapshot of a SignedEntry (``test_signed_entry_postcard_snapshot``, the iroh 1.x
+line): author secret 0xa1 * 32, namespace secret 0xb2 * 32, key ``wire-format-test``, the empty
+hash, length 0, timestamp 1,700,000,000,000,000 µs."""
+
+
+def test_signed_entry_matches_upstream_snapshot() -> None:
+    e = SignedEntry.sign(NamespaceSecret(b"\xb2" * 32), Author(b"\xa1" * 32), b"wire-format-test", EMPTY_HASH, 0,
+                         1_700_000_000_000_000)
+    assert e.to_bytes() == UPSTREAM_SNAPSHOT
+    assert SignedEntry.from_bytes(UPSTREAM_SNAPSHOT) == e
+    e.verify()
