@@ -16,7 +16,15 @@ from irohpy.base.keys import PublicKey
 from irohpy.errors import DecodeError, EntryRejected, IrohError, SyncError
 from irohpy.protocols.docs import Author, DocTicket, NamespaceId, NamespaceSecret
 from irohpy.protocols.docs.entry import EMPTY_HASH, ContentStatus, SignedEntry, now_micros
-from irohpy.protocols.docs.ranger import EntryIndex, Message, initial_message, process_message
+from irohpy.protocols.docs.ranger import (
+    DEFAULT_ID,
+    EntryIndex,
+    Message,
+    Range,
+    RangeFingerprint,
+    initial_message,
+    process_message,
+)
 from irohpy.protocols.docs.replica import DownloadPolicy, FilterKind, Replica
 from irohpy.protocols.docs.store import DocStore
 from irohpy.protocols.docs.wire import (
@@ -136,6 +144,33 @@ def test_ranger_converges(ops: list[tuple[int, bytes, int, bool]]) -> None:
         union.put(e)
     _sync(a, b)
     assert [x.id + bytes(x.record[1]) for x in a.all()] == [x.id + bytes(x.record[1]) for x in b.all()]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=3), max_size=30, unique=True), st.binary(max_size=3), st.binary(max_size=3))
+def test_index_count_matches_range(keys: list[bytes], x: bytes, y: bytes) -> None:
+    idx = EntryIndex([entry(k, b"v", 1) for k in keys])
+    prefix = NS.id().to_bytes() + AUTHOR.id().to_bytes()
+    for r in (Range(prefix + x, prefix + y), Range(DEFAULT_ID, DEFAULT_ID), Range(prefix + x, DEFAULT_ID)):
+        assert idx.count(r) == len(idx.range_ids(r))
+
+
+def test_overlapping_parts_are_refused_before_any_work() -> None:
+    """Parts that cover the replica more than once are a SyncError, however cheap each looks:
+    1,000 whole-set fingerprints would otherwise cost 1,000 passes over the replica."""
+    idx = EntryIndex([entry(b"k%d" % i, b"v", i + 1) for i in range(50)])
+    whole = Range(idx.first(), idx.first())
+    fp = RangeFingerprint(whole, bytes(32))
+    with pytest.raises(SyncError, match="overlap"):
+        process_message(idx, Message((fp,) * 1000), lambda e: True, lambda e: ContentStatus.MISSING)
+    ids = idx.range_ids(whole)
+    halves = [RangeFingerprint(Range(ids[0], ids[40]), bytes(32)), RangeFingerprint(Range(ids[20], ids[0]), bytes(32))]
+    with pytest.raises(SyncError, match="overlap"):
+        process_message(idx, Message(tuple(halves)), lambda e: True, lambda e: ContentStatus.MISSING)
+    reply, _ = process_message(idx, Message((fp,)), lambda e: True, lambda e: ContentStatus.MISSING)
+    assert reply is not None and len(reply.parts) == 2
+    # An empty replica has nothing to go over: any parts are fine.
+    assert process_message(EntryIndex(), Message((fp,) * 3), lambda e: True, lambda e: ContentStatus.MISSING)[0]
 
 
 def _transcript(a: EntryIndex, b: EntryIndex) -> list[bytes]:

@@ -273,6 +273,7 @@ async def _has_key(doc, key: bytes) -> bool:  # type: ignore[no-untyped-def]
 
 async def test_malformed_sync_messages_reset_the_stream_and_the_replica_keeps_serving() -> None:
     from irohpy.protocols.docs.net import ERR_SYNC
+    from irohpy.protocols.docs.ranger import DEFAULT_ID, Message, Range, RangeFingerprint
     from irohpy.protocols.docs.wire import Init, encode_frame
     from tests.helpers import bind
 
@@ -284,12 +285,15 @@ async def test_malformed_sync_messages_reset_the_stream_and_the_replica_keeps_se
         ns = doc.id.to_bytes()
         valid_init = encode_frame(Init(ns, __import__("irohpy.protocols.docs.ranger", fromlist=["x"]).initial_message(
             __import__("irohpy.protocols.docs.ranger", fromlist=["x"]).EntryIndex())))
+        whole = RangeFingerprint(Range(DEFAULT_ID, DEFAULT_ID), bytes(32))
+        overlapping = encode_frame(Init(ns, Message((whole, whole))))
         bad = [
             b"\x00\x00\x00\x03\x07\x00\x00",                      # unknown message variant
             b"\x00\x00\x00\x05\x01\x01\x00\x00\x00",              # Sync before Init, truncated range
             valid_init[:4] + valid_init[4:40],                    # truncated, then end of stream
             b"\xff\xff\xff\xff",                                  # frame larger than the limit
             valid_init + valid_init,                              # double Init
+            overlapping,                                          # the whole set, twice
         ]
         client = await bind()
         try:
