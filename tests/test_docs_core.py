@@ -493,3 +493,37 @@ def test_signed_entry_matches_upstream_snapshot() -> None:
     assert e.to_bytes() == UPSTREAM_SNAPSHOT
     assert SignedEntry.from_bytes(UPSTREAM_SNAPSHOT) == e
     e.verify()
+
+
+async def test_a_large_sync_message_is_checked_in_slices() -> None:
+    """Other tasks run while the entries of a big sync message are checked (an empty joiner gets a
+    whole document in one message), and the message is still applied whole."""
+    import asyncio
+
+    from irohpy.protocols.docs.net import VALIDATE_SLICE, apply_message
+    from irohpy.protocols.docs.ranger import RangeItem, SyncOutcome
+
+    store = DocStore()
+    replica = Replica(NS.id(), None, store)
+    entries = [entry(b"k%04d" % i, b"v", i + 1) for i in range(4 * VALIDATE_SLICE)]
+    forged = SignedEntry(*[getattr(entries[0], f) for f in SignedEntry.__slots__[:-1]], bytes(64))  # type: ignore[attr-defined]
+    values = tuple((e, ContentStatus.COMPLETE) for e in [forged, *entries])
+    message = Message((RangeItem(Range(DEFAULT_ID, DEFAULT_ID), values, False),))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.ensure_future(tick())
+    await asyncio.sleep(0)
+    before = ticks
+    try:
+        reply = await apply_message(replica, message, bytes(32), SyncOutcome())
+    finally:
+        ticker.cancel()
+    assert ticks - before >= 4
+    assert reply is None and replica.index.all() == entries
+    store.close()
