@@ -255,3 +255,23 @@ async def test_restarted_irohpy_peer_resumes_with_rust(tmp_path) -> None:  # typ
             assert await py_rows(doc2) == await rust_rows(rdoc, keys)
         finally:
             await py.close()
+
+
+async def test_docs_bench_runs_all_four_directions() -> None:
+    """``python -m bench docs`` (the 10,000-entry comparison with Rust to Rust) on a few entries,
+    so that the benchmark the docs figures come from keeps running."""
+    from bench.docs_sync import run
+
+    n = 30
+    results = dict(await run(n))
+    assert list(results) == ["Rust -> Rust", "Rust -> irohpy", "irohpy -> irohpy", "irohpy -> Rust"]
+    for name, r in results.items():
+        # every entry crosses the wire at least as its two signatures
+        assert r["seconds"] > 0 and r["udp_bytes"] > n * 128, (name, r)
+        if name != "Rust -> Rust":
+            assert n * 128 < r["sync_bytes"] < r["udp_bytes"], (name, r)
+    # One reconciliation of the same set: a Rust joiner and an irohpy joiner move the same frames,
+    # give or take the empty re-sync (one round trip of whole-set fingerprints) that may follow once
+    # the two are gossip neighbors.
+    py_py, py_rust = results["irohpy -> irohpy"]["sync_bytes"], results["irohpy -> Rust"]["sync_bytes"]
+    assert abs(py_py - py_rust) <= 1024, results

@@ -23,6 +23,58 @@ async def test_join_gets_entries_and_content() -> None:
         assert await full_state(doc_b) == await full_state(doc)
 
 
+async def test_subscribe_yields_inserts_content_and_sync_events() -> None:
+    from irohpy.protocols.docs import (
+        ContentReady,
+        ContentStatus,
+        InsertLocal,
+        InsertRemote,
+        Lagged,
+        PendingContentReady,
+        SyncFinished,
+    )
+
+    async with peers(2) as (a, b):
+        author = await a.docs.create_author()
+        doc_a = await a.docs.create()
+        events_a = doc_a.subscribe()
+        digest = await doc_a.set(author, b"k", b"value")
+        async with asyncio.timeout(10):
+            local = await anext(events_a)
+        assert isinstance(local, InsertLocal) and local.entry.key == b"k" and local.entry.content_hash == digest
+        ticket = await doc_a.share(ShareMode.READ)
+
+        # Subscribed before the first sync, so every event of the join is seen.
+        doc_b = await b.docs.import_namespace(ticket.capability)
+        events_b = doc_b.subscribe()
+        await doc_b.start_sync(ticket.nodes)
+        seen = []
+        async with asyncio.timeout(30):
+            async for ev in events_b:
+                seen.append(ev)
+                kinds = {type(e) for e in seen}
+                if isinstance(ev, PendingContentReady) and {ContentReady, SyncFinished} <= kinds:
+                    break
+        (remote,) = [e for e in seen if isinstance(e, InsertRemote)]
+        assert remote.from_ == a.endpoint.id and remote.entry == local.entry
+        assert remote.content_status is ContentStatus.COMPLETE
+        assert [e.hash for e in seen if isinstance(e, ContentReady)] == [digest]
+        assert seen.index(remote) < [type(e) for e in seen].index(ContentReady)
+        finished = [e for e in seen if isinstance(e, SyncFinished)]
+        assert finished and all(e.peer == a.endpoint.id and e.error is None for e in finished)
+        assert sum(e.received for e in finished) == 1 and sum(e.sent for e in finished) == 0
+
+        # A subscriber that does not keep up is told how many events it missed (on a document
+        # that is not live, so that no sync event slips in).
+        quiet = await a.docs.create()
+        slow = quiet.subscribe(capacity=1)
+        for i in range(3):
+            await quiet.set(author, b"more/%d" % i, b"x")
+        async with asyncio.timeout(10):
+            got = [await anext(slow), await anext(slow)]
+        assert Lagged(2) in got and any(isinstance(e, InsertLocal) and e.entry.key == b"more/0" for e in got)
+
+
 async def test_concurrent_writes_converge_three_peers() -> None:
     async with peers(3) as (a, b, c):
         doc_a = await a.docs.create()
@@ -221,6 +273,7 @@ async def _has_key(doc, key: bytes) -> bool:  # type: ignore[no-untyped-def]
 
 async def test_malformed_sync_messages_reset_the_stream_and_the_replica_keeps_serving() -> None:
     from irohpy.protocols.docs.net import ERR_SYNC
+    from irohpy.protocols.docs.ranger import DEFAULT_ID, Message, Range, RangeFingerprint
     from irohpy.protocols.docs.wire import Init, encode_frame
     from tests.helpers import bind
 
@@ -232,12 +285,15 @@ async def test_malformed_sync_messages_reset_the_stream_and_the_replica_keeps_se
         ns = doc.id.to_bytes()
         valid_init = encode_frame(Init(ns, __import__("irohpy.protocols.docs.ranger", fromlist=["x"]).initial_message(
             __import__("irohpy.protocols.docs.ranger", fromlist=["x"]).EntryIndex())))
+        whole = RangeFingerprint(Range(DEFAULT_ID, DEFAULT_ID), bytes(32))
+        overlapping = encode_frame(Init(ns, Message((whole, whole))))
         bad = [
             b"\x00\x00\x00\x03\x07\x00\x00",                      # unknown message variant
             b"\x00\x00\x00\x05\x01\x01\x00\x00\x00",              # Sync before Init, truncated range
             valid_init[:4] + valid_init[4:40],                    # truncated, then end of stream
             b"\xff\xff\xff\xff",                                  # frame larger than the limit
             valid_init + valid_init,                              # double Init
+            overlapping,                                          # the whole set, twice
         ]
         client = await bind()
         try:
@@ -249,6 +305,75 @@ async def test_malformed_sync_messages_reset_the_stream_and_the_replica_keeps_se
         assert server.docs.sync_errors == len(bad)
         doc_b = await good_peer.docs.import_(ticket)
         await wait_for(doc_b, lambda d: has_all_content(d, 1))
+
+
+class _BadAnswerer:
+    """An ``/iroh-sync/1`` server that answers any Init with ``reply`` and then finishes; it
+    records how the dialer ended the stream it was sending (the reset code, or None at a clean end)."""
+
+    def __init__(self) -> None:
+        self.reply = b""
+        self.ends: asyncio.Queue[int | None] = asyncio.Queue()
+
+    async def accept(self, conn) -> None:  # type: ignore[no-untyped-def]
+        from irohpy.errors import IrohError, StreamReset
+        try:
+            async with asyncio.timeout(20):
+                send, recv = await conn.accept_bi()
+                await recv.read()
+                await send.write_all(self.reply)
+                await send.finish()
+                try:
+                    while await recv.read():
+                        pass
+                except StreamReset as exc:
+                    self.ends.put_nowait(exc.error_code)
+                    return
+                self.ends.put_nowait(None)
+        except (IrohError, TimeoutError):
+            self.ends.put_nowait(-1)
+        finally:
+            conn.close(0, b"")
+
+
+async def test_malformed_answers_reset_the_dialers_stream_and_it_keeps_syncing() -> None:
+    """The dialing side (Alice) meets a peer that answers with garbage: sync_once raises SyncError,
+    the stream is reset with ERR_SYNC, and the replica syncs with a good peer afterwards."""
+    import pytest
+
+    from irohpy.errors import SyncError
+    from irohpy.protocols.docs.net import ERR_SYNC
+    from irohpy.protocols.docs.ranger import EntryIndex, initial_message
+    from irohpy.protocols.docs.wire import ALPN, Init, encode_frame
+    from irohpy.protocols.router import Router
+    from tests.helpers import bind
+
+    answerer = _BadAnswerer()
+    bad = Router.builder(await bind([ALPN])).accept(ALPN, answerer).spawn()
+    async with peers(2) as (a, good):
+        doc = await a.docs.create()
+        await doc.set(await a.docs.create_author(), b"k", b"v")
+        await doc.start_sync([])
+        init = encode_frame(Init(doc.id.to_bytes(), initial_message(EntryIndex())))
+        replies = [
+            b"\x00\x00\x00\x02\x07\x00",  # unknown message variant
+            init,                          # an Init from the side that was dialed
+            b"\xff\xff\xff\xff",           # a frame larger than the limit
+            init[:30],                     # cut short, then the end of the stream
+        ]
+        try:
+            for reply in replies:
+                answerer.reply = reply
+                with pytest.raises(SyncError):
+                    await a.docs.sync_once(doc.id, bad.endpoint.addr())
+                async with asyncio.timeout(20):
+                    assert await answerer.ends.get() == ERR_SYNC, reply[:8]
+        finally:
+            await bad.shutdown()
+        doc_b = await good.docs.import_(await doc.share(ShareMode.READ))
+        await wait_for(doc_b, lambda d: has_all_content(d, 1))
+        outcome = await a.docs.sync_once(doc.id, good.endpoint.addr())
+        assert (outcome.num_sent, outcome.num_recv) == (0, 0)
 
 
 async def test_garbage_flood_does_not_starve_a_good_peer() -> None:

@@ -29,6 +29,7 @@ from irohpy.base.keys import EndpointId
 from irohpy.base.postcard import Reader, Writer
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
+from irohpy.endpoint.streams import RecvStream, SendStream
 from irohpy.errors import DecodeError, DocsError, IrohError, SyncError
 from irohpy.protocols.blobs.downloader import Downloader
 from irohpy.protocols.blobs.store import Store as BlobStore
@@ -643,8 +644,7 @@ class Docs:
                     outcome = await run_alice(send, recv, doc.replica, peer_id.to_bytes(), timeout=self._sync_timeout,
                                               max_frame=self._max_frame, count=self.wire)
             except (SyncError, TimeoutError):
-                send.reset(ERR_SYNC)
-                recv.stop(ERR_SYNC)
+                await _reset(conn, send, recv)
                 raise
             await send.finish()
             async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -720,12 +720,7 @@ class Docs:
                 log.info("malformed sync from %s: %s", peer.fmt_short(), exc)
                 error = str(exc)
                 self.sync_errors += 1
-                send.reset(ERR_SYNC)
-                recv.stop(ERR_SYNC)
-                # Let the reset reach the peer before the connection goes (bounded, like every wait).
-                with contextlib.suppress(IrohError, TimeoutError):
-                    async with asyncio.timeout(CLOSE_TIMEOUT):
-                        await conn.closed()
+                await _reset(conn, send, recv)
             except (IrohError, TimeoutError) as exc:
                 log.debug("sync from %s failed", peer.fmt_short(), exc_info=True)
                 error = str(exc) or type(exc).__name__
@@ -738,6 +733,16 @@ class Docs:
                         if live.running.get(peer) == "accept":
                             del live.running[peer]
                         self._sync_finished(doc, live, peer, outcome if error is None else None, error)
+
+
+async def _reset(conn: Connection, send: SendStream, recv: RecvStream) -> None:
+    """Reset a sync stream with ERR_SYNC, and let the reset reach the peer before our caller closes
+    the connection (a close that overtakes it is all the peer would see); bounded, like every wait."""
+    send.reset(ERR_SYNC)
+    recv.stop(ERR_SYNC)
+    with contextlib.suppress(IrohError, TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await conn.closed()
 
 
 def _decode_addr(peer: bytes, addr: bytes | None) -> EndpointAddr | EndpointId:

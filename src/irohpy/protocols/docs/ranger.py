@@ -19,6 +19,7 @@ from typing import Final
 
 import blake3
 
+from irohpy.errors import SyncError
 from irohpy.protocols.docs.entry import ID_PREFIX_LEN, ContentStatus, SignedEntry
 
 SPLIT_FACTOR: Final = 2
@@ -112,6 +113,14 @@ class EntryIndex:
             return ids[bisect.bisect_left(ids, r.x) : bisect.bisect_left(ids, r.y)]
         return ids[: bisect.bisect_left(ids, r.y)] + ids[bisect.bisect_left(ids, r.x) :]
 
+    def count(self, r: Range) -> int:
+        """How many ids ``r`` holds, without listing them."""
+        ids = self._ids
+        if r.x == r.y:
+            return len(ids)
+        lo, hi = bisect.bisect_left(ids, r.x), bisect.bisect_left(ids, r.y)
+        return hi - lo if r.x < r.y else len(ids) - lo + hi
+
     def entries(self, ids: Iterable[bytes]) -> list[SignedEntry]:
         return [self._entries[rid] for rid in ids]
 
@@ -187,7 +196,14 @@ def _with_status(entries: list[SignedEntry], status_of: StatusOf) -> tuple[tuple
 def process_message(index: EntryIndex, message: Message, validate: Validate, status_of: StatusOf,
                     outcome: SyncOutcome | None = None, *, split_factor: int = SPLIT_FACTOR,
                     max_set_size: int = MAX_SET_SIZE) -> tuple[Message | None, list[Inserted]]:
-    """One reconciliation step: apply what ``message`` brings, and return the reply (None: done)."""
+    """One reconciliation step: apply what ``message`` brings, and return the reply (None: done).
+
+    SyncError if the parts' ranges together hold more ids than the replica has: an honest peer's
+    parts split the disjoint ranges of our last message, so they hold each of our ids at most once,
+    while overlapping parts (the whole set, over and over) would cost a full pass over it each.
+    """
+    if sum(index.count(p.range) for p in message.parts) > len(index):
+        raise SyncError("sync message parts overlap")
     if outcome is not None:
         for entry, _status in message.values():
             outcome.num_recv += 1

@@ -172,7 +172,8 @@ class Replica:
                 self.index = EntryIndex(self._store.load_entries(self._ns))
             raise
 
-    def _validate(self, entry: SignedEntry) -> bool:
+    def validate(self, entry: SignedEntry) -> bool:
+        """Whether a remote entry may be stored (see ``SignedEntry.validate``)."""
         try:
             entry.validate(self._ns, now_micros())
         except EntryRejected:
@@ -181,7 +182,7 @@ class Replica:
 
     def insert_remote(self, entry: SignedEntry, from_: bytes, status: ContentStatus) -> bool:
         """Validate and insert an entry from a peer; False if refused or not newer."""
-        if not self._validate(entry):
+        if not self.validate(entry):
             return False
         removed = self.index.put(entry)
         if removed is None:
@@ -199,8 +200,10 @@ class Replica:
     def sync_initial_message(self) -> Message:
         return initial_message(self.index)
 
-    def sync_process_message(self, message: Message, from_: bytes, outcome: SyncOutcome) -> Message | None:
-        reply, inserted = process_message(self.index, message, self._validate, self.status_of, outcome)
+    def sync_process_message(self, message: Message, from_: bytes, outcome: SyncOutcome,
+                             valid: Callable[[SignedEntry], bool] | None = None) -> Message | None:
+        """Apply a sync message; ``valid`` replaces the entry checks when the caller made them already."""
+        reply, inserted = process_message(self.index, message, valid or self.validate, self.status_of, outcome)
         self._persist(inserted)
         self._announce_remote(inserted, from_)
         return reply
