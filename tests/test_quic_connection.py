@@ -20,6 +20,7 @@ from irohpy.quic.packet import build_retry, build_stateless_reset, build_version
 from irohpy.quic.recovery import APPLICATION, HANDSHAKE, INITIAL
 from tests.quic_conn_sim import (
     CLIENT_ID,
+    SERVER_ADDR,
     SERVER_ID,
     SERVER_SECRET,
     Link,
@@ -235,6 +236,35 @@ def test_thousand_concurrent_streams() -> None:
         server.conn.send_stream_data(sid, b"", end_stream=True)
     net.run(60.0, lambda: len(client.finished) == 1000)
     net.run(60.0, lambda: not server.conn.streams.recv and not server.conn.streams.send)
+
+
+def test_a_fin_and_the_ack_that_finish_a_stream_in_one_burst_still_reach_the_app() -> None:
+    """The peer's FIN (no data) and its ACK of our FIN in one receive burst: the stream is done
+    on both halves before events go out, and must not be forgotten before its FIN does."""
+    client, server, net = established()
+    c, s = client.conn, server.conn
+    now = net.now + 1.0
+    sid = c.open_stream()
+    c.send_stream_data(sid, b"hi")
+    for d in c.datagrams_to_send(now):
+        server.receive(d, now)
+    s.send_stream_data(sid, b"reply")
+    for d in s.datagrams_to_send(now):
+        client.receive(d, now)
+    assert bytes(client.streams[sid]) == b"reply" and sid not in client.finished
+    c.send_stream_data(sid, b"", end_stream=True)
+    our_fin = c.datagrams_to_send(now)
+    s.send_stream_data(sid, b"", end_stream=True)
+    their_fin = s.datagrams_to_send(now)  # sent before our FIN arrived: it acknowledges nothing new
+    for d in our_fin:
+        server.receive(d, now)
+    now += 0.1  # past the ACK delay
+    their_ack = s.datagrams_to_send(now)
+    assert their_fin and their_ack
+    c.receive_datagrams(their_fin + their_ack, SERVER_ADDR, now)
+    client._events()
+    assert sid in client.finished
+    assert sid not in c.streams.recv and sid not in c.streams.send
 
 
 def test_stream_limit_blocks_then_max_streams_credit_returns() -> None:

@@ -1375,10 +1375,14 @@ class QuicConnection:
             if rs.wants_window_update():
                 rs.window.update(now, srtt)
                 self._pending_msd[sid] = None
-            self._collect(sid)
+            self._collect(sid, delivered=True)
         self._recv_dirty.clear()
 
-    def _collect(self, sid: int) -> None:
+    def _collect(self, sid: int, delivered: bool = False) -> None:
+        """Forget ``sid`` if both halves are done, but never before what it received (a FIN
+        that finished it, say) went out as an event: an ACK in the same burst must wait."""
+        if not delivered and sid in self._recv_dirty:
+            return
         streams = self._streams
         if streams.collect(sid):
             self._fin_delivered.discard(sid)
