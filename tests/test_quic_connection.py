@@ -102,6 +102,20 @@ def test_alpn_mismatch_is_a_tls_alert() -> None:
     assert client.terminated is not None and client.terminated[0] == 0x100 + 120  # no_application_protocol
 
 
+def test_a_refused_client_hello_is_answered_in_the_first_flight() -> None:
+    """The refused Initial's bytes count toward the amplification budget: the alert goes back at
+    once, not only after the client's retransmission a PTO later."""
+    client = our_client()
+    server = our_server(alpns=[b"other"])
+    for d in client.send(0.0):
+        server.receive(d, 0.0)
+    answer = server.send(0.0)
+    assert answer
+    for d in answer:
+        client.receive(d, 0.001)
+    assert client.terminated is not None and client.terminated[0] == 0x100 + 120
+
+
 def test_server_sends_at_most_three_times_what_it_received_before_validation() -> None:
     client = our_client()
     server = our_server()

@@ -850,6 +850,10 @@ class QuicConnection:
                 if self._receive_packet(packet, now, ecn & 3):
                     processed = True
             except QuicError as exc:
+                # It decrypted and broke a rule (a ClientHello without our ALPN, say): its bytes
+                # count toward the amplification budget, or our CONNECTION_CLOSE could not go
+                # out until the peer retransmitted (RFC 9000 §8.1 counts every attributed byte).
+                processed = True
                 self._fail(exc)
             if self._state >= STATE_CLOSING:
                 break
