@@ -30,8 +30,12 @@ def module_name(path: Path) -> str:
     return ".".join(path.relative_to(SRC).with_suffix("").parts)
 
 
-def source_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def source_hashes() -> dict[str, str]:
+    return {module_name(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in COMPILED}
+
+
+#: The hashes of the sources mypyc compiles, taken as it reads them (for the manifest).
+compiled_hashes: dict[str, str] = {}
 
 
 def say(message: str) -> None:
@@ -75,6 +79,7 @@ def extensions() -> list:
         return []
     if not compiler_works():
         return []
+    compiled_hashes.update(source_hashes())
     return mypycify(
         # The rest of irohpy is only read for the types the engine uses, not checked.
         ["--follow-imports=silent", "--ignore-missing-imports", *(str(path) for path in COMPILED)],
@@ -90,9 +95,7 @@ class BuildNative(build_ext):
         super().run()
         if not self.extensions:
             return
-        manifest = json.dumps(
-            {"modules": {module_name(path): source_hash(path) for path in COMPILED}}, indent=1, sort_keys=True
-        )
+        manifest = json.dumps({"modules": compiled_hashes}, indent=1, sort_keys=True)
         targets = [Path(self.build_lib, MANIFEST)]
         if self.inplace or self.editable_mode:
             targets.append(SRC / MANIFEST)
