@@ -13,6 +13,7 @@ import itertools
 import subprocess
 import sys
 import time
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from irohpy.errors import IrohError, TlsError
 from irohpy.quic import connection as qc
 from irohpy.quic import frames as F
-from irohpy.quic.handshake import IrohHandshake, iroh_handshake
+from irohpy.quic.handshake import Handshake, IrohHandshake, iroh_handshake
 from irohpy.quic.packet import PACKET_ZERO_RTT, build_long_header, seal_packet
 from irohpy.quic.recovery import APPLICATION, HANDSHAKE, INITIAL
 from irohpy.tls.resumption import TicketCache, TicketStore
@@ -212,21 +213,33 @@ def test_a_server_whose_limits_shrank_rejects_zero_rtt() -> None:
     assert bytes(server.streams[sid]) == b"early"
 
 
-class AcceptsAnyway(IrohHandshake):
-    """A server handshake that accepts 0-RTT whatever its limits: breaks RFC 9000 §7.4.1."""
+class AcceptsAnyway:
+    """A server handshake that accepts 0-RTT whatever its limits: breaks RFC 9000 §7.4.1.
+
+    It wraps an IrohHandshake rather than subclassing it: the compiled build's classes take
+    no Python subclasses.
+    """
+
+    def __init__(self, inner: IrohHandshake) -> None:
+        self._inner = inner
 
     def start(self, transport_parameters: bytes) -> None:
-        super().start(transport_parameters)
-        assert self._tls is not None
-        self._tls._early_data_check = None  # type: ignore[union-attr]
+        self._inner.start(transport_parameters)
+        assert self._inner._tls is not None
+        self._inner._tls._early_data_check = None  # type: ignore[union-attr]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def test_a_server_that_lowers_its_limits_after_accepting_zero_rtt_is_refused() -> None:
     cache, store = TicketCache(), TicketStore()
     first_session(cache, store)
     client = our_client(ticket_cache=cache)
-    handshake = AcceptsAnyway(SERVER_SECRET, is_client=False, alpns=[ALPN], expected_peer=None, ticket_store=store)
-    server = Ours(qc.QuicConnection(qc.QuicConfig(is_client=False, conn_window=1 << 20), handshake))
+    handshake = AcceptsAnyway(
+        IrohHandshake(SERVER_SECRET, is_client=False, alpns=[ALPN], expected_peer=None, ticket_store=store)
+    )
+    server = Ours(qc.QuicConnection(qc.QuicConfig(is_client=False, conn_window=1 << 20), cast(Handshake, handshake)))
     net = Net(client, server, Link(), 1)
     net.run(10.0, lambda: client.terminated is not None)
     assert client.terminated is not None and client.terminated[0] == 0x0A  # PROTOCOL_VIOLATION

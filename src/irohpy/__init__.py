@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from irohpy import _build
+
+_build.install()
+
 if TYPE_CHECKING:
     from irohpy.base import (
         EndpointAddr,

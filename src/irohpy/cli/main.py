@@ -53,11 +53,24 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+class _Version(argparse.Action):
+    """``--version``: the version and which build of the engine runs (see irohpy._build)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from irohpy import _build
+
+        print(f"irohpy {__version__} ({_build.build()})")
+        parser.exit()
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with ``argv``, only the command it names gets its full (imported) sub-parser."""
     parser = argparse.ArgumentParser(prog="irohpy", description="iroh in pure Python: dial endpoints by key.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (repeatable)")
-    parser.add_argument("--version", action="version", version=f"irohpy {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and build (compiled or pure), then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = _command_in(argv) if argv is not None else None
     for name, (module, help_text, aliases) in COMMANDS.items():

@@ -1503,20 +1503,21 @@ class QuicConnection:
         self._cwnd_limited = False
         if self._discard_prev_at < 0.0:
             self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
+        # 1-RTT packets stay bytearrays until _protect_headers has masked the whole burst.
+        burst: list[bytes | bytearray] = []
         if self._confirmed:
             probe = self._build_mtu_probe(now)
             if probe is not None:
-                out.append(probe)
+                burst.append(probe)
         while True:
             datagram = self._build_datagram(now)
             if datagram is None:
                 break
-            out.append(datagram)
+            burst.append(datagram)
         if self._hp_pending:
             self._protect_headers()
-            out = [bytes(d) for d in out]
         self._rec.app_limited = not self._cwnd_limited
-        return out
+        return [bytes(d) for d in burst]
 
     def _protect_headers(self) -> None:
         """Header protection for the burst's 1-RTT packets: one mask call for all of them."""
@@ -1596,7 +1597,7 @@ class QuicConnection:
         """Application data goes in 0-RTT packets: a client before its handshake completed."""
         return self.is_client and not self._handshake_complete
 
-    def _build_datagram(self, now: float) -> bytes | None:
+    def _build_datagram(self, now: float) -> bytes | bytearray | None:
         rec = self._rec
         limit = self._pmtud.datagram_size(rec.pto_count) if self._confirmed else BASE_MTU
         amp = rec.amplification_budget()
