@@ -48,9 +48,12 @@ from bench.worker import Worker, WorkerFailed
 
 BASELINE = "irohpy-aioquic"
 """irohpy at the last commit before its own QUIC engine (bench/baseline.py)."""
+PURE = "irohpy-pure"
+"""Today's irohpy with its compiled engine switched off (IROHPY_PURE=1, docs/build.md)."""
 
 IMPLS = {
     "irohpy": "bench.impl_irohpy",
+    PURE: "bench.impl_irohpy",
     BASELINE: "bench.impl_irohpy",
     "iroh-stock": "bench.impl_iroh",
     "iroh-patched": "bench.impl_iroh",
@@ -58,7 +61,7 @@ IMPLS = {
     "tcp-tls": "bench.impl_tcptls",
 }
 OFFICIAL_IROH = ("iroh-stock", "iroh-patched")
-IROHPY = ("irohpy", BASELINE)
+IROHPY = ("irohpy", PURE, BASELINE)
 PARTS = ("core", "idle", "relay-path", "relay")
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSY_LOAD = 0.5
@@ -114,7 +117,11 @@ async def _measure(name: str, params: common.Params, opts: common.Options) -> di
     With the idle part, the server's RSS and CPU are read from /proc when the client holds
     every connection, and when the hold is over.
     """
-    env = {**os.environ, "PYTHONPATH": str(baseline_src())} if name == BASELINE else None
+    env = None
+    if name == BASELINE:
+        env = {**os.environ, "PYTHONPATH": str(baseline_src())}
+    elif name == PURE:
+        env = {**os.environ, "IROHPY_PURE": "1"}
     server = await Worker.spawn(f"{name} server", "--worker", "server", "--impl", name,
                                 *_opts_args(opts), env=env)
     client: Worker | None = None

@@ -15,8 +15,8 @@ from typing import Any
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 LATEST = Path(__file__).resolve().parent / "results" / "latest.json"
-IMPL_ORDER = ("irohpy", "irohpy-aioquic", "iroh-stock", "iroh-patched", "aioquic", "tcp-tls")
-RATIO_REFS = ("irohpy-aioquic", "iroh-stock", "iroh-patched", "aioquic", "tcp-tls")
+IMPL_ORDER = ("irohpy", "irohpy-pure", "irohpy-aioquic", "iroh-stock", "iroh-patched", "aioquic", "tcp-tls")
+RATIO_REFS = ("irohpy-pure", "irohpy-aioquic", "iroh-stock", "iroh-patched", "aioquic", "tcp-tls")
 
 Samples = list[float]
 Getter = Callable[[dict[str, Any]], Samples]
