@@ -310,6 +310,24 @@ def test_sigterm_exits_143(command: list[str]) -> None:
     assert code == 143 and "Traceback" not in err
 
 
+def test_ctrl_c_while_the_command_loads() -> None:
+    """Ctrl-C before the command has its own handlers, while its modules load: 130, no traceback."""
+    script = "import sys\nfrom irohpy.cli.main import main\nprint('loading', flush=True)\nsys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", script, "ping", "receiver", *LOCAL], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read_until(proc.stdout, lambda line: line == "loading")
+        code, err = interrupt(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            _PENDING.pop(stream, None)
+            stream.close()  # type: ignore[union-attr]
+    assert code == 130 and "Traceback" not in err, err
+
+
 def test_relay_and_dns_server_exit_conventions() -> None:
     for command in (["relay", "--dev", "--http-bind", "127.0.0.1:0", "--metrics-bind", "none"],
                     ["dns-server", "--dev", "--http-bind", "127.0.0.1:0", "--dns-bind", "127.0.0.1:0",
