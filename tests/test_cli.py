@@ -287,6 +287,27 @@ def test_relay_dev_prints_a_client_url_and_two_run_side_by_side() -> None:
                     stream.close()
 
 
+def test_two_dev_dns_servers_run_side_by_side() -> None:
+    """Like --dev relays, --dev DNS servers on other ports do not clash on the metrics port."""
+    command = ["dns-server", "--dev", "--http-bind", "127.0.0.1:0", "--dns-bind", "127.0.0.1:0", "--db", ":memory:"]
+    procs = [spawn(*command) for _ in range(2)]
+    try:
+        announced = []
+        for proc in procs:
+            assert proc.stdout is not None and proc.stderr is not None
+            lines = [proc.stdout.readline().decode().strip() for _ in range(3)]
+            assert lines[2].startswith("metrics on http://127.0.0.1:"), lines[2] or proc.communicate(timeout=10)[1]
+            announced.append(lines[2])
+        assert announced[0] != announced[1] and all(proc.poll() is None for proc in procs)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 130
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
 def test_wrong_ticket_kind_reads_well() -> None:
     out = irohpy("ping", "sender", BLOB, *LOCAL)
     assert out.returncode == 1 and b"not an 'endpoint' ticket" in out.stderr
