@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import pty
 import select
@@ -271,6 +272,18 @@ def test_relay_token_is_presented(how: str, token_relay: RelayProcess, tmp_path:
         out = irohpy("ping", "sender", relay_only(ticket), "--relay", token_relay.url, *extra, *LOOPBACK, env=env)
         assert out.returncode == 0 and "rtt" in out.stdout, out.stderr
         assert interrupt(proc)[0] == 130
+
+
+def test_doctor_connect_presents_the_relay_token_from_the_environment(token_relay: RelayProcess,
+                                                                      tmp_path: Path) -> None:
+    env = dict(os.environ, **{common.RELAY_TOKEN_ENV: _token(tmp_path)})
+    with running("doctor", "accept", "--relay", token_relay.url, *LOOPBACK, env=env) as accept:
+        ticket = ticket_word(read_until(accept.stdout, lambda line: line.startswith("endpoint")), "endpoint")
+        out = irohpy("doctor", "connect", ticket, "--size", "64K", "--pings", "2", *LOOPBACK, "--json", env=env)
+        assert interrupt(accept)[0] == 130
+    assert out.returncode == 0, out.stderr
+    relay_phase = next(p for p in json.loads(out.stdout)["phases"] if p["name"] == "relay")
+    assert relay_phase["path"] == "relay" and relay_phase["bytes"] == 64 << 10, relay_phase
 
 
 def test_unreachable_relay_is_reported_once() -> None:
