@@ -308,6 +308,14 @@ def test_two_dev_dns_servers_run_side_by_side() -> None:
                     stream.close()
 
 
+@pytest.mark.parametrize("argv", [["ping", "sender", VECTOR, "-c", "0"], ["ping", "sender", VECTOR, "-c", "x"],
+                                  ["doctor", "connect", VECTOR, "--pings", "-1"], ["demo", "--megabytes", "-3"]],
+                         ids=["ping-count-0", "ping-count-x", "doctor-pings", "demo-megabytes"])
+def test_counts_must_be_positive(argv: list[str]) -> None:
+    out = irohpy(*argv, *(LOCAL if argv[0] == "ping" else []))
+    assert out.returncode == 2 and b"must be a positive integer" in out.stderr and b"Traceback" not in out.stderr
+
+
 def test_wrong_ticket_kind_reads_well() -> None:
     out = irohpy("ping", "sender", BLOB, *LOCAL)
     assert out.returncode == 1 and b"not an 'endpoint' ticket" in out.stderr

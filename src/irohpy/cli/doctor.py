@@ -19,7 +19,8 @@ from rich.table import Table
 
 from irohpy.base.relay_url import RelayUrl
 from irohpy.base.ticket import EndpointTicket
-from irohpy.cli.common import RELAY_TOKEN_ENV, add_endpoint_args, endpoint_from_args, eprint, relay_mode, ticket_for
+from irohpy.cli.common import (RELAY_TOKEN_ENV, add_endpoint_args, endpoint_from_args, eprint, positive_int, relay_mode,
+                               ticket_for)
 from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.doctor import plot, speed
 from irohpy.doctor.report import format_report, run_report
@@ -72,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     connect.add_argument("--ipv6-addr", metavar="[ADDR]:PORT", default="[::]:0",
                          help="IPv6 socket to bind; 'none' to skip IPv6")
     connect.add_argument("--size", type=_size, default=10 << 20, help="bytes per throughput run (default 10M)")
-    connect.add_argument("--pings", type=int, default=20, help="idle pings per phase (default 20)")
+    connect.add_argument("--pings", type=positive_int, default=20, help="idle pings per phase (default 20)")
     connect.add_argument("--direct-timeout", type=float, default=10.0, metavar="SECONDS",
                          help="how long to wait for a direct path (default 10)")
     connect.add_argument("--record", type=Path, metavar="FILE", help="write the run as JSON for `doctor plot`")
