@@ -12,13 +12,17 @@ import contextlib
 import json
 import os
 import pty
+import re
 import select
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,6 +235,60 @@ def test_dial_by_id_through_a_local_dns_server(lookup: str, relay: RelayProcess,
         out = irohpy("ping", "sender", id_ticket, "--relay", relay.url, "--lookup", resolve, *LOOPBACK)
         assert out.returncode == 0 and "rtt" in out.stdout, out.stderr
         interrupt(proc)
+
+
+def _readme_local_setup() -> list[list[str]]:
+    """The README's "fully local setup" commands, without the leading ``irohpy``."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    paragraph = text.split("A fully local setup:", 1)[1].split("\n\n", 1)[0]
+    return [shlex.split(command)[1:] for command in re.findall(r"`(irohpy [^`]+)`", paragraph)]
+
+
+def _port_free(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int) -> bool:
+    with socket.socket(family, kind) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _found(url: str) -> bool:
+    """Whether the pkarr relay at ``url`` has a packet (404 until the endpoint publishes)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def test_readme_fully_local_setup(tmp_path: Path) -> None:
+    """The README's commands as written, on their default ports: the receiver publishes to the local
+    dns-server, and a sender that knows only its EndpointId finds it there and pings it."""
+    relay_cmd, dns_cmd, receiver_cmd = _readme_local_setup()
+    assert relay_cmd == ["relay", "--dev"] and dns_cmd == ["dns-server", "--dev"], (relay_cmd, dns_cmd)
+    if not (_port_free(socket.AF_INET6, socket.SOCK_STREAM, "::", 3340)
+            and _port_free(socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1", 8080)
+            and _port_free(socket.AF_INET, socket.SOCK_DGRAM, "127.0.0.1", 5300)):
+        pytest.skip("the --dev ports (3340, 8080, 5300) are taken here")
+    # The one addition: the dev database goes to this test's directory, not the shared temp dir.
+    with running(*relay_cmd) as relay, running(*dns_cmd, "--db", str(tmp_path / "dns.sqlite")) as dns:
+        read_until(relay.stdout, lambda line: line == "relay listening on http://127.0.0.1:3340/")
+        read_until(dns.stdout, lambda line: line == "pkarr http on http://127.0.0.1:8080/pkarr")
+        with running(*receiver_cmd) as receiver:
+            ticket = EndpointTicket.parse(ticket_word(read_until(receiver.stdout, lambda line: "endpoint" in line),
+                                                      "endpoint"))
+            assert [str(u) for u in ticket.addr.relay_urls()] == ["http://127.0.0.1:3340/"]
+            published = f"http://127.0.0.1:8080/pkarr/{ticket.addr.id.to_z32()}"
+            deadline = time.monotonic() + 30
+            while not _found(published):
+                assert time.monotonic() < deadline, "the receiver never published to the local dns-server"
+                time.sleep(0.1)
+            by_id = str(EndpointTicket(EndpointAddr.from_id(ticket.addr.id)))
+            out = irohpy("ping", "sender", by_id, *receiver_cmd[2:])
+            assert out.returncode == 0 and "rtt" in out.stdout, out.stderr
+            assert interrupt(receiver)[0] == 130
+        assert interrupt(relay)[0] == 130 and interrupt(dns)[0] == 130
 
 
 def test_bad_lookup_is_one_line() -> None:
