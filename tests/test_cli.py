@@ -281,10 +281,12 @@ def test_relay_dev_prints_a_client_url_and_two_run_side_by_side() -> None:
     finally:
         for proc in (first, second):
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 130
+        codes = [proc.wait(10) for proc in (first, second)]
+        for proc in (first, second):
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
+    assert codes == [130, 130]
 
 
 def test_two_dev_dns_servers_run_side_by_side() -> None:
@@ -302,10 +304,12 @@ def test_two_dev_dns_servers_run_side_by_side() -> None:
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 130
+        codes = [proc.wait(10) for proc in procs]
+        for proc in procs:
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
+    assert codes == [130, 130]
 
 
 @pytest.mark.parametrize("argv", [["ping", "sender", VECTOR, "-c", "0"], ["ping", "sender", VECTOR, "-c", "x"],
