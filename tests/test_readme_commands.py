@@ -76,6 +76,7 @@ def command_path(line: str) -> str:
 
 @pytest.mark.parametrize("line", readme_commands())
 def test_readme_command_is_run_by_a_test(line: str) -> None:
+    assert "|" not in line, f"`{line}` reads as a shell pipeline; give each command its own line"
     path = command_path(line)
     assert path.split()[0] in (*COMMANDS, "--version"), line
     assert path in RUN_BY, f"no test runs the README's `{line}`"
