@@ -358,6 +358,23 @@ def test_unreachable_relay_is_reported_once() -> None:
     assert err.index("warning:") < err.index("waiting for pings")
 
 
+def test_unreachable_lookup_is_reported_once(relay: RelayProcess) -> None:
+    """A --lookup pkarr URL nobody answers: one warning naming it (retries log at info), and the command runs on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/pkarr"
+    with running("ping", "receiver", "--relay", relay.url, "--lookup", dead, *LOOPBACK) as proc:
+        read_until(proc.stdout, lambda line: line.startswith("endpoint"))
+        warning = read_until(proc.stderr, lambda line: line.startswith("warning:"))[-1]
+        assert warning.startswith(f"warning: publishing through the pkarr relay {dead} failed: "), warning
+        assert interrupt(proc)[0] == 130
+    with running("-v", "ping", "receiver", "--relay", relay.url, "--lookup", dead, *LOOPBACK) as proc:
+        failures = [line for line in read_until(proc.stderr, lambda line: " INFO " in line and "publishing" in line)
+                    if "publishing" in line]
+        assert [" WARNING " in line for line in failures] == [True, False], failures
+        assert interrupt(proc)[0] == 130
+
+
 # -- 3. and 10.: one exit convention, the same cleanup for every signal -------------------------------
 
 
