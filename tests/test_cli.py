@@ -265,6 +265,7 @@ def test_relay_dev_prints_a_client_url_and_two_run_side_by_side() -> None:
     import urllib.request
 
     with socket.socket(socket.AF_INET6) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the relay does: TIME_WAIT is no clash
         try:
             probe.bind(("::", 3340))
         except OSError:

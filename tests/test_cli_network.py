@@ -245,7 +245,10 @@ def _readme_local_setup() -> list[list[str]]:
 
 
 def _port_free(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int) -> bool:
+    """Whether a server could bind there now (TCP servers reuse ports with connections in TIME_WAIT)."""
     with socket.socket(family, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
