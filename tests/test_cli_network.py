@@ -403,7 +403,14 @@ def test_sigterm_exits_143(command: list[str]) -> None:
 
 def test_ctrl_c_while_the_command_loads() -> None:
     """Ctrl-C before the command has its own handlers, while its modules load: 130, no traceback."""
-    script = "import sys\nfrom irohpy.cli.main import main\nprint('loading', flush=True)\nsys.exit(main())"
+    # 'loading' is printed as the import of the command's module starts, so the signal lands in it or later.
+    script = ("import sys\nfrom irohpy.cli.main import main\n"
+              "class Announce:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name == 'irohpy.cli.ping':\n"
+              "            print('loading', flush=True)\n"
+              "sys.meta_path.insert(0, Announce())\n"
+              "sys.exit(main())\n")
     proc = subprocess.Popen([sys.executable, "-c", script, "ping", "receiver", *LOCAL], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
