@@ -266,6 +266,7 @@ def test_relay_dev_prints_a_client_url_and_two_run_side_by_side() -> None:
     import urllib.request
 
     with socket.socket(socket.AF_INET6) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the relay does: TIME_WAIT is no clash
         try:
             probe.bind(("::", 3340))
         except OSError:
@@ -282,10 +283,43 @@ def test_relay_dev_prints_a_client_url_and_two_run_side_by_side() -> None:
     finally:
         for proc in (first, second):
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 130
+        codes = [proc.wait(10) for proc in (first, second)]
+        for proc in (first, second):
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
+    assert codes == [130, 130]
+
+
+def test_two_dev_dns_servers_run_side_by_side() -> None:
+    """Like --dev relays, --dev DNS servers on other ports do not clash on the metrics port."""
+    command = ["dns-server", "--dev", "--http-bind", "127.0.0.1:0", "--dns-bind", "127.0.0.1:0", "--db", ":memory:"]
+    procs = [spawn(*command) for _ in range(2)]
+    try:
+        announced = []
+        for proc in procs:
+            assert proc.stdout is not None and proc.stderr is not None
+            lines = [proc.stdout.readline().decode().strip() for _ in range(3)]
+            assert lines[2].startswith("metrics on http://127.0.0.1:"), lines[2] or proc.communicate(timeout=10)[1]
+            announced.append(lines[2])
+        assert announced[0] != announced[1] and all(proc.poll() is None for proc in procs)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        codes = [proc.wait(10) for proc in procs]
+        for proc in procs:
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+    assert codes == [130, 130]
+
+
+@pytest.mark.parametrize("argv", [["ping", "sender", VECTOR, "-c", "0"], ["ping", "sender", VECTOR, "-c", "x"],
+                                  ["doctor", "connect", VECTOR, "--pings", "-1"], ["demo", "--megabytes", "-3"]],
+                         ids=["ping-count-0", "ping-count-x", "doctor-pings", "demo-megabytes"])
+def test_counts_must_be_positive(argv: list[str]) -> None:
+    out = irohpy(*argv, *(LOCAL if argv[0] == "ping" else []))
+    assert out.returncode == 2 and b"must be a positive integer" in out.stderr and b"Traceback" not in out.stderr
 
 
 def test_wrong_ticket_kind_reads_well() -> None:

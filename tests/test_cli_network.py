@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import pty
+import re
 import select
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -232,6 +237,63 @@ def test_dial_by_id_through_a_local_dns_server(lookup: str, relay: RelayProcess,
         interrupt(proc)
 
 
+def _readme_local_setup() -> list[list[str]]:
+    """The README's "fully local setup" commands, without the leading ``irohpy``."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    paragraph = text.split("A fully local setup:", 1)[1].split("\n\n", 1)[0]
+    return [shlex.split(command)[1:] for command in re.findall(r"`(irohpy [^`]+)`", paragraph)]
+
+
+def _port_free(family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int) -> bool:
+    """Whether a server could bind there now (TCP servers reuse ports with connections in TIME_WAIT)."""
+    with socket.socket(family, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _found(url: str) -> bool:
+    """Whether the pkarr relay at ``url`` has a packet (404 until the endpoint publishes)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status == 200
+    except urllib.error.HTTPError:
+        return False
+
+
+def test_readme_fully_local_setup(tmp_path: Path) -> None:
+    """The README's commands as written, on their default ports: the receiver publishes to the local
+    dns-server, and a sender that knows only its EndpointId finds it there and pings it."""
+    relay_cmd, dns_cmd, receiver_cmd = _readme_local_setup()
+    assert relay_cmd == ["relay", "--dev"] and dns_cmd == ["dns-server", "--dev"], (relay_cmd, dns_cmd)
+    if not (_port_free(socket.AF_INET6, socket.SOCK_STREAM, "::", 3340)
+            and _port_free(socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1", 8080)
+            and _port_free(socket.AF_INET, socket.SOCK_DGRAM, "127.0.0.1", 5300)):
+        pytest.skip("the --dev ports (3340, 8080, 5300) are taken here")
+    # The one addition: the dev database goes to this test's directory, not the shared temp dir.
+    with running(*relay_cmd) as relay, running(*dns_cmd, "--db", str(tmp_path / "dns.sqlite")) as dns:
+        read_until(relay.stdout, lambda line: line == "relay listening on http://127.0.0.1:3340/")
+        read_until(dns.stdout, lambda line: line == "pkarr http on http://127.0.0.1:8080/pkarr")
+        with running(*receiver_cmd) as receiver:
+            ticket = EndpointTicket.parse(ticket_word(read_until(receiver.stdout, lambda line: "endpoint" in line),
+                                                      "endpoint"))
+            assert [str(u) for u in ticket.addr.relay_urls()] == ["http://127.0.0.1:3340/"]
+            published = f"http://127.0.0.1:8080/pkarr/{ticket.addr.id.to_z32()}"
+            deadline = time.monotonic() + 30
+            while not _found(published):
+                assert time.monotonic() < deadline, "the receiver never published to the local dns-server"
+                time.sleep(0.1)
+            by_id = str(EndpointTicket(EndpointAddr.from_id(ticket.addr.id)))
+            out = irohpy("ping", "sender", by_id, *receiver_cmd[2:])
+            assert out.returncode == 0 and "rtt" in out.stdout, out.stderr
+            assert interrupt(receiver)[0] == 130
+        assert interrupt(relay)[0] == 130 and interrupt(dns)[0] == 130
+
+
 def test_bad_lookup_is_one_line() -> None:
     out = irohpy("ping", "receiver", "--lookup", "dns:nozone", *LOCAL)
     assert out.returncode == 1 and out.stderr.startswith("error: --lookup") and "Traceback" not in out.stderr
@@ -273,6 +335,18 @@ def test_relay_token_is_presented(how: str, token_relay: RelayProcess, tmp_path:
         assert interrupt(proc)[0] == 130
 
 
+def test_doctor_connect_presents_the_relay_token_from_the_environment(token_relay: RelayProcess,
+                                                                      tmp_path: Path) -> None:
+    env = dict(os.environ, **{common.RELAY_TOKEN_ENV: _token(tmp_path)})
+    with running("doctor", "accept", "--relay", token_relay.url, *LOOPBACK, env=env) as accept:
+        ticket = ticket_word(read_until(accept.stdout, lambda line: line.startswith("endpoint")), "endpoint")
+        out = irohpy("doctor", "connect", ticket, "--size", "64K", "--pings", "2", *LOOPBACK, "--json", env=env)
+        assert interrupt(accept)[0] == 130
+    assert out.returncode == 0, out.stderr
+    relay_phase = next(p for p in json.loads(out.stdout)["phases"] if p["name"] == "relay")
+    assert relay_phase["path"] == "relay" and relay_phase["bytes"] == 64 << 10, relay_phase
+
+
 def test_unreachable_relay_is_reported_once() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -285,6 +359,23 @@ def test_unreachable_relay_is_reported_once() -> None:
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "no home relay" in warnings[0] and "unreachable" in warnings[0], err
     assert err.index("warning:") < err.index("waiting for pings")
+
+
+def test_unreachable_lookup_is_reported_once(relay: RelayProcess) -> None:
+    """A --lookup pkarr URL nobody answers: one warning naming it (retries log at info), and the command runs on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/pkarr"
+    with running("ping", "receiver", "--relay", relay.url, "--lookup", dead, *LOOPBACK) as proc:
+        read_until(proc.stdout, lambda line: line.startswith("endpoint"))
+        warning = read_until(proc.stderr, lambda line: line.startswith("warning:"))[-1]
+        assert warning.startswith(f"warning: publishing through the pkarr relay {dead} failed: "), warning
+        assert interrupt(proc)[0] == 130
+    with running("-v", "ping", "receiver", "--relay", relay.url, "--lookup", dead, *LOOPBACK) as proc:
+        failures = [line for line in read_until(proc.stderr, lambda line: " INFO " in line and "publishing" in line)
+                    if "publishing" in line]
+        assert [" WARNING " in line for line in failures] == [True, False], failures
+        assert interrupt(proc)[0] == 130
 
 
 # -- 3. and 10.: one exit convention, the same cleanup for every signal -------------------------------
@@ -308,6 +399,31 @@ def test_sigterm_exits_143(command: list[str]) -> None:
                    or line.startswith("gossip"))
         code, err = interrupt(proc, signal.SIGTERM)
     assert code == 143 and "Traceback" not in err
+
+
+def test_ctrl_c_while_the_command_loads() -> None:
+    """Ctrl-C before the command has its own handlers, while its modules load: 130, no traceback."""
+    # 'loading' is printed as the import of the command's module starts, so the signal lands in it or later.
+    script = ("import sys\nfrom irohpy.cli.main import main\n"
+              "class Announce:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name == 'irohpy.cli.ping':\n"
+              "            print('loading', flush=True)\n"
+              "sys.meta_path.insert(0, Announce())\n"
+              "sys.exit(main())\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, "ping", "receiver", *LOCAL], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read_until(proc.stdout, lambda line: line == "loading")
+        code, err = interrupt(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for stream in (proc.stdout, proc.stderr):
+            _PENDING.pop(stream, None)
+            stream.close()  # type: ignore[union-attr]
+    assert code == 130 and "Traceback" not in err, err
 
 
 def test_relay_and_dns_server_exit_conventions() -> None:

@@ -209,7 +209,8 @@ def test_config_file_and_overrides(tmp_path) -> None:  # type: ignore[no-untyped
     assert [str(o) for o in config.origins] == ["a.example.", "b.example."]
     assert config.max_age == 60 and config.rate_limit is None and config.metrics_bind is None
     assert str(config.db_path) == "x.sqlite"
-    assert load_config(dev=True, db_path="y").dns_bind == IpAddr.parse("127.0.0.1:5300")
+    dev = load_config(dev=True, db_path="y")
+    assert dev.dns_bind == IpAddr.parse("127.0.0.1:5300") and dev.metrics_bind == IpAddr.parse("127.0.0.1:0")
     path.write_text("typo = 1\n")
     with pytest.raises(ConfigError):
         load_config(path)

@@ -44,7 +44,7 @@ def test_share_join_watch(tmp_path: Path) -> None:
         assert ticket.startswith("doc")
         joined = doc("join", ticket, *LOCAL, data=b, timeout=120)
         assert joined.returncode == 0, joined.stderr
-        assert joined.stdout.decode().endswith("1 entries\n")
+        assert joined.stdout.decode().endswith("\t1 entry\n")
         assert doc("get", "k", data=b).stdout == b"from a\n"
         assert doc("set", "k2", "from b", data=b).returncode == 0
         # b goes live again from its store (peers remembered), and a receives b's entry

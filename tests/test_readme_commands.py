@@ -39,6 +39,12 @@ RUN_BY = {
     "send": "test_sendme::test_single_file_and_progress_stages",
     "receive": "test_sendme::test_single_file_and_progress_stages",
     "doc create": "test_docs_cli::test_local_commands",
+    "doc set": "test_docs_cli::test_local_commands",
+    "doc get": "test_docs_cli::test_local_commands",
+    "doc ls": "test_docs_cli::test_local_commands",
+    "doc share write": "test_docs_cli::test_share_join_watch",
+    "doc join": "test_docs_cli::test_share_join_watch",
+    "doc watch": "test_docs_cli::test_share_join_watch",
     "doctor report": "test_doctor::test_cli_report_json",
     "doctor accept": "test_doctor::test_accept_connect_relay_then_direct_and_plots",
     "doctor connect": "test_doctor::test_accept_connect_relay_then_direct_and_plots",
@@ -70,6 +76,7 @@ def command_path(line: str) -> str:
 
 @pytest.mark.parametrize("line", readme_commands())
 def test_readme_command_is_run_by_a_test(line: str) -> None:
+    assert "|" not in line, f"`{line}` reads as a shell pipeline; give each command its own line"
     path = command_path(line)
     assert path.split()[0] in (*COMMANDS, "--version"), line
     assert path in RUN_BY, f"no test runs the README's `{line}`"

@@ -56,6 +56,17 @@ def add_endpoint_args(parser: argparse.ArgumentParser) -> None:
                        help="IPv6 socket to bind (default [::]:0); 'none' to skip IPv6")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts and sizes: 0 or less would make the command do nothing, silently."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
 def secret_from_args(args: argparse.Namespace, *, required: bool = False) -> SecretKey:
     """``--key FILE``, else $IROH_SECRET (hex), else a fresh key (an error when ``required``)."""
     if getattr(args, "key", None):

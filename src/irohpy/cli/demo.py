@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from irohpy.base.keys import EndpointId, SecretKey
+from irohpy.cli.common import positive_int
 from irohpy.endpoint import presets
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
@@ -43,9 +44,9 @@ START_TIMEOUT = 20.0
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("demo", help="run a local relay and two endpoints; show a connection (loopback only)")
-    parser.add_argument("--megabytes", type=int, default=DEFAULT_MB, help=f"direct transfer size (default {DEFAULT_MB}; the relay-only one is at most {RELAY_MB})")
+    parser.add_argument("--megabytes", type=positive_int, default=DEFAULT_MB, help=f"direct transfer size (default {DEFAULT_MB}; the relay-only one is at most {RELAY_MB})")
     parser.add_argument("--serve", nargs=3, metavar=("RELAY_URL", "PKARR_URL", "DNS_PORT"), help=argparse.SUPPRESS)
-    parser.set_defaults(func=run, interrupt_exit=0)
+    parser.set_defaults(func=run)
 
 
 class Sink:

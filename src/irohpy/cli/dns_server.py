@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "_iroh.<z32>.<origin> TXT queries over UDP and TCP.")
     parser.add_argument("--config", metavar="FILE", help="TOML config file (see docs/dns-server.md)")
     parser.add_argument("--dev", action="store_true",
-                        help="loopback ports (HTTP 127.0.0.1:8080, DNS 127.0.0.1:5300), no rate limit, "
+                        help="loopback ports (HTTP 127.0.0.1:8080, DNS 127.0.0.1:5300, metrics free), no rate limit, "
                              "a database in the temp dir unless --db is given")
     parser.add_argument("--http-bind", metavar="ADDR:PORT", help="pkarr HTTP listener (default [::]:8080)")
     parser.add_argument("--dns-bind", metavar="ADDR:PORT", help="DNS UDP+TCP listener (default [::]:53)")
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="zone to answer for, repeatable (default irohdns.example.)")
     parser.add_argument("--db", metavar="PATH", help="SQLite database (default in the user's data dir)")
     parser.add_argument("--metrics-bind", "--metrics-addr", metavar="ADDR:PORT|none",
-                        help="Prometheus /metrics listener (default 127.0.0.1:9117)")
+                        help="Prometheus /metrics listener (default 127.0.0.1:9117; with --dev a free port)")
     parser.set_defaults(func=serve)
 
 

@@ -246,7 +246,8 @@ async def _join(args: argparse.Namespace) -> int:
                         break
         except TimeoutError:
             raise DocsError(f"no complete sync within {args.timeout:g} s") from None
-        print(f"{doc.id}\t{len(await doc.query())} entries")
+        count = len(await doc.query())
+        print(f"{doc.id}\t{count} {'entry' if count == 1 else 'entries'}")
     return 0
 
 

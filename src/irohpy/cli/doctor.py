@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from rich.table import Table
 
 from irohpy.base.relay_url import RelayUrl
 from irohpy.base.ticket import EndpointTicket
-from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint, relay_mode, ticket_for
+from irohpy.cli.common import (RELAY_TOKEN_ENV, add_endpoint_args, endpoint_from_args, eprint, positive_int, relay_mode,
+                               ticket_for)
 from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.doctor import plot, speed
 from irohpy.doctor.report import format_report, run_report
@@ -65,12 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     connect.add_argument("ticket", metavar="TICKET")
     connect.add_argument("--relay", metavar="URL|default",
                          help="relays for our side (default: the relay the ticket names)")
-    connect.add_argument("--relay-token", metavar="TOKEN", help="access token presented to the relay")
+    connect.add_argument("--relay-token", metavar="TOKEN", default=os.environ.get(RELAY_TOKEN_ENV),
+                         help=f"access token presented to the relay (default ${RELAY_TOKEN_ENV})")
     connect.add_argument("--ipv4-addr", metavar="ADDR:PORT", default="0.0.0.0:0", help="IPv4 socket to bind")
     connect.add_argument("--ipv6-addr", metavar="[ADDR]:PORT", default="[::]:0",
                          help="IPv6 socket to bind; 'none' to skip IPv6")
     connect.add_argument("--size", type=_size, default=10 << 20, help="bytes per throughput run (default 10M)")
-    connect.add_argument("--pings", type=int, default=20, help="idle pings per phase (default 20)")
+    connect.add_argument("--pings", type=positive_int, default=20, help="idle pings per phase (default 20)")
     connect.add_argument("--direct-timeout", type=float, default=10.0, metavar="SECONDS",
                          help="how long to wait for a direct path (default 10)")
     connect.add_argument("--record", type=Path, metavar="FILE", help="write the run as JSON for `doctor plot`")

@@ -142,14 +142,18 @@ def run_command(result: object) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # also while the command's modules load, before its handlers exist
+        return 128 + signal.SIGINT
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:
         return run_command(args.func(args))
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
     except (IrohError, OSError, ValueError) as exc:
         if args.verbose:
             raise

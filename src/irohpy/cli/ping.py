@@ -6,7 +6,7 @@ import argparse
 import asyncio
 
 from irohpy.base.ticket import EndpointTicket
-from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint, ticket_for
+from irohpy.cli.common import add_endpoint_args, endpoint_from_args, eprint, positive_int, ticket_for
 from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.protocols import ping as ping_proto
 from irohpy.protocols.router import Router
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     recv.set_defaults(func=receiver)
     send = roles.add_parser("sender", help="ping the endpoint in TICKET")
     send.add_argument("ticket", metavar="TICKET")
-    send.add_argument("-c", "--count", type=int, default=1, help="number of pings (default 1)")
+    send.add_argument("-c", "--count", type=positive_int, default=1, help="number of pings (default 1)")
     add_endpoint_args(send)
     send.set_defaults(func=sender)
 

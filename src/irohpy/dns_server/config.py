@@ -24,6 +24,8 @@ from irohpy.errors import ConfigError, DecodeError
 HTTP_BIND = "[::]:8080"
 DNS_BIND = "[::]:53"
 METRICS_BIND = "127.0.0.1:9117"
+# --dev servers pick a free metrics port, so that several run side by side.
+DEV_METRICS_BIND = "127.0.0.1:0"
 DEV_HTTP_BIND = "127.0.0.1:8080"
 DEV_DNS_BIND = "127.0.0.1:5300"
 ORIGIN = "irohdns.example."
@@ -162,7 +164,7 @@ def load_config(
 ) -> DnsServerConfig:
     """The config file (if any) with command-line values taking precedence.
 
-    ``dev`` binds loopback ports, disables the rate limits (PUT and DNS response) and keeps the database in the temporary
+    ``dev`` binds loopback ports (metrics on a free one), disables the rate limits (PUT and DNS response) and keeps the database in the temporary
     directory unless told otherwise, like iroh-dns-server's ``config.dev.toml``.
     """
     data = dict(read_toml(path)) if path is not None else {}
@@ -188,7 +190,7 @@ def load_config(
     origin_texts = origins or file_origins or [ORIGIN]
     if not all(isinstance(o, str) for o in origin_texts):
         raise ConfigError("origins must be a list of strings")
-    metrics_text = metrics_bind or file_metrics or METRICS_BIND
+    metrics_text = metrics_bind or file_metrics or (DEV_METRICS_BIND if dev else METRICS_BIND)
     db = db_path or file_db
     if db is None:
         db = str(DEV_DB_PATH if dev else default_db_path())

@@ -30,6 +30,9 @@ class MainlineLookup(Republisher):
         self._node = node
         self.stored_on = 0
 
+    def __str__(self) -> str:
+        return "the Mainline DHT"
+
     async def _send(self, packet: SignedPacket) -> None:
         self.stored_on = await publish_signed(
             self._node, packet.public_key, packet.timestamp_us, packet.dns, packet.signature

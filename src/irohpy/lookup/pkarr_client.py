@@ -39,6 +39,9 @@ class PkarrPublisher(Republisher):
         self._url = pkarr_url
         self._session: aiohttp.ClientSession | None = None
 
+    def __str__(self) -> str:
+        return f"the pkarr relay {self._url}"
+
     async def _send(self, packet: SignedPacket) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))

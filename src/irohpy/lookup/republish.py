@@ -50,6 +50,9 @@ class Republisher(abc.ABC):
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
 
+    def __str__(self) -> str:
+        return type(self).__name__
+
     @abc.abstractmethod
     async def _send(self, packet: SignedPacket) -> None:
         """Deliver one signed packet to wherever this publisher stores it."""
@@ -65,7 +68,9 @@ class Republisher(abc.ABC):
                 self.published += 1
                 retry, wait = RETRY_MIN, self._interval
             except self.errors as exc:
-                log.info("publishing through %s failed: %s", type(self).__name__, exc or type(exc).__name__)
+                # A warning when publishing starts failing (others cannot find us by id); retries only at info.
+                level = logging.WARNING if retry == RETRY_MIN else logging.INFO
+                log.log(level, "publishing through %s failed: %s", self, exc or type(exc).__name__)
                 wait, retry = retry, min(retry * 2, RETRY_MAX)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
