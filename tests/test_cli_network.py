@@ -347,6 +347,27 @@ def test_doctor_connect_presents_the_relay_token_from_the_environment(token_rela
     assert relay_phase["path"] == "relay" and relay_phase["bytes"] == 64 << 10, relay_phase
 
 
+def test_doctor_connect_takes_a_key_that_an_allowlist_relay_admits(tmp_path: Path) -> None:
+    """Both phases run as the --key identity, so a relay that admits by EndpointId lets them in."""
+    keys = {name: SecretKey.generate() for name in ("accept", "connect")}
+    for name, key in keys.items():
+        key.save(str(tmp_path / f"{name}.key"))
+    allowlist = ", ".join(f'"{key.public()}"' for key in keys.values())
+    with relay_process(f'[access]\nmode = "allowlist"\nallowlist = [{allowlist}]\n', metrics=False) as relay:
+        with running("doctor", "accept", "--relay", relay.url, "--key", str(tmp_path / "accept.key"),
+                     *LOOPBACK) as accept:
+            ticket = ticket_word(read_until(accept.stdout, lambda line: line.startswith("endpoint")), "endpoint")
+            out = irohpy("doctor", "connect", ticket, "--key", str(tmp_path / "connect.key"), "--lookup", "none",
+                         "--size", "64K", "--pings", "2", *LOOPBACK, "--json")
+            code, seen = interrupt(accept)
+    assert out.returncode == 0, out.stderr
+    assert code == 130
+    phases = {p["name"]: p for p in json.loads(out.stdout)["phases"]}
+    assert phases["relay"]["path"] == "relay" and phases["relay"]["bytes"] == 64 << 10, phases
+    assert phases["direct"]["bytes"] == 64 << 10, phases
+    assert seen.count(keys["connect"].public().fmt_short()) >= 2, seen  # the accept side saw our id twice
+
+
 def test_unreachable_relay_is_reported_once() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,12 +19,13 @@ from rich.table import Table
 
 from irohpy.base.relay_url import RelayUrl
 from irohpy.base.ticket import EndpointTicket
-from irohpy.cli.common import (RELAY_TOKEN_ENV, add_endpoint_args, endpoint_from_args, eprint, positive_int, relay_mode,
-                               ticket_for)
+from irohpy.cli.common import (LOOKUP_HELP, RELAY_TOKEN_ENV, SECRET_ENV, add_endpoint_args, endpoint_from_args, eprint,
+                               lookups_from_args, positive_int, relay_mode, secret_from_args, ticket_for)
 from irohpy.cli.metrics_addr import add_metrics_arg, metrics_served
 from irohpy.doctor import plot, speed
 from irohpy.doctor.report import format_report, run_report
 from irohpy.endpoint.connection import Connection
+from irohpy.endpoint.endpoint import Endpoint
 from irohpy.errors import DoctorError
 from irohpy.metrics import Registry
 from irohpy.protocols.router import Router
@@ -69,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          help="relays for our side (default: the relay the ticket names)")
     connect.add_argument("--relay-token", metavar="TOKEN", default=os.environ.get(RELAY_TOKEN_ENV),
                          help=f"access token presented to the relay (default ${RELAY_TOKEN_ENV})")
+    connect.add_argument("--key", metavar="FILE",
+                         help=f"secret key file: our EndpointId in both phases (a relay that admits by id "
+                              f"needs it); default ${SECRET_ENV} (hex), else a new key per phase")
+    connect.add_argument("--lookup", action="append", metavar="n0|none|PKARR_URL|dns:ZONE@HOST:PORT",
+                         help=LOOKUP_HELP)
     connect.add_argument("--ipv4-addr", metavar="ADDR:PORT", default="0.0.0.0:0", help="IPv4 socket to bind")
     connect.add_argument("--ipv6-addr", metavar="[ADDR]:PORT", default="[::]:0",
                          help="IPv6 socket to bind; 'none' to skip IPv6")
@@ -142,13 +148,16 @@ async def connect_cmd(args: argparse.Namespace) -> int:
             status = phase.note or f"done, {phase.path}"
         progress.update(task, completed=done, status=status)
 
-    run = speed.ConnectRun(target, mode, size=args.size, pings=args.pings, direct_timeout=args.direct_timeout,
-                           bind_addrs=binds, listener=listener)
     registry = Registry()
+
+    def on_bound(name: str, endpoint: Endpoint) -> None:
+        registry.sub_registry(labels={"phase": name}).register_all(endpoint.metrics().groups())
+
+    secret = secret_from_args(args) if args.key or os.environ.get(SECRET_ENV) else None
+    run = speed.ConnectRun(target, mode, size=args.size, pings=args.pings, direct_timeout=args.direct_timeout,
+                           bind_addrs=binds, listener=listener, secret_key=secret,
+                           address_lookup=lambda key: lookups_from_args(args, key), on_bound=on_bound)
     try:
-        await run.bind()
-        for name, ep in run.endpoints.items():
-            registry.sub_registry(labels={"phase": name}).register_all(ep.metrics().groups())
         async with metrics_served(args, registry):
             with progress:
                 record = await run.run()

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from irohpy.base.addr import EndpointAddr, TransportAddr
+from irohpy.base.keys import SecretKey
 from irohpy.endpoint import presets
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
 from irohpy.errors import DoctorError, IrohError
+from irohpy.lookup.base import AddressLookup
 from irohpy.relay.map import RelayMode
 
 ALPN = b"irohpy/doctor/0"
@@ -168,7 +170,13 @@ class ConnectRun:
     """Drives one ``doctor connect``: the relay phase, then the direct phase."""
 
     def __init__(self, target: EndpointAddr, relay_mode: RelayMode, *, size: int, pings: int,
-                 direct_timeout: float, bind_addrs: list[str], listener: Listener | None = None) -> None:
+                 direct_timeout: float, bind_addrs: list[str], listener: Listener | None = None,
+                 secret_key: SecretKey | None = None,
+                 address_lookup: Callable[[SecretKey], list[AddressLookup]] | None = None,
+                 on_bound: Callable[[str, Endpoint], None] | None = None) -> None:
+        """``secret_key``: the identity of both phases' endpoints (a fresh one each if None);
+        ``address_lookup(secret)``: the lookups an endpoint of that identity uses; ``on_bound``
+        sees each phase's endpoint as it is bound (to serve its metrics, say)."""
         self.target = target
         self.relay_mode = relay_mode
         self.size = size
@@ -176,6 +184,9 @@ class ConnectRun:
         self.direct_timeout = direct_timeout
         self.bind_addrs = bind_addrs
         self.listener = listener
+        self.secret_key = secret_key
+        self.address_lookup = address_lookup
+        self.on_bound = on_bound
         self.record = Record(str(target.id), time.time())
         self.endpoints: dict[str, Endpoint] = {}
         self._t0 = time.perf_counter()
@@ -187,23 +198,28 @@ class ConnectRun:
         if self.listener is not None:
             self.listener(event, phase, done, self.size, last_rtt)
 
-    async def bind(self) -> None:
-        """Both endpoints, bound ahead so their metrics can be served for the whole run."""
-        relay_urls = self.target.relay_urls()
-        if relay_urls:
-            self.endpoints["relay"] = await Endpoint.bind(preset=presets.MINIMAL, relay_mode=self.relay_mode,
-                                                          relay_only=True)
-        self.endpoints["direct"] = await Endpoint.bind(preset=presets.MINIMAL, relay_mode=self.relay_mode,
-                                                       bind_addrs=self.bind_addrs)
+    async def _bind(self, name: str, *, relay_only: bool) -> Endpoint:
+        secret = self.secret_key if self.secret_key is not None else SecretKey.generate()
+        lookups = self.address_lookup(secret) if self.address_lookup is not None else []
+        endpoint = await Endpoint.bind(secret_key=secret, preset=presets.MINIMAL, relay_mode=self.relay_mode,
+                                       relay_only=relay_only, bind_addrs=self.bind_addrs, address_lookup=lookups)
+        self.endpoints[name] = endpoint
+        if self.on_bound is not None:
+            self.on_bound(name, endpoint)
+        return endpoint
 
     async def run(self) -> Record:
-        if not self.endpoints:
-            await self.bind()
+        """Each phase on an endpoint of its own, closed before the next is bound: with one
+        ``secret_key`` the two must not be on the relay at the same time."""
         relay_urls = self.target.relay_urls()
-        if "relay" in self.endpoints:
+        if relay_urls:
             addr = EndpointAddr(self.target.id, frozenset({TransportAddr.Relay(relay_urls[0])}))
-            await self._phase("relay", self.endpoints["relay"], addr, wait_direct=False)
-        await self._phase("direct", self.endpoints["direct"], self.target, wait_direct=True)
+            endpoint = await self._bind("relay", relay_only=True)
+            try:
+                await self._phase("relay", endpoint, addr, wait_direct=False)
+            finally:
+                await endpoint.close()
+        await self._phase("direct", await self._bind("direct", relay_only=False), self.target, wait_direct=True)
         return self.record
 
     async def close(self) -> None:
