@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,11 @@ def test_wheel_without_a_compiler_is_plain_python_and_runs_the_quickstart(tmp_pa
         names = tar.getnames()
     assert f"irohpy-{irohpy.__version__}/setup.py" in names
     assert not [n for n in names if n.endswith((".so", ".pyd", "_native.json"))]  # no build products
+    for license_file in ("LICENSE-MIT", "LICENSE-APACHE"):  # the license texts travel with both
+        assert f"irohpy-{irohpy.__version__}/{license_file}" in names
+    with zipfile.ZipFile(wheel[0]) as whl:
+        licenses = {Path(n).name for n in whl.namelist() if "/licenses/" in n}
+    assert licenses == {"LICENSE-MIT", "LICENSE-APACHE"}
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
