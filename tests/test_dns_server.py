@@ -214,6 +214,9 @@ def test_config_file_and_overrides(tmp_path) -> None:  # type: ignore[no-untyped
     path.write_text("typo = 1\n")
     with pytest.raises(ConfigError):
         load_config(path)
+    for root in ("", "."):  # `--origin ""` would serve names under the DNS root
+        with pytest.raises(ConfigError, match="DNS root"):
+            load_config(origins=[root])
 
 
 def _zone_answer(wire: bytes) -> tuple[bytes | None, str]:

@@ -75,9 +75,12 @@ def _bind(text: str, what: str) -> IpAddr:
 
 def _origin(text: str) -> dns.name.Name:
     try:
-        return dns.name.from_text(text)
+        name = dns.name.from_text(text)
     except dns.exception.DNSException as exc:
         raise ConfigError(f"origin {text!r} is not a DNS name: {exc}") from None
+    if name == dns.name.root:  # "" and "." alike: a zone of ours, never the whole namespace
+        raise ConfigError(f"origin {text!r} is the DNS root; name a zone such as irohdns.example.")
+    return name
 
 
 def _take(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
