@@ -144,9 +144,11 @@ class _Subscriber:
         self.wake = asyncio.Event()
 
     def push(self, event: LiveEvent) -> None:
+        """A full queue drops its oldest event, as iroh's broadcast channel does: the
+        subscriber then sees ``Lagged`` first, and the newest events after it."""
         if len(self.queue) >= self.capacity:
+            self.queue.popleft()
             self.missed += 1
-            return
         self.queue.append(event)
         self.wake.set()
 
