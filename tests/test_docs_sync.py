@@ -456,3 +456,23 @@ async def test_leave_stops_live_sync_and_close_ends_the_handle() -> None:
             await doc_a.query()
         again = await a.docs.open(doc_a.id)
         assert again is not None and len(await again.query()) == 2
+
+
+async def test_close_ends_an_accepted_sync_before_the_store_closes() -> None:
+    """A sync being answered when Docs closes is ended first; it never touches a closed store."""
+    from irohpy.protocols.docs.wire import ALPN
+    from tests.helpers import bind
+
+    async with peers(1) as (server,):
+        client = await bind()
+        try:
+            conn = await client.connect(server.endpoint.addr(), ALPN, timeout=10)
+            send, _ = await conn.open_bi()
+            await send.write(b"\x00")  # a frame that never completes: the handler waits for the rest
+            async with asyncio.timeout(10):
+                while not server.docs._per_peer:
+                    await asyncio.sleep(0.01)
+            await server.docs.close()
+            assert not server.docs._per_peer  # the handler is over, not left behind the closed store
+        finally:
+            await client.close()

@@ -679,9 +679,16 @@ class Docs:
             conn.close(0, b"")
             return
         self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+        # Owned like our own tasks, so close() ends it before the store closes under it (the
+        # Router cancels handlers only after it has called close()).
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             await self._accept(conn, peer)
         finally:
+            if task is not None:
+                self._tasks.discard(task)
             left = self._per_peer.pop(peer) - 1
             if left:
                 self._per_peer[peer] = left
