@@ -7,6 +7,7 @@ loopback-only network namespace (conftest).
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 from typing import Any
 
@@ -52,3 +53,36 @@ def ref_v6_port(ep: Any) -> int | None:
         if s.startswith("["):
             return int(s.rsplit(":", 1)[1])
     return None
+
+
+async def datagrams_both_ways(ours: Any, theirs: Any, count: int, timeout: float) -> tuple[set[bytes], set[bytes]]:
+    """Exchange ``count`` distinct datagrams each way between our connection and a reference
+    one; returns (what we got, what they got). Datagrams may be lost even on loopback, so each
+    side resends what the other has not seen yet until both have all, or ``timeout``."""
+    wanted = {b"dgram-%d" % i for i in range(count)}
+    got_ours: set[bytes] = set()
+    got_theirs: set[bytes] = set()
+
+    async def collect_ours() -> None:
+        while got_ours != wanted:
+            got_ours.add(await ours.read_datagram())
+
+    async def collect_theirs() -> None:
+        while got_theirs != wanted:
+            got_theirs.add(bytes(await theirs.read_datagram()))
+
+    tasks = [asyncio.create_task(collect_ours()), asyncio.create_task(collect_theirs())]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while (got_ours != wanted or got_theirs != wanted) and loop.time() < deadline:
+            for d in wanted - got_theirs:
+                ours.send_datagram(d)
+            for d in wanted - got_ours:
+                theirs.send_datagram(d)
+            await asyncio.sleep(0.05)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return got_ours, got_theirs

@@ -17,7 +17,7 @@ from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig
 from irohpy.tls.keys import private_key, public_key_bytes
 from tests.engine_restart import Restartable
-from tests.refpeer import bind_ref, patch_fast_writes, ref_v4_port
+from tests.refpeer import bind_ref, datagrams_both_ways, patch_fast_writes, ref_v4_port
 
 pytestmark = pytest.mark.refpeer
 
@@ -192,33 +192,8 @@ async def test_large_transfers_both_ways_when_rust_dials(iroh_loop: Any, engine:
 
 async def test_datagrams_both_ways(iroh_loop: Any, engine: QuicEngine, ref: Any) -> None:
     theirs, ours = await rust_dials(iroh_loop, engine, ref)
+    got_ours, got_theirs = await datagrams_both_ways(ours, theirs, 20, T)
     wanted = {b"dgram-%d" % i for i in range(20)}
-    # Datagrams may be lost even on loopback: send until both sides saw one of each kind.
-    got_ours: set[bytes] = set()
-    got_theirs: set[bytes] = set()
-
-    async def collect_ours() -> None:
-        while got_ours != wanted:
-            got_ours.add(await ours.read_datagram())
-
-    async def collect_theirs() -> None:
-        while got_theirs != wanted:
-            got_theirs.add(bytes(await theirs.read_datagram()))
-
-    tasks = [asyncio.create_task(collect_ours()), asyncio.create_task(collect_theirs())]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + T
-    try:
-        while (got_ours != wanted or got_theirs != wanted) and loop.time() < deadline:
-            for d in wanted - got_theirs:
-                ours.send_datagram(d)
-            for d in wanted - got_ours:
-                theirs.send_datagram(d)
-            await asyncio.sleep(0.05)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
     assert got_ours == wanted and got_theirs == wanted
     theirs.close(0, b"")
 

@@ -20,7 +20,7 @@ from irohpy.base.addr import TransportAddr
 from irohpy.endpoint.connection import Connection
 from irohpy.errors import ApplicationClosed, QuicError
 from tests.helpers import accept_one
-from tests.refpeer import bind_ref, patch_fast_writes
+from tests.refpeer import bind_ref, datagrams_both_ways, patch_fast_writes
 from tests.relay_fixture import RelayProcess, relay_server
 
 pytestmark = pytest.mark.refpeer
@@ -121,32 +121,7 @@ async def test_datagrams_both_ways(iroh_loop: Any, we_dial: bool) -> None:
     wanted = {b"dgram-%d" % i for i in range(20)}
     async with peers(iroh_loop) as (relay, ours, ref):
         conn, theirs = await pair(iroh_loop, relay, ours, ref, we_dial)
-        got_ours: set[bytes] = set()
-        got_theirs: set[bytes] = set()
-
-        async def collect_ours() -> None:
-            while got_ours != wanted:
-                got_ours.add(await conn.read_datagram())
-
-        async def collect_theirs() -> None:
-            while got_theirs != wanted:
-                got_theirs.add(bytes(await theirs.read_datagram()))
-
-        tasks = [asyncio.create_task(collect_ours()), asyncio.create_task(collect_theirs())]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + T
-        try:
-            # Datagrams may be lost: resend what the other side has not seen yet.
-            while (got_ours != wanted or got_theirs != wanted) and loop.time() < deadline:
-                for d in wanted - got_theirs:
-                    conn.send_datagram(d)
-                for d in wanted - got_ours:
-                    theirs.send_datagram(d)
-                await asyncio.sleep(0.05)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        got_ours, got_theirs = await datagrams_both_ways(conn, theirs, len(wanted), T)
         assert got_ours == wanted and got_theirs == wanted
         conn.close(0, b"")
 
