@@ -17,8 +17,9 @@ from irohpy.lookup.dht.routing import RoutingTable, distance
 from irohpy.lookup.dht.storage import MutableItem, MutableStore, TokenManager, mutable_target
 from irohpy.lookup.signing import bep44_signable
 
+BIGGEST = 10**64 - 1  # bencode integers here carry at most 64 digits, either sign
 values = st.recursive(
-    st.integers() | st.binary(max_size=40),
+    st.integers(min_value=-BIGGEST, max_value=BIGGEST) | st.binary(max_size=40),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.binary(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
@@ -47,9 +48,13 @@ def test_bencode_rejects_non_canonical(bad: bytes) -> None:
 def test_bencode_size_limit_and_unencodable() -> None:
     with pytest.raises(BencodeError):
         bencode.decode(b"0:" + b" " * 10, max_size=5)
-    for bad in ("text", True, 1.5, {"k": 1}):
+    for bad in ("text", True, 1.5, {"k": 1}, BIGGEST + 1, -BIGGEST - 1):
         with pytest.raises(BencodeError):
             bencode.encode(bad)  # type: ignore[arg-type]
+    for edge in (BIGGEST, -BIGGEST):  # the longest integers, both signs, round-trip
+        assert bencode.decode(bencode.encode(edge)) == edge
+    with pytest.raises(BencodeError):
+        bencode.decode(b"i-%de" % (BIGGEST + 1))
 
 
 @given(values)

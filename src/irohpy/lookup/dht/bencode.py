@@ -31,7 +31,10 @@ def _encode(value: object, out: list[bytes], depth: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, bytes, list, tuple, dict)):
         raise BencodeError(f"cannot bencode a {type(value).__name__}")
     if isinstance(value, int):
-        out.append(b"i%de" % value)
+        text = b"%d" % value
+        if len(text) - (value < 0) > _MAX_INT_DIGITS:
+            raise BencodeError(f"integer has more than {_MAX_INT_DIGITS} digits")
+        out.append(b"i%se" % text)
     elif isinstance(value, bytes):
         out.append(b"%d:" % len(value))
         out.append(value)
@@ -106,11 +109,13 @@ class _Decoder:
         return self.data[pos]
 
     def integer(self, pos: int) -> tuple[int, int]:
-        end = self.data.find(b"e", pos + 1, pos + 2 + _MAX_INT_DIGITS)
+        end = self.data.find(b"e", pos + 1, pos + 3 + _MAX_INT_DIGITS)  # "i", "-", digits, "e"
         if end < 0:
             raise BencodeError("integer is unterminated or too long")
         text = self.data[pos + 1 : end]
         digits = text[1:] if text.startswith(b"-") else text
+        if len(digits) > _MAX_INT_DIGITS:
+            raise BencodeError("integer is unterminated or too long")
         if not digits or not digits.isdigit() or not digits.isascii():
             raise BencodeError("integer is not a decimal number")
         if (len(digits) > 1 and digits.startswith(b"0")) or text == b"-0":
