@@ -336,9 +336,15 @@ async def test_bad_frames_close_with_a_reason_and_spare_others(
         before = relay.metric("iroh_relay_disconnects_total", reason="protocol_error")
         if bytes([6]) == message[:1]:  # a RelayToClient needs a valid key to reach the frame check
             message = bytes([6]) + bytes(peer.id) + b"\x00" + b"x" * 7
-        await bad.ws.send_bytes(message)
-        closed = await bad.closed()
-        assert closed.code == code and reason in closed.reason
+        try:
+            await bad.ws.send_bytes(message)
+        except ConnectionError:
+            # The relay refused an oversized message at its header and closed while we were still
+            # writing the body: the reset may eat its close frame; the metric below says why.
+            assert code == 1009
+        else:
+            closed = await bad.closed()
+            assert closed.code == code and reason in closed.reason
         await wait_for_metric(relay, "iroh_relay_disconnects_total", before + 1, reason="protocol_error")
         await bystander.send(p.ClientToRelay(peer.id, 0, b"still relaying"))
         assert await peer.recv() == p.RelayToClient(bystander.id, 0, b"still relaying")
