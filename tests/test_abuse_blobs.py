@@ -130,7 +130,7 @@ async def test_connections_from_many_identities_stop_at_the_cap_and_are_let_go()
         assert protocol.connections_refused == 4  # 3 identities x 4 connections against a total of 8
         # The attacker closed its connections: their places are free again.
         async with asyncio.timeout(T):
-            while protocol._connections:
+            while protocol._served:
                 await asyncio.sleep(0.05)
         await timed_fetch(router, digest)
         assert protocol.connections_refused == 4

@@ -144,7 +144,6 @@ class BlobsProtocol:
         self._on_event = on_event
         self.limits = limits
         self._responses = FairSlots(limits.max_responses, limits.max_responses_per_peer)
-        self._connections: dict[EndpointId | None, int] = {}
         self._served: dict[Connection, _Served] = {}
         self._peer_streams: dict[EndpointId | None, asyncio.Semaphore] = {}
         self.requests_served = 0
@@ -157,13 +156,13 @@ class BlobsProtocol:
         """Serve every stream the peer opens until the connection ends."""
         peer = conn.remote_id
         limits = self.limits
-        if self._connections.get(peer, 0) >= limits.max_connections_per_peer or (
+        if self._connections_of(peer) >= limits.max_connections_per_peer or (
             len(self._served) >= limits.max_connections and not self._evict_idle()
         ):
             self.connections_refused += 1
             conn.close(ERR_CONNECTION_LIMIT, b"too many connections")
             return
-        self._admit(conn, peer)
+        self._served[conn] = _Served(peer, idle_since=asyncio.get_running_loop().time())
         if peer not in self._peer_streams:
             self._peer_streams[peer] = asyncio.Semaphore(limits.max_streams_per_peer)
         try:
@@ -171,20 +170,13 @@ class BlobsProtocol:
         finally:
             self._let_go(conn)
 
-    def _admit(self, conn: Connection, peer: EndpointId | None) -> None:
-        self._served[conn] = _Served(peer, idle_since=asyncio.get_running_loop().time())
-        self._connections[peer] = self._connections.get(peer, 0) + 1
+    def _connections_of(self, peer: EndpointId | None) -> int:
+        return sum(1 for s in self._served.values() if s.peer == peer)
 
     def _let_go(self, conn: Connection) -> None:
         """Forget ``conn`` (once: an evicted connection was let go when it was evicted)."""
         served = self._served.pop(conn, None)
-        if served is None:
-            return
-        left = self._connections[served.peer] - 1
-        if left:
-            self._connections[served.peer] = left
-        else:
-            del self._connections[served.peer]
+        if served is not None and not self._connections_of(served.peer):
             self._peer_streams.pop(served.peer, None)
 
     def _evict_idle(self) -> bool:
