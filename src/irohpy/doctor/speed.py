@@ -218,7 +218,7 @@ class ConnectRun:
             try:
                 await self._phase("relay", endpoint, addr, wait_direct=False)
             finally:
-                await endpoint.close()
+                await self.endpoints.pop("relay").close()
         await self._phase("direct", await self._bind("direct", relay_only=False), self.target, wait_direct=True)
         return self.record
 
