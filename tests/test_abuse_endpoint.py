@@ -21,7 +21,7 @@ import pytest
 from irohpy import Endpoint, EndpointAddr, RelayMode, presets
 from irohpy.base.addr import TransportAddr
 from irohpy.endpoint import Connection, HandshakeLimits
-from irohpy.relay.recv_limits import MIN_SEGMENT_SIZE
+from irohpy.relay.protocol import MIN_SEGMENT_SIZE
 from tests.helpers import accept_one, bind
 from tests.relay_fixture import relay_server
 

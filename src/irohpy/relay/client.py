@@ -309,7 +309,7 @@ class RelayClient:
         """Queued datagrams for ``dst`` that fit one GSO-style batch frame after ``first``."""
         batch = [first]
         size = len(first)
-        if size < p.MIN_BATCH_SEGMENT:  # relays may refuse batches of small segments
+        if size < p.MIN_SEGMENT_SIZE:  # relays refuse batches of segments no QUIC packet is
             return batch
         queue = self._queue
         while queue and len(batch) < BATCH_MAX and size * (len(batch) + 1) <= p.MAX_PACKET_SIZE:

@@ -25,9 +25,11 @@ CHALLENGE_CONTEXT = "iroh-relay handshake v1 challenge signature"
 
 MAX_MESSAGE_SIZE = 1 << 20  # one WebSocket message
 MAX_PACKET_SIZE = 64 * 1024  # a frame body after the type byte
-# QUIC's smallest path MTU: GSO-style batches carry full packets, so relays may refuse
-# batches with smaller segments (one 64 KB frame of 1-byte segments is 64,000 datagrams).
-MIN_BATCH_SEGMENT = 1200
+# The smallest QUIC packet (header protection samples 16 bytes, 4 after the packet number;
+# RFC 9001 §5.4.2). Batches of smaller segments are refused: one 64 KB frame of 1-byte segments
+# would be 64,000 datagrams. Anything larger is legitimate: a GSO batch's segments are as big as
+# its first packet, and noq sends batches of retransmissions and paced packets well below 1200.
+MIN_SEGMENT_SIZE = 21
 KEY_LEN = 32
 SIG_LEN = 64
 

@@ -13,9 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from irohpy.base.keys import PublicKey
-
-MIN_SEGMENT_SIZE = 21
-"""The smallest QUIC packet: header protection samples 16 bytes, 4 after the packet number (RFC 9001 §5.4.2)."""
+from irohpy.relay.protocol import MIN_SEGMENT_SIZE
 DATAGRAMS_PER_SECOND = 20_000
 DATAGRAM_BURST = 4_096
 MAX_TRACKED_SENDERS = 1_024

@@ -16,7 +16,7 @@ from irohpy.base.addr import IpAddr
 from irohpy.base.keys import PublicKey
 from irohpy.base.config_file import read_toml
 from irohpy.errors import ConfigError, DecodeError
-from irohpy.relay.protocol import MAX_PACKET_SIZE, MIN_BATCH_SEGMENT
+from irohpy.relay.protocol import MAX_PACKET_SIZE, MIN_SEGMENT_SIZE
 from irohpy.relay.server.access import AccessMode, AccessPolicy
 from irohpy.relay.server.tokens import TOKEN_ID_LENGTH
 
@@ -53,7 +53,7 @@ class Limits:
     accept_timeout: float = 30.0
     client_rx: RateLimit | None = None
     max_connections_per_ip: int = 128
-    min_segment_size: int = MIN_BATCH_SEGMENT
+    min_segment_size: int = MIN_SEGMENT_SIZE
 
 
 @dataclass(frozen=True)
