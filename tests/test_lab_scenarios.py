@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from irohpy.lab import scenarios, topology
+from irohpy.lab import scenarios, topology, upnpd
 from irohpy.lab.scenarios import (
     CONNECT_ALLOWANCE,
     FALLBACK_LIMIT,
@@ -96,6 +96,7 @@ def test_cli_lab_run() -> None:
     assert result["scenario"] == "same_lan" and result["connected"], result
 
 
+@pytest.mark.skipif(upnpd.unavailable_reason() is not None, reason=upnpd.unavailable_reason() or "")
 async def test_symmetric_behind_miniupnpd_goes_direct_through_the_mapping() -> None:
     """Symmetric NAT alone stays on the relay (cone_symmetric); with miniupnpd the listener's
     mapped address is advertised, and the dialer's direct path is exactly that address."""

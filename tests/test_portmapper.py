@@ -167,3 +167,13 @@ def test_config_default_is_enabled_unless_the_environment_says_otherwise(monkeyp
 def test_the_test_suite_never_maps_by_default() -> None:
     """conftest sets the environment: no endpoint of a test (or its children) probes a real gateway."""
     assert PortmapperConfig.default() is PortmapperConfig.DISABLED
+
+
+async def test_endpoints_in_tests_do_not_map() -> None:
+    from irohpy import Endpoint, presets  # noqa: PLC0415
+    from irohpy.relay.map import RelayMode  # noqa: PLC0415
+
+    async with await Endpoint.bind(preset=presets.MINIMAL, relay_mode=RelayMode.disabled(),
+                                   bind_addrs=["127.0.0.1:0"]) as endpoint:
+        assert endpoint.portmapper_config is PortmapperConfig.DISABLED
+        assert endpoint._portmapper is None

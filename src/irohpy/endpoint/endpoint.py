@@ -269,7 +269,8 @@ class Endpoint:
             None if relay_only else NatTraversal(self._secret, self._transport, self._remotes,
                                                  self._addr_changed.notify_all, self._socket_metrics)
         )
-        self._portmapper = self._start_portmapper(portmapper_config or PortmapperConfig.default())
+        self.portmapper_config = portmapper_config or PortmapperConfig.default()
+        self._portmapper = self._start_portmapper(self.portmapper_config)
         self.address_lookup = CombinedLookup([*address_lookup, *_preset_lookups(preset, self._secret)],
                                              metrics=lookup_metrics)
         self._spawn(self._publish_loop())

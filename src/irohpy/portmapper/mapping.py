@@ -32,14 +32,16 @@ PREFERENCE = (Protocol.PCP, Protocol.NAT_PMP, Protocol.UPNP)
 
 @dataclass(frozen=True)
 class Probe:
-    """What the gateway answered: the protocols it speaks (and UPnP's description URL)."""
+    """What the gateway answered: the protocols it speaks."""
 
     pcp: bool = False
-    nat_pmp: bool = False
+    nat_pmp: str | None = None
+    """The external address NAT-PMP reported."""
     upnp: str | None = None
+    """The gateway's UPnP device description URL."""
 
     def available(self) -> list[Protocol]:
-        have = {Protocol.PCP: self.pcp, Protocol.NAT_PMP: self.nat_pmp, Protocol.UPNP: bool(self.upnp)}
+        have = {Protocol.PCP: self.pcp, Protocol.NAT_PMP: bool(self.nat_pmp), Protocol.UPNP: bool(self.upnp)}
         return [p for p in PREFERENCE if have[p]]
 
 
@@ -66,9 +68,10 @@ async def probe(home: Home, protocols: tuple[Protocol, ...] = PREFERENCE) -> Pro
         return await _quiet(exchange.ask(home.gateway, pcp.SERVER_PORT, home.local_ip,
                                          pcp.announce_request(home.local_ip), pcp.parse)) is not None
 
-    async def natpmp_probe() -> bool:
-        return await _quiet(exchange.ask(home.gateway, natpmp.SERVER_PORT, home.local_ip,
-                                         natpmp.external_address_request(), natpmp.parse_external_address)) is not None
+    async def natpmp_probe() -> str | None:
+        answer = await _quiet(exchange.ask(home.gateway, natpmp.SERVER_PORT, home.local_ip,
+                                           natpmp.external_address_request(), natpmp.parse_external_address))
+        return answer.ip if isinstance(answer, natpmp.ExternalAddress) else None
 
     async def upnp_probe() -> str | None:
         return await upnp.search(home.gateway, home.local_ip)
@@ -81,7 +84,7 @@ async def probe(home: Home, protocols: tuple[Protocol, ...] = PREFERENCE) -> Pro
         natpmp_probe() if Protocol.NAT_PMP in protocols else skip(),
         upnp_probe() if Protocol.UPNP in protocols else skip(),
     )
-    return Probe(bool(found[0]), bool(found[1]), found[2])
+    return Probe(bool(found[0]), found[1], found[2])
 
 
 async def _quiet(coro: object) -> object:
