@@ -22,6 +22,7 @@ from irohpy.portmapper.gateway import Home
 from irohpy.portmapper.mapping import Probe, Protocol
 
 pytestmark = pytest.mark.timeout(60)
+V4_EXTERNAL = bytes(10) + b"\xff\xff" + bytes([203, 0, 113, 21])
 
 
 def loopback_gateway() -> Home:
@@ -204,4 +205,58 @@ async def test_service_against_a_junk_gateway_advertises_nothing_and_closes_prom
         assert time.monotonic() - start < 1.0
         assert mapper.external is None and changes == []
     finally:
+        transport.close()
+
+
+async def test_a_socket_bound_elsewhere_is_never_mapped() -> None:
+    """Bound to one address, the mapper asks no gateway reached from another (nothing would listen)."""
+    home = loopback_gateway()
+    transport, junk = await serve_udp(home, pcp.SERVER_PORT, garbage)
+    try:
+        mapper = Portmapper(4000, bound_ip="127.0.0.2", protocols=(Protocol.PCP,), find_home=lambda: home)
+        await asyncio.sleep(0.3)
+        await mapper.close()
+        assert junk.requests == 0 and mapper.probe is None
+    finally:
+        transport.close()
+
+
+async def test_renewal_at_half_the_lease_then_expiry_when_the_gateway_goes_quiet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PCP gateway granting 2 s leases (the floor lowered for the test): the service renews
+    with the same nonce and port after 1 s; once the gateway stops answering, the mapping is
+    withdrawn when the lease ends."""
+    monkeypatch.setattr(mapping, "MIN_LIFETIME", 1)
+    home = loopback_gateway()
+    maps: list[bytes] = []
+    answering = True
+
+    def gateway(request: bytes) -> list[bytes]:
+        if request[1] == pcp.OP_ANNOUNCE:
+            return [struct.pack("!BBBBII12x", 2, 0x80, 0, 0, 0, 1)]
+        if not answering or len(request) < 60:
+            return []
+        maps.append(request)
+        nonce, port = request[24:36], struct.unpack_from("!H", request, 40)[0]
+        return [struct.pack("!BBBBII12x", 2, 0x81, 0, 0, 2, 1)
+                + struct.pack("!12sB3xHH16s", nonce, 17, port, 40000, V4_EXTERNAL)]
+
+    transport, _ = await serve_udp(home, pcp.SERVER_PORT, gateway)
+    changes: list[object] = []
+    mapper = Portmapper(4000, protocols=(Protocol.PCP,), find_home=lambda: home,
+                        on_change=lambda: changes.append(mapper.external))
+    try:
+        async with asyncio.timeout(10):
+            while len(maps) < 2:
+                await asyncio.sleep(0.05)
+        assert changes == [("203.0.113.21", 40000)]
+        assert maps[1][24:36] == maps[0][24:36], "a renewal repeats the nonce"
+        assert struct.unpack_from("!H", maps[1], 42)[0] == 40000, "and asks for the same external port"
+        answering = False
+        async with asyncio.timeout(10):
+            while mapper.external is not None:
+                await asyncio.sleep(0.05)
+        assert changes == [("203.0.113.21", 40000), None]
+    finally:
+        await mapper.close()
         transport.close()

@@ -58,3 +58,23 @@ async def test_without_a_mapping_the_symmetric_router_drops_unsolicited_packets(
             outside.sendto(b"unsolicited", (lab.ip("ra"), inside.getsockname()[1]))
             with pytest.raises(TimeoutError):
                 inside.recvfrom(100)
+
+
+async def test_new_address_means_a_new_mapping() -> None:
+    """The host is renumbered (as by DHCP): within the route-table poll it maps again, to its new
+    address, and the new external address reaches it."""
+    async with Lab(Network(a=Router(NatMode.SYMMETRIC, upnp=True))) as lab:
+        host = await lab.spawn("a1", python("-m", "tests.portmap_host", "pcp", str(WAIT)), "host")
+        first = await host.expect("mapped", WAIT)
+        await lab.readdress("a1", "198.51.100.40")
+        second = await host.expect("mapped", WAIT)
+        assert f"dnat ip to 198.51.100.40:{second['local_port']}" in lab.upnp_forwards("ra")
+        external = (second["external"][0], int(second["external"][1]))
+        with lab.enter("relay"):
+            outside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with outside:
+            outside.sendto(b"after the change", external)
+            assert (await host.expect("received", WAIT))["data"] == "after the change"
+            outside.sendto(b"close", external)
+            await host.expect("released", WAIT)
+        assert first["local_port"] == second["local_port"]

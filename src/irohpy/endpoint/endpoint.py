@@ -283,8 +283,9 @@ class Endpoint:
         traversal = self._traversal
         if config is PortmapperConfig.DISABLED or traversal is None:
             return None
-        port = next((p for h, p in self._transport.local_addrs() if ":" not in h and p), None)
-        if port is None:
+        bound = next(((h, p) for h, p in self._transport.local_addrs()
+                      if ":" not in h and p and not h.startswith("127.")), None)
+        if bound is None:
             return None
         mapper: Portmapper | None = None
 
@@ -292,7 +293,7 @@ class Endpoint:
             if mapper is not None:
                 traversal.set_portmapped(mapper.external)
 
-        mapper = Portmapper(port, on_change=changed)
+        mapper = Portmapper(bound[1], bound_ip=bound[0], on_change=changed)
         return mapper
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -32,12 +32,17 @@ RETRY_MAX = 300.0
 
 
 class Portmapper:
-    """Maps ``local_port`` (UDP) on the default gateway until :meth:`close`."""
+    """Maps ``local_port`` (UDP) on the default gateway until :meth:`close`.
 
-    def __init__(self, local_port: int, *, on_change: Callable[[], None] | None = None,
+    ``bound_ip`` is the address the socket is bound to: unless it is the wildcard, only a
+    gateway reached from that very address is asked (a mapping to another would lead nowhere).
+    """
+
+    def __init__(self, local_port: int, *, bound_ip: str = "0.0.0.0", on_change: Callable[[], None] | None = None,
                  protocols: tuple[Protocol, ...] = PREFERENCE,
                  find_home: Callable[[], Home | None] = find_home) -> None:
         self.local_port = local_port
+        self._bound_ip = bound_ip
         self._on_change = on_change
         self._protocols = protocols
         self._find_home = find_home
@@ -77,6 +82,8 @@ class Portmapper:
     async def _run(self) -> None:
         while not self._closed:
             home = self._find_home()
+            if home is not None and self._bound_ip not in ("0.0.0.0", home.local_ip):
+                home = None
             if home != self._home or (self._mapping is not None and self._mapping.home != home):
                 if self._mapping is not None:
                     log.info("network changed (gateway now %s): mapping again", home and home.gateway)
