@@ -17,7 +17,6 @@ SERVER_PORT = 5351
 VERSION = 0
 OP_EXTERNAL_ADDRESS = 0
 OP_MAP_UDP = 1
-OP_MAP_TCP = 2
 RESPONSE = 128
 LIFETIME = 2 * 60 * 60
 """Seconds we ask for: RFC 6886 §3.3 recommends two hours."""

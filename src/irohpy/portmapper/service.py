@@ -71,12 +71,6 @@ class Portmapper:
         """What the last probe found, or None before the first one."""
         return self._probe
 
-    def network_changed(self) -> None:
-        """Probe and map afresh now (the next look at the route table happens at once)."""
-        self._home = None
-        self._probe = None
-        self._wake.set()
-
     # -- the loop ------------------------------------------------------------------------
 
     async def _run(self) -> None:
