@@ -109,3 +109,6 @@ async def test_symmetric_behind_miniupnpd_goes_direct_through_the_mapping() -> N
     # Counted by nftables on both routers: the data went over UDP between the homes, not the relay.
     assert ra["direct_down"][1] >= TRANSFER and rb["direct_up"][1] >= TRANSFER, result.router_traffic
     assert rb["relay_up"][1] < TRANSFER / 10, result.router_traffic
+    # The dialer asked its own router too, found nothing there, and holds no mapping.
+    metrics = result.dialer_metrics
+    assert metrics["portmap_probes_started_total"] >= 1 and metrics["portmap_mapped"] == 0, metrics

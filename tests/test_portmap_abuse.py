@@ -204,6 +204,7 @@ async def test_service_against_a_junk_gateway_advertises_nothing_and_closes_prom
         await mapper.close()
         assert time.monotonic() - start < 1.0
         assert mapper.external is None and changes == []
+        assert mapper.metrics.probes_started.get() >= 1 and mapper.metrics.pcp_available.get() == 0
     finally:
         transport.close()
 
@@ -257,6 +258,9 @@ async def test_renewal_at_half_the_lease_then_expiry_when_the_gateway_goes_quiet
             while mapper.external is not None:
                 await asyncio.sleep(0.05)
         assert changes == [("203.0.113.21", 40000), None]
+        m = mapper.metrics
+        assert m.pcp_available.get() >= 1 and m.mapping_attempts.get() >= 3 and m.mapping_failures.get() >= 1
+        assert m.external_address_updated.get() == 2 and m.mapped.get() == 0
     finally:
         await mapper.close()
         transport.close()

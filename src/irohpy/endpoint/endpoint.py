@@ -46,6 +46,7 @@ from irohpy.lookup.pkarr_client import PkarrPublisher, PkarrResolver
 from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.portmapper import Portmapper, PortmapperConfig
+from irohpy.portmapper.metrics import PortmapMetrics
 from irohpy.quic import connection as qc
 from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint, always_retry, retry_under_load
@@ -293,7 +294,8 @@ class Endpoint:
             if mapper is not None:
                 traversal.set_portmapped(mapper.external)
 
-        mapper = Portmapper(bound[1], bound_ip=bound[0], on_change=changed)
+        mapper = Portmapper(bound[1], bound_ip=bound[0], on_change=changed,
+                            metrics=self._metrics.register(PortmapMetrics()))
         return mapper
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

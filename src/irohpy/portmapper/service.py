@@ -18,6 +18,7 @@ from irohpy.errors import PortMapError, PortMapRefused
 from irohpy.portmapper import mapping
 from irohpy.portmapper.gateway import Home, find_home
 from irohpy.portmapper.mapping import PREFERENCE, Mapping, Probe, Protocol
+from irohpy.portmapper.metrics import PortmapMetrics
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +41,13 @@ class Portmapper:
 
     def __init__(self, local_port: int, *, bound_ip: str = "0.0.0.0", on_change: Callable[[], None] | None = None,
                  protocols: tuple[Protocol, ...] = PREFERENCE,
-                 find_home: Callable[[], Home | None] = find_home) -> None:
+                 find_home: Callable[[], Home | None] = find_home, metrics: PortmapMetrics | None = None) -> None:
         self.local_port = local_port
         self._bound_ip = bound_ip
         self._on_change = on_change
         self._protocols = protocols
         self._find_home = find_home
+        self.metrics = metrics or PortmapMetrics()
         self._loop = asyncio.get_running_loop()
         self._home: Home | None = None
         self._probe: Probe | None = None
@@ -105,18 +107,16 @@ class Portmapper:
             self._set(None)
             current = None
         if self._probe is None:
-            try:
-                self._probe = await asyncio.wait_for(mapping.probe(home, self._protocols), PROBE_TIMEOUT)
-            except TimeoutError:
-                self._probe = Probe()
-            log.debug("port mapping probe of %s: %s", home.gateway, self._probe)
+            self._probe = await self._probe_gateway(home)
         order = [current.protocol] if current is not None else self._probe.available()
         for protocol in order:
+            self.metrics.mapping_attempts.inc()
             try:
                 new = await asyncio.wait_for(
                     mapping.create(protocol, home, self.local_port, self._probe, current), MAP_TIMEOUT)
             except (PortMapError, PortMapRefused, TimeoutError, OSError) as exc:
                 log.debug("%s mapping on %s failed: %s", protocol, home.gateway, exc)
+                self.metrics.mapping_failures.inc()
                 continue
             if current is None or new.external != current.external:
                 log.info("port mapping via %s: %s:%d -> %s:%d", protocol, home.local_ip, self.local_port,
@@ -132,11 +132,34 @@ class Portmapper:
         self._probe = None
         return retry
 
+    async def _probe_gateway(self, home: Home) -> Probe:
+        m = self.metrics
+        m.probes_started.inc()
+        for protocol, counter in ((Protocol.PCP, m.pcp_probes), (Protocol.NAT_PMP, m.nat_pmp_probes),
+                                  (Protocol.UPNP, m.upnp_probes)):
+            if protocol in self._protocols:
+                counter.inc()
+        try:
+            found = await asyncio.wait_for(mapping.probe(home, self._protocols), PROBE_TIMEOUT)
+        except TimeoutError:
+            found = Probe()
+        log.debug("port mapping probe of %s: %s", home.gateway, found)
+        for seen, counter in ((found.pcp, m.pcp_available), (found.nat_pmp, m.nat_pmp_available),
+                              (found.upnp, m.upnp_available)):
+            if seen:
+                counter.inc()
+        if Protocol.UPNP in self._protocols and not found.upnp:
+            m.upnp_probes_failed.inc()
+        return found
+
     def _set(self, new: Mapping | None) -> None:
         before = self.external
         self._mapping = new
-        if self.external != before and self._on_change is not None:
-            self._on_change()
+        self.metrics.mapped.set(1 if new is not None else 0)
+        if self.external != before:
+            self.metrics.external_address_updated.inc()
+            if self._on_change is not None:
+                self._on_change()
 
     async def _drop(self) -> None:
         old = self._mapping
