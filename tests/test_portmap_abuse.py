@@ -264,3 +264,28 @@ async def test_renewal_at_half_the_lease_then_expiry_when_the_gateway_goes_quiet
     finally:
         await mapper.close()
         transport.close()
+
+
+@pytest.mark.netns
+async def test_ssdp_junk_and_foreign_locations_find_no_gateway() -> None:
+    """SSDP also goes to the multicast group, so this runs only in a loopback-only namespace."""
+    home = loopback_gateway()
+    answer = (b"HTTP/1.1 200 OK\r\nST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n"
+              b"LOCATION: http://%s:5000/rootDesc.xml\r\n\r\n")
+
+    def evil(_: bytes) -> list[bytes]:
+        return [*garbage(b""), b"X" * 60000, answer % b"203.0.113.9"]
+
+    transport, junk = await serve_udp(home, 1900, evil)
+    try:
+        start = time.monotonic()
+        assert await upnp.search(home.gateway, home.local_ip) is None
+        assert time.monotonic() - start < upnp.SEARCH_TIMEOUT + 1.0 and junk.requests >= 1
+    finally:
+        transport.close()
+    home = loopback_gateway()
+    transport, _ = await serve_udp(home, 1900, lambda _: [*garbage(b""), answer % home.gateway.encode()])
+    try:
+        assert await upnp.search(home.gateway, home.local_ip) == f"http://{home.gateway}:5000/rootDesc.xml"
+    finally:
+        transport.close()
