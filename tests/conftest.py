@@ -8,6 +8,11 @@ import socket
 
 import pytest
 
+# No test may probe the machine's real gateway (SSDP multicast, UDP 5351): endpoints in this
+# process and in every child it starts keep port mapping off unless a test enables it
+# explicitly (the NAT lab does, behind its own routers).
+os.environ["IROHPY_PORTMAPPER"] = "disabled"
+
 
 def loopback_only() -> bool:
     """True when this process's network namespace has no interface but lo."""

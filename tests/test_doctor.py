@@ -1,4 +1,4 @@
-"""irohpy doctor on loopback: the port-mapping codecs (fuzzed), report against our relay,
+"""irohpy doctor on loopback: report against our relay (port-mapping codecs: test_portmapper.py),
 accept/connect end to end through the CLI, and the plot checked as pixels (HTML rendered by
 headless Chromium, and the PNG decoded)."""
 
@@ -17,63 +17,17 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from irohpy.base.relay_url import RelayUrl
-from irohpy.doctor import plot, portmap
+from irohpy.doctor import plot
 from irohpy.doctor.report import NAT_CONE, NAT_SYMMETRIC, NAT_UDP_BLOCKED, RelayReport, classify, run_report
 from irohpy.doctor.speed import Record
-from irohpy.errors import PortMapError
 from tests.relay_fixture import relay_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run")
-
-
-# -- codecs -----------------------------------------------------------------------------------
-
-
-def test_natpmp_and_pcp_codecs() -> None:
-    assert portmap.natpmp_request() == b"\x00\x00"
-    answer = struct.pack("!BBHI", 0, 128, 0, 77) + bytes([203, 0, 113, 21])
-    assert portmap.parse_natpmp(answer) == "203.0.113.21"
-    with pytest.raises(PortMapError, match="result code 3"):
-        portmap.parse_natpmp(struct.pack("!BBHI", 0, 128, 3, 0) + bytes(4))
-    request = portmap.pcp_request("198.51.100.2")
-    assert len(request) == 24 and request[:2] == b"\x02\x00" and request[-6:] == b"\xff\xff" + bytes([198, 51, 100, 2])
-    assert portmap.parse_pcp(struct.pack("!BBBBII", 2, 0x80, 0, 0, 0, 9) + bytes(12)) == 9
-    with pytest.raises(PortMapError, match="PCP result code 1"):
-        portmap.parse_pcp(struct.pack("!BBBBII", 2, 0x80, 0, 1, 0, 9) + bytes(12))
-
-
-def test_ssdp_codec() -> None:
-    assert b"M-SEARCH" in portmap.ssdp_request(portmap.SSDP_GROUP)
-    answer = (b"HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=120\r\nST: " + portmap.IGD.encode()
-              + b"\r\nLOCATION: http://198.51.100.1:5000/rootDesc.xml\r\n\r\n")
-    assert portmap.parse_ssdp(answer) == "http://198.51.100.1:5000/rootDesc.xml"
-    with pytest.raises(PortMapError, match="not a gateway"):
-        portmap.parse_ssdp(answer.replace(b"InternetGatewayDevice", b"MediaRenderer"))
-
-
-@given(st.binary(max_size=1200))
-def test_portmap_parsers_reject_garbage_with_typed_errors(data: bytes) -> None:
-    for parse in (portmap.parse_natpmp, portmap.parse_pcp, portmap.parse_ssdp):
-        try:
-            parse(data)
-        except PortMapError:
-            pass
-
-
-def test_default_gateway_from_route_table(tmp_path: Path) -> None:
-    table = tmp_path / "route"
-    table.write_text("Iface\tDestination\tGateway\tFlags\n"
-                     "eth0\t0064A8C0\t00000000\t0001\neth0\t00000000\t0164A8C0\t0003\n")
-    assert portmap.default_gateway(table) == "192.168.100.1"
-    table.write_text("Iface\tDestination\tGateway\n")
-    assert portmap.default_gateway(table) is None
 
 
 def test_nat_type_from_reflexive_addresses() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from irohpy.lab import scenarios, topology
+from irohpy.lab import scenarios, topology, upnpd
 from irohpy.lab.scenarios import (
     CONNECT_ALLOWANCE,
     FALLBACK_LIMIT,
@@ -94,3 +94,21 @@ def test_cli_lab_run() -> None:
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["scenario"] == "same_lan" and result["connected"], result
+
+
+@pytest.mark.skipif(upnpd.unavailable_reason() is not None, reason=upnpd.unavailable_reason() or "")
+async def test_symmetric_behind_miniupnpd_goes_direct_through_the_mapping() -> None:
+    """Symmetric NAT alone stays on the relay (cone_symmetric); with miniupnpd the listener's
+    mapped address is advertised, and the dialer's direct path is exactly that address."""
+    result = await _run("symmetric_upnp_cone")
+    assert result.final_path == "direct", result.path_changes
+    assert result.direct_to_relay == 0, result.path_changes
+    port = next(p for h, p in result.listener_sockets if ":" not in h)
+    assert result.path_changes[-1][2] == f"{topology.WAN_IP['ra']}:{port}", "the path must be the mapping"
+    ra, rb = result.router_traffic["ra"], result.router_traffic["rb"]
+    # Counted by nftables on both routers: the data went over UDP between the homes, not the relay.
+    assert ra["direct_down"][1] >= TRANSFER and rb["direct_up"][1] >= TRANSFER, result.router_traffic
+    assert rb["relay_up"][1] < TRANSFER / 10, result.router_traffic
+    # The dialer asked its own router too, found nothing there, and holds no mapping.
+    metrics = result.dialer_metrics
+    assert metrics["portmap_probes_started_total"] >= 1 and metrics["portmap_mapped"] == 0, metrics

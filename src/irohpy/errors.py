@@ -287,7 +287,15 @@ class BlobsError(IrohError):
 
 
 class PortMapError(DecodeError):
-    """A NAT-PMP, PCP or SSDP (UPnP) answer that does not parse."""
+    """A NAT-PMP, PCP, SSDP or UPnP (description, SOAP) answer that does not parse or is too large."""
+
+
+class PortMapRefused(IrohError):
+    """A gateway understood a port-mapping request and said no; ``code`` is its result or UPnP error code."""
+
+    def __init__(self, message: str, *, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class DoctorError(IrohError):

@@ -45,6 +45,8 @@ from irohpy.socket.metrics import SocketMetrics
 from irohpy.lookup.pkarr_client import PkarrPublisher, PkarrResolver
 from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.remote_map import RemoteMap, RemoteState
+from irohpy.portmapper import Portmapper, PortmapperConfig
+from irohpy.portmapper.metrics import PortmapMetrics
 from irohpy.quic import connection as qc
 from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint, always_retry, retry_under_load
@@ -181,6 +183,7 @@ class Endpoint:
         relay_only: bool = False,
         handshake_limits: HandshakeLimits = HandshakeLimits(),
         relay_recv_limits: RelayRecvLimits = RelayRecvLimits(),
+        portmapper_config: PortmapperConfig | None = None,
     ) -> Endpoint:
         """Bind the sockets and start the relay and lookup machinery.
 
@@ -188,7 +191,9 @@ class Endpoint:
         direct address is published, and peers are reached through relays only.
         ``handshake_limits`` caps concurrent incoming handshakes and says when dialers
         must pass a stateless Retry first; ``relay_recv_limits`` meters, per sender, the
-        datagrams that arrive through relays.
+        datagrams that arrive through relays. ``portmapper_config`` (default enabled, as in
+        iroh, unless ``IROHPY_PORTMAPPER=disabled``) has the default gateway map our IPv4 UDP
+        port with PCP, NAT-PMP or UPnP IGD; the mapped address joins our direct addresses.
         """
         self = object.__new__(cls)
         self._secret = secret_key if secret_key is not None else SecretKey.generate()
@@ -265,6 +270,8 @@ class Endpoint:
             None if relay_only else NatTraversal(self._secret, self._transport, self._remotes,
                                                  self._addr_changed.notify_all, self._socket_metrics)
         )
+        self.portmapper_config = portmapper_config or PortmapperConfig.default()
+        self._portmapper = self._start_portmapper(self.portmapper_config)
         self.address_lookup = CombinedLookup([*address_lookup, *_preset_lookups(preset, self._secret)],
                                              metrics=lookup_metrics)
         self._spawn(self._publish_loop())
@@ -272,6 +279,24 @@ class Endpoint:
 
     async def __aenter__(self) -> Endpoint:
         return self
+
+    def _start_portmapper(self, config: PortmapperConfig) -> Portmapper | None:
+        traversal = self._traversal
+        if config is PortmapperConfig.DISABLED or traversal is None:
+            return None
+        bound = next(((h, p) for h, p in self._transport.local_addrs()
+                      if ":" not in h and p and not h.startswith("127.")), None)
+        if bound is None:
+            return None
+        mapper: Portmapper | None = None
+
+        def changed() -> None:
+            if mapper is not None:
+                traversal.set_portmapped(mapper.external)
+
+        mapper = Portmapper(bound[1], bound_ip=bound[0], on_change=changed,
+                            metrics=self._metrics.register(PortmapMetrics()))
+        return mapper
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -618,6 +643,8 @@ class Endpoint:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._engine.close()
         await self.address_lookup.close()
+        if self._portmapper is not None:
+            await self._portmapper.close()
         if self._traversal is not None:
             await self._traversal.close()
         if self._transport.relay is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import tempfile
 import time
 import urllib.request
@@ -27,7 +28,7 @@ from types import TracebackType
 from prometheus_client.parser import text_string_to_metric_families
 
 from irohpy.errors import LabError
-from irohpy.lab import conntrack, nat, netns, topology
+from irohpy.lab import conntrack, nat, netns, topology, upnpd
 from irohpy.lab.process import LabProcess, python
 from irohpy.lab.topology import HOST_IP, LAN_IP, LAN_PREFIX, RELAY_IP, ROUTER_OF, ROUTERS, Network
 
@@ -55,6 +56,11 @@ class Lab:
     async def __aenter__(self) -> Lab:
         if reason := topology.unavailable_reason():
             raise LabError(reason)
+        if any(self.network.router(r).upnp for r in ROUTERS):
+            if reason := upnpd.unavailable_reason():
+                raise LabError(reason)
+            if not self.network.services:
+                raise LabError("miniupnpd needs the lab's services: it checks its WAN side with the relay's STUN")
         start = time.perf_counter()
         try:
             await asyncio.to_thread(topology.remove_stale)
@@ -63,6 +69,7 @@ class Lab:
             await self._start_delay_lines()
             if self.network.services:
                 await self._start_services()
+            await self._start_upnpd()
         except BaseException:
             await self.close()
             raise
@@ -135,6 +142,33 @@ class Lab:
                                                                            "show", "dev", dev]):
                 await asyncio.sleep(0.02)
 
+    def _state_dir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="irohpy-lab-")
+        return self._tmp.name
+
+    async def _start_upnpd(self) -> None:
+        """miniupnpd on every router that asks for it; ready once it listens for NAT-PMP/PCP."""
+        for router in ROUTERS:
+            if not self.network.router(router).upnp:
+                continue
+            state = f"{self._state_dir()}/{router}"
+            os.mkdir(state)
+            conf = f"{state}/miniupnpd.conf"
+            with open(conf, "w") as f:
+                f.write(upnpd.config((RELAY_IP, RELAY_PORT), f"{LAN_IP[router]}/{LAN_PREFIX}", state))
+            proc = await self.spawn(router, upnpd.argv(conf, f"{state}/miniupnpd.pid"), f"miniupnpd-{router}")
+            async with asyncio.timeout(START_TIMEOUT):
+                while upnpd.READY not in proc.stderr_text():
+                    if proc.proc.returncode is not None:
+                        raise LabError(f"miniupnpd on {router} exited: {proc.stderr_text()[-2000:]}")
+                    await asyncio.sleep(0.02)
+
+    def upnp_forwards(self, router: str) -> str:
+        """miniupnpd's current port forwards on ``router`` (its prerouting chain, as nft text)."""
+        return topology.run(["ip", "netns", "exec", self.ns(router), "nft", "list", "chain", "inet", upnpd.TABLE,
+                             "prerouting_miniupnpd"])
+
     # -- the relay and the DNS server ---------------------------------------------
 
     @property
@@ -159,13 +193,12 @@ class Lab:
                 "--origin", DNS_ORIGIN]
 
     async def _start_services(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="irohpy-lab-")
         relay = await self.spawn("relay", python(
             "-m", "irohpy", "relay", "--dev", "--http-bind", f"{RELAY_IP}:{RELAY_PORT}",
             "--metrics-bind", f"{RELAY_IP}:{RELAY_METRICS_PORT}", "--stun-port", "0"), "relay")
         dns = await self.spawn("relay", python(
             "-m", "irohpy", "dns-server", "--dev", "--http-bind", f"{RELAY_IP}:{PKARR_PORT}",
-            "--dns-bind", f"{RELAY_IP}:{DNS_PORT}", "--origin", DNS_ORIGIN, "--db", f"{self._tmp.name}/dns.sqlite",
+            "--dns-bind", f"{RELAY_IP}:{DNS_PORT}", "--origin", DNS_ORIGIN, "--db", f"{self._state_dir()}/dns.sqlite",
             "--metrics-bind", "none"), "dns-server")
         await asyncio.gather(relay.expect_line("relay listening on", START_TIMEOUT),
                              dns.expect_line("dns on udp+tcp", START_TIMEOUT))

@@ -36,15 +36,22 @@ def loss_rules(loss_pct: float) -> str:
             f'oifname "wan" numgen random mod 10000 < {cutoff} counter drop\n')
 
 
-def ruleset(mode: NatMode, host_ip: str, loss_pct: float = 0.0) -> str:
-    """The whole ruleset for one router; ``host_ip`` is the full-cone forward target."""
-    forward_extra = ""
+def ruleset(mode: NatMode, host_ip: str, loss_pct: float = 0.0, upnp_table: str = "") -> str:
+    """The whole ruleset for one router; ``host_ip`` is the full-cone forward target.
+
+    ``upnp_table`` (miniupnpd's own table, see :mod:`irohpy.lab.upnpd`) is appended, and the
+    forward filter then accepts what it port-forwards (``ct status dnat``), as home routers do.
+    Only LAN traffic is then masqueraded: the router's own packets keep their ports, which
+    miniupnpd's STUN check of the WAN side requires.
+    """
+    forward_extra = 'iifname "wan" ct status dnat accept\n' if upnp_table else ""
+    lan_only = 'iifname "lan" ' if upnp_table else ""
     prerouting = ""
     masquerade = "masquerade"
     if mode is NatMode.SYMMETRIC:
         masquerade = "masquerade random"
     elif mode is NatMode.UDP_BLOCKED:
-        forward_extra = 'iifname "lan" udp dport 53 accept\n  iifname "lan" meta l4proto udp drop\n'
+        forward_extra += 'iifname "lan" udp dport 53 accept\n  iifname "lan" meta l4proto udp drop\n'
     elif mode is NatMode.FULL_CONE_PORT:
         forward_extra = 'iifname "wan" ct status dnat accept\n'
         prerouting = (
@@ -65,8 +72,9 @@ def ruleset(mode: NatMode, host_ip: str, loss_pct: float = 0.0) -> str:
         "table ip nat {\n"
         f"{prerouting}"
         "chain postrouting { type nat hook postrouting priority srcnat; policy accept;\n"
-        f'  oifname "wan" {masquerade}\n}}\n'
+        f'  oifname "wan" {lan_only}{masquerade}\n}}\n'
         "}\n"
+        f"{upnp_table}"
     )
 
 

@@ -31,6 +31,7 @@ from irohpy.endpoint.endpoint import Endpoint
 from irohpy.errors import IrohError
 from irohpy.lookup.dns import DnsAddressLookup
 from irohpy.lookup.pkarr_client import PkarrPublisher
+from irohpy.portmapper import PortmapperConfig
 from irohpy.relay.map import RelayMode
 
 ALPN = b"irohpy/lab/0"
@@ -54,6 +55,8 @@ def _endpoint_kwargs(args: argparse.Namespace, secret: SecretKey) -> dict[str, A
         "bind_addrs": [f"0.0.0.0:{args.port}"],
         "address_lookup": [PkarrPublisher(secret, args.pkarr),
                            DnsAddressLookup(args.origin, nameservers=[(host, int(port))])],
+        # Explicit either way: the lab's own environment may turn the default off.
+        "portmapper_config": PortmapperConfig.ENABLED if args.portmap else PortmapperConfig.DISABLED,
     }
 
 
@@ -248,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dns", required=True, metavar="IP:PORT")
     parser.add_argument("--origin", required=True)
     parser.add_argument("--port", type=int, default=0, help="UDP port to bind (default any)")
+    parser.add_argument("--portmap", action="store_true", help="ask the router for a port mapping")
     parser.add_argument("--bytes", type=int, default=4 << 20)
     parser.add_argument("--rate", type=float, default=0.0, help="pace the transfer to this many bytes/s")
     parser.add_argument("--pings", type=int, default=5)

@@ -21,7 +21,7 @@ from irohpy.errors import LabError
 from irohpy.lab.lab import Lab
 from irohpy.lab.nat import FULL_CONE_PORT, NatMode
 from irohpy.lab.process import python
-from irohpy.lab.topology import Network, Router
+from irohpy.lab.topology import ROUTERS, Network, Router
 
 Change = Callable[[Lab], Awaitable[None]]
 TRANSFER_BYTES = 4 << 20
@@ -62,6 +62,8 @@ class Scenario:
     """Pace the transfer to this many bytes/s (0: as fast as possible)."""
     listener_port: int = 0
     """UDP port the listener binds (0: any)."""
+    portmap: bool = False
+    """Both endpoints ask their router for a port mapping (iroh's default)."""
 
 
 CONE = Router(NatMode.CONE)
@@ -76,6 +78,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("fullcone_symmetric", "listener behind a router forwarding its port (full cone), dialer behind "
              "symmetric NAT", Network(Router(NatMode.FULL_CONE_PORT), SYMMETRIC), True,
              listener_port=FULL_CONE_PORT),
+    Scenario("symmetric_upnp_cone", "listener behind symmetric NAT on a router running miniupnpd (UPnP IGD, "
+             "NAT-PMP, PCP), dialer behind cone NAT; both ask for port mappings",
+             Network(Router(NatMode.SYMMETRIC, upnp=True), CONE), True, portmap=True),
     Scenario("udp_blocked", "the dialer's router lets only TCP out", Network(CONE, Router(NatMode.UDP_BLOCKED)),
              False),
     Scenario("wan_50ms", "cone/cone, 25 ms each way on each uplink (50 ms RTT to the relay, 100 ms between hosts)",
@@ -110,6 +115,10 @@ class ScenarioResult:
     teardown_s: float = 0.0
     error: str | None = None
     path_changes: list[list[Any]] = field(default_factory=list)
+    listener_sockets: list[list[Any]] = field(default_factory=list)
+    """The listener's bound ``[host, port]`` sockets."""
+    router_traffic: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """Per router, nftables' ``{counter: [packets, bytes]}`` of relay (TCP) and direct (UDP) traffic."""
     dialer_metrics: dict[str, Any] = field(default_factory=dict)
     """The dialing endpoint's ``Endpoint.metrics().values()`` at the end (hole-punch attempts, bytes per path)."""
 
@@ -153,13 +162,17 @@ async def run_scenario(scenario: Scenario, *, transfer_bytes: int = TRANSFER_BYT
     result = ScenarioResult(scenario.name, connected=False)
     async with lab:
         peer = python("-m", "irohpy.lab.peer")
-        listener = await lab.spawn(scenario.listener, [*peer, "listen", *lab.peer_args(),
+        portmap = ["--portmap"] if scenario.portmap else []
+        for router in ROUTERS:
+            await lab.count_traffic(router)
+        listener = await lab.spawn(scenario.listener, [*peer, "listen", *lab.peer_args(), *portmap,
                                                        "--port", str(scenario.listener_port)], "listener")
         ready = await listener.expect("ready", timeout)
+        result.listener_sockets = ready.get("sockets", [])
         before = await lab.relay_forwarded_bytes()
         settle_s = settle if scenario.expect_direct else min(settle, 2.0)
         dialer = await lab.spawn(scenario.dialer, [
-            *peer, "dial", ready["id"], *lab.peer_args(), "--bytes", str(transfer_bytes),
+            *peer, "dial", ready["id"], *lab.peer_args(), *portmap, "--bytes", str(transfer_bytes),
             "--rate", str(scenario.rate), "--settle", str(settle_s), "--timeout", str(timeout / 2),
         ], "dialer")
         change_at = None
@@ -183,6 +196,8 @@ async def run_scenario(scenario: Scenario, *, transfer_bytes: int = TRANSFER_BYT
         else:
             result.error = report.get("error")
         result.relay_bytes = await lab.relay_forwarded_bytes() - before
+        for router in ROUTERS:
+            result.router_traffic[router] = {k: list(v) for k, v in (await lab.traffic(router)).items()}
     result.setup_s = lab.timings.get("setup_s", 0.0)
     result.teardown_s = lab.timings.get("teardown_s", 0.0)
     return result

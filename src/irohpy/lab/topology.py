@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 
 from irohpy.errors import LabError
-from irohpy.lab import nat, netns
+from irohpy.lab import nat, netns, upnpd
 
 PREFIX = "irohlab"
 ROLES = ("inet", "relay", "ra", "rb", "a1", "a2", "b1", "b2")
@@ -58,6 +58,8 @@ class Router:
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss_pct: float = 0.0
+    upnp: bool = False
+    """Run the real miniupnpd on this router (UPnP IGD, NAT-PMP and PCP for its LAN)."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ class Topology:
             spec = self.network.router(router)
             first_host = next(h for h in HOSTS if ROUTER_OF[h] == router)
             run(["ip", "netns", "exec", n[router], "nft", "-f", "-"],
-                nat.ruleset(spec.nat, HOST_IP[first_host], spec.loss_pct))
+                nat.ruleset(spec.nat, HOST_IP[first_host], spec.loss_pct, upnpd.nft_table() if spec.upnp else ""))
             if spec.delay_ms > 0 and self.use_netem:
                 self._netem(router, spec)
 

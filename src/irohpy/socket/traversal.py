@@ -45,6 +45,7 @@ class NatTraversal:
         self._loop = asyncio.get_running_loop()
         self.metrics = metrics or SocketMetrics()
         self.reflexive: set[DirectPath] = set()
+        self.portmapped: DirectPath | None = None
         self._observed: list[DirectPath] = []
         self._stun_waiters: dict[bytes, tuple[DirectPath, asyncio.Future[DirectPath]]] = {}
         self._stun_now = asyncio.Event()
@@ -56,19 +57,28 @@ class NatTraversal:
     # -- our candidates ----------------------------------------------------------------
 
     def local_candidates(self) -> list[DirectPath]:
-        """Where peers may reach us: interface addresses, then what STUN and pongs reported."""
-        out: list[DirectPath] = []
+        """Where peers may reach us: the port mapping, interface addresses, then what STUN and pongs reported."""
+        out: list[DirectPath] = [self.portmapped] if self.portmapped is not None else []
         for host, port in self._transport.local_addrs():
             ip = ipaddress.ip_address(host)
             if ip.is_unspecified:
                 family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
                 out += [(a, port) for a in interface_addrs(family)]
-            else:
+            elif (host, port) not in out:
                 out.append((host, port))
         for addr in [*sorted(self.reflexive), *self._observed]:
             if addr not in out:
                 out.append(addr)
         return out[: control.MAX_CANDIDATES]
+
+    def set_portmapped(self, addr: DirectPath | None) -> None:
+        """The router mapped (or stopped mapping) a public port to us: advertise it and punch again."""
+        if addr == self.portmapped:
+            return
+        log.info("port-mapped address: %s", f"{addr[0]}:{addr[1]}" if addr else "none")
+        self.portmapped = addr
+        self._restart_all()
+        self._on_local_change()
 
     def _read_interfaces(self) -> tuple[list[str], list[str]]:
         return interface_addrs(socket.AF_INET), interface_addrs(socket.AF_INET6)
