@@ -122,6 +122,14 @@ async def test_outside_counter_sees_packets_addressed_beyond_the_lab() -> None:
     assert counted["direct_up"][0] == 1, counted
 
 
+def test_rust_peer_refuses_to_run_outside_a_lab() -> None:
+    out = subprocess.run([sys.executable, "-m", "irohpy.lab.rust_peer", "listen", "--relay", "http://203.0.113.10:3340/"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert json.loads(out.stdout) == {"event": "error",
+                                      "message": "refusing to run a Rust peer outside an irohpy lab namespace"}
+
+
 def test_cli_lab_run_with_rust_peers() -> None:
     out = subprocess.run([sys.executable, "-m", "irohpy", "lab", "run", "cone_cone", "--peers", "rust-rust",
                           "--megabytes", "1", "--json"], capture_output=True, text=True, timeout=170)

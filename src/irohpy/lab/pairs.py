@@ -198,7 +198,7 @@ def rows(results: Sequence[PairResult]) -> list[tuple[str, ...]]:
     groups: dict[tuple[str, str], list[PairResult]] = {}
     for r in results:
         groups.setdefault((r.scenario, r.pair), []).append(r)
-    out = []
+    out: list[tuple[str, ...]] = []
     for (scenario, pair), runs in groups.items():
         n = len(runs)
         ttd = _median([r.time_to_direct for r in runs])

@@ -4,7 +4,8 @@
 publishes through the lab's DNS server (relay URL only, as iroh does) and prints
 ``{"event": "ready", "id": ...}``; it then echoes pings and hashes data streams until
 SIGTERM. ``python -m irohpy.lab.peer dial ID LABFLAGS [--bytes N] ...`` dials by
-EndpointId alone (the address comes from DNS, so the first path is the relay), pings,
+EndpointId alone (the address comes from DNS, so the first path is the relay), or by a
+ticket holding the id and relay URL (how ``irohpy.lab.pairs`` dials any kind of peer), pings,
 sends ``N`` random bytes, waits for the path to settle, and prints
 ``{"event": "result", ...}`` with what it saw. ``LABFLAGS`` are ``Lab.peer_args()``.
 """

@@ -38,7 +38,7 @@ T = TypeVar("T")
 try:
     import iroh
 except ImportError:  # pragma: no cover - the package is a test extra; main() says so
-    iroh = None
+    iroh = None  # type: ignore[assignment]
 
 
 def unavailable_reason() -> str | None:
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    iroh.iroh_ffi.uniffi_set_event_loop(asyncio.get_running_loop())
+    iroh.iroh_ffi.uniffi_set_event_loop(asyncio.get_running_loop())  # type: ignore[arg-type]
     iroh.set_log_level(iroh.LogLevel.WARN)
     return await (listen(args) if args.mode == "listen" else dial(args))
 
