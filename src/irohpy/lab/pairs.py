@@ -17,7 +17,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from irohpy.base.addr import EndpointAddr, RelayAddr
@@ -90,8 +90,6 @@ class PairResult(ScenarioResult):
     router_direct_bytes: int = 0
     outside_packets: int = 0
     """Packets any lab host addressed outside the lab, summed over both routers."""
-    router_traffic: dict[str, dict[str, list[int]]] = field(default_factory=dict)
-    """Per router, nftables' ``{counter: [packets, bytes]}``."""
 
 
 def _program(kind: str) -> list[str]:
@@ -99,9 +97,13 @@ def _program(kind: str) -> list[str]:
 
 
 def _flags(lab: Lab, kind: str, host: str, scenario: Scenario) -> list[str]:
-    """Where a peer of ``kind`` on ``host`` finds the lab's services (and, for Rust, its WAN address)."""
+    """Where a peer of ``kind`` on ``host`` finds the lab's services (and, for Rust, its WAN address).
+
+    Rust iroh runs its own port-mapping client (the package has no switch for it; the lab's
+    miniupnpd grants it a mapping); irohpy asks where the scenario says so.
+    """
     if kind == "irohpy":
-        return lab.peer_args()
+        return [*lab.peer_args(), *(["--portmap"] if scenario.portmap else [])]
     router = ROUTER_OF[host]
     external = [] if scenario.network.router(router).nat is NatMode.UDP_BLOCKED else ["--external-ip", WAN_IP[router]]
     return ["--relay", lab.relay_url, *external]
@@ -128,6 +130,7 @@ async def run_pair(scenario: Scenario, pair: Pair, *, transfer_bytes: int = TRAN
             *_program(pair.listener), "listen", *_flags(lab, pair.listener, scenario.listener, scenario),
             "--port", str(scenario.listener_port)], f"{pair.listener} listener")
         ready = await listener.expect("ready", timeout)
+        result.listener_sockets = ready.get("sockets", [])
         before = await lab.relay_forwarded_bytes()
         settle_s = settle if scenario.expect_direct else min(settle, 2.0)
         dialer = await lab.spawn(scenario.dialer, [

@@ -154,6 +154,12 @@ async def _bind(args: argparse.Namespace, alpns: list[bytes] | None) -> Any:
     return endpoint
 
 
+def _socket(text: str) -> list[Any]:
+    """``"0.0.0.0:5"`` or ``"[::]:5"`` as ``irohpy.lab.peer`` reports sockets: ``[host, port]``."""
+    host, _, port = text.rpartition(":")
+    return [host.strip("[]"), int(port)]
+
+
 def _metrics(endpoint: Any) -> dict[str, int]:
     return {name: stat.value for name, stat in endpoint.stats().items()}
 
@@ -164,7 +170,7 @@ async def listen(args: argparse.Namespace) -> int:
     endpoint = await _bind(args, [ALPN])
     conns: list[Any] = []
     try:
-        emit(event="ready", id=str(endpoint.id()), sockets=endpoint.bound_sockets())
+        emit(event="ready", id=str(endpoint.id()), sockets=[_socket(s) for s in endpoint.bound_sockets()])
 
         async def accept_loop() -> None:
             async with asyncio.TaskGroup() as group:
