@@ -146,11 +146,15 @@ async def _bind(args: argparse.Namespace, alpns: list[bytes] | None) -> Any:
     endpoint = await iroh.Endpoint.bind(iroh.EndpointOptions(
         preset=iroh.preset_minimal(), relay_mode=iroh.RelayMode.custom(relays),
         bind_addr=f"0.0.0.0:{args.port}", alpns=alpns))
-    if args.external_ip:
-        port = next(s for s in endpoint.bound_sockets() if not s.startswith("[")).rpartition(":")[2]
-        await endpoint.add_external_addr(f"{args.external_ip}:{port}")
-    async with asyncio.timeout(START_TIMEOUT):
-        await endpoint.online()
+    try:
+        if args.external_ip:
+            port = next(s for s in endpoint.bound_sockets() if not s.startswith("[")).rpartition(":")[2]
+            await endpoint.add_external_addr(f"{args.external_ip}:{port}")
+        async with asyncio.timeout(START_TIMEOUT):
+            await endpoint.online()
+    except BaseException:
+        await endpoint.close()
+        raise
     return endpoint
 
 
