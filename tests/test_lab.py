@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from irohpy.errors import LabError
-from irohpy.lab import HOST_IP, RELAY_IP, Lab, NatMode, Network, Router, conntrack, nat, netns, topology
+from irohpy.lab import HOST_IP, RELAY_IP, Lab, NatMode, Network, Router, conntrack, nat, netns, pairs, topology
 
 WAN_A = topology.WAN_IP["ra"]
 WAN_B = topology.WAN_IP["rb"]
@@ -93,6 +93,20 @@ def test_conntrack_ack_parser_rejects_garbage(data: bytes) -> None:
         conntrack.parse_ack(data, 1)
     except LabError:
         pass
+
+
+@given(st.text(max_size=40))
+def test_peer_pairs_parse_or_raise_lab_error(text: str) -> None:
+    try:
+        parsed = pairs.parse_pairs(text)
+    except LabError:
+        return
+    assert parsed and all(str(p) in pairs.PAIRS for p in parsed)
+
+
+def test_peer_pairs() -> None:
+    assert [str(p) for p in pairs.parse_pairs("all")] == list(pairs.PAIRS)
+    assert pairs.parse_pairs(" rust-irohpy,irohpy-rust ") == [pairs.Pair("rust", "irohpy"), pairs.Pair("irohpy", "rust")]
 
 
 def test_stale_names_are_recognised() -> None:

@@ -94,18 +94,28 @@ def block_udp_rules(peer_ip: str | None = None) -> str:
 
 
 COUNT_TABLE = "labcount"
-COUNTERS = ("relay_up", "relay_down", "direct_up", "direct_down")
+COUNTERS = ("relay_up", "relay_down", "direct_up", "direct_down", "outside")
+LAB_V4 = "198.51.100.0/24, 203.0.113.0/24, 224.0.0.0/4, 255.255.255.255"
+"""Where lab hosts may send IPv4: the two LANs, the lab's internet, multicast and broadcast."""
+LAB_V6 = "fe80::/10, ff00::/8"
+"""Where lab hosts may send IPv6: they have link-local addresses only."""
 
 
 def count_rules(relay_ip: str, relay_port: int) -> str:
     """Named counters of a router's forwarded traffic: TCP to and from the relay, and all other UDP.
 
     Upstream is counted before any filter (what the hosts sent), downstream after the
-    firewall (what reached the hosts); DNS to the relay is not counted.
+    firewall (what reached the hosts); DNS to the relay is not counted. ``outside`` counts
+    packets from the LAN addressed anywhere but the lab, as they arrive (the router has no
+    route for them, so they never leave): a peer that tries to reach the real internet
+    shows up there.
     """
     return (
         f"table inet {COUNT_TABLE} {{\n"
         + "".join(f"counter {name} {{}}\n" for name in COUNTERS)
+        + "chain outside { type filter hook prerouting priority raw; policy accept;\n"
+        f'  iifname "lan" ip daddr != {{ {LAB_V4} }} counter name "outside"\n'
+        f'  iifname "lan" ip6 daddr != {{ {LAB_V6} }} counter name "outside"\n}}\n'
         + "chain up { type filter hook forward priority filter - 20; policy accept;\n"
         f'  iifname "lan" oifname "wan" ip daddr {relay_ip} tcp dport {relay_port} counter name "relay_up"\n'
         f'  iifname "lan" oifname "wan" ip daddr != {relay_ip} meta l4proto udp counter name "direct_up"\n}}\n'

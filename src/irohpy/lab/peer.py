@@ -4,7 +4,8 @@
 publishes through the lab's DNS server (relay URL only, as iroh does) and prints
 ``{"event": "ready", "id": ...}``; it then echoes pings and hashes data streams until
 SIGTERM. ``python -m irohpy.lab.peer dial ID LABFLAGS [--bytes N] ...`` dials by
-EndpointId alone (the address comes from DNS, so the first path is the relay), pings,
+EndpointId alone (the address comes from DNS, so the first path is the relay), or by a
+ticket holding the id and relay URL (how ``irohpy.lab.pairs`` dials any kind of peer), pings,
 sends ``N`` random bytes, waits for the path to settle, and prints
 ``{"event": "result", ...}`` with what it saw. ``LABFLAGS`` are ``Lab.peer_args()``.
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from irohpy.base.keys import PublicKey, SecretKey
+from irohpy.base.ticket import EndpointTicket
 from irohpy.endpoint import presets
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.endpoint import Endpoint
@@ -77,7 +79,8 @@ async def _serve_stream(send: Any, recv: Any) -> None:
     await send.finish()
 
 
-async def _serve_conn(conn: Connection) -> None:
+async def serve_conn(conn: Connection) -> None:
+    """Serve pings and data streams on ``conn`` until it closes (the Rust lab peer serves with it too)."""
     async with asyncio.TaskGroup() as group:
         with contextlib.suppress(IrohError):
             while True:
@@ -115,7 +118,7 @@ async def listen(args: argparse.Namespace) -> int:
             async def accept_loop() -> None:
                 while incoming := await endpoint.accept():
                     with contextlib.suppress(IrohError):
-                        group.create_task(_serve_conn(await incoming.accept()))
+                        group.create_task(serve_conn(await incoming.accept()))
             acceptor = group.create_task(accept_loop())
             await stop.wait()
             acceptor.cancel()
@@ -187,13 +190,18 @@ async def _transfer(conn: Connection, size: int, rate: float) -> tuple[bool, flo
     return reply == f"{size} {hashlib.sha256(data).hexdigest()}", elapsed
 
 
+def _target(text: str) -> PublicKey | EndpointTicket:
+    """An EndpointId (its address comes from DNS) or a ticket (its id and relay URL)."""
+    return EndpointTicket.parse(text) if text.startswith(EndpointTicket.KIND) else PublicKey.parse(text)
+
+
 async def dial(args: argparse.Namespace) -> int:
     async with await Endpoint.bind(**_endpoint_kwargs(args, SecretKey.generate())) as endpoint:
         async with asyncio.timeout(START_TIMEOUT):
             await endpoint.online()
         started = time.time()
         try:
-            conn = await endpoint.connect(PublicKey.parse(args.target), ALPN, timeout=args.connect_timeout)
+            conn = await endpoint.connect(_target(args.target), ALPN, timeout=args.connect_timeout)
         except (IrohError, OSError) as exc:
             emit(event="result", connected=False, error=str(exc))
             return 0
@@ -202,7 +210,7 @@ async def dial(args: argparse.Namespace) -> int:
         log = PathLog(conn)
         async with asyncio.TaskGroup() as group:
             watcher = group.create_task(log.run())
-            result = await _exercise(conn, log, args)
+            result = await exercise(conn, log, args)
             watcher.cancel()
         final_path = "closed" if conn.is_closed else log.kind()
         conn.close(0, b"done")
@@ -212,7 +220,8 @@ async def dial(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _exercise(conn: Connection, log: PathLog, args: argparse.Namespace) -> dict[str, Any]:
+async def exercise(conn: Connection, log: PathLog, args: argparse.Namespace) -> dict[str, Any]:
+    """Pings, the transfer, a wait for a direct path, more pings: the run every lab dialer makes."""
     rtts = []
     errors = []
     for _ in range(args.pings):
@@ -245,7 +254,7 @@ async def _exercise(conn: Connection, log: PathLog, args: argparse.Namespace) ->
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m irohpy.lab.peer", description=__doc__)
     parser.add_argument("mode", choices=("listen", "dial"))
-    parser.add_argument("target", nargs="?", help="the listener's EndpointId (dial)")
+    parser.add_argument("target", nargs="?", help="the listener's EndpointId or ticket (dial)")
     parser.add_argument("--relay", required=True)
     parser.add_argument("--pkarr", required=True)
     parser.add_argument("--dns", required=True, metavar="IP:PORT")

@@ -126,7 +126,8 @@ class ScenarioResult:
         return dataclasses.asdict(self)
 
 
-def _analyse(result: ScenarioResult, report: dict[str, Any], change_at: float | None) -> None:
+def analyse(result: ScenarioResult, report: dict[str, Any], change_at: float | None) -> None:
+    """Fill ``result`` from a dialer's ``result`` event: path, time to direct, flaps, recovery."""
     changes = report.get("path_changes", [])
     result.path_changes = changes
     result.final_path = report.get("final_path")
@@ -192,7 +193,7 @@ async def run_scenario(scenario: Scenario, *, transfer_bytes: int = TRANSFER_BYT
             report = {"connected": False, "error": str(exc)}
         result.connected = bool(report.get("connected"))
         if result.connected:
-            _analyse(result, report, change_at)
+            analyse(result, report, change_at)
         else:
             result.error = report.get("error")
         result.relay_bytes = await lab.relay_forwarded_bytes() - before
