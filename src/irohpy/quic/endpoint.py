@@ -644,12 +644,11 @@ class QuicEndpoint:
                     continue
                 conn = entry.conn
                 touched[conn] = None
-                datagrams = conn.datagrams_to_send(now)
-                if datagrams:
+                for addr, datagrams in conn.transmit(now):
                     sent = entry.sent
                     sent[0] += len(datagrams)
                     sent[1] += sum(map(len, datagrams))
-                    _runs(conn.peer_address, datagrams, out)
+                    _runs(addr, datagrams, out)
                 if entry.handshaking and conn.handshake_complete:
                     entry.handshaking = False
                     self._handshaking -= 1
