@@ -252,10 +252,10 @@ class EngineConnection:
             await self._arrivals.wait()
         return self._datagrams.popleft()
 
-    def open_path(self, addr: object, *, available: bool = True) -> int:
+    def open_path(self, addr: object, *, available: bool = True, relay: bool = False) -> int:
         """Open a multipath path to ``addr`` (PathError if the connection cannot now)."""
         self._check_open()
-        pid = self.quic.open_path(addr, self._engine._clock(), available=available)
+        pid = self.quic.open_path(addr, self._engine._clock(), available=available, relay=relay)
         self._wake()
         return pid
 

@@ -170,12 +170,16 @@ K_MAX_PATH_ID: Final = 15  # a = the limit
 #: PATH_ABANDON error codes (draft-ietf-quic-multipath §10.2, as noq names them).
 APPLICATION_ABANDON_PATH: Final = 0x3E
 PATH_UNSTABLE_OR_POOR: Final = 0x3E76
+#: The idle timeout iroh gives relay paths (RELAY_PATH_MAX_IDLE_TIMEOUT).
+RELAY_PATH_IDLE_TIMEOUT: Final = 30.0
 #: PATH_CHALLENGE retransmissions back off from the path's PTO up to this (noq's bound).
 MAX_CHALLENGE_INTERVAL: Final = 2.0
 #: PATH_CHALLENGE data we keep per path, any of which a PATH_RESPONSE may echo.
 MAX_CHALLENGES: Final = 4
 #: PATH_CHALLENGEs received per path and burst that we answer.
 MAX_RESPONSES: Final = 8
+#: Off-path probes whose answers we still recognise (iroh sends at most 9 per candidate).
+MAX_PROBES: Final = 512
 
 SentFrames = list[tuple[int, int, int, int]]
 
@@ -293,6 +297,14 @@ class PathAbandoned:
 
 
 @dataclass(slots=True)
+class ProbeAnswered:
+    """A PATH_RESPONSE from ``addr`` echoed a probe :meth:`QuicConnection.probe` sent there:
+    the address reaches the peer (NAT traversal opens a path to it next)."""
+
+    addr: object
+
+
+@dataclass(slots=True)
 class PathStatusReceived:
     """The peer marked path ``path_id`` available (``available``) or backup."""
 
@@ -329,6 +341,7 @@ Event = Union[
     PathEstablished,
     PathAbandoned,
     PathStatusReceived,
+    ProbeAnswered,
 ]
 
 
@@ -511,6 +524,8 @@ class QuicConnection:
         "_data_ok",
         "_rx_addr",
         "_no_path_at",
+        "_probes",
+        "_probes_out",
     )
 
     def __init__(
@@ -659,6 +674,9 @@ class QuicConnection:
         self._rx_addr: object = None
         #: The peer abandoned our last path: without a new one by then, the connection ends.
         self._no_path_at = INF
+        #: Off-path probes: challenge data by the address it went to, and those not yet sent.
+        self._probes: dict[bytes, object] = {}
+        self._probes_out: list[tuple[object, bytes]] = []
 
     # -- introspection --------------------------------------------------------------
 
@@ -904,12 +922,13 @@ class QuicConnection:
 
     # -- paths (multipath) --------------------------------------------------------------
 
-    def open_path(self, addr: object, now: float, *, available: bool = True) -> int:
+    def open_path(self, addr: object, now: float, *, available: bool = True, relay: bool = False) -> int:
         """Open a path to ``addr`` (a client's act); returns its id. PATH_CHALLENGE probes
         it; :class:`PathEstablished` or, after the path idle timeout, :class:`PathAbandoned`
         follows. PathError when multipath is off, we are the server, the peer's path limit is
         reached (PATHS_BLOCKED goes out) or it gave no IDs for the next path (PATH_CIDS_BLOCKED).
-        ``available`` False opens it as a backup path."""
+        ``available`` False opens it as a backup path; ``relay`` gives it the relay paths'
+        30 s idle timeout."""
         if not self._mp:
             raise PathError("multipath is not negotiated", "not-negotiated")
         if not self.is_client:
@@ -927,6 +946,9 @@ class QuicConnection:
             raise PathError(f"the peer gave no connection IDs for path {path_id}", "cids-blocked")
         path = self._new_path(path_id, addr, now)
         path.status = STATUS_AVAILABLE if available else STATUS_BACKUP
+        if relay:
+            path.idle_timeout = RELAY_PATH_IDLE_TIMEOUT
+        self._no_path_at = INF
         return path_id
 
     def close_path(self, path_id: int, now: float, error_code: int = APPLICATION_ABANDON_PATH) -> None:
@@ -962,6 +984,18 @@ class QuicConnection:
         """(our status is available, the peer's status is available) of a path."""
         path = self._live_path(path_id)
         return path.status == STATUS_AVAILABLE, path.remote_status == STATUS_AVAILABLE
+
+    def probe(self, addr: object) -> None:
+        """Send an off-path PATH_CHALLENGE to ``addr`` on a validated path's IDs (noq's NAT
+        traversal probe: not padded, not congestion controlled); :class:`ProbeAnswered`
+        follows if the PATH_RESPONSE comes back from there."""
+        if not self._mp:
+            raise PathError("multipath is not negotiated", "not-negotiated")
+        data = os.urandom(8)
+        if len(self._probes) >= MAX_PROBES:
+            del self._probes[next(iter(self._probes))]
+        self._probes[data] = addr
+        self._probes_out.append((addr, data))
 
     def sendable_paths(self) -> list[int]:
         """The paths that carry data now, by id: validated available paths, else validated
@@ -1053,8 +1087,9 @@ class QuicConnection:
                 return
         path = self._home
         created = False
-        if self._mp and packets[0].packet_type == PACKET_ONE_RTT and packets[0].dcid not in self._local_cids:
-            pid = self._path_of_cid(packets[0].dcid)
+        if self._mp and packets[0].packet_type == PACKET_ONE_RTT:
+            dcid = packets[0].dcid
+            pid = 0 if dcid in self._local_cids and 0 in self._local_path_cids else self._path_of_cid(dcid)
             found = self._paths.get(pid) if pid >= 0 else None
             if found is None:
                 if pid < 0 or self.is_client or pid in self._abandoned_ids:
@@ -1085,6 +1120,10 @@ class QuicConnection:
             self._last_activity = now
             path.last_activity = now
             self._idle_restarted = False
+            if created:
+                self._no_path_at = INF
+                if path.path_id not in self._peer_path_cids:
+                    self._pending_path_cids_blocked[path.path_id] = 0
         else:
             if created:
                 del self._paths[path.path_id]
@@ -1151,7 +1190,7 @@ class QuicConnection:
                 plain = open_one_rtt(keys, packet, path.path_id)
                 if keys.key_phase != phase:
                     # The peer updated its keys and ours followed: the new phase starts now.
-                    self._key_phase_first_pn = self._rec.spaces[APPLICATION].next_pn
+                    self._key_phase_first_pn = self._home.recovery.spaces[APPLICATION].next_pn
                     self._key_update_allowed = False
                     self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
             else:
@@ -1359,9 +1398,12 @@ class QuicConnection:
                         self._issue_path_cids(pid, local)
             return True
         if isinstance(frame, PathChallenge):
-            responses = self._path.responses
-            if len(responses) < MAX_RESPONSES:
-                responses.append(frame.data)
+            path = self._path
+            if not self._mp or self._rx_addr == path.addr:
+                if len(path.responses) < MAX_RESPONSES:
+                    path.responses.append(frame.data)
+            elif len(path.off_path) < MAX_RESPONSES:
+                path.off_path.append((frame.data, self._rx_addr))
             return True
         if isinstance(frame, (PathAbandon, PathStatus, MaxPathId, PathsBlocked, PathCidsBlocked)):
             self._on_path_frame(frame, now)
@@ -1781,7 +1823,6 @@ class QuicConnection:
         path.idle_timeout = c.path_idle_timeout
         path.last_activity = now
         self._paths[pid] = path
-        self._no_path_at = INF
         return path
 
     def _on_path_response(self, data: bytes) -> None:
@@ -1789,6 +1830,10 @@ class QuicConnection:
         arrived from the path's address (an off-path copy proves nothing)."""
         path = self._path
         if data not in path.challenges or self._rx_addr != path.addr or path.abandoned:
+            probed = self._probes.get(data)
+            if probed is not None and probed == self._rx_addr:
+                del self._probes[data]
+                self._events.append(ProbeAnswered(probed))
             return
         path.challenges.clear()
         path.challenge_at = INF
@@ -1809,6 +1854,7 @@ class QuicConnection:
         path.challenge_at = INF
         path.challenges.clear()
         path.responses.clear()
+        path.off_path.clear()
         path.ping_pending = False
         path.status_pending = False
         self._abandoned_ids.add(pid)
@@ -1838,6 +1884,12 @@ class QuicConnection:
         self._peer_path_cids.pop(pid, None)
         if path is self._home and self._paths:
             self._home = next(iter(self._paths.values()))
+
+    def _sendable_path(self) -> bool:
+        for path in self._paths.values():
+            if self._may_send_data(path):
+                return True
+        return False
 
     def _may_send_data(self, path: PathState) -> bool:
         """noq's scheduling: validated available paths carry data; backup paths only while
@@ -1924,7 +1976,9 @@ class QuicConnection:
             if loss < t:
                 t = loss
             if app_keys and path.ack.ack_deadline < t:
-                t = path.ack.ack_deadline
+                # An abandoned path's ACKs ride on a path that carries data, if any.
+                if not path.abandoned or self._sendable_path():
+                    t = path.ack.ack_deadline
             if self._mp:
                 p = self._path_deadline(path)
                 if p < t:
@@ -2052,16 +2106,16 @@ class QuicConnection:
     def transmit(self, now: float) -> list[tuple[object, list[bytes]]]:
         """Datagrams ready now, as (path address, datagrams in order) per path."""
         home = self._home
-        if len(self._paths) == 1:
+        if not self._mp:
             datagrams = self._send_on_path(now)
             return [(home.addr, datagrams)] if datagrams else []
         out: list[tuple[object, list[bytes]]] = []
-        if self._state == STATE_CLOSING:
+        if self._state >= STATE_CLOSING:
             datagrams = self._send_on_path(now)
             return [(home.addr, datagrams)] if datagrams else []
         self._pacing_at = INF
         for path in list(self._paths.values()):
-            if path.abandoned and not (path.abandon_pending and path.validated and not self.sendable_paths()):
+            if path.abandoned and not (path.abandon_pending and path.validated and not self._sendable_path()):
                 continue
             if path.path_id not in self._peer_path_cids or not self._peer_path_cids[path.path_id].has_cid():
                 continue
@@ -2070,9 +2124,34 @@ class QuicConnection:
             datagrams = self._send_on_path(now)
             if datagrams:
                 out.append((path.addr, datagrams))
+            if path.validated and not path.abandoned and self._one_rtt is not None:
+                while path.off_path:
+                    data, addr = path.off_path.pop(0)
+                    out.append((addr, [self._lone_packet(PathResponse(data), True)]))
+                if self._probes_out and self._may_send_data(path):
+                    for addr, data in self._probes_out:
+                        out.append((addr, [self._lone_packet(PathChallenge(data), False)]))
+                    self._probes_out.clear()
         self._data_ok = True
         self._enter(home)
         return out
+
+    def _lone_packet(self, frame: PathChallenge | PathResponse, pad: bool) -> bytes:
+        """A 1-RTT packet of the current path holding one frame, for another address: it
+        takes a packet number but no congestion window and is never retransmitted."""
+        keys = cast(OneRttKeys, self._one_rtt)
+        sent = self._rec.spaces[APPLICATION]
+        pn = sent.next_pn
+        pn_length = packet_number_length(pn, sent.largest_acked)
+        dcid = self._cur_peer.cid()
+        w = Writer(BASE_MTU)
+        frame.encode(w)
+        if pad:
+            w.push_zeros(BASE_MTU - (1 + len(dcid) + pn_length) - TAG_SIZE - w.tell())
+        header = build_short_header(dcid, pn, pn_length, keys.key_phase)
+        packet = seal_packet(keys.send, keys.send_hp, header, w.getvalue(), pn, self._path.path_id)
+        sent.next_pn = pn + 1
+        return bytes(packet)
 
     def _send_on_path(self, now: float) -> list[bytes]:
         """The current path's datagrams."""
@@ -2091,7 +2170,7 @@ class QuicConnection:
                 if self._close_deadline == INF:
                     self._close_deadline = now + 3.0 * self._rec.rtt.pto_base()
             return out
-        if len(self._paths) == 1:
+        if not self._mp:
             self._pacing_at = INF
         self._cwnd_limited = False
         if self._discard_prev_at < 0.0:

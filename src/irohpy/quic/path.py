@@ -39,6 +39,7 @@ class PathState:
         "challenge_at",
         "challenges_lost",
         "responses",
+        "off_path",
         "status",
         "status_seq",
         "status_pending",
@@ -85,6 +86,9 @@ class PathState:
         self.challenges_lost = 0
         #: PATH_CHALLENGE data the peer sent on this path: PATH_RESPONSE goes back on it.
         self.responses: list[bytes] = []
+        #: PATH_CHALLENGEs that came on this path's IDs from another address (NAT traversal
+        #: probes): answered there, outside congestion control, as noq does.
+        self.off_path: list[tuple[bytes, object]] = []
         self.status = STATUS_AVAILABLE
         self.status_seq = 0
         self.status_pending = False
