@@ -192,7 +192,7 @@ async def test_rust_accepts_a_second_path_we_open_and_the_connection_survives(
     conn = await ours.engine.connect(("127.0.0.1", ref_v4_port(ref)), ref.id().to_bytes(), ALPN, timeout=T)
     v6 = ref_v6_port(ref)
     assert v6 is not None
-    pid = conn.open_path(("::1", v6))
+    pid = await asyncio.wait_for(conn.open_path(("::1", v6)), T)
     assert await asyncio.wait_for(conn.path_outcome(pid), T)
     # Data now moves over IPv6 only: the IPv4 path becomes backup.
     conn.set_path_status(0, False)
@@ -218,7 +218,7 @@ async def test_two_irohpy_engines_move_data_to_a_second_path(ours: DualStack) ->
         server = await asyncio.wait_for(ours.engine.accept(), T)
         client = await dial
         assert client.quic.multipath and server.quic.multipath
-        pid = client.open_path(ours.addr(True))
+        pid = await asyncio.wait_for(client.open_path(ours.addr(True)), T)
         assert await asyncio.wait_for(client.path_outcome(pid), T)
         assert await asyncio.wait_for(server.path_outcome(pid), T)
         client.set_path_status(0, False)

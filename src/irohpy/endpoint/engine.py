@@ -31,6 +31,7 @@ from irohpy.errors import (
     EndpointClosed,
     IdleTimeout,
     LocallyClosed,
+    PathError,
     StreamError,
     TransportError,
 )
@@ -252,12 +253,21 @@ class EngineConnection:
             await self._arrivals.wait()
         return self._datagrams.popleft()
 
-    def open_path(self, addr: object, *, available: bool = True, relay: bool = False) -> int:
-        """Open a multipath path to ``addr`` (PathError if the connection cannot now)."""
-        self._check_open()
-        pid = self.quic.open_path(addr, self._engine._clock(), available=available, relay=relay)
-        self._wake()
-        return pid
+    async def open_path(self, addr: object, *, available: bool = True, relay: bool = False) -> int:
+        """Open a multipath path to ``addr``; waits while the peer's IDs for it are on their
+        way (right after the handshake), else PathError if the connection cannot."""
+        while True:
+            self._check_open()
+            try:
+                pid = self.quic.open_path(addr, self._engine._clock(), available=available, relay=relay)
+            except PathError as exc:
+                if exc.kind != "cids-blocked":
+                    raise
+                self._wake()  # PATH_CIDS_BLOCKED goes out
+                await self._progress.wait()
+                continue
+            self._wake()
+            return pid
 
     def close_path(self, path_id: int) -> None:
         self._check_open()

@@ -296,12 +296,17 @@ class PathAbandoned:
     validated: bool
 
 
+Address = object
+"""A remote address as the driver names it (e.g. ``(host, port)``); compared and used as a dict
+key only."""
+
+
 @dataclass(slots=True)
 class ProbeAnswered:
     """A PATH_RESPONSE from ``addr`` echoed a probe :meth:`QuicConnection.probe` sent there:
     the address reaches the peer (NAT traversal opens a path to it next)."""
 
-    addr: object
+    addr: Address
 
 
 @dataclass(slots=True)
