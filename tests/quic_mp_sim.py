@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from irohpy.quic import connection as qc
-from tests.quic_conn_sim import ALPN, CLIENT_SECRET, SERVER_ID, SERVER_SECRET
 from irohpy.quic.handshake import iroh_handshake
+from tests.quic_conn_sim import ALPN, CLIENT_SECRET, SERVER_ID, SERVER_SECRET
 
 INF = float("inf")
 

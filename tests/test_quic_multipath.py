@@ -39,7 +39,7 @@ def open_second(client: Side, server: Side, net: MpNet, *, available: bool = Tru
     return pid
 
 
-def transfer(sender: Side, receiver: Side, size: int, seed: int = 0) -> tuple[int, bytes]:
+def transfer(sender: Side, size: int, seed: int = 0) -> tuple[int, bytes]:
     sid = sender.conn.open_stream()
     data = pattern(size, seed)
     sender.conn.send_stream_data(sid, data, end_stream=True)
@@ -118,7 +118,7 @@ def test_a_new_path_is_validated_with_padded_challenges_then_carries_data() -> N
     # Path 0 becomes backup: the bulk goes over the second route.
     client.conn.set_path_status(0, False)
     before = [r.bytes[0] for r in routes]
-    sid, data = transfer(client, server, 1_000_000)
+    sid, data = transfer(client, 1_000_000)
     net.run(net.now + 30.0, lambda: sid in server.finished)
     assert bytes(server.streams[sid]) == data
     moved = [r.bytes[0] - b for r, b in zip(routes, before)]
@@ -130,7 +130,7 @@ def test_each_path_numbers_its_packets_and_puts_its_id_in_the_nonce() -> None:
     client, server, net = mp_pair(two_routes())
     open_second(client, server, net)
     client.conn.set_path_status(0, False)
-    transfer(client, server, 50_000)
+    transfer(client, 50_000)
     out = dict(client.conn.transmit(net.now))
     datagram = out[net.routes[1].server_addr][0]
     p0 = client.conn.paths[0].recovery.spaces[APPLICATION].next_pn
@@ -150,13 +150,13 @@ def test_a_backup_path_only_keeps_alive_until_the_available_one_goes() -> None:
     open_second(client, server, net, available=False)
     server.conn.set_path_status(1, False)
     routes = net.routes
-    sid, data = transfer(client, server, 500_000)
+    sid, data = transfer(client, 500_000)
     net.run(net.now + 30.0, lambda: sid in server.finished)
     assert routes[1].bytes[0] < 10_000 and routes[0].bytes[0] > 500_000
     # The available path dies and is abandoned: data switches to the backup path.
     routes[0].up = False
     client.conn.close_path(0, net.now)
-    sid2, data2 = transfer(client, server, 500_000, 1)
+    sid2, data2 = transfer(client, 500_000, 1)
     net.run(net.now + 30.0, lambda: sid2 in server.finished)
     assert bytes(server.streams[sid2]) == data2
     assert routes[1].bytes[0] > 500_000
@@ -167,11 +167,12 @@ def test_abandoning_a_path_mid_transfer_loses_no_data() -> None:
     client, server, net = mp_pair(two_routes(), seed=3)
     open_second(client, server, net)
     routes = net.routes
-    up, up_data = transfer(client, server, 3_000_000, 1)
-    down, down_data = transfer(server, client, 3_000_000, 2)
+    up, up_data = transfer(client, 3_000_000, 1)
+    down, down_data = transfer(server, 3_000_000, 2)
     net.run(net.now + 30.0, lambda: len(server.streams.get(up, b"")) > 1_000_000)
     assert routes[0].bytes[0] > 300_000 and routes[1].bytes[0] > 300_000  # both paths carried data
     # Path 0 breaks with packets in flight; the client abandons it.
+    path0_ids = [set(side.conn._local_path_cids[0].cids()) for side in (client, server)]
     routes[0].up = False
     client.conn.close_path(0, net.now)
     net.run(net.now + 60.0, lambda: up in server.finished and down in client.finished)
@@ -182,10 +183,10 @@ def test_abandoning_a_path_mid_transfer_loses_no_data() -> None:
     assert server.of(qc.PathAbandoned)[0].remote
     # After 3 PTO the path's state and IDs are gone, and each side allows one more path.
     net.advance(5.0)
-    for side in (client, server):
+    for side, ids in zip((client, server), path0_ids):
         assert 0 not in side.conn.paths
-        assert not set(side.conn.host_cids) & {b""}
-        assert 0 not in side.conn._local_path_cids
+        assert not set(side.conn.host_cids) & ids
+        assert {ev.cid for ev in side.of(qc.ConnectionIdRetired)} >= ids
     assert client.conn._remote_max_path_id == 8 and server.conn._local_max_path_id == 8
     assert client.terminated is None and server.terminated is None
 
@@ -194,8 +195,8 @@ def test_transfers_survive_loss_on_both_paths() -> None:
     client, server, net = mp_pair(two_routes(loss=0.03), seed=5)
     net.routes[0].loss = 0.03
     open_second(client, server, net)
-    up, up_data = transfer(client, server, 2_000_000, 3)
-    down, down_data = transfer(server, client, 2_000_000, 4)
+    up, up_data = transfer(client, 2_000_000, 3)
+    down, down_data = transfer(server, 2_000_000, 4)
     net.run(net.now + 120.0, lambda: up in server.finished and down in client.finished)
     assert bytes(server.streams[up]) == up_data and bytes(client.streams[down]) == down_data
     assert client.conn.lost_packets > 0
@@ -215,7 +216,7 @@ def test_a_dead_path_is_abandoned_after_the_path_idle_timeout() -> None:
     assert first.path_id == 1 and first.error_code == qc.PATH_UNSTABLE_OR_POOR and not first.remote
     assert 15.0 <= net.now - dead_at < 17.0
     net.run(net.now + 5.0, lambda: bool(client.of(qc.PathAbandoned) and server.of(qc.PathAbandoned)))
-    sid, data = transfer(client, server, 100_000)
+    sid, data = transfer(client, 100_000)
     net.run(net.now + 10.0, lambda: sid in server.finished)
     assert client.terminated is None and server.terminated is None
 
@@ -252,6 +253,26 @@ def test_validation_failure_ends_in_an_abandoned_unvalidated_path() -> None:
     net.run(net.now + 30.0, lambda: bool(client.of(qc.PathAbandoned)))
     assert client.of(qc.PathAbandoned) == [qc.PathAbandoned(pid, qc.PATH_UNSTABLE_OR_POOR, False, False)]
     assert not client.of(qc.PathEstablished)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_losing_the_last_path_closes_unless_a_new_one_comes(replace: bool) -> None:
+    client, server, net = mp_pair(two_routes())
+    # The peer abandons our only path (a client may, noq allows it remotely).
+    server.conn.receive_datagram(inject(client.conn, F.encode_frames([F.PathAbandon(0, 0)])), net.routes[0].client_addr, net.now)
+    server.drain_events()
+    assert server.of(qc.PathAbandoned) == [qc.PathAbandoned(0, 0, True, True)]
+    net.run(net.now + 2.0, lambda: bool(client.of(qc.PathAbandoned)))
+    if replace:
+        client.conn.open_path(net.routes[1].server_addr, net.now)
+        net.run(net.now + 5.0, lambda: bool(server.of(qc.PathEstablished)))
+        sid, data = transfer(client, 100_000)
+        net.run(net.now + 10.0, lambda: sid in server.finished)
+        net.advance(10.0)
+        assert client.terminated is None and server.terminated is None
+    else:
+        net.run(net.now + 10.0, lambda: client.terminated is not None and server.terminated is not None)
+        assert {client.terminated.error_code, server.terminated.error_code} == {QuicError.NO_VIABLE_PATH}  # type: ignore[union-attr]
 
 
 # -- limits --------------------------------------------------------------------------

@@ -30,7 +30,6 @@ SIZE = 4 << 20
 PY_SECRET = hashlib.sha256(b"multipath-interop-py").digest()
 PY_ID = public_key_bytes(private_key(PY_SECRET))
 PY2_SECRET = hashlib.sha256(b"multipath-interop-py2").digest()
-PY2_ID = public_key_bytes(private_key(PY2_SECRET))
 
 
 def pattern(size: int, seed: int = 0) -> bytes:

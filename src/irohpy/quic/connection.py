@@ -938,7 +938,7 @@ class QuicConnection:
             raise PathError("multipath is not negotiated", "not-negotiated")
         if not self.is_client:
             raise PathError("only the client opens paths", "server")
-        used = max(self._paths)
+        used = max(self._paths) if self._paths else 0
         if self._abandoned_ids:
             used = max(used, max(self._abandoned_ids))
         path_id = used + 1
@@ -963,6 +963,7 @@ class QuicConnection:
         if not any(p is not path and not p.abandoned for p in self._paths.values()):
             raise PathError("the last open path cannot be abandoned", "last-path")
         self._abandon(path, error_code, now, False)
+        self._enter(self._home)
 
     def set_path_status(self, path_id: int, available: bool) -> None:
         """Mark a path available (it carries data) or backup, and tell the peer."""
@@ -2037,6 +2038,8 @@ class QuicConnection:
                     self._on_pto(rec.pto_space)
             if self._mp and now >= self._path_deadline(path):
                 self._on_path_timer(path, now)
+        if self._path is not self._home:
+            self._enter(self._home)
         if (
             self.config.keep_alive > 0.0
             and self._handshake_complete
@@ -2167,7 +2170,8 @@ class QuicConnection:
         if state == STATE_CLOSING:
             if self._close_pending:
                 self._close_pending = False
-                if self._rec.amplification_budget() >= self._path.max_datagram_size:
+                # Without a path that has the peer's IDs the close is silent (noq's rule).
+                if self._rec.amplification_budget() >= self._path.max_datagram_size and self._cur_peer.has_cid():
                     closing = self._build_close(now)
                     if closing:
                         out.append(closing)
