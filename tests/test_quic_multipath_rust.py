@@ -164,7 +164,7 @@ async def test_rust_dialing_both_our_addresses_stays_on_one_path(iroh_loop: Any,
     assert conn.quic.multipath
     await exchange_with_rust(theirs, conn, pattern(SIZE, 5), pattern(SIZE, 6))
     await asyncio.sleep(2.0)
-    assert list(conn.quic.paths) == [0] and not conn.path_events
+    assert list(conn.quic.paths) == [0] and not conn.multipath_events
     assert conn.terminated is None
     theirs.close(0, b"bye")
     await asyncio.wait_for(conn.closed(), T)

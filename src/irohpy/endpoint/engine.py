@@ -78,7 +78,7 @@ class EngineConnection:
         self._progress = Notify()
         self._closed = Notify()
         #: Multipath: what became of each path (PathEstablished, PathAbandoned), newest last.
-        self.path_events: list[qc.PathEstablished | qc.PathAbandoned] = []
+        self.multipath_events: list[qc.PathEstablished | qc.PathAbandoned] = []
         self._paths_changed = Notify()
 
     @property
@@ -113,7 +113,7 @@ class EngineConnection:
             if not self._established.done():
                 self._established.set_result(None)
         elif isinstance(ev, (qc.PathEstablished, qc.PathAbandoned)):
-            self.path_events.append(ev)
+            self.multipath_events.append(ev)
             self._paths_changed.notify_all()
         elif isinstance(ev, qc.ConnectionTerminated):
             if self.terminated is None:
@@ -282,7 +282,7 @@ class EngineConnection:
     async def path_outcome(self, path_id: int) -> bool:
         """Wait until path ``path_id`` validated (True) or was abandoned (False)."""
         while True:
-            for ev in self.path_events:
+            for ev in self.multipath_events:
                 if ev.path_id == path_id:
                     return isinstance(ev, qc.PathEstablished)
             self._check_open()
