@@ -1,0 +1,105 @@
+"""QUIC Address Discovery end to end on loopback: our relay's QAD service and our Endpoint.
+
+A real relay (TLS with a lab CA's certificate, QAD on UDP) and a real Endpoint that trusts only
+that CA: the endpoint learns, from its own UDP socket, the address the relay sees it at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from irohpy.base.addr import IpAddr
+from irohpy.base.relay_url import RelayUrl
+from irohpy.errors import ConfigError
+from irohpy.relay.map import RelayConfig, RelayMode
+from irohpy.relay.server.config import ServerConfig, Tls, load_config
+from irohpy.relay.server.server import RelayServer
+from irohpy.tls.webpki import CaTlsConfig
+from tests.helpers import bind
+from tests.lab_ca import LabCa
+
+CA = LabCa()
+WAIT = 20.0
+
+
+@contextlib.asynccontextmanager
+async def qad_relay(tmp_path: Path, ca: LabCa = CA, **limits: int) -> AsyncIterator[RelayServer]:
+    cert, key = ca.issue("127.0.0.1", "localhost").write(tmp_path)
+    config = load_config(None, https_bind="127.0.0.1:0", http_bind="none", tls_cert=str(cert), tls_key=str(key),
+                         metrics_bind="none", enable_quic_addr_discovery=True, quic_bind="127.0.0.1:0")
+    if limits:
+        from dataclasses import replace
+
+        config = replace(config, limits=replace(config.limits, **limits))
+    async with RelayServer(config) as server:
+        yield server
+
+
+def relay_mode(server: RelayServer, qad: RelayServer | None = None) -> RelayMode:
+    """The relay, with QAD at its own QAD port or at ``qad``'s (on the same host)."""
+    quic = (qad or server).quic_addr
+    assert quic is not None
+    return RelayMode.custom([RelayConfig(RelayUrl.parse(server.relay_url), quic_port=quic[1])])
+
+
+async def until(check, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+async def test_an_endpoint_learns_its_address_from_the_relay_over_its_own_socket(tmp_path: Path) -> None:
+    async with qad_relay(tmp_path) as server:
+        ep = await bind(relay_mode=relay_mode(server), ca_tls_config=CaTlsConfig.custom_roots([CA.root_pem]))
+        try:
+            await ep.online()
+            own = ep.bound_sockets()[0]
+            traversal = ep._traversal
+            assert traversal is not None
+            await until(lambda: bool(traversal.qad))
+            assert traversal.qad == {("127.0.0.1", own[1])}
+            assert server.metrics.qad_connections.get() == 1
+            assert server.metrics.qad_incoming.get() == 1
+        finally:
+            await ep.close()
+        await until(lambda: server.metrics.qad_connections_closed.get() == 1)
+        assert server.metrics.qad_connections_errored.get() == 0  # closed with 1 "finished"
+        qad = server._qad
+        assert qad is not None
+        await until(lambda: qad.connections == 0)  # drained, and its per-IP slot freed
+
+
+async def test_a_qad_certificate_the_endpoint_does_not_trust_teaches_nothing(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with qad_relay(tmp_path / "a") as home, qad_relay(tmp_path / "b", LabCa("another CA")) as impostor:
+        # The home relay's websocket is trusted; QAD is answered by a server on the same host
+        # whose certificate chains to a CA the endpoint does not trust.
+        ep = await bind(relay_mode=relay_mode(home, impostor), ca_tls_config=CaTlsConfig.custom_roots([CA.root_pem]))
+        try:
+            await ep.online()
+            await until(lambda: impostor.metrics.qad_incoming_error.get() >= 1)
+            assert ep._traversal is not None and ep._traversal.qad == set()
+            assert impostor.metrics.qad_connections.get() == 0
+        finally:
+            await ep.close()
+
+
+async def test_qad_needs_tls_and_the_cli_names_the_port(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs TLS"):
+        load_config(None, dev=True, enable_quic_addr_discovery=True)
+    cert, key = CA.issue("127.0.0.1").write(tmp_path)
+    config = load_config(None, https_bind="127.0.0.1:443", tls_cert=str(cert), tls_key=str(key),
+                         enable_quic_addr_discovery=True)
+    assert config.quic_bind == IpAddr.parse("127.0.0.1:7842")
+    (tmp_path / "relay.toml").write_text(
+        f'enable_quic_addr_discovery = true\n[tls]\ncert_path = "{cert}"\nkey_path = "{key}"\n'
+        'quic_bind_addr = "127.0.0.1:9999"\n')
+    assert load_config(tmp_path / "relay.toml").quic_bind == IpAddr.parse("127.0.0.1:9999")
+    assert load_config(tmp_path / "relay.toml", enable_quic_addr_discovery=False).quic_bind is not None
+    assert ServerConfig(tls=Tls(cert, key)).quic_bind is None
