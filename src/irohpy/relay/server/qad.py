@@ -199,6 +199,8 @@ class QadServer:
             elif isinstance(ev, qc.ConnectionTerminated):
                 if not established:
                     metrics.qad_incoming_error.inc()
+                    log.debug("QAD handshake from %s failed (%s): code 0x%x %r", host, ev.cause, ev.error_code,
+                              ev.reason)
                 else:
                     metrics.qad_connections_closed.inc()
                     if not (ev.application and ev.error_code == CLOSE_CODE):
