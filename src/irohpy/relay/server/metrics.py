@@ -46,6 +46,7 @@ class RelayMetrics(MetricsGroup, name="relay"):
     qad_connections_errored = Counter("QAD connections closed otherwise than by the client's 'finished' "
                                       "(included in qad_connections_closed)")
     qad_refused = Counter("QAD handshakes refused, by reason", labels=("reason",))
+    qad_dropped = Counter("QAD datagrams dropped before the QUIC endpoint, by reason", labels=("reason",))
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,6 +65,7 @@ class RelayMetrics(MetricsGroup, name="relay"):
         self.connections_refused.labels("per_ip_limit")
         for reason in ("per_ip_limit", "capacity"):
             self.qad_refused.labels(reason)
+        self.qad_dropped.labels("rate_limited")
 
     def render(self) -> bytes:
         return self.registry.encode_prometheus()

@@ -8,8 +8,10 @@ certificate (:mod:`irohpy.tls.webpki`); the connection carries no streams.
 
 Anyone can send UDP here, so nothing is kept for a client whose address is not proven:
 
-- every Initial without a token gets a stateless Retry (rate-bounded by the endpoint core),
-  so a connection exists only once the client showed it receives at its address;
+- every Initial without a token gets a stateless Retry, so a connection exists only once the
+  client showed it receives at its address; datagrams that no connection owns are metered per
+  source address before the core sees them, so one flooding address cannot use up the
+  endpoint's budget of stateless answers that every other client's first Initial needs;
 - validated clients count against a per-IP limit and a global one; beyond them the handshake
   is refused at once (CONNECTION_REFUSED, no TLS work);
 - handshakes under way are capped, connections idle out after 30 s without the client's
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from irohpy.base.addr import IpAddr
+from irohpy.dns_server.ratelimit import KeyedBuckets, address_key
 from irohpy.errors import BindError
 from irohpy.quic import connection as qc
 from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint, Transmit, always_retry
@@ -52,6 +55,13 @@ class QadLimits:
     max_connections_per_ip: int = 8
     max_handshakes: int = 256
     idle_timeout: float = 30.0
+    #: Datagrams per second (and burst) one source address may send that no connection owns
+    #: (Initials, which cost a Retry or a handshake; a client needs two or three).
+    unrouted_rate: float = 10.0
+    unrouted_burst: int = 20
+    #: Stateless answers (Retry, ...) per second and burst, across all sources.
+    stateless_rate: float = 1000.0
+    stateless_burst: int = 200
 
 
 def _host(addr: object) -> str:
@@ -84,10 +94,13 @@ class QadServer:
             max_handshakes=limits.max_handshakes,
             max_connections=limits.max_connections,
             retry_policy=always_retry,
+            stateless_rate=limits.stateless_rate,
+            stateless_burst=limits.stateless_burst,
             offer_initials=True,
             server_handshake=lambda: WebPkiServerHandshake(self.certificate, alpns=[ALPN]),
         )
         self._core = QuicEndpoint(os.urandom(32), config)
+        self._unrouted = KeyedBuckets(limits.unrouted_rate, limits.unrouted_burst)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._socket: UdpSocket | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -123,7 +136,20 @@ class QadServer:
     # -- the core pass ------------------------------------------------------------------
 
     def _receive(self, batch: Sequence[tuple[bytes, tuple[str, int]]], sock: object = None) -> None:
-        self._pass(batch)
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        core = self._core
+        cid_length = core.config.transport.cid_length
+        allowed: list[tuple[bytes, object]] = []
+        for data, addr in batch:
+            dcid = data[6 : 6 + data[5]] if len(data) >= 6 and data[0] & 0x80 else data[1 : 1 + cid_length]
+            if core.route(dcid) is None and not self._unrouted.allow(address_key(addr[0]), now):
+                self.metrics.qad_dropped.labels("rate_limited").inc()
+                continue
+            allowed.append((data, addr))
+        self._pass(allowed)
 
     def _on_timer(self) -> None:
         self._timer = None
