@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -103,3 +105,31 @@ async def test_qad_needs_tls_and_the_cli_names_the_port(tmp_path: Path) -> None:
     assert load_config(tmp_path / "relay.toml").quic_bind == IpAddr.parse("127.0.0.1:9999")
     assert load_config(tmp_path / "relay.toml", enable_quic_addr_discovery=False).quic_bind is not None
     assert ServerConfig(tls=Tls(cert, key)).quic_bind is None
+
+
+async def test_the_cli_serves_qad_and_refuses_it_without_tls(tmp_path: Path) -> None:
+    cert, key = CA.issue("127.0.0.1").write(tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "irohpy", "relay", "--tls-cert", str(cert), "--tls-key", str(key),
+        "--https-bind", "127.0.0.1:0", "--http-bind", "none", "--metrics-bind", "none",
+        "--enable-quic-addr-discovery", "--quic-bind", "127.0.0.1:0",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(WAIT):
+            lines = [(await proc.stdout.readline()).decode().strip() for _ in range(3)]
+        assert lines[0].startswith("relay listening on https://127.0.0.1:")
+        assert lines[2].startswith("quic address discovery on udp 127.0.0.1:"), lines
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), WAIT) == 143
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await proc.stdout.read()
+    result = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "irohpy", "relay", "--dev", "--http-bind", "127.0.0.1:0",
+        "--enable-quic-addr-discovery"], capture_output=True, text=True, timeout=WAIT)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: QUIC address discovery needs TLS (--tls-cert and --tls-key, not --dev)"]

@@ -1,7 +1,8 @@
 """``irohpy relay``: run a relay server, and mint or read its access tokens.
 
 On start the server prints ``relay listening on URL`` (and ``captive portal on URL``,
-``metrics on URL`` when those listeners run) to stdout, so scripts can read the bound ports.
+``metrics on URL``, ``stun on udp HOST:PORT``, ``quic address discovery on udp HOST:PORT`` when
+those listeners run) to stdout, so scripts can read the bound ports.
 SIGTERM or SIGINT shut it down gracefully (exit 143 or 130); SIGHUP re-reads the config file's ``[access]``
 table and the TLS certificate files.
 """

@@ -75,15 +75,15 @@ SIGNATURE_SCHEMES: Final = (
     ECDSA_SECP521R1_SHA512,
 )
 UNKNOWN_CA: Final = 48
-_ECDSA: Final = {
-    ECDSA_SECP256R1_SHA256: ("secp256r1", hashes.SHA256),
-    ECDSA_SECP384R1_SHA384: ("secp384r1", hashes.SHA384),
-    ECDSA_SECP521R1_SHA512: ("secp521r1", hashes.SHA512),
+_ECDSA: Final[dict[int, tuple[str, hashes.HashAlgorithm]]] = {
+    ECDSA_SECP256R1_SHA256: ("secp256r1", hashes.SHA256()),
+    ECDSA_SECP384R1_SHA384: ("secp384r1", hashes.SHA384()),
+    ECDSA_SECP521R1_SHA512: ("secp521r1", hashes.SHA512()),
 }
-_RSA_PSS: Final = {
-    RSA_PSS_RSAE_SHA256: hashes.SHA256,
-    RSA_PSS_RSAE_SHA384: hashes.SHA384,
-    RSA_PSS_RSAE_SHA512: hashes.SHA512,
+_RSA_PSS: Final[dict[int, hashes.HashAlgorithm]] = {
+    RSA_PSS_RSAE_SHA256: hashes.SHA256(),
+    RSA_PSS_RSAE_SHA384: hashes.SHA384(),
+    RSA_PSS_RSAE_SHA512: hashes.SHA512(),
 }
 #: Certificates in a chain we look at; longer chains are refused before any parsing.
 MAX_CHAIN: Final = 8
@@ -91,8 +91,9 @@ MAX_CHAIN: Final = 8
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
-def _pss(hash_type: type[hashes.HashAlgorithm]) -> padding.PSS:
-    return padding.PSS(mgf=padding.MGF1(hash_type()), salt_length=hash_type.digest_size)
+def _pss(algorithm: hashes.HashAlgorithm) -> padding.PSS:
+    """RSA-PSS as TLS 1.3 signs it: MGF1 with the same hash, salt as long as the digest."""
+    return padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.DIGEST_LENGTH)
 
 
 class ServerCertificate:
@@ -133,8 +134,8 @@ class ServerCertificate:
         if isinstance(key, ed25519.Ed25519PrivateKey):
             return key.sign(data)
         if isinstance(key, rsa.RSAPrivateKey):
-            return key.sign(data, _pss(_RSA_PSS[scheme]), _RSA_PSS[scheme]())
-        return key.sign(data, ec.ECDSA(_ECDSA[scheme][1]()))
+            return key.sign(data, _pss(_RSA_PSS[scheme]), _RSA_PSS[scheme])
+        return key.sign(data, ec.ECDSA(_ECDSA[scheme][1]))
 
 
 def _verify_signature(public: object, scheme: int, signature: bytes, data: bytes) -> None:
@@ -143,11 +144,11 @@ def _verify_signature(public: object, scheme: int, signature: bytes, data: bytes
         if scheme == ED25519 and isinstance(public, ed25519.Ed25519PublicKey):
             public.verify(signature, data)
         elif scheme in _RSA_PSS and isinstance(public, rsa.RSAPublicKey):
-            hash_type = _RSA_PSS[scheme]
-            public.verify(signature, data, _pss(hash_type), hash_type())
+            algorithm = _RSA_PSS[scheme]
+            public.verify(signature, data, _pss(algorithm), algorithm)
         elif scheme in _ECDSA and isinstance(public, ec.EllipticCurvePublicKey) \
                 and public.curve.name == _ECDSA[scheme][0]:
-            public.verify(signature, data, ec.ECDSA(_ECDSA[scheme][1]()))
+            public.verify(signature, data, ec.ECDSA(_ECDSA[scheme][1]))
         else:
             raise alert(ILLEGAL_PARAMETER, f"CertificateVerify scheme 0x{scheme:04x} does not fit the certificate key")
     except InvalidSignature:
