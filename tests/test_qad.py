@@ -17,11 +17,14 @@ import pytest
 
 from irohpy.base.addr import IpAddr
 from irohpy.base.relay_url import RelayUrl
+from irohpy.endpoint.qad import ALPN, client_config
 from irohpy.errors import ConfigError
+from irohpy.quic import connection as qc
+from irohpy.quic.address_discovery import ObservedAddressReceived
 from irohpy.relay.map import RelayConfig, RelayMode
 from irohpy.relay.server.config import ServerConfig, Tls, load_config
 from irohpy.relay.server.server import RelayServer
-from irohpy.tls.webpki import CaTlsConfig
+from irohpy.tls.webpki import CaTlsConfig, WebPkiClientHandshake
 from tests.helpers import bind
 from tests.lab_ca import LabCa
 
@@ -133,3 +136,60 @@ async def test_the_cli_serves_qad_and_refuses_it_without_tls(tmp_path: Path) -> 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: QUIC address discovery needs TLS (--tls-cert and --tls-key, not --dev)"]
+
+
+class _Rebinding(asyncio.DatagramProtocol):
+    def __init__(self, inbox: asyncio.Queue[tuple[bytes, object]]) -> None:
+        self.inbox = inbox
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.inbox.put_nowait((data, addr))
+
+
+async def test_the_relay_reports_again_when_the_nat_rebinds_the_client(tmp_path: Path) -> None:
+    """A client whose packets start coming from another port (a NAT rebinding) is told its new
+    address, at the new address, with a new sequence number."""
+    async with qad_relay(tmp_path) as server:
+        assert server.quic_addr is not None
+        target = ("127.0.0.1", server.quic_addr[1])
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[tuple[bytes, object]] = asyncio.Queue()
+        transports = [(await loop.create_datagram_endpoint(lambda: _Rebinding(inbox), local_addr=("127.0.0.1", 0)))[0]
+                      for _ in range(2)]
+        ports = [t.get_extra_info("sockname")[1] for t in transports]
+        hs = WebPkiClientHandshake(server_name="127.0.0.1", alpns=[ALPN], ca=CaTlsConfig.custom_roots([CA.root_pem]))
+        conn = qc.QuicConnection(client_config(8), hs)
+        conn.connect(target, loop.time())
+        seen: list[ObservedAddressReceived] = []
+        current = 0
+
+        async def pump(done) -> None:  # type: ignore[no-untyped-def]
+            async with asyncio.timeout(WAIT):
+                while not done():
+                    for data in conn.datagrams_to_send(loop.time()):
+                        transports[current].sendto(data, target)
+                    timer = conn.get_timer()
+                    wait = 0.05 if timer is None else max(0.0, min(0.05, timer - loop.time()))
+                    try:
+                        data, addr = await asyncio.wait_for(inbox.get(), wait)
+                        conn.receive_datagram(data, addr, loop.time())
+                    except TimeoutError:
+                        conn.handle_timer(loop.time())
+                    while (ev := conn.next_event()) is not None:
+                        if isinstance(ev, ObservedAddressReceived):
+                            seen.append(ev)
+
+        try:
+            await pump(lambda: len(seen) == 1)
+            assert (seen[0].host, seen[0].port, seen[0].sequence) == ("127.0.0.1", ports[0], 0)
+            current = 1  # the NAT gives us another port, and the old mapping is gone
+            transports[0].close()
+            conn.ping()
+            await pump(lambda: len(seen) == 2)
+            assert (seen[1].host, seen[1].port, seen[1].sequence) == ("127.0.0.1", ports[1], 1)
+        finally:
+            conn.close(1, b"finished")
+            for data in conn.datagrams_to_send(loop.time()):
+                transports[current].sendto(data, target)
+            for t in transports:
+                t.close()

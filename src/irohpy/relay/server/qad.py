@@ -145,11 +145,24 @@ class QadServer:
         allowed: list[tuple[bytes, object]] = []
         for data, addr in batch:
             dcid = data[6 : 6 + data[5]] if len(data) >= 6 and data[0] & 0x80 else data[1 : 1 + cid_length]
-            if core.route(dcid) is None and not self._unrouted.allow(address_key(addr[0]), now):
-                self.metrics.qad_dropped.labels("rate_limited").inc()
+            quic = core.route(dcid)
+            if quic is None:
+                if not self._unrouted.allow(address_key(addr[0]), now):
+                    self.metrics.qad_dropped.labels("rate_limited").inc()
+                    continue
+            elif quic.peer_address != addr and quic in self._conns:
+                self._moved(quic, data, addr, now)
                 continue
             allowed.append((data, addr))
         self._pass(allowed)
+
+    def _moved(self, quic: qc.QuicConnection, data: bytes, addr: object, now: float) -> None:
+        """A client's packet from a new address (NAT rebinding): if it authenticates, that is
+        where the client is now, and the report that follows names it."""
+        mark = quic.recovery.bytes_received
+        self._core.receive([(data, addr)], max(now, self._now))
+        if quic.recovery.bytes_received != mark and not quic.is_closed:
+            self._core.readdress(quic, addr)
 
     def _on_timer(self) -> None:
         self._timer = None
