@@ -156,3 +156,17 @@ def test_garbage_handshake_bytes_raise_typed_errors(data: bytes) -> None:
         server.receive(0, m.frame(m.CLIENT_HELLO, data))
     except QuicError:
         pass
+
+
+def test_the_system_roots_honour_ssl_cert_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    certificate = server_cert(tmp_path, "relay.lab")
+    root = tmp_path / "root.pem"
+    root.write_bytes(CA.root_pem)
+    client, _, _ = run(certificate, "relay.lab", CaTlsConfig.system())
+    assert client.terminated is not None and client.terminated[0] == 0x100 + 48  # not a system root
+    monkeypatch.setenv("SSL_CERT_FILE", str(root))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "none"))
+    client, _, _ = run(certificate, "relay.lab", CaTlsConfig.system())
+    assert client.terminated is None and client.observed
+    client, _, _ = run(certificate, "relay.lab", CaTlsConfig.custom_roots([LabCa("x").root_pem]).with_extra_roots([CA.root_pem]))
+    assert client.terminated is None

@@ -23,12 +23,14 @@ import ipaddress
 import os
 import ssl
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -212,17 +214,24 @@ def _parse_roots(root: bytes | str) -> list[x509.Certificate]:
 
 
 def _system_roots() -> list[x509.Certificate]:
+    """The roots OpenSSL would use: the default CA file and directory (``SSL_CERT_FILE``,
+    ``SSL_CERT_DIR`` override them), each certificate once."""
     paths = ssl.get_default_verify_paths()
-    out: list[x509.Certificate] = []
+    out: dict[bytes, x509.Certificate] = {}
     files = [paths.cafile] if paths.cafile else []
     if paths.capath and os.path.isdir(paths.capath):
         files += [os.path.join(paths.capath, n) for n in sorted(os.listdir(paths.capath)) if n.endswith((".pem", ".crt"))]
     for name in files:
         try:
-            out += x509.load_pem_x509_certificates(Path(name).read_bytes())
+            with warnings.catch_warnings():
+                # Some distributions still ship roots with a non-positive serial number.
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                certs = x509.load_pem_x509_certificates(Path(name).read_bytes())
         except (OSError, ValueError):
             continue
-    return out
+        for cert in certs:
+            out.setdefault(cert.fingerprint(hashes.SHA256()), cert)
+    return list(out.values())
 
 
 def _subject(server_name: str) -> x509.DNSName | x509.IPAddress:
