@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,7 @@ async def qad_relay(tmp_path: Path, ca: LabCa = CA, **limits: int) -> AsyncItera
     config = load_config(None, https_bind="127.0.0.1:0", http_bind="none", tls_cert=str(cert), tls_key=str(key),
                          metrics_bind="none", enable_quic_addr_discovery=True, quic_bind="127.0.0.1:0")
     if limits:
-        from dataclasses import replace
-
-        config = replace(config, limits=replace(config.limits, **limits))
+        config = replace(config, limits=replace(config.limits, **limits))  # type: ignore[arg-type]
     async with RelayServer(config) as server:
         yield server
 
@@ -52,7 +51,7 @@ def relay_mode(server: RelayServer, qad: RelayServer | None = None) -> RelayMode
     return RelayMode.custom([RelayConfig(RelayUrl.parse(server.relay_url), quic_port=quic[1])])
 
 
-async def until(check, timeout: float = WAIT) -> None:  # type: ignore[no-untyped-def]
+async def until(check: Callable[[], bool], timeout: float = WAIT) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.02)
@@ -163,7 +162,7 @@ async def test_the_relay_reports_again_when_the_nat_rebinds_the_client(tmp_path:
         seen: list[ObservedAddressReceived] = []
         current = 0
 
-        async def pump(done) -> None:  # type: ignore[no-untyped-def]
+        async def pump(done: Callable[[], bool]) -> None:
             async with asyncio.timeout(WAIT):
                 while not done():
                     for data in conn.datagrams_to_send(loop.time()):
