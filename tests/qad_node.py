@@ -38,7 +38,8 @@ async def run_irohpy(args: argparse.Namespace) -> None:
         while loop.time() < end:
             if traversal.qad != seen:
                 seen = set(traversal.qad)
-                emit(event="qad", addrs=sorted(f"{h}:{p}" for h, p in seen))
+                advertised = sorted(str(a) for a in ep.addr().addrs)
+                emit(event="qad", addrs=sorted(f"{h}:{p}" for h, p in seen), advertised=advertised)
             await asyncio.sleep(0.05)
     finally:
         await ep.close()
