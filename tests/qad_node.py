@@ -27,6 +27,7 @@ async def run_irohpy(args: argparse.Namespace) -> None:
 
     mode = RelayMode.custom([RelayConfig(RelayUrl.parse(args.relay), quic_port=args.quic_port)])
     ca = CaTlsConfig.custom_roots([Path(args.ca).read_bytes()])
+    started = asyncio.get_running_loop().time()
     ep = await Endpoint.bind(preset=presets.MINIMAL, relay_mode=mode, bind_addrs=["0.0.0.0:0"], ca_tls_config=ca)
     try:
         emit(event="bound", port=ep.bound_sockets()[0][1])
@@ -39,7 +40,8 @@ async def run_irohpy(args: argparse.Namespace) -> None:
             if traversal.qad != seen:
                 seen = set(traversal.qad)
                 advertised = sorted(str(a) for a in ep.addr().addrs)
-                emit(event="qad", addrs=sorted(f"{h}:{p}" for h, p in seen), advertised=advertised)
+                emit(event="qad", addrs=sorted(f"{h}:{p}" for h, p in seen), advertised=advertised,
+                     seconds=round(loop.time() - started, 3))
             await asyncio.sleep(0.05)
     finally:
         await ep.close()

@@ -49,6 +49,7 @@ async def test_an_endpoint_behind_a_nat_learns_the_routers_mapping(tmp_path: Pat
         bound = await node.expect("bound", START)
         learned = await node.expect("qad", START)
         [addr] = learned["addrs"]
+        print(f"{mode}: learned {addr} {learned['seconds']} s after bind")
         assert any(addr in a for a in learned["advertised"]), learned  # what peers are told
         host, port = addr.rsplit(":", 1)
         assert host == WAN_IP["ra"]

@@ -34,10 +34,11 @@ WAIT = 20.0
 
 
 @contextlib.asynccontextmanager
-async def qad_relay(tmp_path: Path, ca: LabCa = CA, **limits: int) -> AsyncIterator[RelayServer]:
-    cert, key = ca.issue("127.0.0.1", "localhost").write(tmp_path)
-    config = load_config(None, https_bind="127.0.0.1:0", http_bind="none", tls_cert=str(cert), tls_key=str(key),
-                         metrics_bind="none", enable_quic_addr_discovery=True, quic_bind="127.0.0.1:0")
+async def qad_relay(tmp_path: Path, ca: LabCa = CA, host: str = "127.0.0.1", **limits: int) -> AsyncIterator[RelayServer]:
+    cert, key = ca.issue("127.0.0.1", "::1", "localhost").write(tmp_path)
+    bind = f"[{host}]:0" if ":" in host else f"{host}:0"
+    config = load_config(None, https_bind=bind, http_bind="none", tls_cert=str(cert), tls_key=str(key),
+                         metrics_bind="none", enable_quic_addr_discovery=True, quic_bind=bind)
     if limits:
         config = replace(config, limits=replace(config.limits, **limits))  # type: ignore[arg-type]
     async with RelayServer(config) as server:
@@ -76,6 +77,20 @@ async def test_an_endpoint_learns_its_address_from_the_relay_over_its_own_socket
         qad = server._qad
         assert qad is not None
         await until(lambda: qad.connections == 0)  # drained, and its per-IP slot freed
+
+
+async def test_ipv6_reports_over_ipv6(tmp_path: Path) -> None:
+    async with qad_relay(tmp_path, host="::1") as server:
+        assert server.relay_url.startswith("https://[::1]:")
+        ep = await bind(addrs=["[::1]:0"], relay_mode=relay_mode(server),
+                        ca_tls_config=CaTlsConfig.custom_roots([CA.root_pem]))
+        try:
+            traversal = ep._traversal
+            assert traversal is not None
+            await until(lambda: bool(traversal.qad))
+            assert traversal.qad == {("::1", ep.bound_sockets()[0][1])}
+        finally:
+            await ep.close()
 
 
 async def test_a_qad_certificate_the_endpoint_does_not_trust_teaches_nothing(tmp_path: Path) -> None:
