@@ -30,6 +30,7 @@ from typing import Final, Union, cast
 
 from irohpy.errors import DatagramError, QuicDecodeError, QuicDecryptError, QuicError, StreamError
 from irohpy.quic.ack import AckTracker
+from irohpy.quic.address_discovery import AddressDiscovery, ObservedAddressReceived
 from irohpy.quic.buffer import Writer
 from irohpy.quic.cids import LocalCids, PeerCids
 from irohpy.quic.crypto import MASK_STRIDE, SAMPLE_SIZE, TAG_SIZE, OneRttKeys, Protection, initial_protection
@@ -51,6 +52,7 @@ from irohpy.quic.frames import (
     MaxStreams,
     NewConnectionId,
     NewToken,
+    ObservedAddress,
     Padding,
     PathChallenge,
     PathResponse,
@@ -146,6 +148,7 @@ K_RETIRE_CID: Final = 9  # a = sequence
 K_HANDSHAKE_DONE: Final = 10
 K_OTHER: Final = 11  # PING, DATAGRAM, PATH_RESPONSE, *_BLOCKED: never repaired
 K_MTU_PROBE: Final = 12  # a = probe size
+K_OBSERVED_ADDRESS: Final = 13
 
 SentFrames = list[tuple[int, int, int, int]]
 
@@ -180,6 +183,8 @@ class QuicConfig:
     active_connection_id_limit: int = 5
     max_ack_delay: float = 0.025
     initial_rtt: float = 0.333
+    #: QUIC Address Discovery role (``irohpy.quic.transport_params.ROLE_*``); None: no QAD.
+    observed_address_role: int | None = None
 
 
 # -- events ---------------------------------------------------------------------------
@@ -262,6 +267,7 @@ Event = Union[
     ConnectionIdIssued,
     ConnectionIdRetired,
     ConnectionTerminated,
+    ObservedAddressReceived,
 ]
 
 
@@ -418,6 +424,7 @@ class QuicConnection:
         "_half_rtt",
         "_zero_rtt_pns",
         "_early_data",
+        "_qad",
         "_remembered",
         "_send_writer",
         "_hp_samples",
@@ -542,6 +549,7 @@ class QuicConnection:
         #: Packet numbers a client sent in 0-RTT packets, to send again if 0-RTT is rejected.
         self._zero_rtt_pns: list[int] = []
         self._early_data = EARLY_DATA_NONE
+        self._qad = AddressDiscovery(config.observed_address_role)
         #: The server transport parameters a client's 0-RTT attempt runs under (RFC 9000 §7.4.1).
         self._remembered: TransportParameters | None = None
         #: Packets (and their bytes) declared lost, for the application's stats.
@@ -683,6 +691,7 @@ class QuicConnection:
             active_connection_id_limit=c.active_connection_id_limit,
             initial_source_connection_id=self._local_cids.active[0][0],
             max_datagram_frame_size=c.max_datagram_frame_size if c.max_datagram_frame_size > 0 else None,
+            observed_address_role=self._qad.transport_parameter,
         )
         if not self.is_client:
             tp.original_destination_connection_id = self._original_dcid
@@ -858,6 +867,7 @@ class QuicConnection:
             if self._state >= STATE_CLOSING:
                 break
         if processed:
+            self._qad.on_peer_address(addr)
             self._rec.on_datagram_received(len(data))
             self._last_activity = now
             self._idle_restarted = False
@@ -1113,6 +1123,11 @@ class QuicConnection:
             if not self.is_client:
                 raise QuicError("NEW_TOKEN from a client", frame_type=FRAME_NEW_TOKEN)
             return True
+        if isinstance(frame, ObservedAddress):
+            observed = self._qad.on_frame(frame)
+            if observed is not None:
+                self._events.append(observed)
+            return True
         raise QuicError(f"{type(frame).__name__} frame of an extension not negotiated")
 
     def _on_ack(self, frame: Ack, space: int, now: float) -> None:
@@ -1211,6 +1226,8 @@ class QuicConnection:
                 self._pending_retire.append(a)
             elif kind == K_HANDSHAKE_DONE:
                 self._pending_handshake_done = True
+            elif kind == K_OBSERVED_ADDRESS:
+                self._qad.on_lost()
 
     def _on_peer_close(self, frame: ConnectionClose, now: float) -> None:
         self._state = STATE_DRAINING
@@ -1332,6 +1349,7 @@ class QuicConnection:
         self._peer_max_datagram_frame = tp.max_datagram_frame_size or 0
         self._peer_cid_limit = tp.active_connection_id_limit
         self._pmtud.set_peer_max_udp_payload(tp.max_udp_payload_size)
+        self._qad.on_peer_role(tp.observed_address_role)
         if self.is_client and tp.stateless_reset_token is not None:
             self._peer_cids.set_reset_token(0, tp.stateless_reset_token)
 
@@ -1570,6 +1588,7 @@ class QuicConnection:
             or self._pending_new_cids
             or self._pending_retire
             or self._pending_path_responses
+            or self._qad.wants_send
         )
 
     def _header_length(self, space: int, pn_length: int) -> int:
@@ -1938,6 +1957,12 @@ class QuicConnection:
             PathResponse(self._pending_path_responses.pop(0)).encode(w)
             frames.append((K_OTHER, 0, 0, 0))
             wrote = True
+        if self._qad.wants_send and w.remaining() >= _CONTROL_ROOM:
+            observed = self._qad.take_frame()
+            if observed is not None:
+                observed.encode(w)
+                frames.append((K_OBSERVED_ADDRESS, 0, 0, 0))
+                wrote = True
         if w.remaining() >= _CONTROL_ROOM:
             blocked = streams.conn_send.blocked_frame()
             if blocked >= 0:
