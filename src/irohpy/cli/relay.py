@@ -1,7 +1,8 @@
 """``irohpy relay``: run a relay server, and mint or read its access tokens.
 
 On start the server prints ``relay listening on URL`` (and ``captive portal on URL``,
-``metrics on URL`` when those listeners run) to stdout, so scripts can read the bound ports.
+``metrics on URL``, ``stun on udp HOST:PORT``, ``quic address discovery on udp HOST:PORT`` when
+those listeners run) to stdout, so scripts can read the bound ports.
 SIGTERM or SIGINT shut it down gracefully (exit 143 or 130); SIGHUP re-reads the config file's ``[access]``
 table and the TLS certificate files.
 """
@@ -44,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--stun-port", metavar="PORT|none",
                         help="answer STUN binding requests on this UDP port at the relay's address, so "
                              "endpoints learn their public address (default 0: the relay's own port number)")
+    parser.add_argument("--enable-quic-addr-discovery", action="store_true",
+                        help="serve QUIC address discovery (QAD, what iroh endpoints learn their public "
+                             "address from) on UDP; needs TLS")
+    parser.add_argument("--quic-bind", metavar="ADDR:PORT",
+                        help="UDP address for QUIC address discovery (default: the HTTPS address, port 7842)")
     parser.set_defaults(func=serve)
 
     actions = parser.add_subparsers(dest="relay_command", metavar="SUBCOMMAND")
@@ -94,7 +100,8 @@ def inspect_cmd(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> ServerConfig:
     return load_config(args.config, dev=args.dev, http_bind=args.http_bind, https_bind=args.https_bind,
                        tls_cert=args.tls_cert, tls_key=args.tls_key, metrics_bind=args.metrics_bind,
-                       stun_port=args.stun_port)
+                       stun_port=args.stun_port, enable_quic_addr_discovery=args.enable_quic_addr_discovery,
+                       quic_bind=args.quic_bind)
 
 
 def _reload(args: argparse.Namespace, server: RelayServer) -> None:
@@ -125,6 +132,8 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"metrics on {server.metrics_url}", flush=True)
         if server.stun_addr:
             print(f"stun on udp {server.stun_addr[0]}:{server.stun_addr[1]}", flush=True)
+        if server.quic_addr:
+            print(f"quic address discovery on udp {server.quic_addr[0]}:{server.quic_addr[1]}", flush=True)
         loop.add_signal_handler(signal.SIGHUP, _reload, args, server)
         pacer = asyncio.create_task(pace_gc())
         try:

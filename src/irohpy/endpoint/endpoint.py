@@ -19,6 +19,7 @@ from irohpy.endpoint import presets as _presets
 from irohpy.endpoint.connection import Connection
 from irohpy.endpoint.engine import EngineConnection, QuicEngine
 from irohpy.endpoint.engine_socket import SocketBridge
+from irohpy.endpoint.qad import QadClient
 from irohpy.endpoint.hooks import ConnectionInfo, EndpointHooks, Reject
 from irohpy.errors import (
     BindError,
@@ -52,6 +53,7 @@ from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint, always_retry, retry_under_load
 from irohpy.socket.transport import Transport
 from irohpy.socket.traversal import NatTraversal
+from irohpy.tls.webpki import CaTlsConfig
 from irohpy.tls.resumption import TicketCache, TicketStore
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,7 @@ class Endpoint:
         handshake_limits: HandshakeLimits = HandshakeLimits(),
         relay_recv_limits: RelayRecvLimits = RelayRecvLimits(),
         portmapper_config: PortmapperConfig | None = None,
+        ca_tls_config: CaTlsConfig | None = None,
     ) -> Endpoint:
         """Bind the sockets and start the relay and lookup machinery.
 
@@ -194,6 +197,8 @@ class Endpoint:
         datagrams that arrive through relays. ``portmapper_config`` (default enabled, as in
         iroh, unless ``IROHPY_PORTMAPPER=disabled``) has the default gateway map our IPv4 UDP
         port with PCP, NAT-PMP or UPnP IGD; the mapped address joins our direct addresses.
+        ``ca_tls_config`` says which certificate authorities https relays (their websocket and
+        their QUIC address discovery) must chain to; by default the system's.
         """
         self = object.__new__(cls)
         self._secret = secret_key if secret_key is not None else SecretKey.generate()
@@ -265,6 +270,7 @@ class Endpoint:
             self._transport.relay = RelayTransport(
                 self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed,
                 self._addr_changed.notify_all, relay_recv_limits, self._socket_metrics, relay_metrics,
+                ssl_context=ca_tls_config.ssl_context() if ca_tls_config is not None else None,
             )
         self._traversal = (
             None if relay_only else NatTraversal(self._secret, self._transport, self._remotes,
@@ -272,6 +278,12 @@ class Endpoint:
         )
         self.portmapper_config = portmapper_config or PortmapperConfig.default()
         self._portmapper = self._start_portmapper(self.portmapper_config)
+        self._qad: QadClient | None = None
+        traversal = self._traversal
+        if traversal is not None and self._transport.relay is not None:
+            families = [s.family for s in self._transport.sockets]
+            self._qad = QadClient(self._engine, self._transport.relay, ca_tls_config or CaTlsConfig.system(),
+                                  families, traversal.on_qad)
         self.address_lookup = CombinedLookup([*address_lookup, *_preset_lookups(preset, self._secret)],
                                              metrics=lookup_metrics)
         self._spawn(self._publish_loop())
@@ -559,7 +571,7 @@ class Endpoint:
             metrics.connections.dec()
         else:
             metrics.num_conns_failed.labels(conn.fail_reason).inc()
-        if not [c for c in self._engine._conns.values() if c is not conn]:
+        if not [c for c in self._engine._conns.values() if c is not conn and isinstance(c, Connection)]:
             self._all_closed.set()
 
     def _on_packets(self, batch: list[tuple[bytes, PathKey]]) -> None:
@@ -632,6 +644,8 @@ class Endpoint:
             with contextlib.suppress(ConnectError):
                 incoming.ignore()
         self._incoming.clear()
+        if self._qad is not None:
+            await self._qad.close()
         for conn in list(self._engine._conns.values()):
             conn.close(0, b"")
         with contextlib.suppress(TimeoutError):

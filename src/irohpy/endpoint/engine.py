@@ -36,7 +36,9 @@ from irohpy.errors import (
     TransportError,
 )
 from irohpy.quic import connection as qc
+from irohpy.quic.address_discovery import ObservedAddressReceived
 from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint
+from irohpy.quic.handshake import Handshake
 from irohpy.socket.udp import SockAddr, UdpSocket
 
 #: Received datagrams a connection keeps for the application; the oldest go first.
@@ -80,6 +82,8 @@ class EngineConnection:
         #: Multipath: what became of each path (PathEstablished, PathAbandoned), newest last.
         self.multipath_events: list[qc.PathEstablished | qc.PathAbandoned] = []
         self._paths_changed = Notify()
+        #: Told of each new address the peer reports seeing us at (QUIC Address Discovery).
+        self.on_observed_address: Callable[[ObservedAddressReceived], None] | None = None
 
     @property
     def remote_addr(self) -> object:
@@ -107,6 +111,9 @@ class EngineConnection:
             send = self._send.get(ev.stream_id)
             if send is not None:
                 send.stop_code = ev.error_code
+        elif isinstance(ev, ObservedAddressReceived):
+            if self.on_observed_address is not None:
+                self.on_observed_address(ev)
         elif isinstance(ev, qc.HandshakeCompleted):
             self.peer_id = ev.peer_id
             self.alpn = ev.alpn
@@ -493,6 +500,16 @@ class QuicEngine:
             raise EndpointClosed("engine is closed")
         quic = self.core.connect(addr, endpoint_id, [alpn], self._clock())
         conn = self._conns[quic] = self.connection_type(self, quic)
+        self._wake(quic)
+        return conn
+
+    def dial_with(self, addr: object, handshake: Handshake, transport: qc.QuicConfig) -> EngineConnection:
+        """Dial with other TLS and transport settings than the endpoint's (a relay's QAD
+        service, say); the connection is a plain :class:`EngineConnection`."""
+        if self._closed:
+            raise EndpointClosed("engine is closed")
+        quic = self.core.connect(addr, b"", [], self._clock(), handshake=handshake, transport=transport)
+        conn = self._conns[quic] = EngineConnection(self, quic)
         self._wake(quic)
         return conn
 

@@ -39,6 +39,7 @@ from typing import Final, Union, cast
 
 from irohpy.errors import DatagramError, PathError, QuicDecodeError, QuicDecryptError, QuicError, StreamError
 from irohpy.quic.ack import AckTracker
+from irohpy.quic.address_discovery import AddressDiscovery, ObservedAddressReceived
 from irohpy.quic.buffer import Writer
 from irohpy.quic.cids import LocalCids, PeerCids
 from irohpy.quic.crypto import MASK_STRIDE, SAMPLE_SIZE, TAG_SIZE, OneRttKeys, Protection, initial_protection
@@ -63,6 +64,7 @@ from irohpy.quic.frames import (
     NewConnectionId,
     MaxPathId,
     NewToken,
+    ObservedAddress,
     Padding,
     PathAbandon,
     PathChallenge,
@@ -162,9 +164,10 @@ K_RETIRE_CID: Final = 9  # a = sequence
 K_HANDSHAKE_DONE: Final = 10
 K_OTHER: Final = 11  # PING, DATAGRAM, PATH_RESPONSE, *_BLOCKED: never repaired
 K_MTU_PROBE: Final = 12  # a = probe size
-K_PATH_ABANDON: Final = 13  # a = path id, b = error code
-K_PATH_STATUS: Final = 14  # a = path id, b = status sequence number
-K_MAX_PATH_ID: Final = 15  # a = the limit
+K_OBSERVED_ADDRESS: Final = 13
+K_PATH_ABANDON: Final = 14  # a = path id, b = error code
+K_PATH_STATUS: Final = 15  # a = path id, b = status sequence number
+K_MAX_PATH_ID: Final = 16  # a = the limit
 # K_ACK, K_NEW_CID and K_RETIRE_CID carry the path id in b.
 
 #: PATH_ABANDON error codes (draft-ietf-quic-multipath §10.2, as noq names them).
@@ -221,6 +224,8 @@ class QuicConfig:
     #: paths get 30 s through :meth:`QuicConnection.set_path_idle_timeout`).
     path_keep_alive: float = 5.0
     path_idle_timeout: float = 15.0
+    #: QUIC Address Discovery role (``irohpy.quic.transport_params.ROLE_*``); None: no QAD.
+    observed_address_role: int | None = None
 
 
 # -- events ---------------------------------------------------------------------------
@@ -347,6 +352,7 @@ Event = Union[
     PathAbandoned,
     PathStatusReceived,
     ProbeAnswered,
+    ObservedAddressReceived,
 ]
 
 
@@ -504,6 +510,7 @@ class QuicConnection:
         "_half_rtt",
         "_zero_rtt_pns",
         "_early_data",
+        "_qad",
         "_remembered",
         "_send_writer",
         "_hp_samples",
@@ -647,6 +654,7 @@ class QuicConnection:
         #: Packet numbers a client sent in 0-RTT packets, to send again if 0-RTT is rejected.
         self._zero_rtt_pns: list[int] = []
         self._early_data = EARLY_DATA_NONE
+        self._qad = AddressDiscovery(config.observed_address_role)
         #: The server transport parameters a client's 0-RTT attempt runs under (RFC 9000 §7.4.1).
         self._remembered: TransportParameters | None = None
         #: Packets (and their bytes) declared lost, for the application's stats.
@@ -839,6 +847,7 @@ class QuicConnection:
             initial_source_connection_id=self._local_cids.active[0][0],
             max_datagram_frame_size=c.max_datagram_frame_size if c.max_datagram_frame_size > 0 else None,
             initial_max_path_id=c.max_path_id,
+            observed_address_role=self._qad.transport_parameter,
         )
         if not self.is_client:
             tp.original_destination_connection_id = self._original_dcid
@@ -1122,6 +1131,9 @@ class QuicConnection:
             if self._state >= STATE_CLOSING:
                 break
         if processed:
+            if path is self._home:
+                # QAD reports the home path's address (noq keeps one report per path).
+                self._qad.on_peer_address(addr)
             self._rec.on_datagram_received(len(data))
             self._last_activity = now
             path.last_activity = now
@@ -1427,6 +1439,11 @@ class QuicConnection:
             if not self.is_client:
                 raise QuicError("NEW_TOKEN from a client", frame_type=FRAME_NEW_TOKEN)
             return True
+        if isinstance(frame, ObservedAddress):
+            observed = self._qad.on_frame(frame)
+            if observed is not None:
+                self._events.append(observed)
+            return True
         raise QuicError(f"{type(frame).__name__} frame of an extension not negotiated")
 
     def _on_ack(self, frame: Ack, space: int, now: float) -> None:
@@ -1549,6 +1566,8 @@ class QuicConnection:
             elif kind == K_MAX_PATH_ID:
                 if a == self._local_max_path_id:
                     self._pending_max_path_id = True
+            elif kind == K_OBSERVED_ADDRESS:
+                self._qad.on_lost()
 
     def _on_peer_close(self, frame: ConnectionClose, now: float) -> None:
         self._state = STATE_DRAINING
@@ -1675,6 +1694,7 @@ class QuicConnection:
         self._peer_max_datagram_frame = tp.max_datagram_frame_size or 0
         self._peer_cid_limit = tp.active_connection_id_limit
         self._pmtud.set_peer_max_udp_payload(tp.max_udp_payload_size)
+        self._qad.on_peer_role(tp.observed_address_role)
         if self.is_client and tp.stateless_reset_token is not None:
             self._peer_cids.set_reset_token(0, tp.stateless_reset_token)
 
@@ -2258,6 +2278,7 @@ class QuicConnection:
             or self._pending_new_cids
             or self._pending_retire
             or (self._mp and self._has_path_control())
+            or self._qad.wants_send
         )
 
     def _has_path_control(self) -> bool:
@@ -2750,6 +2771,12 @@ class QuicConnection:
             wrote = True
         if self._mp and self._write_path_control(w, frames):
             wrote = True
+        if self._qad.wants_send and w.remaining() >= _CONTROL_ROOM:
+            observed = self._qad.take_frame()
+            if observed is not None:
+                observed.encode(w)
+                frames.append((K_OBSERVED_ADDRESS, 0, 0, 0))
+                wrote = True
         if w.remaining() >= _CONTROL_ROOM:
             blocked = streams.conn_send.blocked_frame()
             if blocked >= 0:

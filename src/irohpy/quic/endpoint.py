@@ -125,6 +125,8 @@ class EndpointConfig:
     #: Hold each valid new Initial as an :class:`Offer` the driver accepts, refuses or ignores
     #: (it then counts as a handshake under way until decided); False: accept at once.
     offer_initials: bool = False
+    #: Makes each server connection's TLS; None: iroh's (raw public keys, our secret key).
+    server_handshake: Callable[[], Handshake] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -296,8 +298,12 @@ class QuicEndpoint:
         now: float,
         *,
         handshake: Handshake | None = None,
+        transport: QuicConfig | None = None,
     ) -> QuicConnection:
-        """Start dialing ``remote``, authenticating it as ``expected_peer`` (its EndpointId)."""
+        """Start dialing ``remote``, authenticating it as ``expected_peer`` (its EndpointId).
+
+        ``handshake`` and ``transport`` replace iroh's TLS and the endpoint's transport settings
+        for this connection (a QAD probe to a relay, say)."""
         if handshake is None:
             handshake = iroh_handshake(
                 self._secret_key,
@@ -307,8 +313,11 @@ class QuicEndpoint:
                 ticket_cache=self.config.ticket_cache,
                 early_data=self.config.early_data,
             )
+        settings = transport if transport is not None else self.config.transport
+        if settings.cid_length != self._cid_length:
+            raise QuicError("connection ID length differs from the endpoint's", error_code=QuicError.INTERNAL_ERROR)
         conn = QuicConnection(
-            replace(self.config.transport, is_client=True), handshake, cid=self._fresh_cid(), reset_key=self._reset_key
+            replace(settings, is_client=True), handshake, cid=self._fresh_cid(), reset_key=self._reset_key
         )
         conn.connect(remote, now)
         entry = _Entry(conn, remote, b"", False)
@@ -437,13 +446,16 @@ class QuicEndpoint:
         self, addr: Address, dcid: bytes, original_dcid: bytes | None, retry_scid: bytes | None
     ) -> _Entry:
         config = self.config
-        handshake = iroh_handshake(
-            self._secret_key,
-            is_client=False,
-            alpns=list(config.alpns),
-            ticket_store=config.ticket_store,
-            early_data=config.early_data,
-        )
+        if config.server_handshake is not None:
+            handshake = config.server_handshake()
+        else:
+            handshake = iroh_handshake(
+                self._secret_key,
+                is_client=False,
+                alpns=list(config.alpns),
+                ticket_store=config.ticket_store,
+                early_data=config.early_data,
+            )
         conn = QuicConnection(
             replace(config.transport, is_client=False),
             handshake,

@@ -12,10 +12,11 @@ from irohpy.relay import defaults
 
 @dataclass(frozen=True)
 class RelayConfig:
-    """One relay server: its URL, optional QUIC address-discovery port, optional token."""
+    """One relay server: its URL, its QUIC address-discovery port (iroh's default 7842; None:
+    no QAD), optional token."""
 
     url: RelayUrl
-    quic_port: int | None = None
+    quic_port: int | None = defaults.QAD_PORT
     auth_token: str | None = field(default=None, repr=False)
 
 

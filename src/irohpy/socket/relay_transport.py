@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,12 +53,15 @@ class RelayTransport:
     def __init__(self, secret: SecretKey, relay_map: RelayMap, on_packets: PacketHandler,
                  on_home_change: Callable[[], None] | None = None,
                  recv_limits: RelayRecvLimits = RelayRecvLimits(), metrics: SocketMetrics | None = None,
-                 client_metrics: RelayClientMetrics | None = None) -> None:
+                 client_metrics: RelayClientMetrics | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         self._secret = secret
         self._recv_limits = recv_limits
         self._map = relay_map
         self._on_packets = on_packets
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT))
+        # The CAs the endpoint trusts for https relays (None: the system's, aiohttp's default).
+        connector = aiohttp.TCPConnector(ssl=ssl_context) if ssl_context is not None else None
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+                                              connector=connector)
         self._clients: dict[RelayUrl, RelayClient] = {}
         self.home: RelayUrl | None = None
         # Where each relay answers STUN, as its /ping said.
@@ -183,6 +187,9 @@ class RelayTransport:
                     await client.close()
 
     # -- runtime changes ---------------------------------------------------------------
+
+    def config(self, url: RelayUrl) -> RelayConfig | None:
+        return self._map.get(url)
 
     def insert(self, relay: RelayConfig | RelayUrl | str) -> None:
         self._map.insert(relay)

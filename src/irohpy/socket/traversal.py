@@ -46,6 +46,8 @@ class NatTraversal:
         self.metrics = metrics or SocketMetrics()
         self.reflexive: set[DirectPath] = set()
         self.portmapped: DirectPath | None = None
+        #: What our home relay's QUIC Address Discovery reports (authenticated by its certificate).
+        self.qad: set[DirectPath] = set()
         self._observed: list[DirectPath] = []
         self._stun_waiters: dict[bytes, tuple[DirectPath, asyncio.Future[DirectPath]]] = {}
         self._stun_now = asyncio.Event()
@@ -57,7 +59,7 @@ class NatTraversal:
     # -- our candidates ----------------------------------------------------------------
 
     def local_candidates(self) -> list[DirectPath]:
-        """Where peers may reach us: the port mapping, interface addresses, then what STUN and pongs reported."""
+        """Where peers may reach us: the port mapping, interface addresses, then what QAD, STUN and pongs reported."""
         out: list[DirectPath] = [self.portmapped] if self.portmapped is not None else []
         for host, port in self._transport.local_addrs():
             ip = ipaddress.ip_address(host)
@@ -66,7 +68,7 @@ class NatTraversal:
                 out += [(a, port) for a in interface_addrs(family)]
             elif (host, port) not in out:
                 out.append((host, port))
-        for addr in [*sorted(self.reflexive), *self._observed]:
+        for addr in [*sorted(self.qad), *sorted(self.reflexive), *self._observed]:
             if addr not in out:
                 out.append(addr)
         return out[: control.MAX_CANDIDATES]
@@ -178,6 +180,13 @@ class NatTraversal:
                 log.info("network change: interfaces now %s", current)
                 self._interfaces = current
                 self.network_changed()
+
+    def on_qad(self, addrs: set[DirectPath]) -> None:
+        """The relay reported our public addresses (QUIC Address Discovery)."""
+        if addrs != self.qad:
+            self.qad = set(addrs)
+            self._restart_all()
+            self._on_local_change()
 
     def network_changed(self) -> None:
         """Addresses moved: learn our public address again and punch again everywhere."""

@@ -123,19 +123,21 @@ def _x25519_public(private: X25519PrivateKey) -> bytes:
 
 
 class _Handshake(ABC):
-    """What client and server share: per-epoch reassembly, outputs, key installs, identity."""
+    """What client and server share: per-epoch reassembly, outputs, key installs, identity.
+
+    ``secret_key`` None: the side authenticates otherwise (an X.509 server, a WebPKI client)."""
 
     def __init__(
         self,
-        secret_key: bytes | Ed25519PrivateKey,
+        secret_key: bytes | Ed25519PrivateKey | None,
         alpns: Sequence[bytes],
         transport_parameters: bytes,
         expected_peer: bytes | None,
         cipher_suites: Sequence[int],
         clock: Callable[[], float],
     ) -> None:
-        self._key = private_key(secret_key)
-        self._spki = encode_spki(public_key_bytes(self._key))
+        self._key = private_key(secret_key) if secret_key is not None else None
+        self._spki = encode_spki(public_key_bytes(self._key)) if self._key is not None else b""
         self._alpns = _check_alpns(alpns)
         self._transport_parameters = bytes(transport_parameters)
         if expected_peer is not None and len(expected_peer) != KEY_LENGTH:
@@ -218,7 +220,7 @@ class _Handshake(ABC):
         self._keys.append((epoch, is_send, self._schedule.cipher_suite, secret))
 
     def _sign(self, context: bytes) -> bytes:
-        assert self._transcript is not None
+        assert self._transcript is not None and self._key is not None
         return self._key.sign(context + self._transcript.digest())
 
 

@@ -254,16 +254,30 @@ def encode_client_hello(
     psk_identity: tuple[bytes, int] | None = None,
     binder_length: int = 0,
     early_data: bool = False,
+    server_name: str | None = None,
+    signature_schemes: tuple[int, ...] = (ED25519,),
+    raw_public_keys: bool = True,
 ) -> bytes:
-    """A framed ClientHello for iroh; with a PSK its binder is zeros, for :func:`patch_binder`."""
-    exts: list[tuple[int, bytes]] = [
+    """A framed ClientHello; with a PSK its binder is zeros, for :func:`patch_binder`.
+
+    iroh's by default; ``raw_public_keys=False`` asks for an X.509 certificate instead, as a
+    WebPKI client does (with the ``server_name`` it sends as SNI and the schemes it verifies)."""
+    exts: list[tuple[int, bytes]] = []
+    if server_name is not None:
+        exts.append((SERVER_NAME, _vec(2, b"\x00" + _vec(2, server_name.encode("ascii")))))
+    exts += [
         (SUPPORTED_VERSIONS, _vec(1, TLS13.to_bytes(2, "big"))),
         (SUPPORTED_GROUPS, _vec(2, _u16s([X25519]))),
         (KEY_SHARE, _vec(2, b"".join(g.to_bytes(2, "big") + _vec(2, k) for g, k in key_shares))),
-        (SIGNATURE_ALGORITHMS, _vec(2, _u16s([ED25519]))),
+        (SIGNATURE_ALGORITHMS, _vec(2, _u16s(signature_schemes))),
         (ALPN, _vec(2, b"".join(_vec(1, a) for a in alpns))),
-        (CLIENT_CERTIFICATE_TYPE, _vec(1, bytes((RAW_PUBLIC_KEY,)))),
-        (SERVER_CERTIFICATE_TYPE, _vec(1, bytes((RAW_PUBLIC_KEY,)))),
+    ]
+    if raw_public_keys:
+        exts += [
+            (CLIENT_CERTIFICATE_TYPE, _vec(1, bytes((RAW_PUBLIC_KEY,)))),
+            (SERVER_CERTIFICATE_TYPE, _vec(1, bytes((RAW_PUBLIC_KEY,)))),
+        ]
+    exts += [
         (QUIC_TRANSPORT_PARAMETERS, transport_parameters),
         (PSK_KEY_EXCHANGE_MODES, _vec(1, bytes((PSK_DHE_KE,)))),
     ]
@@ -394,13 +408,16 @@ def decode_encrypted_extensions(message: bytes) -> EncryptedExtensions:
     return out
 
 
-def encode_encrypted_extensions(*, alpn: bytes, early_data: bool, transport_parameters: bytes) -> bytes:
-    exts = [
-        (ALPN, _vec(2, _vec(1, alpn))),
-        (CLIENT_CERTIFICATE_TYPE, bytes((RAW_PUBLIC_KEY,))),
-        (SERVER_CERTIFICATE_TYPE, bytes((RAW_PUBLIC_KEY,))),
-        (QUIC_TRANSPORT_PARAMETERS, transport_parameters),
-    ]
+def encode_encrypted_extensions(
+    *, alpn: bytes, early_data: bool, transport_parameters: bytes, raw_public_keys: bool = True
+) -> bytes:
+    exts = [(ALPN, _vec(2, _vec(1, alpn)))]
+    if raw_public_keys:
+        exts += [
+            (CLIENT_CERTIFICATE_TYPE, bytes((RAW_PUBLIC_KEY,))),
+            (SERVER_CERTIFICATE_TYPE, bytes((RAW_PUBLIC_KEY,))),
+        ]
+    exts.append((QUIC_TRANSPORT_PARAMETERS, transport_parameters))
     if early_data:
         exts.append((EARLY_DATA, b""))
     return frame(ENCRYPTED_EXTENSIONS, _extensions(exts))
@@ -448,7 +465,12 @@ def decode_certificate(message: bytes) -> tuple[bytes, list[bytes]]:
 
 
 def encode_certificate(spki: bytes) -> bytes:
-    return frame(CERTIFICATE, _vec(1, b"") + _vec(3, _vec(3, spki) + _vec(2, b"")))
+    return encode_certificate_chain([spki])
+
+
+def encode_certificate_chain(entries: list[bytes]) -> bytes:
+    """A Certificate message: a raw public key, or an X.509 chain (DER, leaf first)."""
+    return frame(CERTIFICATE, _vec(1, b"") + _vec(3, b"".join(_vec(3, e) + _vec(2, b"") for e in entries)))
 
 
 def decode_certificate_verify(message: bytes) -> tuple[int, bytes]:
@@ -461,8 +483,8 @@ def decode_certificate_verify(message: bytes) -> tuple[int, bytes]:
     return scheme, signature
 
 
-def encode_certificate_verify(signature: bytes) -> bytes:
-    return frame(CERTIFICATE_VERIFY, ED25519.to_bytes(2, "big") + _vec(2, signature))
+def encode_certificate_verify(signature: bytes, scheme: int = ED25519) -> bytes:
+    return frame(CERTIFICATE_VERIFY, scheme.to_bytes(2, "big") + _vec(2, signature))
 
 
 def decode_finished(message: bytes, hash_length: int) -> bytes:

@@ -23,6 +23,7 @@ from irohpy.relay.server.tokens import TOKEN_ID_LENGTH
 DEV_HTTP_BIND = "[::]:3340"
 HTTP_BIND = "[::]:80"
 HTTPS_BIND = "[::]:443"
+QUIC_PORT = 7842
 METRICS_BIND = "127.0.0.1:9090"
 # --dev relays pick a free metrics port, so that several run side by side.
 DEV_METRICS_BIND = "127.0.0.1:0"
@@ -54,6 +55,8 @@ class Limits:
     client_rx: RateLimit | None = None
     max_connections_per_ip: int = 128
     min_segment_size: int = MIN_SEGMENT_SIZE
+    qad_max_connections: int = 8192
+    qad_max_connections_per_ip: int = 8
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,17 @@ class ServerConfig:
     # STUN binding on UDP at the relay listener's address: this port, 0 for
     # the listener's own port number, None for none.
     stun_port: int | None = 0
+    # QUIC address discovery on UDP at this address (iroh-relay's quic_bind_addr, enabled by
+    # enable_quic_addr_discovery); None: off.
+    quic_bind: IpAddr | None = None
 
     def __post_init__(self) -> None:
         if self.dev and self.http_bind is None:
             raise ConfigError("--dev serves plain HTTP and needs an HTTP bind address")
         if not self.dev and self.tls is None:
             raise ConfigError("no TLS certificate: pass --tls-cert and --tls-key, or --dev for plain HTTP")
+        if self.quic_bind is not None and self.tls is None:
+            raise ConfigError("QUIC address discovery needs TLS (--tls-cert and --tls-key, not --dev)")
 
 
 class _Table:
@@ -234,6 +242,8 @@ def _limits(t: _Table) -> Limits:
         client_rx=rx,
         max_connections_per_ip=t.positive("max_connections_per_ip", int, d.max_connections_per_ip),
         min_segment_size=t.positive("min_segment_size", int, d.min_segment_size),
+        qad_max_connections=t.positive("qad_max_connections", int, d.qad_max_connections),
+        qad_max_connections_per_ip=t.positive("qad_max_connections_per_ip", int, d.qad_max_connections_per_ip),
     )
     if limits.min_segment_size > 0xFFFF:
         raise ConfigError("limits.min_segment_size must be at most 65535")
@@ -275,6 +285,8 @@ def load_config(
     tls_key: str | None = None,
     metrics_bind: str | None = None,
     stun_port: str | None = None,
+    enable_quic_addr_discovery: bool = False,
+    quic_bind: str | None = None,
 ) -> ServerConfig:
     """The config file (if any) with command-line values taking precedence.
 
@@ -287,6 +299,7 @@ def load_config(
     file_cert = tls_table.take("cert_path", str, "")
     file_key = tls_table.take("key_path", str, "")
     file_https = tls_table.take("https_bind_addr", str, HTTPS_BIND)
+    file_quic = tls_table.take("quic_bind_addr", str, "")
     tls_table.done()
     cert = tls_cert or (str(base / file_cert) if file_cert else None)
     key = tls_key or (str(base / file_key) if file_key else None)
@@ -296,10 +309,16 @@ def load_config(
     enable_metrics = root.take("enable_metrics", bool, True)
     file_metrics = root.take("metrics_bind_addr", str, DEV_METRICS_BIND if dev else METRICS_BIND)
     file_stun = root.take("stun_port", str, "0")
+    https = _required_bind(https_bind or file_https, "https bind address")
+    qad = root.take("enable_quic_addr_discovery", bool, False) or enable_quic_addr_discovery
+    quic_text = quic_bind or file_quic
+    quic = None
+    if qad:
+        quic = _required_bind(quic_text, "quic bind address") if quic_text else IpAddr(https.host, QUIC_PORT)
     config = ServerConfig(
         dev=dev,
         http_bind=_bind(http_bind or file_http, "http bind address"),
-        https_bind=_required_bind(https_bind or file_https, "https bind address"),
+        https_bind=https,
         tls=None if dev or cert is None or key is None else Tls(Path(cert), Path(key)),
         metrics_bind=_bind(metrics_bind or (file_metrics if enable_metrics else NONE), "metrics bind address"),
         access=_access(root.table("access")),
@@ -307,6 +326,7 @@ def load_config(
         timers=_timers(root.table("timers")),
         shutdown=_shutdown(root.table("shutdown")),
         stun_port=_stun_port(stun_port or file_stun),
+        quic_bind=quic,
     )
     root.done()
     return config

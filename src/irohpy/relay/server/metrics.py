@@ -37,6 +37,16 @@ class RelayMetrics(MetricsGroup, name="relay"):
     queued_bytes = Gauge("Bytes waiting in send queues")
     config_reloads = Counter("Config reloads on SIGHUP, by result", labels=("result",))
     stun_requests = Counter("STUN binding requests, by outcome", labels=("result",))
+    # QUIC address discovery, as iroh-relay counts it: incoming = incoming_error + connections
+    # + in flight; connections - connections_closed are open now.
+    qad_incoming = Counter("QAD connections accepted to handshake (after address validation)")
+    qad_incoming_error = Counter("QAD connections that failed before the handshake completed")
+    qad_connections = Counter("QAD connections established")
+    qad_connections_closed = Counter("QAD connections closed after they were established")
+    qad_connections_errored = Counter("QAD connections closed otherwise than by the client's 'finished' "
+                                      "(included in qad_connections_closed)")
+    qad_refused = Counter("QAD handshakes refused, by reason", labels=("reason",))
+    qad_dropped = Counter("QAD datagrams dropped before the QUIC endpoint, by reason", labels=("reason",))
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,6 +63,9 @@ class RelayMetrics(MetricsGroup, name="relay"):
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
         self.connections_refused.labels("per_ip_limit")
+        for reason in ("per_ip_limit", "capacity"):
+            self.qad_refused.labels(reason)
+        self.qad_dropped.labels("rate_limited")
 
     def render(self) -> bytes:
         return self.registry.encode_prometheus()

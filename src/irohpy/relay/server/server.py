@@ -24,6 +24,8 @@ from irohpy.relay.server.client import Client, Ending
 from irohpy.relay.server.clients import Clients
 from irohpy.relay.server.config import ServerConfig, Tls
 from irohpy.relay.server.metrics import RelayMetrics
+from irohpy.relay.server.qad import QadLimits, QadServer
+from irohpy.tls.webpki import ServerCertificate
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class RelayServer:
         self.metrics_url: str | None = None
         self.stun_addr: tuple[str, int] | None = None
         self._stun: asyncio.DatagramTransport | None = None
+        self._qad: QadServer | None = None
+        #: Where QUIC address discovery listens (UDP), when enabled.
+        self.quic_addr: tuple[str, int] | None = None
         self._stopped = False
         self.connections = PerIpConnections(config.limits.max_connections_per_ip)
         self._http_logger = QuietHttpLogger(logging.getLogger("aiohttp.server"), self.metrics.bad_http_requests.inc)
@@ -158,6 +163,14 @@ class RelayServer:
                 self.relay_url = _url("http", await self._listen(relay_app(self._service), config.http_bind, None), "/")
             if config.stun_port is not None:
                 await self._listen_stun(self._servers[0], config.stun_port)
+            if config.quic_bind is not None:
+                assert config.tls is not None  # ServerConfig guarantees it
+                limits = QadLimits(max_connections=config.limits.qad_max_connections,
+                                   max_connections_per_ip=config.limits.qad_max_connections_per_ip)
+                self._qad = QadServer(ServerCertificate.load(config.tls.cert_path, config.tls.key_path),
+                                      self.metrics, limits)
+                await self._qad.start(config.quic_bind)
+                self.quic_addr = self._qad.local_addr
             if config.metrics_bind is not None:
                 metrics = await self._listen(metrics_app(self.metrics), config.metrics_bind, None, capped=False)
                 self.metrics_url = _url("http", metrics, "/metrics")
@@ -192,6 +205,8 @@ class RelayServer:
         """
         if self._ssl is not None and config.tls is not None:
             _load_certificate(self._ssl, config.tls)
+            if self._qad is not None:
+                self._qad.certificate = ServerCertificate.load(config.tls.cert_path, config.tls.key_path)
         policy = config.access
         self._service.policy = policy
 
@@ -218,6 +233,9 @@ class RelayServer:
         logger.info("relay stopped")
 
     async def _teardown(self) -> None:
+        if self._qad is not None:
+            await self._qad.close()
+            self._qad = None
         if self._stun is not None:
             self._stun.close()
             self._stun = None
