@@ -192,7 +192,7 @@ def test_pmtu_discovery_finds_the_link_mtu_and_survives_a_black_hole() -> None:
     data = pattern(3_000_000, 11)
     client.conn.send_stream_data(sid, data, end_stream=True)
     net.run(30.0, lambda: len(server.streams.get(sid, b"")) > 1_000_000)
-    mtu = client.conn._max_datagram_size
+    mtu = client.conn.path.max_datagram_size
     assert 1400 - 20 <= mtu <= 1400  # binary search down to its granularity
     assert net.stats.too_big > 0 and net.stats.largest <= 1400
     # The route changes: nothing above 1250 bytes gets through any more.
@@ -200,7 +200,7 @@ def test_pmtu_discovery_finds_the_link_mtu_and_survives_a_black_hole() -> None:
     net.run(60.0, lambda: sid in server.finished)
     assert bytes(server.streams[sid]) == data
     assert client.conn._pmtud.black_holes == 1
-    assert client.conn._max_datagram_size <= 1250
+    assert client.conn.path.max_datagram_size <= 1250
 
 
 def test_pmtu_discovery_off_at_1200() -> None:
@@ -209,7 +209,7 @@ def test_pmtu_discovery_off_at_1200() -> None:
     sid = client.conn.open_stream()
     client.conn.send_stream_data(sid, bytes(500_000), end_stream=True)
     net.run(30.0, lambda: sid in server.finished)
-    assert client.conn._max_datagram_size == 1200
+    assert client.conn.path.max_datagram_size == 1200
     params = server.conn.peer_transport_parameters
     assert params is not None and params.max_udp_payload_size == 1200
 
@@ -675,7 +675,7 @@ def test_ecn_counts_are_echoed_and_ce_is_congestion() -> None:
     client.conn.send_stream_data(sid, bytes(2_000_000), end_stream=True)
     net.run(30.0, lambda: len(server.streams.get(sid, b"")) > 500_000)
     assert client.conn.recovery.cc.congestion_events == 0
-    assert server.conn._spaces[APPLICATION].ack.ect0 > 0
+    assert server.conn.path.ack.ect0 > 0
     server.mark = ECN_CE  # a router on the way signals congestion
     net.run(30.0, lambda: sid in server.finished)
     assert client.conn.recovery.spaces[APPLICATION].ecn_ce > 0

@@ -253,7 +253,7 @@ def test_aioquic_reads_our_ack_ecn_frames() -> None:
     send(client, sid, pattern(500_000, 3))
     net.run(30.0, lambda: sid in server.finished)
     assert bytes(server.streams[sid]) == pattern(500_000, 3)
-    assert server.conn._spaces[2].ack.ect0 > 0 and client.terminated is None
+    assert server.conn.path.ack.ect0 > 0 and client.terminated is None
 
 
 def test_aioquic_client_resumes_with_zero_rtt_against_our_server() -> None:

@@ -85,6 +85,15 @@ class QuicError(IrohError):
         self.frame_type = frame_type
 
 
+class PathError(IrohError):
+    """A multipath request the connection cannot honour now; ``kind`` says why:
+    not-negotiated, server, paths-blocked, cids-blocked, closed-path or last-path."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class QuicDecodeError(QuicError, DecodeError):
     """QUIC bytes (varint, packet header, frame, transport parameters) that do not decode.
 

@@ -31,6 +31,7 @@ from irohpy.errors import (
     EndpointClosed,
     IdleTimeout,
     LocallyClosed,
+    PathError,
     StreamError,
     TransportError,
 )
@@ -78,6 +79,9 @@ class EngineConnection:
         self._arrivals = Notify()
         self._progress = Notify()
         self._closed = Notify()
+        #: Multipath: what became of each path (PathEstablished, PathAbandoned), newest last.
+        self.multipath_events: list[qc.PathEstablished | qc.PathAbandoned] = []
+        self._paths_changed = Notify()
         #: Told of each new address the peer reports seeing us at (QUIC Address Discovery).
         self.on_observed_address: Callable[[ObservedAddressReceived], None] | None = None
 
@@ -115,6 +119,9 @@ class EngineConnection:
             self.alpn = ev.alpn
             if not self._established.done():
                 self._established.set_result(None)
+        elif isinstance(ev, (qc.PathEstablished, qc.PathAbandoned)):
+            self.multipath_events.append(ev)
+            self._paths_changed.notify_all()
         elif isinstance(ev, qc.ConnectionTerminated):
             if self.terminated is None:
                 self.terminated = ev
@@ -125,6 +132,7 @@ class EngineConnection:
                 recv._wake()
             self._arrivals.notify_all()
             self._closed.notify_all()
+            self._paths_changed.notify_all()
 
     def _recv_stream(self, sid: int) -> EngineRecvStream | None:
         """The stream an event names; a peer's first use of a stream opens it and every lower
@@ -251,6 +259,41 @@ class EngineConnection:
             self._check_open()
             await self._arrivals.wait()
         return self._datagrams.popleft()
+
+    async def open_path(self, addr: object, *, available: bool = True, relay: bool = False) -> int:
+        """Open a multipath path to ``addr``; waits while the peer's IDs for it are on their
+        way (right after the handshake), else PathError if the connection cannot."""
+        while True:
+            self._check_open()
+            try:
+                pid = self.quic.open_path(addr, self._engine._clock(), available=available, relay=relay)
+            except PathError as exc:
+                if exc.kind != "cids-blocked":
+                    raise
+                self._wake()  # PATH_CIDS_BLOCKED goes out
+                await self._progress.wait()
+                continue
+            self._wake()
+            return pid
+
+    def close_path(self, path_id: int) -> None:
+        self._check_open()
+        self.quic.close_path(path_id, self._engine._clock())
+        self._wake()
+
+    def set_path_status(self, path_id: int, available: bool) -> None:
+        self._check_open()
+        self.quic.set_path_status(path_id, available)
+        self._wake()
+
+    async def path_outcome(self, path_id: int) -> bool:
+        """Wait until path ``path_id`` validated (True) or was abandoned (False)."""
+        while True:
+            for ev in self.multipath_events:
+                if ev.path_id == path_id:
+                    return isinstance(ev, qc.PathEstablished)
+            self._check_open()
+            await self._paths_changed.wait()
 
     def request_key_update(self) -> None:
         """Move to fresh 1-RTT keys now (RFC 9001 §6); QuicError while the last update is unconfirmed."""

@@ -92,14 +92,19 @@ class PeerCids:
 
     __slots__ = ("active", "current", "retire_prior_to", "limit", "to_retire", "zero_length")
 
-    def __init__(self, first: bytes, limit: int) -> None:
-        self.active: dict[int, tuple[bytes, bytes]] = {0: (first, b"")}
-        self.current = 0
+    def __init__(self, first: bytes | None, limit: int) -> None:
+        """``first``: the ID of the handshake, or None for a multipath path whose IDs all come
+        in PATH_NEW_CONNECTION_ID frames."""
+        self.active: dict[int, tuple[bytes, bytes]] = {0: (first, b"")} if first is not None else {}
+        self.current = 0 if first is not None else -1
         self.retire_prior_to = 0
         #: Our active_connection_id_limit.
         self.limit = limit
         self.to_retire: list[int] = []
-        self.zero_length = not first
+        self.zero_length = first is not None and not first
+
+    def has_cid(self) -> bool:
+        return self.current >= 0
 
     def cid(self) -> bytes:
         return self.active[self.current][0]
@@ -136,8 +141,8 @@ class PeerCids:
             for seq in [s for s in self.active if s < retire_prior_to]:
                 del self.active[seq]
                 self.to_retire.append(seq)
-            if self.current not in self.active:
-                self.current = min(self.active)
+        if self.current not in self.active:
+            self.current = min(self.active)
         if len(self.active) > self.limit:
             raise QuicError(
                 f"{len(self.active)} active connection IDs, limit {self.limit}",

@@ -15,10 +15,19 @@ had in that session; a server that accepts answers in 1-RTT packets before the h
 completes (0.5-RTT), and its application sees 0-RTT stream data before ``HandshakeCompleted``.
 When the server rejects 0-RTT, the client sends that data again in 1-RTT packets.
 
+Multipath (draft-ietf-quic-multipath as noq implements it) is on when ``max_path_id`` is set
+and the peer sent ``initial_max_path_id`` too. Each path (:class:`~irohpy.quic.path.PathState`)
+then has its own packet numbers (its id goes into the nonce), recovery, congestion control,
+PMTU, connection IDs, validation and keep-alive/idle timers. A driver with several paths uses
+``receive_datagram(data, addr, now)`` as before (the DCID says which path a packet is on) and
+``transmit(now)``, which tags each batch of datagrams with its path's address. The client
+opens paths (``open_path``); validated available paths carry data, backup paths only while
+no available one is validated; ``close_path`` abandons one and what was in flight on it goes
+again on the others.
+
 Nothing here reads a clock or touches a socket. Errors the peer causes close the connection
 with a CONNECTION_CLOSE and a :class:`ConnectionTerminated` event; they are never raised to the
-driver. Packet spaces are fixed per connection; multipath would give each path its own
-Recovery and application-data AckTracker (``path_id`` is already threaded through crypto).
+driver.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Union, cast
 
-from irohpy.errors import DatagramError, QuicDecodeError, QuicDecryptError, QuicError, StreamError
+from irohpy.errors import DatagramError, PathError, QuicDecodeError, QuicDecryptError, QuicError, StreamError
 from irohpy.quic.ack import AckTracker
 from irohpy.quic.address_discovery import AddressDiscovery, ObservedAddressReceived
 from irohpy.quic.buffer import Writer
@@ -40,6 +49,8 @@ from irohpy.quic.frames import (
     FRAME_DATAGRAM_LEN,
     FRAME_HANDSHAKE_DONE,
     FRAME_NEW_TOKEN,
+    FRAME_PATH_STATUS_AVAILABLE,
+    FRAME_PATH_STATUS_BACKUP,
     Ack,
     ConnectionClose,
     Crypto,
@@ -51,11 +62,16 @@ from irohpy.quic.frames import (
     MaxStreamData,
     MaxStreams,
     NewConnectionId,
+    MaxPathId,
     NewToken,
     ObservedAddress,
     Padding,
+    PathAbandon,
     PathChallenge,
+    PathCidsBlocked,
     PathResponse,
+    PathsBlocked,
+    PathStatus,
     Ping,
     ResetStream,
     RetireConnectionId,
@@ -90,7 +106,7 @@ from irohpy.quic.packet import (
     unprotect_headers,
     verify_retry,
 )
-from irohpy.quic.path import PathState
+from irohpy.quic.path import STATUS_AVAILABLE, STATUS_BACKUP, PathState
 from irohpy.quic.pmtud import BASE_MTU
 from irohpy.quic.recovery import (
     APPLICATION,
@@ -149,6 +165,24 @@ K_HANDSHAKE_DONE: Final = 10
 K_OTHER: Final = 11  # PING, DATAGRAM, PATH_RESPONSE, *_BLOCKED: never repaired
 K_MTU_PROBE: Final = 12  # a = probe size
 K_OBSERVED_ADDRESS: Final = 13
+K_PATH_ABANDON: Final = 14  # a = path id, b = error code
+K_PATH_STATUS: Final = 15  # a = path id, b = status sequence number
+K_MAX_PATH_ID: Final = 16  # a = the limit
+# K_ACK, K_NEW_CID and K_RETIRE_CID carry the path id in b.
+
+#: PATH_ABANDON error codes (draft-ietf-quic-multipath §10.2, as noq names them).
+APPLICATION_ABANDON_PATH: Final = 0x3E
+PATH_UNSTABLE_OR_POOR: Final = 0x3E76
+#: The idle timeout iroh gives relay paths (RELAY_PATH_MAX_IDLE_TIMEOUT).
+RELAY_PATH_IDLE_TIMEOUT: Final = 30.0
+#: PATH_CHALLENGE retransmissions back off from the path's PTO up to this (noq's bound).
+MAX_CHALLENGE_INTERVAL: Final = 2.0
+#: PATH_CHALLENGE data we keep per path, any of which a PATH_RESPONSE may echo.
+MAX_CHALLENGES: Final = 4
+#: PATH_CHALLENGEs received per path and burst that we answer.
+MAX_RESPONSES: Final = 8
+#: Off-path probes whose answers we still recognise (iroh sends at most 9 per candidate).
+MAX_PROBES: Final = 512
 
 SentFrames = list[tuple[int, int, int, int]]
 
@@ -183,6 +217,13 @@ class QuicConfig:
     active_connection_id_limit: int = 5
     max_ack_delay: float = 0.025
     initial_rtt: float = 0.333
+    #: Multipath: the highest path id the peer may open (TP initial_max_path_id; iroh sends 7).
+    #: None keeps the connection single-path.
+    max_path_id: int | None = None
+    #: Per-path keep-alive and idle timeout once multipath is on (iroh: 5 s and 15 s; its relay
+    #: paths get 30 s through :meth:`QuicConnection.set_path_idle_timeout`).
+    path_keep_alive: float = 5.0
+    path_idle_timeout: float = 15.0
     #: QUIC Address Discovery role (``irohpy.quic.transport_params.ROLE_*``); None: no QAD.
     observed_address_role: int | None = None
 
@@ -241,6 +282,46 @@ class ConnectionIdRetired:
     cid: bytes
 
 
+@dataclass(slots=True)
+class PathEstablished:
+    """Path ``path_id`` is validated (our PATH_CHALLENGE came back on it): it may carry data."""
+
+    path_id: int
+
+
+@dataclass(slots=True)
+class PathAbandoned:
+    """Path ``path_id`` is gone: abandoned by us (``remote`` False) or the peer, or timed out
+    (``error_code`` PATH_UNSTABLE_OR_POOR). ``validated`` False means it never validated: the
+    open failed."""
+
+    path_id: int
+    error_code: int
+    remote: bool
+    validated: bool
+
+
+Address = object
+"""A remote address as the driver names it (e.g. ``(host, port)``); compared and used as a dict
+key only."""
+
+
+@dataclass(slots=True)
+class ProbeAnswered:
+    """A PATH_RESPONSE from ``addr`` echoed a probe :meth:`QuicConnection.probe` sent there:
+    the address reaches the peer (NAT traversal opens a path to it next)."""
+
+    addr: Address
+
+
+@dataclass(slots=True)
+class PathStatusReceived:
+    """The peer marked path ``path_id`` available (``available``) or backup."""
+
+    path_id: int
+    available: bool
+
+
 CAUSE_LOCAL: Final = "local"
 CAUSE_PEER: Final = "peer"
 CAUSE_IDLE: Final = "idle"
@@ -267,6 +348,10 @@ Event = Union[
     ConnectionIdIssued,
     ConnectionIdRetired,
     ConnectionTerminated,
+    PathEstablished,
+    PathAbandoned,
+    PathStatusReceived,
+    ProbeAnswered,
     ObservedAddressReceived,
 ]
 
@@ -319,7 +404,10 @@ class CryptoReceiver:
 
 
 class PacketSpace:
-    """Keys, received packet numbers and the CRYPTO streams of one packet-number space."""
+    """Keys, received packet numbers and the CRYPTO streams of one packet-number space.
+
+    Application data's received packet numbers live per path (:class:`PathState`), so that
+    space's ``ack`` stays empty."""
 
     __slots__ = ("send", "recv", "ack", "ack_dirty", "crypto_send", "crypto_credit", "crypto_recv", "discarded")
 
@@ -409,13 +497,11 @@ class QuicConnection:
         "_pending_new_cids",
         "_pending_retire",
         "_pending_handshake_done",
-        "_pending_path_responses",
         "_ping_pending",
         "_datagrams",
         "_peer_max_datagram_frame",
         "_peer_ack_delay_exponent",
         "_peer_cid_limit",
-        "_max_datagram_size",
         "_pmtud",
         "_key_phase_first_pn",
         "_key_update_allowed",
@@ -431,6 +517,27 @@ class QuicConnection:
         "_hp_pending",
         "lost_packets",
         "lost_bytes",
+        "paths_blocked_received",
+        "path_cids_blocked_received",
+        "_paths",
+        "_home",
+        "_cur_peer",
+        "_local_path_cids",
+        "_peer_path_cids",
+        "_reset_key",
+        "_mp",
+        "_local_max_path_id",
+        "_remote_max_path_id",
+        "_max_path_id_with_cids",
+        "_abandoned_ids",
+        "_pending_max_path_id",
+        "_pending_paths_blocked",
+        "_pending_path_cids_blocked",
+        "_data_ok",
+        "_rx_addr",
+        "_no_path_at",
+        "_probes",
+        "_probes_out",
     )
 
     def __init__(
@@ -470,8 +577,6 @@ class QuicConnection:
         self._one_rtt_secrets: dict[bool, tuple[int, bytes]] = {}
         if config.max_datagram_size < BASE_MTU:
             raise QuicError("max_datagram_size below QUIC's 1200 bytes", error_code=QuicError.INTERNAL_ERROR)
-        #: What datagrams may be now: 1200 until PMTU discovery proves more.
-        self._max_datagram_size = BASE_MTU
         path = PathState(
             0,
             None,
@@ -480,7 +585,8 @@ class QuicConnection:
             max_ack_delay=config.max_ack_delay,
             max_datagram_size=config.max_datagram_size,
         )
-        # Path 0, the only one until multipath; the three fields below are its parts.
+        # The path being received or sent on (the home path between calls); the three fields
+        # below are its parts.
         self._path = path
         self._pmtud = path.pmtud
         self._rec = path.recovery
@@ -493,7 +599,6 @@ class QuicConnection:
         self._send_writer: Writer | None = None
         self._hp_samples: list[bytes] = []
         self._hp_pending: list[tuple[bytearray, int, int]] = []
-        self._spaces[APPLICATION].ack = path.ack
         self._streams = StreamMap(
             is_server=not config.is_client,
             max_bidi=config.max_streams_bidi,
@@ -529,10 +634,10 @@ class QuicConnection:
         self._pending_msd: dict[int, None] = {}
         self._pending_max_streams = [False, False]
         self._pending_streams_blocked = [-1, -1]
-        self._pending_new_cids: list[int] = []
-        self._pending_retire: list[int] = []
+        #: (path id, sequence) of our IDs to announce and the peer's to retire.
+        self._pending_new_cids: list[tuple[int, int]] = []
+        self._pending_retire: list[tuple[int, int]] = []
         self._pending_handshake_done = False
-        self._pending_path_responses: list[bytes] = []
         self._ping_pending = False
         self._datagrams: deque[bytes] = deque()
         self._peer_max_datagram_frame = 0
@@ -555,6 +660,36 @@ class QuicConnection:
         #: Packets (and their bytes) declared lost, for the application's stats.
         self.lost_packets = 0
         self.lost_bytes = 0
+        #: The peer's PATHS_BLOCKED and PATH_CIDS_BLOCKED frames (it wants more paths or IDs;
+        #: we already issue all the limits allow, so they are only counted, as noq does).
+        self.paths_blocked_received = 0
+        self.path_cids_blocked_received = 0
+        #: Paths by id. The home path is the one ``peer_address`` names: path 0 until abandoned.
+        self._paths: dict[int, PathState] = {0: path}
+        self._home = path
+        self._cur_peer = self._peer_cids
+        #: Connection IDs by path, ours and the peer's; path 0's are the handshake's.
+        self._local_path_cids: dict[int, LocalCids] = {0: self._local_cids}
+        self._peer_path_cids: dict[int, PeerCids] = {0: self._peer_cids}
+        self._reset_key = reset_key
+        #: Multipath negotiated (both sent initial_max_path_id; set when the handshake completes).
+        self._mp = False
+        self._local_max_path_id = 0
+        self._remote_max_path_id = 0
+        self._max_path_id_with_cids = 0
+        self._abandoned_ids: set[int] = set()
+        self._pending_max_path_id = False
+        self._pending_paths_blocked = -1
+        self._pending_path_cids_blocked: dict[int, int] = {}
+        #: The path being sent on may carry data (set per path in :meth:`transmit`).
+        self._data_ok = True
+        #: The address of the datagram being processed.
+        self._rx_addr: object = None
+        #: The peer abandoned our last path: without a new one by then, the connection ends.
+        self._no_path_at = INF
+        #: Off-path probes: challenge data by the address it went to, and those not yet sent.
+        self._probes: dict[bytes, object] = {}
+        self._probes_out: list[tuple[object, bytes]] = []
 
     # -- introspection --------------------------------------------------------------
 
@@ -573,13 +708,18 @@ class QuicConnection:
 
     @property
     def host_cids(self) -> list[bytes]:
-        """Our active connection IDs; datagrams addressed to any of them belong here."""
-        return self._local_cids.cids()
+        """Our active connection IDs, every path's; datagrams addressed to any belong here."""
+        if len(self._local_path_cids) == 1:
+            return self._local_cids.cids()
+        out: list[bytes] = []
+        for cids in self._local_path_cids.values():
+            out.extend(cids.cids())
+        return out
 
     @property
     def peer_address(self) -> object:
-        """The address given to ``connect`` or the first Initial came from."""
-        return self._path.addr
+        """The home path's address: the one given to ``connect`` or the first Initial came from."""
+        return self._home.addr
 
     @property
     def original_dcid(self) -> bytes:
@@ -592,12 +732,22 @@ class QuicConnection:
 
     @property
     def path(self) -> PathState:
-        """The path packets go on: its RTT, congestion window, MTU and address."""
-        return self._path
+        """The home path: its RTT, congestion window, MTU and address."""
+        return self._home
 
     @property
     def recovery(self) -> Recovery:
-        return self._rec
+        return self._home.recovery
+
+    @property
+    def multipath(self) -> bool:
+        """Both sides offered multipath and the handshake completed."""
+        return self._mp
+
+    @property
+    def paths(self) -> dict[int, PathState]:
+        """Every path by id, abandoned ones until they drain (read only)."""
+        return self._paths
 
     @property
     def streams(self) -> StreamMap:
@@ -634,8 +784,13 @@ class QuicConnection:
         dcid = os.urandom(8)
         self._path.addr = addr
         self._original_dcid = dcid
-        self._peer_cids = PeerCids(dcid, self.config.active_connection_id_limit)
+        self._set_peer_cids(PeerCids(dcid, self.config.active_connection_id_limit))
         self._start(dcid, now)
+
+    def _set_peer_cids(self, peer: PeerCids) -> None:
+        self._peer_cids = peer
+        self._peer_path_cids[0] = peer
+        self._cur_peer = peer
 
     def _start(self, dcid: bytes, now: float) -> None:
         self._initialized = True
@@ -691,6 +846,7 @@ class QuicConnection:
             active_connection_id_limit=c.active_connection_id_limit,
             initial_source_connection_id=self._local_cids.active[0][0],
             max_datagram_frame_size=c.max_datagram_frame_size if c.max_datagram_frame_size > 0 else None,
+            initial_max_path_id=c.max_path_id,
             observed_address_role=self._qad.transport_parameter,
         )
         if not self.is_client:
@@ -772,11 +928,102 @@ class QuicConnection:
                 "connection IDs rotate only on an established connection", error_code=QuicError.INTERNAL_ERROR
             )
         for seq in self._local_cids.rotate(self._peer_cid_limit):
-            self._pending_new_cids.append(seq)
+            self._pending_new_cids.append((0, seq))
             self._events.append(ConnectionIdIssued(self._local_cids.active[seq][0]))
 
     def ping(self) -> None:
         self._ping_pending = True
+
+    # -- paths (multipath) --------------------------------------------------------------
+
+    def open_path(self, addr: object, now: float, *, available: bool = True, relay: bool = False) -> int:
+        """Open a path to ``addr`` (a client's act); returns its id. PATH_CHALLENGE probes
+        it; :class:`PathEstablished` or, after the path idle timeout, :class:`PathAbandoned`
+        follows. PathError when multipath is off, we are the server, the peer's path limit is
+        reached (PATHS_BLOCKED goes out) or it gave no IDs for the next path (PATH_CIDS_BLOCKED).
+        ``available`` False opens it as a backup path; ``relay`` gives it the relay paths'
+        30 s idle timeout."""
+        if not self._mp:
+            raise PathError("multipath is not negotiated", "not-negotiated")
+        if not self.is_client:
+            raise PathError("only the client opens paths", "server")
+        used = max(self._paths) if self._paths else 0
+        if self._abandoned_ids:
+            used = max(used, max(self._abandoned_ids))
+        path_id = used + 1
+        if path_id > min(self._local_max_path_id, self._remote_max_path_id):
+            self._pending_paths_blocked = self._remote_max_path_id
+            raise PathError(f"path {path_id} is beyond the peer's limit", "paths-blocked")
+        peer = self._peer_path_cids.get(path_id)
+        if peer is None or not peer.has_cid():
+            self._pending_path_cids_blocked[path_id] = 0
+            raise PathError(f"the peer gave no connection IDs for path {path_id}", "cids-blocked")
+        path = self._new_path(path_id, addr, now)
+        path.status = STATUS_AVAILABLE if available else STATUS_BACKUP
+        if relay:
+            path.idle_timeout = RELAY_PATH_IDLE_TIMEOUT
+        self._no_path_at = INF
+        return path_id
+
+    def close_path(self, path_id: int, now: float, error_code: int = APPLICATION_ABANDON_PATH) -> None:
+        """Abandon a path (PATH_ABANDON); what was in flight on it goes again on the others.
+        PathError for an unknown or abandoned path, or the last open one."""
+        path = self._live_path(path_id)
+        if not any(p is not path and not p.abandoned for p in self._paths.values()):
+            raise PathError("the last open path cannot be abandoned", "last-path")
+        self._abandon(path, error_code, now, False)
+        self._enter(self._home)
+
+    def set_path_status(self, path_id: int, available: bool) -> None:
+        """Mark a path available (it carries data) or backup, and tell the peer."""
+        path = self._live_path(path_id)
+        status = STATUS_AVAILABLE if available else STATUS_BACKUP
+        if path.status != status:
+            path.status = status
+            path.status_seq += 1
+            path.status_pending = True
+
+    def set_path_idle_timeout(self, path_id: int, timeout: float) -> None:
+        """This path's idle timeout (0: none); iroh gives relay paths 30 s."""
+        self._live_path(path_id).idle_timeout = timeout
+
+    def set_path_keep_alive(self, path_id: int, interval: float) -> None:
+        """This path's keep-alive PING interval (0: none)."""
+        self._live_path(path_id).keep_alive = interval
+
+    def ping_path(self, path_id: int) -> None:
+        """Send a PING on this path (it is a probe on a backup path)."""
+        self._live_path(path_id).ping_pending = True
+
+    def path_status(self, path_id: int) -> tuple[bool, bool]:
+        """(our status is available, the peer's status is available) of a path."""
+        path = self._live_path(path_id)
+        return path.status == STATUS_AVAILABLE, path.remote_status == STATUS_AVAILABLE
+
+    def probe(self, addr: object) -> None:
+        """Send an off-path PATH_CHALLENGE to ``addr`` on a validated path's IDs (noq's NAT
+        traversal probe: not padded, not congestion controlled); :class:`ProbeAnswered`
+        follows if the PATH_RESPONSE comes back from there."""
+        if not self._mp:
+            raise PathError("multipath is not negotiated", "not-negotiated")
+        data = os.urandom(8)
+        if len(self._probes) >= MAX_PROBES:
+            del self._probes[next(iter(self._probes))]
+        self._probes[data] = addr
+        self._probes_out.append((addr, data))
+
+    def sendable_paths(self) -> list[int]:
+        """The paths that carry data now, by id: validated available paths, else validated
+        backup paths."""
+        return [pid for pid, p in self._paths.items() if self._may_send_data(p)]
+
+    def _live_path(self, path_id: int) -> PathState:
+        if not self._mp:
+            raise PathError("multipath is not negotiated", "not-negotiated")
+        path = self._paths.get(path_id)
+        if path is None or path.abandoned:
+            raise PathError(f"path {path_id} is not open", "closed-path")
+        return path
 
     def request_key_update(self) -> None:
         """Start a 1-RTT key update (RFC 9001 §6); QuicError if one is still unconfirmed."""
@@ -847,12 +1094,29 @@ class QuicConnection:
                 return
             self._peer_scid = first.scid
             self._peer_scid_known = True
-            self._peer_cids = PeerCids(first.scid, self.config.active_connection_id_limit)
+            self._set_peer_cids(PeerCids(first.scid, self.config.active_connection_id_limit))
             try:
                 self._start(first.dcid, now)
             except QuicError as exc:
                 self._fail(exc)
                 return
+        path = self._home
+        created = False
+        if self._mp and packets[0].packet_type == PACKET_ONE_RTT:
+            dcid = packets[0].dcid
+            pid = 0 if dcid in self._local_cids and 0 in self._local_path_cids else self._path_of_cid(dcid)
+            found = self._paths.get(pid) if pid >= 0 else None
+            if found is None:
+                if pid < 0 or self.is_client or pid in self._abandoned_ids:
+                    self._check_reset(data)
+                    return
+                # The client opened a path: kept only if its packet authenticates.
+                found = self._new_path(pid, addr, now)
+                created = True
+            path = found
+        if path is not self._path:
+            self._enter(path)
+        self._rx_addr = addr
         processed = False
         for packet in packets:
             try:
@@ -867,17 +1131,50 @@ class QuicConnection:
             if self._state >= STATE_CLOSING:
                 break
         if processed:
-            self._qad.on_peer_address(addr)
+            if path is self._home:
+                # QAD reports the home path's address (noq keeps one report per path).
+                self._qad.on_peer_address(addr)
             self._rec.on_datagram_received(len(data))
             self._last_activity = now
+            path.last_activity = now
             self._idle_restarted = False
+            if created:
+                self._no_path_at = INF
+                if path.path_id not in self._peer_path_cids:
+                    self._pending_path_cids_blocked[path.path_id] = 0
         else:
+            if created:
+                del self._paths[path.path_id]
             self._check_reset(data)
+        if path is not self._home:
+            self._enter(self._home)
+
+    def _path_of_cid(self, cid: bytes) -> int:
+        """The path whose IDs of ours include ``cid``, or -1."""
+        for pid, cids in self._local_path_cids.items():
+            if cid in cids:
+                return pid
+        return -1
+
+    def _enter(self, path: PathState) -> None:
+        """Make ``path`` the one packets are processed and built for."""
+        self._path = path
+        self._rec = path.recovery
+        self._pmtud = path.pmtud
+        self._pacer = path.pacer
+        peer = self._peer_path_cids.get(path.path_id)
+        self._cur_peer = peer if peer is not None else PeerCids(None, 0)
 
     def _check_reset(self, data: bytes) -> None:
-        if self._initialized and self._state < STATE_DRAINING and self._peer_cids.is_stateless_reset(data):
+        if self._initialized and self._state < STATE_DRAINING and self._is_stateless_reset(data):
             self._state = STATE_CLOSED
             self._events.append(ConnectionTerminated(0, b"stateless reset", 0, False, CAUSE_RESET))
+
+    def _is_stateless_reset(self, data: bytes) -> bool:
+        for peer in self._peer_path_cids.values():
+            if peer.is_stateless_reset(data):
+                return True
+        return False
 
     def _receive_packet(self, packet: Packet, now: float, ecn: int) -> bool:
         space_index = _SPACE_OF_PACKET.get(packet.packet_type, -1)
@@ -890,12 +1187,17 @@ class QuicConnection:
                 elif packet.packet_type == PACKET_VERSION_NEGOTIATION:
                     self._on_version_negotiation(packet)
             return False
-        if packet.dcid not in self._local_cids and not (
+        path = self._path
+        if path.path_id != 0:
+            # Routed to this path by its DCID; only 1-RTT packets travel on later paths.
+            if space_index != APPLICATION:
+                return False
+        elif packet.dcid not in self._local_cids and not (
             not self.is_client and packet.dcid == self._initial_dcid and space_index == INITIAL
         ):
             return False
         space = self._spaces[space_index]
-        ack = space.ack
+        ack = path.ack if space_index == APPLICATION else space.ack
         try:
             if space_index == APPLICATION:
                 keys = self._one_rtt
@@ -903,10 +1205,10 @@ class QuicConnection:
                     return False
                 unprotect_headers([packet], keys.recv_hp, ack.largest)
                 phase = keys.key_phase
-                plain = open_one_rtt(keys, packet)
+                plain = open_one_rtt(keys, packet, path.path_id)
                 if keys.key_phase != phase:
                     # The peer updated its keys and ours followed: the new phase starts now.
-                    self._key_phase_first_pn = self._rec.spaces[APPLICATION].next_pn
+                    self._key_phase_first_pn = self._home.recovery.spaces[APPLICATION].next_pn
                     self._key_update_allowed = False
                     self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
             else:
@@ -925,6 +1227,7 @@ class QuicConnection:
             self._peer_scid_known = True
             self._peer_cids.set_first(packet.scid)
         if space_index == APPLICATION:
+            path.ack_dirty = True
             eliciting = self._on_frames_short(plain, packet, now)
             if self._state >= STATE_CLOSING:
                 return True
@@ -936,7 +1239,8 @@ class QuicConnection:
                 if self._state >= STATE_CLOSING:
                     return True
         ack.on_packet(pn, eliciting, ecn, now)
-        space.ack_dirty = True
+        if space_index != APPLICATION:
+            space.ack_dirty = True
         if eliciting:
             self._last_eliciting_received = now
         if space_index == HANDSHAKE and not self.is_client:
@@ -977,7 +1281,7 @@ class QuicConnection:
             return False
         if packet.dcid not in self._local_cids and packet.dcid != self._initial_dcid:
             return False
-        ack = self._spaces[APPLICATION].ack
+        ack = self._path.ack
         try:
             unprotect_headers([packet], prot.hp, ack.largest)
             plain = open_packet(prot.key, packet)
@@ -993,7 +1297,7 @@ class QuicConnection:
             if self._state >= STATE_CLOSING:
                 return True
         ack.on_packet(pn, eliciting, ecn, now)
-        self._spaces[APPLICATION].ack_dirty = True
+        self._path.ack_dirty = True
         return True
 
     def _on_retry(self, packet: Packet) -> None:
@@ -1088,27 +1392,39 @@ class QuicConnection:
         if isinstance(frame, StreamDataBlocked):
             streams.recv_stream(frame.stream_id)
             return True
-        if isinstance(frame, (DataBlocked, StreamsBlocked, PathResponse)):
+        if isinstance(frame, (DataBlocked, StreamsBlocked)):
+            return True
+        if isinstance(frame, PathResponse):
+            self._on_path_response(frame.data)
             return True
         if isinstance(frame, NewConnectionId):
-            if frame.path_id is not None:
-                raise QuicError("multipath frame without multipath", frame_type=0x3E78)
-            peer_cids = self._peer_cids
-            peer_cids.on_new(frame.sequence, frame.retire_prior_to, frame.connection_id, frame.reset_token)
-            self._pending_retire.extend(peer_cids.to_retire)
-            peer_cids.to_retire.clear()
+            self._on_new_cid(frame)
             return True
         if isinstance(frame, RetireConnectionId):
+            pid = 0
             if frame.path_id is not None:
-                raise QuicError("multipath frame without multipath", frame_type=0x3E79)
-            retired = self._local_cids.retire(frame.sequence, packet.dcid)
-            if retired is not None:
-                self._events.append(ConnectionIdRetired(retired))
-                self._issue_cids()
+                self._need_mp(0x3E79)
+                pid = frame.path_id
+            local = self._local_path_cids.get(pid)
+            if local is not None:
+                retired = local.retire(frame.sequence, packet.dcid)
+                if retired is not None:
+                    self._events.append(ConnectionIdRetired(retired))
+                    if pid == 0:
+                        self._issue_cids()
+                    elif pid not in self._abandoned_ids:
+                        self._issue_path_cids(pid, local)
             return True
         if isinstance(frame, PathChallenge):
-            if len(self._pending_path_responses) < 8:
-                self._pending_path_responses.append(frame.data)
+            path = self._path
+            if not self._mp or self._rx_addr == path.addr:
+                if len(path.responses) < MAX_RESPONSES:
+                    path.responses.append(frame.data)
+            elif len(path.off_path) < MAX_RESPONSES:
+                path.off_path.append((frame.data, self._rx_addr))
+            return True
+        if isinstance(frame, (PathAbandon, PathStatus, MaxPathId, PathsBlocked, PathCidsBlocked)):
+            self._on_path_frame(frame, now)
             return True
         if isinstance(frame, ConnectionClose):
             self._on_peer_close(frame, now)
@@ -1131,31 +1447,38 @@ class QuicConnection:
         raise QuicError(f"{type(frame).__name__} frame of an extension not negotiated")
 
     def _on_ack(self, frame: Ack, space: int, now: float) -> None:
+        path: PathState | None = self._path
         if frame.path_id is not None:
-            raise QuicError("PATH_ACK without multipath", frame_type=0x3E)
+            self._need_mp(0x3E)
+            path = self._paths.get(frame.path_id)
+        elif space == APPLICATION and self._mp:
+            # An ACK of application data acknowledges path 0's packets.
+            path = self._paths.get(0)
+        if path is None or path.abandoned:
+            return  # a path that is gone: its packets went again elsewhere
         delay = 0.0
         if space == APPLICATION:
             delay = (frame.delay << self._peer_ack_delay_exponent) / 1e6
         ecn_ce = frame.ecn[2] if frame.ecn is not None else -1
-        rec = self._rec
+        rec = path.recovery
         rec.on_ack_received(space, frame.ranges, delay, now, ecn_ce)
         acked = rec.acked
         if acked and space == APPLICATION and self.is_client and not self._confirmed:
             self._confirm()
         for p in acked:
-            self._on_packet_acked(space, p, now)
+            self._on_packet_acked(space, p, now, path)
         for p in rec.lost:
-            self._on_packet_lost(space, p, now)
+            self._on_packet_lost(space, p, now, path)
 
-    def _on_packet_acked(self, space: int, p: SentPacket, now: float) -> None:
+    def _on_packet_acked(self, space: int, p: SentPacket, now: float, path: PathState) -> None:
         if space == APPLICATION:
-            if p.pn >= self._key_phase_first_pn:
+            if path is self._home and p.pn >= self._key_phase_first_pn:
                 self._key_update_allowed = True
-            pmtud = self._pmtud
+            pmtud = path.pmtud
             if p.mtu_probe:
                 pmtud.on_probe_acked(p.size, now)
-                if pmtud.mtu != self._max_datagram_size:
-                    self._mtu_changed()
+                if pmtud.mtu != path.max_datagram_size:
+                    self._mtu_changed(path)
             else:
                 pmtud.on_packet_acked(p.pn, p.size)
         streams = self._streams
@@ -1167,7 +1490,12 @@ class QuicConnection:
                     if ss.is_done():
                         self._collect(a)
             elif kind == K_ACK:
-                self._spaces[space].ack.on_ack_acked(a)
+                if space != APPLICATION:
+                    self._spaces[space].ack.on_ack_acked(a)
+                else:
+                    acked_path = self._paths.get(b)
+                    if acked_path is not None:
+                        acked_path.ack.on_ack_acked(a)
             elif kind == K_CRYPTO:
                 self._spaces[space].crypto_send.on_frame_acked(a, b, False)
             elif kind == K_RESET:
@@ -1176,14 +1504,14 @@ class QuicConnection:
                     ss.on_reset_acked()
                     self._collect(a)
 
-    def _on_packet_lost(self, space: int, p: SentPacket, now: float) -> None:
+    def _on_packet_lost(self, space: int, p: SentPacket, now: float, path: PathState) -> None:
         self.lost_packets += 1
         self.lost_bytes += p.size
         if space == APPLICATION:
             if p.mtu_probe:
-                self._pmtud.on_probe_lost(p.size, now)
-            elif self._pmtud.on_packet_lost(p.pn, p.size, now):
-                self._mtu_changed()  # a black hole: back to 1200 bytes
+                path.pmtud.on_probe_lost(p.size, now)
+            elif path.pmtud.on_packet_lost(p.pn, p.size, now):
+                self._mtu_changed(path)  # a black hole: back to 1200 bytes
         self._repair(space, p)
 
     def _repair(self, space: int, p: SentPacket) -> None:
@@ -1220,12 +1548,24 @@ class QuicConnection:
                 if b == streams.peer_limit_sent[a]:
                     self._pending_max_streams[a] = True
             elif kind == K_NEW_CID:
-                if a in self._local_cids.active:
-                    self._pending_new_cids.append(a)
+                local = self._local_path_cids.get(b)
+                if local is not None and a in local.active and b not in self._abandoned_ids:
+                    self._pending_new_cids.append((b, a))
             elif kind == K_RETIRE_CID:
-                self._pending_retire.append(a)
+                self._pending_retire.append((b, a))
             elif kind == K_HANDSHAKE_DONE:
                 self._pending_handshake_done = True
+            elif kind == K_PATH_ABANDON:
+                lost_path = self._paths.get(a)
+                if lost_path is not None:
+                    lost_path.abandon_pending = True
+            elif kind == K_PATH_STATUS:
+                lost_path = self._paths.get(a)
+                if lost_path is not None and not lost_path.abandoned and lost_path.status_seq == b:
+                    lost_path.status_pending = True
+            elif kind == K_MAX_PATH_ID:
+                if a == self._local_max_path_id:
+                    self._pending_max_path_id = True
             elif kind == K_OBSERVED_ADDRESS:
                 self._qad.on_lost()
 
@@ -1302,6 +1642,9 @@ class QuicConnection:
                 self._pending_handshake_done = True
                 self._confirm()
             self._issue_cids()
+            tp = cast(TransportParameters, self._peer_params)
+            if self.config.max_path_id is not None and tp.initial_max_path_id is not None:
+                self._start_multipath(tp.initial_max_path_id, now)
 
     def _settle_early_data(self, accepted: bool) -> None:
         """A client's handshake completed: 0-RTT keys go; rejected 0-RTT data goes again in 1-RTT."""
@@ -1331,6 +1674,8 @@ class QuicConnection:
                 raise QuicError("original_destination_connection_id does not match", error_code=bad)
             if tp.retry_source_connection_id != self._retry_scid:
                 raise QuicError("retry_source_connection_id does not match", error_code=bad)
+        if tp.initial_max_path_id is not None and (not self._peer_scid or self._local_cids.length == 0):
+            raise QuicError("multipath with zero-length connection IDs", error_code=QuicError.PROTOCOL_VIOLATION)
         self._peer_params = tp
         self._streams.set_peer_params(
             max_data=tp.initial_max_data,
@@ -1373,8 +1718,224 @@ class QuicConnection:
 
     def _issue_cids(self) -> None:
         for seq in self._local_cids.issue(self._peer_cid_limit):
-            self._pending_new_cids.append(seq)
+            self._pending_new_cids.append((0, seq))
             self._events.append(ConnectionIdIssued(self._local_cids.active[seq][0]))
+
+    # -- multipath --------------------------------------------------------------------
+
+    def _need_mp(self, frame_type: int) -> None:
+        if not self._mp:
+            raise QuicError("multipath frame without multipath", frame_type=frame_type)
+
+    def _start_multipath(self, peer_max_path_id: int, now: float) -> None:
+        """Both sides offered multipath: path timers start and every path the limits allow
+        gets its IDs (noq issues them all at once)."""
+        self._mp = True
+        self._local_max_path_id = cast(int, self.config.max_path_id)
+        self._remote_max_path_id = peer_max_path_id
+        home = self._home
+        home.keep_alive = self.config.path_keep_alive
+        home.idle_timeout = self.config.path_idle_timeout
+        home.last_activity = now
+        self._issue_first_path_cids()
+
+    def _issue_first_path_cids(self) -> None:
+        top = min(self._local_max_path_id, self._remote_max_path_id)
+        pid = self._max_path_id_with_cids + 1
+        while pid <= top:
+            if pid not in self._local_path_cids and pid not in self._abandoned_ids:
+                local = LocalCids(os.urandom(self.config.cid_length), self._reset_key)
+                self._local_path_cids[pid] = local
+                self._pending_new_cids.append((pid, 0))
+                self._events.append(ConnectionIdIssued(local.active[0][0]))
+                self._issue_path_cids(pid, local)
+            pid += 1
+        if top > self._max_path_id_with_cids:
+            self._max_path_id_with_cids = top
+
+    def _issue_path_cids(self, pid: int, local: LocalCids) -> None:
+        for seq in local.issue(self._peer_cid_limit):
+            self._pending_new_cids.append((pid, seq))
+            self._events.append(ConnectionIdIssued(local.active[seq][0]))
+
+    def _on_new_cid(self, frame: NewConnectionId) -> None:
+        pid = 0
+        if frame.path_id is not None:
+            self._need_mp(0x3E78)
+            pid = frame.path_id
+            if pid > self._local_max_path_id:
+                raise QuicError("PATH_NEW_CONNECTION_ID beyond our path limit", frame_type=0x3E78)
+            if pid in self._abandoned_ids:
+                return
+        peer = self._peer_path_cids.get(pid)
+        if peer is None:
+            peer = self._peer_path_cids[pid] = PeerCids(None, self.config.active_connection_id_limit)
+            self._pending_path_cids_blocked.pop(pid, None)
+        peer.on_new(frame.sequence, frame.retire_prior_to, frame.connection_id, frame.reset_token)
+        for seq in peer.to_retire:
+            self._pending_retire.append((pid, seq))
+        peer.to_retire.clear()
+        if self._path.path_id == pid:
+            self._cur_peer = peer
+
+    def _on_path_frame(self, frame: PathAbandon | PathStatus | MaxPathId | PathsBlocked | PathCidsBlocked, now: float) -> None:
+        """PATH_ABANDON, PATH_STATUS_*, MAX_PATH_ID, PATHS_BLOCKED, PATH_CIDS_BLOCKED."""
+        if isinstance(frame, PathAbandon):
+            self._need_mp(0x3E75)
+            pid = frame.path_id
+            path = self._paths.get(pid)
+            if path is None:
+                if pid <= self._local_max_path_id and pid not in self._abandoned_ids and pid not in self._paths:
+                    self._abandoned_ids.add(pid)
+                    self._peer_path_cids.pop(pid, None)
+                return
+            if path.remote_abandoned:
+                return
+            path.remote_abandoned = True
+            if not path.abandoned:
+                self._abandon(path, frame.error_code, now, True)
+            # The peer's path is draining: it may open another in its place (noq's rule).
+            self._local_max_path_id += 1
+            self._pending_max_path_id = True
+            self._issue_first_path_cids()
+        elif isinstance(frame, PathStatus):
+            self._need_mp(FRAME_PATH_STATUS_AVAILABLE if frame.available else FRAME_PATH_STATUS_BACKUP)
+            path = self._paths.get(frame.path_id)
+            if path is not None and frame.sequence > path.remote_status_seq:
+                path.remote_status_seq = frame.sequence
+                path.remote_status = STATUS_AVAILABLE if frame.available else STATUS_BACKUP
+                self._events.append(PathStatusReceived(frame.path_id, frame.available))
+        elif isinstance(frame, MaxPathId):
+            self._need_mp(0x3E7A)
+            if frame.path_id > self._remote_max_path_id:
+                self._remote_max_path_id = frame.path_id
+                self._issue_first_path_cids()
+        elif isinstance(frame, PathsBlocked):
+            self._need_mp(0x3E7B)
+            if frame.path_id > self._local_max_path_id:
+                raise QuicError("PATHS_BLOCKED beyond our path limit", frame_type=0x3E7B)
+            self.paths_blocked_received += 1
+        else:
+            self._need_mp(0x3E7C)
+            if frame.path_id > self._local_max_path_id:
+                raise QuicError("PATH_CIDS_BLOCKED beyond our path limit", frame_type=0x3E7C)
+            local = self._local_path_cids.get(frame.path_id)
+            if local is not None and frame.next_sequence > local.next_sequence:
+                raise QuicError("PATH_CIDS_BLOCKED of an ID never issued", frame_type=0x3E7C)
+            self.path_cids_blocked_received += 1
+
+    def _new_path(self, pid: int, addr: object, now: float) -> PathState:
+        """A path after the handshake, validated by PATH_CHALLENGE before it carries data."""
+        c = self.config
+        path = PathState(
+            pid,
+            addr,
+            is_server=not self.is_client,
+            initial_rtt=c.initial_rtt,
+            max_ack_delay=c.max_ack_delay,
+            max_datagram_size=c.max_datagram_size,
+        )
+        path.start_confirmed()
+        tp = cast(TransportParameters, self._peer_params)
+        path.recovery.max_ack_delay = tp.max_ack_delay / 1000.0
+        path.pmtud.set_peer_max_udp_payload(tp.max_udp_payload_size)
+        for other in self._paths.values():
+            if other.validated and not other.abandoned and other.addr == addr:
+                # Same network path as a validated one: no need to wait (noq's rule).
+                path.validated = True
+                path.recovery.address_validated = True
+        path.challenge_at = now
+        path.keep_alive = c.path_keep_alive
+        path.idle_timeout = c.path_idle_timeout
+        path.last_activity = now
+        self._paths[pid] = path
+        return path
+
+    def _on_path_response(self, data: bytes) -> None:
+        """A PATH_RESPONSE validates the path it came on, if it echoes our challenge there and
+        arrived from the path's address (an off-path copy proves nothing)."""
+        path = self._path
+        if data not in path.challenges or self._rx_addr != path.addr or path.abandoned:
+            probed = self._probes.get(data)
+            if probed is not None and probed == self._rx_addr:
+                del self._probes[data]
+                self._events.append(ProbeAnswered(probed))
+            return
+        path.challenges.clear()
+        path.challenge_at = INF
+        path.challenges_lost = 0
+        path.validated = True
+        path.recovery.address_validated = True
+        if not path.established_reported:
+            path.established_reported = True
+            self._events.append(PathEstablished(path.path_id))
+
+    def _abandon(self, path: PathState, error_code: int, now: float, remote: bool) -> None:
+        """Stop using ``path``: PATH_ABANDON goes out, its in-flight frames go again on the
+        other paths, and its state drains after 3 PTO."""
+        pid = path.path_id
+        path.abandoned = True
+        path.abandon_pending = True
+        path.abandon_code = error_code
+        path.challenge_at = INF
+        path.challenges.clear()
+        path.responses.clear()
+        path.off_path.clear()
+        path.ping_pending = False
+        path.status_pending = False
+        self._abandoned_ids.add(pid)
+        self._pending_new_cids = [item for item in self._pending_new_cids if item[0] != pid]
+        rec = path.recovery
+        rec.probes = 0
+        sent = rec.spaces[APPLICATION]
+        for p in rec.forget(APPLICATION, list(sent.packets)):
+            self._repair(APPLICATION, p)
+        path.drain_at = now + 3.0 * path.pto()
+        self._events.append(PathAbandoned(pid, error_code, remote, path.established_reported))
+        live = [p for p in self._paths.values() if not p.abandoned]
+        if live:
+            if path is self._home:
+                self._home = live[0]
+        elif remote:
+            self._no_path_at = now + 3.0 * (3.0 * self.config.initial_rtt + self._rec.max_ack_delay)
+
+    def _drain_path(self, path: PathState) -> None:
+        """An abandoned path's 3 PTO are over: its state and IDs go."""
+        pid = path.path_id
+        del self._paths[pid]
+        local = self._local_path_cids.pop(pid, None)
+        if local is not None:
+            for cid in local.cids():
+                self._events.append(ConnectionIdRetired(cid))
+        self._peer_path_cids.pop(pid, None)
+        if path is self._home and self._paths:
+            self._home = next(iter(self._paths.values()))
+
+    def _sendable_path(self) -> bool:
+        for path in self._paths.values():
+            if self._may_send_data(path):
+                return True
+        return False
+
+    def _may_send_data(self, path: PathState) -> bool:
+        """noq's scheduling: validated available paths carry data; backup paths only while
+        no validated available path exists; nothing before validation (or the handshake's
+        path, before multipath)."""
+        if not self._mp:
+            return True
+        if path.abandoned or not path.validated or path.path_id not in self._peer_path_cids:
+            return False
+        if path.status == STATUS_AVAILABLE:
+            return True
+        for other in self._paths.values():
+            if (
+                other.status == STATUS_AVAILABLE
+                and other.validated
+                and not other.abandoned
+                and other.path_id in self._peer_path_cids
+            ):
+                return False
+        return True
 
     # -- stream delivery --------------------------------------------------------------
 
@@ -1431,12 +1992,25 @@ class QuicConnection:
         if state >= STATE_CLOSING:
             return self._close_deadline if self._close_deadline < INF else None
         t = self._idle_deadline()
-        loss = self._rec.loss_deadline()
-        if loss < t:
-            t = loss
-        for index, space in enumerate(self._spaces):
+        for index in (INITIAL, HANDSHAKE):
+            space = self._spaces[index]
             if not space.discarded and space.ack.ack_deadline < t and self._keys_ready(index):
                 t = space.ack.ack_deadline
+        app_keys = self._keys_ready(APPLICATION)
+        for path in self._paths.values():
+            loss = path.recovery.loss_deadline()
+            if loss < t:
+                t = loss
+            if app_keys and path.ack.ack_deadline < t:
+                # An abandoned path's ACKs ride on a path that carries data, if any.
+                if not path.abandoned or self._sendable_path():
+                    t = path.ack.ack_deadline
+            if self._mp:
+                p = self._path_deadline(path)
+                if p < t:
+                    t = p
+        if self._no_path_at < t:
+            t = self._no_path_at
         if self._pacing_at < t:
             t = self._pacing_at
         if 0.0 <= self._discard_prev_at < t:
@@ -1460,29 +2034,78 @@ class QuicConnection:
             self._state = STATE_CLOSED
             self._events.append(ConnectionTerminated(0, b"idle timeout", 0, False, CAUSE_IDLE))
             return
+        if now >= self._no_path_at:
+            self._no_path_at = INF
+            self._start_close(QuicError.NO_VIABLE_PATH, b"last path abandoned", 0, False)
+            return
         if 0.0 <= self._discard_prev_at <= now and self._one_rtt is not None:
             self._one_rtt.discard_previous()
             self._discard_prev_at = INF
-        rec = self._rec
-        if now >= rec.loss_deadline():
-            loss_space = -1
-            earliest = INF
-            for i in range(3):
-                if rec.spaces[i].loss_time < earliest:
-                    earliest = rec.spaces[i].loss_time
-                    loss_space = i
-            result = rec.on_timeout(now)
-            if result == TIMEOUT_LOSS:
-                for p in rec.lost:
-                    self._on_packet_lost(loss_space, p, now)
-            elif result == TIMEOUT_PTO:
-                self._on_pto(rec.pto_space)
+        for path in list(self._paths.values()):
+            rec = path.recovery
+            if now >= rec.loss_deadline():
+                loss_space = -1
+                earliest = INF
+                for i in range(3):
+                    if rec.spaces[i].loss_time < earliest:
+                        earliest = rec.spaces[i].loss_time
+                        loss_space = i
+                result = rec.on_timeout(now)
+                if result == TIMEOUT_LOSS:
+                    for p in rec.lost:
+                        self._on_packet_lost(loss_space, p, now, path)
+                elif result == TIMEOUT_PTO:
+                    self._on_pto(rec.pto_space)
+            if self._mp and now >= self._path_deadline(path):
+                self._on_path_timer(path, now)
+        if self._path is not self._home:
+            self._enter(self._home)
         if (
             self.config.keep_alive > 0.0
             and self._handshake_complete
             and now >= self._keep_alive_at()
         ):
             self._ping_pending = True
+
+    def _path_deadline(self, path: PathState) -> float:
+        """The next of a path's own timers: challenge retransmission, keep-alive, idle, drain."""
+        if path.abandoned:
+            return path.drain_at
+        t = INF
+        if not path.validated and path.recovery.amplification_budget() >= BASE_MTU:
+            t = path.challenge_at
+        if path.keep_alive > 0.0 and path.validated and not path.ping_pending:
+            last = path.last_activity if path.last_activity > path.last_eliciting else path.last_eliciting
+            k = last + path.keep_alive
+            if k < t:
+                t = k
+        if path.idle_timeout > 0.0 and self._other_live_path(path):
+            floor = 3.0 * path.pto()
+            i = path.last_activity + (path.idle_timeout if path.idle_timeout > floor else floor)
+            if i < t:
+                t = i
+        return t
+
+    def _other_live_path(self, path: PathState) -> bool:
+        for other in self._paths.values():
+            if other is not path and not other.abandoned:
+                return True
+        return False
+
+    def _on_path_timer(self, path: PathState, now: float) -> None:
+        if path.abandoned:
+            if now >= path.drain_at:
+                self._drain_path(path)
+            return
+        if path.idle_timeout > 0.0 and self._other_live_path(path):
+            floor = 3.0 * path.pto()
+            if now >= path.last_activity + (path.idle_timeout if path.idle_timeout > floor else floor):
+                self._abandon(path, PATH_UNSTABLE_OR_POOR, now, False)
+                return
+        if path.keep_alive > 0.0 and path.validated:
+            last = path.last_activity if path.last_activity > path.last_eliciting else path.last_eliciting
+            if now >= last + path.keep_alive:
+                path.ping_pending = True
 
     def _keep_alive_at(self) -> float:
         last = self._last_eliciting_sent
@@ -1501,7 +2124,65 @@ class QuicConnection:
     # -- sending --------------------------------------------------------------------
 
     def datagrams_to_send(self, now: float) -> list[bytes]:
-        """Datagrams ready now, in order; runs of full-size ones suit GSO."""
+        """Datagrams ready now, in order, for a driver that knows one peer address (a
+        single-path connection); runs of full-size ones suit GSO."""
+        out: list[bytes] = []
+        for _, datagrams in self.transmit(now):
+            out.extend(datagrams)
+        return out
+
+    def transmit(self, now: float) -> list[tuple[object, list[bytes]]]:
+        """Datagrams ready now, as (path address, datagrams in order) per path."""
+        home = self._home
+        if not self._mp:
+            datagrams = self._send_on_path(now)
+            return [(home.addr, datagrams)] if datagrams else []
+        out: list[tuple[object, list[bytes]]] = []
+        if self._state >= STATE_CLOSING:
+            datagrams = self._send_on_path(now)
+            return [(home.addr, datagrams)] if datagrams else []
+        self._pacing_at = INF
+        for path in list(self._paths.values()):
+            if path.abandoned and not (path.abandon_pending and path.validated and not self._sendable_path()):
+                continue
+            if path.path_id not in self._peer_path_cids or not self._peer_path_cids[path.path_id].has_cid():
+                continue
+            self._enter(path)
+            self._data_ok = self._may_send_data(path)
+            datagrams = self._send_on_path(now)
+            if datagrams:
+                out.append((path.addr, datagrams))
+            if path.validated and not path.abandoned and self._one_rtt is not None:
+                while path.off_path:
+                    data, addr = path.off_path.pop(0)
+                    out.append((addr, [self._lone_packet(PathResponse(data), True)]))
+                if self._probes_out and self._may_send_data(path):
+                    for addr, data in self._probes_out:
+                        out.append((addr, [self._lone_packet(PathChallenge(data), False)]))
+                    self._probes_out.clear()
+        self._data_ok = True
+        self._enter(home)
+        return out
+
+    def _lone_packet(self, frame: PathChallenge | PathResponse, pad: bool) -> bytes:
+        """A 1-RTT packet of the current path holding one frame, for another address: it
+        takes a packet number but no congestion window and is never retransmitted."""
+        keys = cast(OneRttKeys, self._one_rtt)
+        sent = self._rec.spaces[APPLICATION]
+        pn = sent.next_pn
+        pn_length = packet_number_length(pn, sent.largest_acked)
+        dcid = self._cur_peer.cid()
+        w = Writer(BASE_MTU)
+        frame.encode(w)
+        if pad:
+            w.push_zeros(BASE_MTU - (1 + len(dcid) + pn_length) - TAG_SIZE - w.tell())
+        header = build_short_header(dcid, pn, pn_length, keys.key_phase)
+        packet = seal_packet(keys.send, keys.send_hp, header, w.getvalue(), pn, self._path.path_id)
+        sent.next_pn = pn + 1
+        return bytes(packet)
+
+    def _send_on_path(self, now: float) -> list[bytes]:
+        """The current path's datagrams."""
         out: list[bytes] = []
         state = self._state
         if not self._initialized or state == STATE_CLOSED or state == STATE_DRAINING:
@@ -1509,7 +2190,8 @@ class QuicConnection:
         if state == STATE_CLOSING:
             if self._close_pending:
                 self._close_pending = False
-                if self._rec.amplification_budget() >= self._max_datagram_size:
+                # Without a path that has the peer's IDs the close is silent (noq's rule).
+                if self._rec.amplification_budget() >= self._path.max_datagram_size and self._cur_peer.has_cid():
                     closing = self._build_close(now)
                     if closing:
                         out.append(closing)
@@ -1517,13 +2199,14 @@ class QuicConnection:
                 if self._close_deadline == INF:
                     self._close_deadline = now + 3.0 * self._rec.rtt.pto_base()
             return out
-        self._pacing_at = INF
+        if not self._mp:
+            self._pacing_at = INF
         self._cwnd_limited = False
         if self._discard_prev_at < 0.0:
             self._discard_prev_at = now + 3.0 * self._rec.rtt.pto_base()
         # 1-RTT packets stay bytearrays until _protect_headers has masked the whole burst.
         burst: list[bytes | bytearray] = []
-        if self._confirmed:
+        if self._confirmed and self._path.validated and not self._path.abandoned:
             probe = self._build_mtu_probe(now)
             if probe is not None:
                 burst.append(probe)
@@ -1565,13 +2248,20 @@ class QuicConnection:
         plan = _Plan(APPLICATION, pn, pn_length, payload, [(K_MTU_PROBE, size, 0, 0)], True, True)
         return self._seal([plan], now, size)
 
-    def _mtu_changed(self) -> None:
-        mtu = self._pmtud.mtu
-        self._max_datagram_size = mtu
-        self._rec.cc.set_max_datagram_size(mtu)
-        self._pacer.max_datagram_size = mtu
+    def _mtu_changed(self, path: PathState) -> None:
+        mtu = path.pmtud.mtu
+        path.max_datagram_size = mtu
+        path.recovery.cc.set_max_datagram_size(mtu)
+        path.pacer.max_datagram_size = mtu
 
     def _has_eliciting_work(self) -> bool:
+        path = self._path
+        if path.responses or path.ping_pending or self._rec.probes > 0:
+            return True
+        if not path.validated and path.challenge_at < INF:
+            return True
+        if not self._data_ok:
+            return False
         for space in self._spaces:
             if not space.discarded and space.crypto_send.wants_send():
                 return True
@@ -1587,12 +2277,20 @@ class QuicConnection:
             or self._pending_max_streams[1]
             or self._pending_new_cids
             or self._pending_retire
-            or self._pending_path_responses
+            or (self._mp and self._has_path_control())
             or self._qad.wants_send
         )
 
+    def _has_path_control(self) -> bool:
+        if self._pending_max_path_id or self._pending_paths_blocked >= 0 or self._pending_path_cids_blocked:
+            return True
+        for path in self._paths.values():
+            if path.abandon_pending or path.status_pending:
+                return True
+        return False
+
     def _header_length(self, space: int, pn_length: int) -> int:
-        dcid = len(self._peer_cids.cid())
+        dcid = len(self._cur_peer.cid())
         if space == APPLICATION:
             if self._sends_zero_rtt():
                 return 7 + dcid + self._local_cids.length + 2 + pn_length
@@ -1630,9 +2328,10 @@ class QuicConnection:
         if can_elicit and rec.probes == 0 and self._has_eliciting_work():
             t = self._pacer.next_send_time(now, limit, float(rec.cc.window), rec.rtt.smoothed)
             if t > now:
-                self._pacing_at = t
+                if t < self._pacing_at:
+                    self._pacing_at = t
                 can_elicit = False
-        if self._short_only():
+        if self._path.path_id != 0 or self._short_only():
             return self._build_short(now, limit, can_elicit)
         plans: list[_Plan] = []
         room = limit
@@ -1665,11 +2364,12 @@ class QuicConnection:
         protection waits for :meth:`_protect_headers` at the end of the burst."""
         keys = cast(OneRttKeys, self._one_rtt)
         rec = self._rec
+        path = self._path
         space = self._spaces[APPLICATION]
         sent_space = rec.spaces[APPLICATION]
         pn = sent_space.next_pn
         pn_length = packet_number_length(pn, sent_space.largest_acked)
-        dcid = self._peer_cids.cid()
+        dcid = self._cur_peer.cid()
         header_size = 1 + len(dcid) + pn_length
         capacity = limit - header_size - TAG_SIZE
         if capacity < 32:
@@ -1678,11 +2378,12 @@ class QuicConnection:
         if w is None or capacity > w.capacity:
             w = self._send_writer = Writer(max(capacity, self.config.max_datagram_size))
         w.restart(capacity)
-        ack = space.ack
+        ack = path.ack
+        mp = self._mp
         want_ack = False
         has_ack = False
-        if ack.received and (space.ack_dirty or ack.wants_ack(now)):
-            ack_bytes = self._ack_bytes(space, APPLICATION, now)
+        if ack.received and (path.ack_dirty or ack.wants_ack(now)):
+            ack_bytes = self._ack_bytes(ack, APPLICATION, now, path.path_id if mp else -1)
             if len(ack_bytes) >= capacity:
                 return None
             want_ack = ack.wants_ack(now)
@@ -1690,30 +2391,52 @@ class QuicConnection:
             has_ack = True
         frames: SentFrames = []
         eliciting = False
+        pad = False
         if can_elicit:
-            if space.crypto_send.wants_send() and self._write_crypto(space, w, frames):
+            if mp and not path.validated or path.responses:
+                pad = self._write_path_frames(w, frames, now)
+                eliciting = pad
+            if self._data_ok:
+                if space.crypto_send.wants_send() and self._write_crypto(space, w, frames):
+                    eliciting = True
+                if self._write_control(w, frames, now):
+                    eliciting = True
+                if self._write_streams(w, frames):
+                    eliciting = True
+            elif path.abandon_pending and self._write_abandons(w, frames):
                 eliciting = True
-            if self._write_control(w, frames, now):
-                eliciting = True
-            if self._write_streams(w, frames):
-                eliciting = True
-            if not eliciting and (self._ping_pending or (rec.probes > 0 and rec.pto_space == APPLICATION)):
+            if not eliciting and (
+                (self._ping_pending and self._data_ok)
+                or path.ping_pending
+                or (rec.probes > 0 and rec.pto_space == APPLICATION)
+            ):
                 w.push_uint8(0x01)
                 frames.append((K_OTHER, 0, 0, 0))
                 eliciting = True
-                self._ping_pending = False
+                if self._data_ok:
+                    self._ping_pending = False
+                path.ping_pending = False
+        if mp and len(self._paths) > 1:
+            # Other paths' ACKs ride along; an abandoned path's go only this way.
+            if self._write_other_acks(w, frames, now, not (eliciting or want_ack)):
+                want_ack = True
         if not eliciting and not want_ack:
             return None
         if has_ack:
-            frames.append((K_ACK, ack.largest, 0, 0))
+            frames.append((K_ACK, ack.largest, path.path_id, 0))
             ack.on_ack_sent()
-            space.ack_dirty = False
+            path.ack_dirty = False
+        if pad:
+            # Path validation datagrams fill the minimum QUIC datagram (RFC 9000 §8.2.1).
+            need = BASE_MTU - header_size - TAG_SIZE - w.tell()
+            if need > 0:
+                w.push_zeros(need if need <= w.remaining() else w.remaining())
         if w.tell() < 4 - pn_length:
             w.push_zeros(4 - pn_length - w.tell())
         first = 0x40 | (keys.key_phase << 2) | (pn_length - 1)
         header = bytes((first,)) + dcid + (pn & ((1 << (8 * pn_length)) - 1)).to_bytes(pn_length, "big")
         packet = bytearray(header)
-        packet += keys.send.seal(header, memoryview(w.buffer)[: w.tell()], pn)
+        packet += keys.send.seal(header, memoryview(w.buffer)[: w.tell()], pn, path.path_id)
         pn_offset = header_size - pn_length
         self._hp_samples.append(bytes(packet[pn_offset + 4 : pn_offset + 4 + SAMPLE_SIZE]))
         self._hp_pending.append((packet, pn_offset, pn_length))
@@ -1723,6 +2446,7 @@ class QuicConnection:
         if eliciting:
             self._pacer.on_sent(size)
             self._last_eliciting_sent = now
+            path.last_eliciting = now
             if not self._idle_restarted:
                 self._idle_restarted = True
                 self._last_activity = now
@@ -1743,7 +2467,8 @@ class QuicConnection:
             plans[-1].payload += bytes(MIN_INITIAL_DATAGRAM - total)
             padded = True
         parts: list[bytearray] = []
-        dcid = self._peer_cids.cid()
+        dcid = self._cur_peer.cid()
+        path_id = self._path.path_id
         scid = self._local_cids.cids()[0]
         rec = self._rec
         eliciting_any = False
@@ -1756,7 +2481,7 @@ class QuicConnection:
                 keys = self._one_rtt
                 if keys is not None and self._handshake_complete:
                     header = build_short_header(dcid, pn, pn_length, keys.key_phase)
-                    parts.append(seal_packet(keys.send, keys.send_hp, header, payload, pn))
+                    parts.append(seal_packet(keys.send, keys.send_hp, header, payload, pn, path_id))
                 elif self.is_client:
                     zero = cast(Protection, self._zero_rtt)
                     header = self._long_header(PACKET_ZERO_RTT, dcid, scid, pn, pn_length, len(payload))
@@ -1783,6 +2508,7 @@ class QuicConnection:
         if eliciting_any:
             self._pacer.on_sent(len(datagram))
             self._last_eliciting_sent = now
+            self._path.last_eliciting = now
             if not self._idle_restarted:
                 self._idle_restarted = True
                 self._last_activity = now
@@ -1810,16 +2536,98 @@ class QuicConnection:
             ]
         )
 
-    def _ack_bytes(self, space: PacketSpace, index: int, now: float) -> bytes:
-        ack = space.ack
+    def _ack_bytes(self, ack: AckTracker, index: int, now: float, path_id: int = -1) -> bytes:
+        """An ACK frame, or PATH_ACK of ``path_id`` (multipath acknowledges every path's
+        application data with PATH_ACK, as noq does)."""
         ranges = ack.ranges()
         if len(ranges) > MAX_ACK_FRAME_RANGES:
             ranges = ranges[:MAX_ACK_FRAME_RANGES]
         delay = int(ack.ack_delay(now) * 1e6) >> ACK_DELAY_EXPONENT if index == APPLICATION else 0
         w = Writer(64 + 16 * len(ranges))
         ecn = (ack.ect0, ack.ect1, ack.ce) if ack.ect0 or ack.ect1 or ack.ce else None
-        push_ack(w, ranges, delay, ecn)
+        push_ack(w, ranges, delay, ecn, path_id if path_id >= 0 else None)
         return w.getvalue()
+
+    def _write_other_acks(self, w: Writer, frames: SentFrames, now: float, due_only: bool) -> bool:
+        """PATH_ACKs of the other paths with news; with ``due_only``, only those of abandoned
+        paths whose ACK is due (no packet of theirs carries it)."""
+        wrote = False
+        current = self._path
+        for other in self._paths.values():
+            ack = other.ack
+            if other is current or not ack.received or not other.ack_dirty:
+                continue
+            if due_only and not (other.abandoned and ack.wants_ack(now)):
+                continue
+            data = self._ack_bytes(ack, APPLICATION, now, other.path_id)
+            if len(data) > w.remaining():
+                break
+            w.push_bytes(data)
+            frames.append((K_ACK, ack.largest, other.path_id, 0))
+            ack.on_ack_sent()
+            other.ack_dirty = False
+            wrote = True
+        return wrote
+
+    def _write_path_frames(self, w: Writer, frames: SentFrames, now: float) -> bool:
+        """The current path's PATH_CHALLENGE (when due) and PATH_RESPONSEs; returns whether
+        any went in (the datagram is then padded)."""
+        path = self._path
+        wrote = False
+        if not path.validated and not path.abandoned and now >= path.challenge_at and w.remaining() >= 9:
+            data = os.urandom(8)
+            challenges = path.challenges
+            challenges.append(data)
+            if len(challenges) > MAX_CHALLENGES:
+                del challenges[0]
+            PathChallenge(data).encode(w)
+            frames.append((K_OTHER, 0, 0, 0))
+            backoff = path.pto() * (1 << min(path.challenges_lost, 16))
+            path.challenge_at = now + (backoff if backoff < MAX_CHALLENGE_INTERVAL else MAX_CHALLENGE_INTERVAL)
+            path.challenges_lost += 1
+            wrote = True
+        responses = path.responses
+        while responses and w.remaining() >= 9:
+            PathResponse(responses.pop(0)).encode(w)
+            frames.append((K_OTHER, 0, 0, 0))
+            wrote = True
+        return wrote
+
+    def _write_abandons(self, w: Writer, frames: SentFrames) -> bool:
+        wrote = False
+        for path in self._paths.values():
+            if path.abandon_pending and w.remaining() >= _CONTROL_ROOM:
+                PathAbandon(path.path_id, path.abandon_code).encode(w)
+                frames.append((K_PATH_ABANDON, path.path_id, path.abandon_code, 0))
+                path.abandon_pending = False
+                wrote = True
+        return wrote
+
+    def _write_path_control(self, w: Writer, frames: SentFrames) -> bool:
+        """PATH_ABANDON, PATH_STATUS_*, MAX_PATH_ID, PATHS_BLOCKED, PATH_CIDS_BLOCKED."""
+        wrote = self._write_abandons(w, frames)
+        for path in self._paths.values():
+            if path.status_pending and w.remaining() >= _CONTROL_ROOM:
+                PathStatus(path.path_id, path.status_seq, path.status == STATUS_AVAILABLE).encode(w)
+                frames.append((K_PATH_STATUS, path.path_id, path.status_seq, 0))
+                path.status_pending = False
+                wrote = True
+        if self._pending_max_path_id and w.remaining() >= _CONTROL_ROOM:
+            MaxPathId(self._local_max_path_id).encode(w)
+            frames.append((K_MAX_PATH_ID, self._local_max_path_id, 0, 0))
+            self._pending_max_path_id = False
+            wrote = True
+        if self._pending_paths_blocked >= 0 and w.remaining() >= _CONTROL_ROOM:
+            PathsBlocked(self._pending_paths_blocked).encode(w)
+            frames.append((K_OTHER, 0, 0, 0))
+            self._pending_paths_blocked = -1
+            wrote = True
+        while self._pending_path_cids_blocked and w.remaining() >= _CONTROL_ROOM:
+            pid = next(iter(self._pending_path_cids_blocked))
+            PathCidsBlocked(pid, self._pending_path_cids_blocked.pop(pid)).encode(w)
+            frames.append((K_OTHER, 0, 0, 0))
+            wrote = True
+        return wrote
 
     def _build_payload(self, index: int, budget: int, now: float, can_elicit: bool) -> _Plan | None:
         space = self._spaces[index]
@@ -1829,11 +2637,13 @@ class QuicConnection:
         capacity = budget - self._header_length(index, pn_length) - TAG_SIZE
         if capacity < 32:
             return None
-        ack = space.ack
+        app = index == APPLICATION
+        ack = self._path.ack if app else space.ack
+        dirty = self._path.ack_dirty if app else space.ack_dirty
         ack_bytes = b""
         want_ack = False
-        if ack.received and (space.ack_dirty or ack.wants_ack(now)):
-            ack_bytes = self._ack_bytes(space, index, now)
+        if ack.received and (dirty or ack.wants_ack(now)):
+            ack_bytes = self._ack_bytes(ack, index, now)
             want_ack = ack.wants_ack(now)
             if len(ack_bytes) >= capacity:
                 return None
@@ -1856,6 +2666,8 @@ class QuicConnection:
         elif can_elicit:
             eliciting = self._write_crypto(space, w, frames)
             if index == APPLICATION:
+                if self._path.responses and self._write_path_frames(w, frames, now):
+                    eliciting = True
                 if self._write_control(w, frames, now):
                     eliciting = True
                 if self._write_streams(w, frames):
@@ -1872,8 +2684,11 @@ class QuicConnection:
         if ack_bytes and (want_ack or eliciting):
             ack_largest = ack.largest
             ack.on_ack_sent()
-            space.ack_dirty = False
-            frames.append((K_ACK, ack_largest, 0, 0))
+            if app:
+                self._path.ack_dirty = False
+            else:
+                space.ack_dirty = False
+            frames.append((K_ACK, ack_largest, self._path.path_id, 0))
             payload = bytearray(ack_bytes)
             payload += w.buffer[: w.tell()]
         elif eliciting:
@@ -1941,21 +2756,20 @@ class QuicConnection:
             frames.append((K_MAX_STREAM_DATA, sid, rs.window.limit, 0))
             wrote = True
         while self._pending_new_cids and w.remaining() >= _CONTROL_ROOM:
-            seq = self._pending_new_cids.pop(0)
-            entry = self._local_cids.active.get(seq)
-            if entry is None:
+            pid, seq = self._pending_new_cids.pop(0)
+            local = self._local_path_cids.get(pid)
+            entry = local.active.get(seq) if local is not None else None
+            if local is None or entry is None:
                 continue
-            NewConnectionId(seq, self._local_cids.retire_prior_to, entry[0], entry[1]).encode(w)
-            frames.append((K_NEW_CID, seq, 0, 0))
+            NewConnectionId(seq, local.retire_prior_to, entry[0], entry[1], pid if pid else None).encode(w)
+            frames.append((K_NEW_CID, seq, pid, 0))
             wrote = True
         while self._pending_retire and w.remaining() >= _CONTROL_ROOM:
-            seq = self._pending_retire.pop(0)
-            RetireConnectionId(seq).encode(w)
-            frames.append((K_RETIRE_CID, seq, 0, 0))
+            pid, seq = self._pending_retire.pop(0)
+            RetireConnectionId(seq, pid if pid else None).encode(w)
+            frames.append((K_RETIRE_CID, seq, pid, 0))
             wrote = True
-        while self._pending_path_responses and w.remaining() >= _CONTROL_ROOM:
-            PathResponse(self._pending_path_responses.pop(0)).encode(w)
-            frames.append((K_OTHER, 0, 0, 0))
+        if self._mp and self._write_path_control(w, frames):
             wrote = True
         if self._qad.wants_send and w.remaining() >= _CONTROL_ROOM:
             observed = self._qad.take_frame()

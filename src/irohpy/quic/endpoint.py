@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from irohpy.errors import QuicDecodeError, QuicError
 from irohpy.quic.cids import reset_token
-from irohpy.quic.connection import QuicConfig, QuicConnection
+from irohpy.quic.connection import Address, QuicConfig, QuicConnection
 from irohpy.quic.crypto import hkdf_expand_label, hkdf_extract, initial_protection
 from irohpy.quic.buffer import Writer
 from irohpy.quic.frames import ConnectionClose, Crypto, decode_frames
@@ -68,10 +68,6 @@ OFFER_DATAGRAMS: Final = 8
 DEAD_CID_TTL: Final = 10.0
 MAX_DEAD_CIDS: Final = 4096
 _TOKEN_TIME: Final = struct.Struct(">d")
-
-Address = object
-"""A remote address as the driver names it (e.g. ``(host, port)``); used as a dict key only."""
-
 
 @dataclass(slots=True)
 class Transmit:
@@ -656,12 +652,11 @@ class QuicEndpoint:
                     continue
                 conn = entry.conn
                 touched[conn] = None
-                datagrams = conn.datagrams_to_send(now)
-                if datagrams:
+                for addr, datagrams in conn.transmit(now):
                     sent = entry.sent
                     sent[0] += len(datagrams)
                     sent[1] += sum(map(len, datagrams))
-                    _runs(conn.peer_address, datagrams, out)
+                    _runs(addr, datagrams, out)
                 if entry.handshaking and conn.handshake_complete:
                     entry.handshaking = False
                     self._handshaking -= 1
