@@ -15,11 +15,11 @@ RELAY = "relay https://relay.example./ to abcdef"
 
 
 def v4(key: object, rtt_ms: float | None) -> PathInfo:
-    return PathInfo(key, "ipv4", None if rtt_ms is None else rtt_ms * MS)  # type: ignore[arg-type]
+    return PathInfo(key, "ipv4", None if rtt_ms is None else rtt_ms * MS)
 
 
 def v6(key: object, rtt_ms: float) -> PathInfo:
-    return PathInfo(key, "ipv6", rtt_ms * MS)  # type: ignore[arg-type]
+    return PathInfo(key, "ipv6", rtt_ms * MS)
 
 
 def relay(rtt_ms: float) -> PathInfo:

@@ -7,6 +7,9 @@ responses, and what an attacker (a peer, or anyone off-path) can and cannot make
 
 from __future__ import annotations
 
+import ipaddress
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,13 +38,11 @@ CLIENT_ADDRS = [("198.51.100.7", 5000), ("10.0.0.7", 5001)]
 
 
 def ip(host: str) -> bytes:
-    import ipaddress
-
     return ipaddress.ip_address(host).packed
 
 
 def server(addrs: list[tuple[str, int]] = SERVER_ADDRS, **kw: object) -> NatTraversal:
-    nat = NatTraversal(False, **kw)  # type: ignore[arg-type]
+    nat = NatTraversal(False, **kw)
     nat.set_local_addresses(addrs)
     return nat
 
@@ -59,10 +60,10 @@ def over_the_wire(frames: list[f.Frame]) -> list[f.Frame]:
 
 
 def client_knowing(server_nat: NatTraversal, **kw: object) -> NatTraversal:
-    nat = NatTraversal(True, **kw)  # type: ignore[arg-type]
+    nat = NatTraversal(True, **kw)
     nat.set_local_addresses(CLIENT_ADDRS)
     for frame in over_the_wire(announcements(server_nat)):
-        nat.on_frame(frame, 0.0)  # type: ignore[arg-type]
+        nat.on_frame(frame, 0.0)
     return nat
 
 
@@ -219,7 +220,7 @@ def test_round_sends_one_reach_out_per_local_candidate_and_probes_every_server_c
     assert len({p.token for p in sent}) == 3 and all(len(p.token) == 8 for p in sent)
     client.initiate_round(11.0)
     assert client.round == 2
-    assert [fr.round for fr in announcements(client)] == [2, 2]  # type: ignore[union-attr]
+    assert [fr.round for fr in announcements(client)] == [2, 2]
 
 
 def test_round_needs_local_candidates_and_the_client_side() -> None:
@@ -350,7 +351,7 @@ def test_the_client_answers_a_server_probe_with_a_challenge_of_its_own() -> None
 def test_frames_from_the_wrong_side_are_protocol_violations(is_client: bool, frame: f.Frame, frame_type: int) -> None:
     nat = NatTraversal(is_client)
     with pytest.raises(QuicTransportStateError) as info:
-        nat.on_frame(frame, 0.0)  # type: ignore[arg-type]
+        nat.on_frame(frame, 0.0)
     assert info.value.error_code == QuicError.PROTOCOL_VIOLATION
     assert info.value.frame_type == frame_type
 
@@ -472,11 +473,11 @@ def test_client_and_server_cores_punch_through_two_cone_nats() -> None:
     cli = NatTraversal(True)
     cli.set_local_addresses([client_nat.public, ("10.0.0.7", 5001)])
     for frame in over_the_wire(announcements(srv)):  # over the relay path
-        cli.on_frame(frame, 0.0)  # type: ignore[arg-type]
+        cli.on_frame(frame, 0.0)
     now = 0.0
     cli.initiate_round(now)
     for frame in over_the_wire(announcements(cli)):
-        srv.on_frame(frame, now)  # type: ignore[arg-type]
+        srv.on_frame(frame, now)
     opened = None
     while opened is None and now < 5.0:
         for probe in probes(cli):
@@ -517,7 +518,7 @@ operation = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.booleans(), st.lists(operation, max_size=60))
-def test_any_sequence_keeps_the_core_consistent_and_bounded(is_client: bool, ops: list[tuple]) -> None:
+def test_any_sequence_keeps_the_core_consistent_and_bounded(is_client: bool, ops: list[tuple[Any, ...]]) -> None:
     nat = NatTraversal(is_client, max_remote=4, max_local=3)
     now = 0.0
     tokens: list[tuple[tuple[str, int], bytes]] = []
