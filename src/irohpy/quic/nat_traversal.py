@@ -452,6 +452,10 @@ class NatTraversal:
             return self._pending_reach_out.pop(0)
         return None
 
+    def has_frames(self) -> bool:
+        """Whether :meth:`pop_frame` has something to send."""
+        return bool(self._pending_add or self._pending_remove or self._pending_reach_out)
+
     def on_frame_lost(self, frame: NatFrame) -> None:
         """A packet carrying ``frame`` was lost: send it again if it still says something true."""
         if isinstance(frame, AddAddress):
