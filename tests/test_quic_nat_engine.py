@@ -92,6 +92,24 @@ def test_server_announces_client_probes_and_opens_a_backup_path() -> None:
     assert not client.terminated and not server.terminated
 
 
+def test_probes_go_unpadded_and_are_answered_padded_where_they_came_from() -> None:
+    client, server, net = pair()
+    announced(client, server, net)
+    routes = net.routes
+    client.conn.set_local_addresses([r.client_addr for r in routes])
+    client.conn.initiate_nat_traversal_round(net.now)
+    [probe] = [d for addr, batch in client.conn.transmit(net.now) if addr == routes[1].server_addr for d in batch]
+    assert len(probe) < 100
+    server.conn.receive_datagram(probe, routes[1].client_addr, net.now)
+    [answer] = [d for addr, batch in server.conn.transmit(net.now) if addr == routes[1].client_addr for d in batch]
+    assert len(answer) >= 1200
+    # The server's paths never moved: the probe used path 0's IDs and was answered outside it.
+    assert list(server.conn.paths) == [0] and server.conn.peer_address == routes[0].client_addr
+    client.conn.receive_datagram(answer, routes[1].server_addr, net.now)
+    client.drain_events()
+    assert client.of(qc.TraversalPathOpened) == [qc.TraversalPathOpened(1, routes[1].server_addr)]
+
+
 def test_lost_announcements_are_sent_again() -> None:
     client, server, net = pair()
     server.conn.set_local_addresses([r.server_addr for r in net.routes])
@@ -180,3 +198,22 @@ def test_too_many_addresses_are_bounded() -> None:
         server.conn.receive_datagram(inject(client.conn, frame_bytes(*reach[i : i + 20])), net.routes[0].client_addr, net.now)
     server.drain_events()
     assert server.terminated is not None and server.terminated.error_code == QuicError.PROTOCOL_VIOLATION
+
+
+def test_a_blocked_open_waits_for_max_path_id_and_new_ids() -> None:
+    client, server, net = pair(server_max=1)
+    announced(client, server, net)
+    # Path 1 (a second path on the home 4-tuple) uses up the server's limit.
+    assert client.conn.open_path(net.routes[0].server_addr, net.now) == 1
+    run_round(client, net)
+    net.advance(1.0)
+    assert not client.of(qc.TraversalPathOpened) and sorted(client.conn.paths) == [0, 1]
+    assert client.conn._nat is not None and client.conn._nat._to_open  # kept for later
+    # The server raises its limit (as it does when a path drains): MAX_PATH_ID, then IDs.
+    s = server.conn
+    s._local_max_path_id += 1
+    s._pending_max_path_id = True
+    s._issue_first_path_cids()
+    net.flush(1)
+    net.run(net.now + 5.0, lambda: any(ev.path_id == 2 for ev in client.of(qc.PathEstablished)))
+    assert client.of(qc.TraversalPathOpened) == [qc.TraversalPathOpened(2, net.routes[1].server_addr)]

@@ -1,0 +1,106 @@
+"""n0 NAT traversal against Rust iroh 1.x (the official `iroh` package, noq) over real UDP on
+loopback, in a loopback-only namespace, driving our QuicEndpoint/EngineConnection directly.
+
+Our engine offers multipath (7) and NAT traversal (32 addresses) as iroh does, behind
+127.0.0.1 and ::1. Rust dials us (it is the QUIC client, so it runs the rounds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from irohpy.quic import connection as qc
+from irohpy.quic.connection import QuicConfig
+from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
+from irohpy.endpoint.engine import QuicEngine
+from irohpy.socket.udp import UdpSocket
+from tests.refpeer import bind_ref, patch_fast_writes, ref_v4_port, ref_v6_port
+from tests.test_quic_multipath_rust import ALPN, PY_SECRET, T, DualStack, rust_dials
+
+pytestmark = pytest.mark.refpeer
+
+
+class NatStack(DualStack):
+    """DualStack offering NAT traversal, plus a second IPv4 socket to announce."""
+
+    def __init__(self, secret: bytes) -> None:
+        config = EndpointConfig(
+            alpns=[ALPN], transport=QuicConfig(is_client=True, max_path_id=7, nat_traversal_addresses=32)
+        )
+        self.socks: dict[Any, UdpSocket] = {}
+        self.engine = QuicEngine(QuicEndpoint(secret, config), self._send)
+        #: Datagrams each of our sockets received, by the sender's address.
+        self.received_on: dict[Any, dict[Any, int]] = {}
+        for key, host in ((False, "127.0.0.1"), (True, "::1"), ("second", "127.0.0.1")):
+            self.socks[key] = UdpSocket.bind(host, 0, self._counter(key))
+
+    def _counter(self, key: Any) -> Any:
+        counts = self.received_on.setdefault(key, {})
+
+        def receive(batch: Any, sock: object = None) -> None:
+            for _, addr in batch:
+                counts[addr[:2]] = counts.get(addr[:2], 0) + 1
+            self.engine.receive(batch, sock)
+
+        return receive
+
+    def _send(self, datagrams: list[bytes], addr: Any) -> None:
+        self.socks[":" in addr[0]].send_batch(datagrams, addr)
+
+    def second_addr(self) -> tuple[str, int]:
+        host, port = self.socks["second"].local_addr[:2]
+        return host, port
+
+
+@pytest.fixture
+async def ours() -> AsyncIterator[NatStack]:
+    stack = NatStack(PY_SECRET)
+    try:
+        yield stack
+    finally:
+        await stack.close()
+
+
+@pytest.fixture
+async def ref(iroh_loop: Any) -> AsyncIterator[Any]:
+    patch_fast_writes(iroh_loop)
+    ep = await bind_ref(iroh_loop, [ALPN])
+    try:
+        yield ep
+    finally:
+        await asyncio.wait_for(ep.close(), T)
+
+
+async def test_rust_runs_rounds_and_opens_a_path_to_the_address_we_announce(
+    iroh_loop: Any, ours: NatStack, ref: Any
+) -> None:
+    # Rust dials our IPv4 socket only: our ::1 reaches it only in ADD_ADDRESS.
+    theirs, conn = await rust_dials(iroh_loop, ours, ref)
+    quic = conn.quic
+    assert quic.multipath and quic.nat_traversal
+    tp = quic.peer_transport_parameters
+    assert tp is not None and tp.max_remote_nat_traversal_addresses == 32 and tp.initial_max_path_id == 7
+    nat = quic._nat
+    assert nat is not None
+    rust_v6 = ("::1", ref_v6_port(ref))
+    conn.set_local_addresses([ours.addr(False), ours.addr(True)])
+    # Rust's REACH_OUT names its sockets; it probes our ::1 from its ::1 and opens a path there.
+    v6_paths: set[int] = set()
+
+    def opened_v6() -> bool:
+        v6_paths.update(pid for pid, p in quic.paths.items() if p.addr[:2] == rust_v6)
+        return any(isinstance(ev, qc.PathEstablished) and ev.path_id in v6_paths for ev in conn.multipath_events)
+
+    while not opened_v6():
+        conn._check_open()
+        await asyncio.wait_for(conn._paths_changed.wait(), T)
+    assert nat.round >= 1 and rust_v6 in nat._round_remotes
+    assert ("127.0.0.1", ref_v4_port(ref)) in nat._round_remotes
+    assert ours.received_on[True].get(rust_v6, 0) > 0
+    assert conn.terminated is None
+    theirs.close(0, b"bye")
+    await asyncio.wait_for(conn.closed(), T)
