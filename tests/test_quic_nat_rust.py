@@ -16,7 +16,7 @@ import pytest
 from irohpy.quic import connection as qc
 from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
-from irohpy.endpoint.engine import QuicEngine
+from irohpy.endpoint.engine import EngineConnection, QuicEngine
 from irohpy.socket.udp import UdpSocket
 from tests.refpeer import bind_ref, patch_fast_writes, ref_v4_port, ref_v6_port
 from tests.test_quic_multipath_rust import ALPN, PY_SECRET, T, DualStack, rust_dials
@@ -35,6 +35,8 @@ class NatStack(DualStack):
         self.engine = QuicEngine(QuicEndpoint(secret, config), self._send)
         #: Datagrams each of our sockets received, by the sender's address.
         self.received_on: dict[Any, dict[Any, int]] = {}
+        #: Set when the second IPv4 socket receives anything.
+        self.second_hit = asyncio.Event()
         for key, host in ((False, "127.0.0.1"), (True, "::1"), ("second", "127.0.0.1")):
             self.socks[key] = UdpSocket.bind(host, 0, self._counter(key))
 
@@ -44,6 +46,8 @@ class NatStack(DualStack):
         def receive(batch: Any, sock: object = None) -> None:
             for _, addr in batch:
                 counts[addr[:2]] = counts.get(addr[:2], 0) + 1
+            if key == "second":
+                self.second_hit.set()
             self.engine.receive(batch, sock)
 
         return receive
@@ -75,11 +79,28 @@ async def ref(iroh_loop: Any) -> AsyncIterator[Any]:
         await asyncio.wait_for(ep.close(), T)
 
 
-async def test_rust_runs_rounds_and_opens_a_path_to_the_address_we_announce(
+class Watched(EngineConnection):
+    """Records each path outcome with the path's address (still known when the event comes)."""
+
+    def __init__(self, engine: QuicEngine, quic: qc.QuicConnection) -> None:
+        super().__init__(engine, quic)
+        self.outcomes: list[tuple[Any, qc.PathEstablished | qc.PathAbandoned]] = []
+
+    def _on_event(self, ev: qc.Event) -> None:
+        if isinstance(ev, (qc.PathEstablished, qc.PathAbandoned)) and ev.path_id in self.quic.paths:
+            self.outcomes.append((self.quic.paths[ev.path_id].addr[:2], ev))
+        super()._on_event(ev)
+
+
+async def test_rust_reaches_out_and_opens_a_path_where_our_probe_came_from(
     iroh_loop: Any, ours: NatStack, ref: Any
 ) -> None:
-    # Rust dials our IPv4 socket only: our ::1 reaches it only in ADD_ADDRESS.
+    # Rust knows only our 127.0.0.1 and we announce nothing. Its REACH_OUTs name its sockets;
+    # we probe its ::1 from our ::1; it answers with a PATH_CHALLENGE of its own (noq's
+    # piggyback), ours answers that, and Rust opens a path on that 4-tuple.
+    ours.engine.connection_type = Watched
     theirs, conn = await rust_dials(iroh_loop, ours, ref)
+    assert isinstance(conn, Watched)
     quic = conn.quic
     assert quic.multipath and quic.nat_traversal
     tp = quic.peer_transport_parameters
@@ -87,30 +108,33 @@ async def test_rust_runs_rounds_and_opens_a_path_to_the_address_we_announce(
     nat = quic._nat
     assert nat is not None
     rust_v6 = ("::1", ref_v6_port(ref))
-    # What became of each path Rust opened, with its address (still known when the event comes).
-    outcomes: list[tuple[Any, Any]] = []
-    on_event = conn._on_event
-
-    def watch(ev: qc.Event) -> None:
-        if isinstance(ev, (qc.PathEstablished, qc.PathAbandoned)) and ev.path_id in quic.paths:
-            outcomes.append((quic.paths[ev.path_id].addr[:2], ev))
-        on_event(ev)
-
-    conn._on_event = watch  # type: ignore[method-assign]
-    conn.set_local_addresses([ours.addr(False), ours.addr(True)])
-    # Rust's REACH_OUT names its sockets; it probes our ::1 from its ::1 and opens a path
-    # there. Whether that path validates or Rust abandons it first (APPLICATION_ABANDON_PATH,
-    # its selector closing every IP path but the selected one) is a race inside Rust.
-    while not any(addr == rust_v6 for addr, _ in outcomes):
+    # Whether the path validates, or Rust abandons it first (APPLICATION_ABANDON_PATH: its
+    # selector closes every IP path but the selected one), is a race inside Rust.
+    while not any(addr == rust_v6 for addr, _ in conn.outcomes):
         conn._check_open()
         await asyncio.wait_for(conn._paths_changed.wait(), T)
-    v6 = [ev for addr, ev in outcomes if addr == rust_v6]
+    v6 = [ev for addr, ev in conn.outcomes if addr == rust_v6]
     assert all(ev.path_id >= 1 for ev in v6)
     assert all(isinstance(ev, qc.PathEstablished) or ev.error_code == 0x3E for ev in v6)
-    print("rust paths to our ::1:", v6)
+    print("rust paths from its ::1:", v6)
     assert nat.round >= 1 and rust_v6 in nat._round_remotes
     assert ("127.0.0.1", ref_v4_port(ref)) in nat._round_remotes
+    assert nat.local_addresses() == [] and not nat.remote_addresses()
     assert ours.received_on[True].get(rust_v6, 0) > 0
+    assert conn.terminated is None
+    theirs.close(0, b"bye")
+    await asyncio.wait_for(conn.closed(), T)
+
+
+async def test_rust_probes_a_second_port_we_announce(iroh_loop: Any, ours: NatStack, ref: Any) -> None:
+    # Rust reaches out to a second IPv4 port it learns only from ADD_ADDRESS. (No path opens
+    # there: our engine names paths by the remote address, so answers leave from the first
+    # socket; docs/wire/nat-traversal.md.)
+    theirs, conn = await rust_dials(iroh_loop, ours, ref)
+    assert conn.quic.nat_traversal
+    conn.set_local_addresses([ours.addr(False), ours.second_addr()])
+    await asyncio.wait_for(ours.second_hit.wait(), T)
+    assert ("127.0.0.1", ref_v4_port(ref)) in ours.received_on["second"]
     assert conn.terminated is None
     theirs.close(0, b"bye")
     await asyncio.wait_for(conn.closed(), T)
