@@ -138,3 +138,32 @@ async def test_rust_probes_a_second_port_we_announce(iroh_loop: Any, ours: NatSt
     assert conn.terminated is None
     theirs.close(0, b"bye")
     await asyncio.wait_for(conn.closed(), T)
+
+
+async def test_we_dial_rust_run_a_round_and_open_a_backup_path(iroh_loop: Any, ours: NatStack, ref: Any) -> None:
+    # Rust as the server announces its sockets (ADD_ADDRESS); our round probes them, and the
+    # ::1 answer opens a backup path there, which validates.
+    async def serve() -> None:
+        inc = await ref.accept_next()
+        theirs = await (await inc.accept()).connect()
+        await theirs.closed()
+
+    server = asyncio.create_task(asyncio.wait_for(serve(), 4 * T))
+    changed = asyncio.Event()
+    conn = await ours.engine.connect(("127.0.0.1", ref_v4_port(ref)), ref.id().to_bytes(), ALPN, timeout=T)
+    conn.on_remote_candidates = lambda ev: changed.set()
+    rust_v6 = ("::1", ref_v6_port(ref))
+    rust_v4 = ("127.0.0.1", ref_v4_port(ref))
+    assert conn.quic.nat_traversal
+    conn.set_local_addresses([ours.addr(False), ours.addr(True)])
+    while sorted(conn.quic.remote_candidates()) != sorted([rust_v4, rust_v6]):
+        await asyncio.wait_for(changed.wait(), T)
+        changed.clear()
+    assert sorted(conn.initiate_nat_traversal_round()) == sorted([rust_v4, rust_v6])
+    opened = await asyncio.wait_for(conn.traversal_path(), T)
+    assert opened.addr == rust_v6
+    assert await asyncio.wait_for(conn.path_outcome(opened.path_id), T)
+    assert conn.quic.path_status(opened.path_id)[0] is False  # ours: backup
+    assert conn.terminated is None
+    conn.close(0, b"bye")
+    await server
