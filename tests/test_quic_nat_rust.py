@@ -2,7 +2,9 @@
 loopback, in a loopback-only namespace, driving our QuicEndpoint/EngineConnection directly.
 
 Our engine offers multipath (7) and NAT traversal (32 addresses) as iroh does, behind
-127.0.0.1 and ::1. Rust dials us (it is the QUIC client, so it runs the rounds).
+127.0.0.1, ::1 and a second 127.0.0.1 port; IPv4 always leaves from the first. The QUIC client
+runs the rounds, so Rust does when it dials us and we do when we dial it. What Rust did is
+recorded in docs/wire/nat-traversal.md.
 """
 
 from __future__ import annotations
@@ -51,9 +53,6 @@ class NatStack(DualStack):
             self.engine.receive(batch, sock)
 
         return receive
-
-    def _send(self, datagrams: list[bytes], addr: Any) -> None:
-        self.socks[":" in addr[0]].send_batch(datagrams, addr)
 
     def second_addr(self) -> tuple[str, int]:
         host, port = self.socks["second"].local_addr[:2]
