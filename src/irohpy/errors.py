@@ -116,6 +116,21 @@ class QuicDecryptError(QuicDecodeError):
     """A packet that fails AEAD authentication: dropped, never a reason to close (RFC 9001 §5.5)."""
 
 
+# -- nat traversal ------------------------------------------------------------
+
+
+class NatTraversalError(IrohError):
+    """A NAT-traversal request the connection cannot carry out (n0's in-QUIC traversal).
+
+    ``transient`` is true when trying again soon may work (no local candidates yet); a round on
+    a server connection, one without the extension, or past the address limit stays refused.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
 # -- endpoint, connections, streams -----------------------------------------
 
 

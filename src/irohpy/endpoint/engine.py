@@ -84,6 +84,10 @@ class EngineConnection:
         self._paths_changed = Notify()
         #: Told of each new address the peer reports seeing us at (QUIC Address Discovery).
         self.on_observed_address: Callable[[ObservedAddressReceived], None] | None = None
+        #: NAT traversal (client): told of each change of the server's candidate addresses.
+        self.on_remote_candidates: Callable[[qc.RemoteCandidatesChanged], None] | None = None
+        #: NAT traversal (client): the backup paths opened on traversed 4-tuples, oldest first.
+        self.traversal_paths: list[qc.TraversalPathOpened] = []
 
     @property
     def remote_addr(self) -> object:
@@ -121,6 +125,12 @@ class EngineConnection:
                 self._established.set_result(None)
         elif isinstance(ev, (qc.PathEstablished, qc.PathAbandoned)):
             self.multipath_events.append(ev)
+            self._paths_changed.notify_all()
+        elif isinstance(ev, qc.RemoteCandidatesChanged):
+            if self.on_remote_candidates is not None:
+                self.on_remote_candidates(ev)
+        elif isinstance(ev, qc.TraversalPathOpened):
+            self.traversal_paths.append(ev)
             self._paths_changed.notify_all()
         elif isinstance(ev, qc.ConnectionTerminated):
             if self.terminated is None:
@@ -294,6 +304,26 @@ class EngineConnection:
                     return isinstance(ev, qc.PathEstablished)
             self._check_open()
             await self._paths_changed.wait()
+
+    def set_local_addresses(self, addrs: list[tuple[str, int]]) -> None:
+        """Our NAT-traversal candidates (a server announces them, a client names them in rounds)."""
+        self._check_open()
+        self.quic.set_local_addresses(addrs)
+        self._wake()
+
+    def initiate_nat_traversal_round(self) -> list[tuple[str, int]]:
+        """Client: start a NAT-traversal round now; returns the server candidates probed."""
+        self._check_open()
+        probed = self.quic.initiate_nat_traversal_round(self._engine._clock())
+        self._wake()
+        return probed
+
+    async def traversal_path(self) -> qc.TraversalPathOpened:
+        """Client: wait for the first backup path NAT traversal opens."""
+        while not self.traversal_paths:
+            self._check_open()
+            await self._paths_changed.wait()
+        return self.traversal_paths[0]
 
     def request_key_update(self) -> None:
         """Move to fresh 1-RTT keys now (RFC 9001 §6); QuicError while the last update is unconfirmed."""

@@ -37,7 +37,16 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final, Union, cast
 
-from irohpy.errors import DatagramError, PathError, QuicDecodeError, QuicDecryptError, QuicError, StreamError
+from irohpy.errors import (
+    DatagramError,
+    InvalidAddr,
+    NatTraversalError,
+    PathError,
+    QuicDecodeError,
+    QuicDecryptError,
+    QuicError,
+    StreamError,
+)
 from irohpy.quic.ack import AckTracker
 from irohpy.quic.address_discovery import AddressDiscovery, ObservedAddressReceived
 from irohpy.quic.buffer import Writer
@@ -51,7 +60,13 @@ from irohpy.quic.frames import (
     FRAME_NEW_TOKEN,
     FRAME_PATH_STATUS_AVAILABLE,
     FRAME_PATH_STATUS_BACKUP,
+    FRAME_ADD_ADDRESS_V4,
+    FRAME_ADD_ADDRESS_V6,
+    FRAME_REACH_OUT_V4,
+    FRAME_REACH_OUT_V6,
+    FRAME_REMOVE_ADDRESS,
     Ack,
+    AddAddress,
     ConnectionClose,
     Crypto,
     Datagram,
@@ -73,6 +88,8 @@ from irohpy.quic.frames import (
     PathsBlocked,
     PathStatus,
     Ping,
+    ReachOut,
+    RemoveAddress,
     ResetStream,
     RetireConnectionId,
     StopSending,
@@ -106,6 +123,7 @@ from irohpy.quic.packet import (
     unprotect_headers,
     verify_retry,
 )
+from irohpy.quic.nat_traversal import IpPort, NatFrame, NatTraversal, canonical, negotiated
 from irohpy.quic.path import STATUS_AVAILABLE, STATUS_BACKUP, PathState
 from irohpy.quic.pmtud import BASE_MTU
 from irohpy.quic.recovery import (
@@ -168,6 +186,7 @@ K_OBSERVED_ADDRESS: Final = 13
 K_PATH_ABANDON: Final = 14  # a = path id, b = error code
 K_PATH_STATUS: Final = 15  # a = path id, b = status sequence number
 K_MAX_PATH_ID: Final = 16  # a = the limit
+K_NAT: Final = 17  # a = key of the NAT-traversal frame in QuicConnection._nat_sent
 # K_ACK, K_NEW_CID and K_RETIRE_CID carry the path id in b.
 
 #: PATH_ABANDON error codes (draft-ietf-quic-multipath §10.2, as noq names them).
@@ -181,8 +200,8 @@ MAX_CHALLENGE_INTERVAL: Final = 2.0
 MAX_CHALLENGES: Final = 4
 #: PATH_CHALLENGEs received per path and burst that we answer.
 MAX_RESPONSES: Final = 8
-#: Off-path probes whose answers we still recognise (iroh sends at most 9 per candidate).
-MAX_PROBES: Final = 512
+#: Room an ADD_ADDRESS, REMOVE_ADDRESS or REACH_OUT always fits in (the largest is 30 bytes).
+_NAT_FRAME_ROOM: Final = 32
 
 SentFrames = list[tuple[int, int, int, int]]
 
@@ -226,6 +245,9 @@ class QuicConfig:
     path_idle_timeout: float = 15.0
     #: QUIC Address Discovery role (``irohpy.quic.transport_params.ROLE_*``); None: no QAD.
     observed_address_role: int | None = None
+    #: n0 NAT traversal: how many candidate addresses we take from the peer (TP
+    #: 0x3d7f91120401; iroh sends 32). On only with multipath too; None: not offered.
+    nat_traversal_addresses: int | None = None
 
 
 # -- events ---------------------------------------------------------------------------
@@ -307,11 +329,20 @@ key only."""
 
 
 @dataclass(slots=True)
-class ProbeAnswered:
-    """A PATH_RESPONSE from ``addr`` echoed a probe :meth:`QuicConnection.probe` sent there:
-    the address reaches the peer (NAT traversal opens a path to it next)."""
+class RemoteCandidatesChanged:
+    """Client, NAT traversal: the server's candidate addresses are now ``addresses`` (a reason
+    to run a round)."""
 
-    addr: Address
+    addresses: list[IpPort]
+
+
+@dataclass(slots=True)
+class TraversalPathOpened:
+    """Client, NAT traversal: a probe to ``addr`` came back, so path ``path_id`` (backup) was
+    opened there; :class:`PathEstablished` follows once it validates."""
+
+    path_id: int
+    addr: IpPort
 
 
 @dataclass(slots=True)
@@ -351,7 +382,8 @@ Event = Union[
     PathEstablished,
     PathAbandoned,
     PathStatusReceived,
-    ProbeAnswered,
+    RemoteCandidatesChanged,
+    TraversalPathOpened,
     ObservedAddressReceived,
 ]
 
@@ -536,8 +568,11 @@ class QuicConnection:
         "_data_ok",
         "_rx_addr",
         "_no_path_at",
-        "_probes",
-        "_probes_out",
+        "_nat",
+        "_nat_local",
+        "_nat_sent",
+        "_nat_next_key",
+        "_nat_open_due",
     )
 
     def __init__(
@@ -687,9 +722,15 @@ class QuicConnection:
         self._rx_addr: object = None
         #: The peer abandoned our last path: without a new one by then, the connection ends.
         self._no_path_at = INF
-        #: Off-path probes: challenge data by the address it went to, and those not yet sent.
-        self._probes: dict[bytes, object] = {}
-        self._probes_out: list[tuple[object, bytes]] = []
+        #: n0 NAT traversal (negotiated with the handshake); it owns the probe tokens.
+        self._nat: NatTraversal | None = None
+        #: Our candidates as last set, for a traversal not negotiated yet.
+        self._nat_local: list[IpPort] = []
+        #: NAT-traversal frames in flight, by the key their sent-frame record carries.
+        self._nat_sent: dict[int, NatFrame] = {}
+        self._nat_next_key = 0
+        #: Client: a probe came back or path limits or IDs grew: try the paths waiting to open.
+        self._nat_open_due = False
 
     # -- introspection --------------------------------------------------------------
 
@@ -848,6 +889,7 @@ class QuicConnection:
             max_datagram_frame_size=c.max_datagram_frame_size if c.max_datagram_frame_size > 0 else None,
             initial_max_path_id=c.max_path_id,
             observed_address_role=self._qad.transport_parameter,
+            max_remote_nat_traversal_addresses=c.nat_traversal_addresses,
         )
         if not self.is_client:
             tp.original_destination_connection_id = self._original_dcid
@@ -1000,17 +1042,64 @@ class QuicConnection:
         path = self._live_path(path_id)
         return path.status == STATUS_AVAILABLE, path.remote_status == STATUS_AVAILABLE
 
-    def probe(self, addr: object) -> None:
-        """Send an off-path PATH_CHALLENGE to ``addr`` on a validated path's IDs (noq's NAT
-        traversal probe: not padded, not congestion controlled); :class:`ProbeAnswered`
-        follows if the PATH_RESPONSE comes back from there."""
-        if not self._mp:
-            raise PathError("multipath is not negotiated", "not-negotiated")
-        data = os.urandom(8)
-        if len(self._probes) >= MAX_PROBES:
-            del self._probes[next(iter(self._probes))]
-        self._probes[data] = addr
-        self._probes_out.append((addr, data))
+    # -- NAT traversal (n0) -------------------------------------------------------------
+
+    @property
+    def nat_traversal(self) -> bool:
+        """Whether n0 NAT traversal is negotiated (known once the handshake completes)."""
+        return self._nat is not None
+
+    def set_local_addresses(self, addrs: list[IpPort]) -> None:
+        """Our candidate addresses: a server announces them (ADD_ADDRESS/REMOVE_ADDRESS), a
+        client names them in its rounds. Unusable ones and those past the peer's limit drop."""
+        self._nat_local = [canonical(host, port) for host, port in addrs]
+        if self._nat is not None:
+            self._nat.set_local_addresses(self._nat_local)
+
+    def initiate_nat_traversal_round(self, now: float) -> list[IpPort]:
+        """Client: start a round (REACH_OUT for each of our candidates, probes to each of the
+        server's); returns the addresses probed. NatTraversalError when not negotiated, on a
+        server, or (transient) without local candidates."""
+        nat = self._nat
+        if nat is None:
+            raise NatTraversalError("NAT traversal is not negotiated")
+        return nat.initiate_round(now)
+
+    def remote_candidates(self) -> list[IpPort]:
+        """Client: the server's candidate addresses as its ADD_ADDRESS frames left them."""
+        return self._nat.remote_addresses() if self._nat is not None else []
+
+    def _open_traversed(self, now: float) -> None:
+        """Client: open a backup path on each traversed 4-tuple, unless one is open there; out
+        of path IDs or CIDs the rest wait for MAX_PATH_ID or new IDs."""
+        self._nat_open_due = False
+        nat = self._nat
+        if nat is None or not nat.is_client or self._state != STATE_ESTABLISHED:
+            return
+        while (todo := nat.poll_path_open()) is not None:
+            remote = todo.remote
+            if any(not p.abandoned and _nat_addr(p.addr) == remote for p in self._paths.values()):
+                continue
+            try:
+                pid = self.open_path(remote, now, available=False)
+            except PathError as exc:
+                if exc.kind == "paths-blocked" or exc.kind == "cids-blocked":
+                    nat.path_open_blocked(todo)
+                return
+            self._events.append(TraversalPathOpened(pid, remote))
+
+    def _on_nat_frame(self, frame: AddAddress | RemoveAddress | ReachOut, now: float) -> None:
+        nat = self._nat
+        if nat is None:
+            frame_type = FRAME_REMOVE_ADDRESS
+            if isinstance(frame, AddAddress):
+                frame_type = FRAME_ADD_ADDRESS_V6 if len(frame.ip) == 16 else FRAME_ADD_ADDRESS_V4
+            elif isinstance(frame, ReachOut):
+                frame_type = FRAME_REACH_OUT_V6 if len(frame.ip) == 16 else FRAME_REACH_OUT_V4
+            raise QuicError("NAT-traversal frame without the extension", frame_type=frame_type)
+        nat.on_frame(frame, now)
+        if nat.is_client and nat.take_remote_changed():
+            self._events.append(RemoteCandidatesChanged(nat.remote_addresses()))
 
     def sendable_paths(self) -> list[int]:
         """The paths that carry data now, by id: validated available paths, else validated
@@ -1131,8 +1220,9 @@ class QuicConnection:
             if self._state >= STATE_CLOSING:
                 break
         if processed:
-            if path is self._home:
-                # QAD reports the home path's address (noq keeps one report per path).
+            if path is self._home and (not self._mp or addr == path.addr):
+                # QAD reports the home path's address (noq keeps one report per path); an
+                # off-path probe's address is not the path's.
                 self._qad.on_peer_address(addr)
             self._rec.on_datagram_received(len(data))
             self._last_activity = now
@@ -1148,6 +1238,8 @@ class QuicConnection:
             self._check_reset(data)
         if path is not self._home:
             self._enter(self._home)
+        if self._nat_open_due:
+            self._open_traversed(now)
 
     def _path_of_cid(self, cid: bytes) -> int:
         """The path whose IDs of ours include ``cid``, or -1."""
@@ -1426,6 +1518,9 @@ class QuicConnection:
         if isinstance(frame, (PathAbandon, PathStatus, MaxPathId, PathsBlocked, PathCidsBlocked)):
             self._on_path_frame(frame, now)
             return True
+        if isinstance(frame, (AddAddress, RemoveAddress, ReachOut)):
+            self._on_nat_frame(frame, now)
+            return True
         if isinstance(frame, ConnectionClose):
             self._on_peer_close(frame, now)
             return False
@@ -1503,6 +1598,8 @@ class QuicConnection:
                 if ss is not None:
                     ss.on_reset_acked()
                     self._collect(a)
+            elif kind == K_NAT:
+                self._nat_sent.pop(a, None)
 
     def _on_packet_lost(self, space: int, p: SentPacket, now: float, path: PathState) -> None:
         self.lost_packets += 1
@@ -1568,6 +1665,10 @@ class QuicConnection:
                     self._pending_max_path_id = True
             elif kind == K_OBSERVED_ADDRESS:
                 self._qad.on_lost()
+            elif kind == K_NAT:
+                nat_frame = self._nat_sent.pop(a, None)
+                if nat_frame is not None and self._nat is not None:
+                    self._nat.on_frame_lost(nat_frame)
 
     def _on_peer_close(self, frame: ConnectionClose, now: float) -> None:
         self._state = STATE_DRAINING
@@ -1645,6 +1746,13 @@ class QuicConnection:
             tp = cast(TransportParameters, self._peer_params)
             if self.config.max_path_id is not None and tp.initial_max_path_id is not None:
                 self._start_multipath(tp.initial_max_path_id, now)
+                c = self.config
+                ours = TransportParameters(
+                    initial_max_path_id=c.max_path_id, max_remote_nat_traversal_addresses=c.nat_traversal_addresses
+                )
+                self._nat = negotiated(self.is_client, ours, tp, initial_rtt=c.initial_rtt)
+                if self._nat is not None and self._nat_local:
+                    self._nat.set_local_addresses(self._nat_local)
 
     def _settle_early_data(self, accepted: bool) -> None:
         """A client's handshake completed: 0-RTT keys go; rejected 0-RTT data goes again in 1-RTT."""
@@ -1771,6 +1879,7 @@ class QuicConnection:
         if peer is None:
             peer = self._peer_path_cids[pid] = PeerCids(None, self.config.active_connection_id_limit)
             self._pending_path_cids_blocked.pop(pid, None)
+            self._nat_open_due = self._nat is not None
         peer.on_new(frame.sequence, frame.retire_prior_to, frame.connection_id, frame.reset_token)
         for seq in peer.to_retire:
             self._pending_retire.append((pid, seq))
@@ -1810,6 +1919,7 @@ class QuicConnection:
             if frame.path_id > self._remote_max_path_id:
                 self._remote_max_path_id = frame.path_id
                 self._issue_first_path_cids()
+                self._nat_open_due = self._nat is not None
         elif isinstance(frame, PathsBlocked):
             self._need_mp(0x3E7B)
             if frame.path_id > self._local_max_path_id:
@@ -1856,10 +1966,11 @@ class QuicConnection:
         arrived from the path's address (an off-path copy proves nothing)."""
         path = self._path
         if data not in path.challenges or self._rx_addr != path.addr or path.abandoned:
-            probed = self._probes.get(data)
-            if probed is not None and probed == self._rx_addr:
-                del self._probes[data]
-                self._events.append(ProbeAnswered(probed))
+            nat = self._nat
+            if nat is not None:
+                remote = _nat_addr(self._rx_addr)
+                if remote is not None and nat.on_path_response(remote, data) and nat.is_client:
+                    self._nat_open_due = True
             return
         path.challenges.clear()
         path.challenge_at = INF
@@ -2011,6 +2122,9 @@ class QuicConnection:
                     t = p
         if self._no_path_at < t:
             t = self._no_path_at
+        nat = self._nat
+        if nat is not None and nat.deadline is not None and nat.deadline < t:
+            t = nat.deadline
         if self._pacing_at < t:
             t = self._pacing_at
         if 0.0 <= self._discard_prev_at < t:
@@ -2060,6 +2174,8 @@ class QuicConnection:
                 self._on_path_timer(path, now)
         if self._path is not self._home:
             self._enter(self._home)
+        if self._nat is not None:
+            self._nat.on_timeout(now)
         if (
             self.config.keep_alive > 0.0
             and self._handshake_complete
@@ -2155,18 +2271,35 @@ class QuicConnection:
             if path.validated and not path.abandoned and self._one_rtt is not None:
                 while path.off_path:
                     data, addr = path.off_path.pop(0)
-                    out.append((addr, [self._lone_packet(PathResponse(data), True)]))
-                if self._probes_out and self._may_send_data(path):
-                    for addr, data in self._probes_out:
-                        out.append((addr, [self._lone_packet(PathChallenge(data), False)]))
-                    self._probes_out.clear()
+                    out.append((addr, [self._lone_packet(PathResponse(data), self._piggyback(addr))]))
+                nat = self._nat
+                if nat is not None and self._may_send_data(path):
+                    while (probe := nat.poll_probe()) is not None:
+                        out.append((probe.addr, [self._lone_packet(PathChallenge(probe.token), None)]))
         self._data_ok = True
         self._enter(home)
         return out
 
-    def _lone_packet(self, frame: PathChallenge | PathResponse, pad: bool) -> bytes:
-        """A 1-RTT packet of the current path holding one frame, for another address: it
-        takes a packet number but no congestion window and is never retransmitted."""
+    def _piggyback(self, addr: object) -> PathChallenge | None:
+        """Client, NAT traversal: a PATH_CHALLENGE to send beside an off-path PATH_RESPONSE
+        to ``addr`` where no validated path is (as noq: the peer's probe got through)."""
+        nat = self._nat
+        if nat is None or not nat.is_client:
+            return None
+        for p in self._paths.values():
+            if p.validated and not p.abandoned and p.addr == addr:
+                return None
+        remote = _nat_addr(addr)
+        if remote is None:
+            return None
+        token = nat.challenge_with_response(remote)
+        return PathChallenge(token) if token is not None else None
+
+    def _lone_packet(self, frame: PathChallenge | PathResponse, extra: PathChallenge | None) -> bytes:
+        """A 1-RTT packet of the current path holding one frame (and a PATH_CHALLENGE beside
+        a PATH_RESPONSE), for another address: it takes a packet number but no congestion
+        window and is never retransmitted. A PATH_RESPONSE is padded to 1200 bytes, a lone
+        probe is not."""
         keys = cast(OneRttKeys, self._one_rtt)
         sent = self._rec.spaces[APPLICATION]
         pn = sent.next_pn
@@ -2174,7 +2307,9 @@ class QuicConnection:
         dcid = self._cur_peer.cid()
         w = Writer(BASE_MTU)
         frame.encode(w)
-        if pad:
+        if extra is not None:
+            extra.encode(w)
+        if isinstance(frame, PathResponse):
             w.push_zeros(BASE_MTU - (1 + len(dcid) + pn_length) - TAG_SIZE - w.tell())
         header = build_short_header(dcid, pn, pn_length, keys.key_phase)
         packet = seal_packet(keys.send, keys.send_hp, header, w.getvalue(), pn, self._path.path_id)
@@ -2279,6 +2414,7 @@ class QuicConnection:
             or self._pending_retire
             or (self._mp and self._has_path_control())
             or self._qad.wants_send
+            or (self._nat is not None and self._nat.has_frames())
         )
 
     def _has_path_control(self) -> bool:
@@ -2777,6 +2913,17 @@ class QuicConnection:
                 observed.encode(w)
                 frames.append((K_OBSERVED_ADDRESS, 0, 0, 0))
                 wrote = True
+        nat = self._nat
+        while nat is not None and w.remaining() >= _NAT_FRAME_ROOM:
+            nat_frame = nat.pop_frame()
+            if nat_frame is None:
+                break
+            nat_frame.encode(w)
+            key = self._nat_next_key
+            self._nat_next_key = key + 1
+            self._nat_sent[key] = nat_frame
+            frames.append((K_NAT, key, 0, 0))
+            wrote = True
         if w.remaining() >= _CONTROL_ROOM:
             blocked = streams.conn_send.blocked_frame()
             if blocked >= 0:
@@ -2873,3 +3020,13 @@ class QuicConnection:
         if not plans:
             return b""
         return self._seal(plans, now, BASE_MTU)
+
+
+def _nat_addr(addr: object) -> IpPort | None:
+    """A driver's ``(host, port, ...)`` address in the NAT-traversal core's form, or None."""
+    if isinstance(addr, tuple) and len(addr) >= 2 and isinstance(addr[0], str) and isinstance(addr[1], int):
+        try:
+            return canonical(addr[0], addr[1])
+        except InvalidAddr:
+            return None
+    return None
