@@ -8,7 +8,9 @@ loopback-only network namespace (conftest).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+from collections.abc import AsyncIterator
 from typing import Any
 
 
@@ -41,6 +43,17 @@ async def bind_ref(iroh: Any, alpns: list[bytes] | None = None, secret: bytes | 
     if protocols is not None:
         opts["protocols"] = protocols
     return await iroh.Endpoint.bind(iroh.EndpointOptions(**opts))
+
+
+@contextlib.asynccontextmanager
+async def bulk_ref(iroh: Any, alpns: list[bytes], close_timeout: float) -> AsyncIterator[Any]:
+    """A reference endpoint for bulk transfers (fast writes), closed within ``close_timeout``."""
+    patch_fast_writes(iroh)
+    ep = await bind_ref(iroh, alpns)
+    try:
+        yield ep
+    finally:
+        await asyncio.wait_for(ep.close(), close_timeout)
 
 
 def ref_v4_port(ep: Any) -> int:

@@ -17,7 +17,7 @@ from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig
 from irohpy.tls.keys import private_key, public_key_bytes
 from tests.engine_restart import Restartable
-from tests.refpeer import bind_ref, datagrams_both_ways, patch_fast_writes, ref_v4_port
+from tests.refpeer import bulk_ref, datagrams_both_ways, ref_v4_port
 
 pytestmark = pytest.mark.refpeer
 
@@ -41,12 +41,8 @@ async def engine() -> AsyncIterator[QuicEngine]:
 
 @pytest.fixture
 async def ref(iroh_loop: Any) -> AsyncIterator[Any]:
-    patch_fast_writes(iroh_loop)
-    ep = await bind_ref(iroh_loop, [ALPN])
-    try:
+    async with bulk_ref(iroh_loop, [ALPN], T) as ep:
         yield ep
-    finally:
-        await asyncio.wait_for(ep.close(), T)
 
 
 def ref_addr(iroh: Any, ep: Any) -> tuple[str, int]:

@@ -20,7 +20,7 @@ from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
 from irohpy.socket.udp import UdpSocket
 from irohpy.tls.keys import private_key, public_key_bytes
-from tests.refpeer import bind_ref, patch_fast_writes, ref_v4_port, ref_v6_port
+from tests.refpeer import bulk_ref, ref_v4_port, ref_v6_port
 
 pytestmark = pytest.mark.refpeer
 
@@ -71,12 +71,8 @@ async def ours() -> AsyncIterator[DualStack]:
 
 @pytest.fixture
 async def ref(iroh_loop: Any) -> AsyncIterator[Any]:
-    patch_fast_writes(iroh_loop)
-    ep = await bind_ref(iroh_loop, [ALPN])
-    try:
+    async with bulk_ref(iroh_loop, [ALPN], T) as ep:
         yield ep
-    finally:
-        await asyncio.wait_for(ep.close(), T)
 
 
 def target(iroh: Any, stack: DualStack, *, both: bool) -> Any:

@@ -223,6 +223,16 @@ class _Handshake(ABC):
         assert self._transcript is not None and self._key is not None
         return self._key.sign(context + self._transcript.digest())
 
+    def _check_finished(self, message: bytes, secret: bytes, sender: str) -> tuple[KeySchedule, Transcript]:
+        """Verify the peer's Finished with its handshake ``secret``, then add it to the transcript."""
+        schedule, transcript = self._schedule, self._transcript
+        assert schedule is not None and transcript is not None
+        verify_data = m.decode_finished(message, schedule.hash_length)
+        if not hmac.compare_digest(verify_data, schedule.finished(secret, transcript.digest())):
+            raise alert(DECRYPT_ERROR, f"{sender} Finished does not verify")
+        transcript.add(message)
+        return schedule, transcript
+
 
 # -- client --------------------------------------------------------------------
 
@@ -470,12 +480,7 @@ class ClientHandshake(_Handshake):
         self._state = _WAIT_FINISHED
 
     def _on_finished(self, message: bytes) -> None:
-        schedule, transcript = self._schedule, self._transcript
-        assert schedule is not None and transcript is not None
-        verify_data = m.decode_finished(message, schedule.hash_length)
-        if not hmac.compare_digest(verify_data, schedule.finished(self._server_hs, transcript.digest())):
-            raise alert(DECRYPT_ERROR, "server Finished does not verify")
-        transcript.add(message)
+        schedule, transcript = self._check_finished(message, self._server_hs, "server")
         schedule.advance(None)
         transcript_hash = transcript.digest()
         server_ap = schedule.derive(b"s ap traffic", transcript_hash)
@@ -726,12 +731,7 @@ class ServerHandshake(_Handshake):
         self._state = _WAIT_CLIENT_FINISHED
 
     def _on_finished(self, message: bytes) -> None:
-        schedule, transcript = self._schedule, self._transcript
-        assert schedule is not None and transcript is not None
-        verify_data = m.decode_finished(message, schedule.hash_length)
-        if not hmac.compare_digest(verify_data, schedule.finished(self._client_hs, transcript.digest())):
-            raise alert(DECRYPT_ERROR, "client Finished does not verify")
-        transcript.add(message)
+        schedule, transcript = self._check_finished(message, self._client_hs, "client")
         self._install(ONE_RTT, False, self._client_ap)
         self._client_hs = self._client_ap = b""
         self._recv_epoch = ONE_RTT

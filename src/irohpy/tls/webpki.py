@@ -18,7 +18,6 @@ Both implement :class:`irohpy.quic.handshake.Handshake`.
 from __future__ import annotations
 
 import datetime
-import hmac
 import ipaddress
 import os
 import ssl
@@ -397,12 +396,7 @@ class WebPkiClientHandshake(_Handshake):
         self._state = _WAIT_FINISHED
 
     def _on_finished(self, message: bytes) -> None:
-        schedule, transcript = self._schedule, self._transcript
-        assert schedule is not None and transcript is not None
-        verify_data = m.decode_finished(message, schedule.hash_length)
-        if not hmac.compare_digest(verify_data, schedule.finished(self._server_hs, transcript.digest())):
-            raise alert(DECRYPT_ERROR, "server Finished does not verify")
-        transcript.add(message)
+        schedule, transcript = self._check_finished(message, self._server_hs, "server")
         schedule.advance(None)
         digest = transcript.digest()
         self._install(ONE_RTT, False, schedule.derive(b"s ap traffic", digest))
@@ -504,12 +498,7 @@ class WebPkiServerHandshake(_Handshake):
         self._state = _WAIT_CLIENT_FINISHED
 
     def _on_finished(self, message: bytes) -> None:
-        schedule, transcript = self._schedule, self._transcript
-        assert schedule is not None and transcript is not None
-        verify_data = m.decode_finished(message, schedule.hash_length)
-        if not hmac.compare_digest(verify_data, schedule.finished(self._client_hs, transcript.digest())):
-            raise alert(DECRYPT_ERROR, "client Finished does not verify")
-        transcript.add(message)
+        self._check_finished(message, self._client_hs, "client")
         self._install(ONE_RTT, False, self._client_ap)
         self._client_hs = self._client_ap = b""
         self._recv_epoch = ONE_RTT
