@@ -31,7 +31,7 @@ async def run_irohpy(args: argparse.Namespace) -> None:
     ep = await Endpoint.bind(preset=presets.MINIMAL, relay_mode=mode, bind_addrs=["0.0.0.0:0"], ca_tls_config=ca)
     try:
         emit(event="bound", port=ep.bound_sockets()[0][1])
-        traversal = ep._traversal
+        traversal = ep._direct
         assert traversal is not None
         seen: set[tuple[str, int]] = set()
         loop = asyncio.get_running_loop()

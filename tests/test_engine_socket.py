@@ -1,4 +1,4 @@
-"""The QUIC engine over the socket layer: mapped addresses, direct and relayed paths."""
+"""The QUIC engine over the socket layer: a dial fans out from the mapped address, then every\npath is a real network path, direct or relayed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from irohpy.endpoint.engine_socket import SocketBridge
 from irohpy.quic.connection import CAUSE_RESET
 from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
 from irohpy.relay.map import RelayMap
-from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.paths import RelayPath
 from irohpy.socket.relay_transport import RelayTransport
 from irohpy.socket.remote_map import RemoteMap
@@ -46,7 +45,7 @@ async def node(*, relay: RelayUrl | None = None, udp: bool = True) -> AsyncItera
     secret = SecretKey.generate()
     remotes = RemoteMap()
     bridge: SocketBridge
-    transport = Transport(remotes, lambda batch: bridge.receive(batch))
+    transport = Transport(lambda batch: bridge.receive(batch))
     bridge = SocketBridge(transport, remotes)
     engine = QuicEngine(QuicEndpoint(secret.to_bytes(), EndpointConfig(alpns=[ALPN])), bridge.send)
     bridge.attach(engine)
@@ -83,35 +82,35 @@ async def echo_once(conn: EngineConnection, peer: EngineConnection, size: int) -
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_direct_path_is_learned_from_authenticated_replies_and_spoofs_earn_nothing() -> None:
+async def test_a_dial_fans_out_and_goes_on_where_the_server_answered() -> None:
     async with node() as server, node() as client:
         server_addr = server.transport.local_addrs()[0]
         client_addr = client.transport.local_addrs()[0]
-        remote = client.remotes.for_id(server.secret.public())
-        remote.paths.add_candidate(server_addr, "dial")
-        conn = await client.bridge.connect(remote, server.id, ALPN, timeout=T)
-        peer = await asyncio.wait_for(server.engine.accept(), T)
-        # QUIC only ever names the peer by its mapped address, on both sides.
-        assert conn.quic.peer_address is remote.mapped
-        theirs = server.remotes.get(peer.quic.peer_address)  # type: ignore[arg-type]
-        assert isinstance(peer.quic.peer_address, MappedAddr) and theirs is not None
-        assert theirs.paths.selected == client_addr
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+            hole.bind(("127.0.0.1", 0))
+            black_hole = hole.getsockname()
+            remote = client.remotes.for_id(server.secret.public())
+            remote.add_addr(black_hole, "dial")
+            remote.add_addr(server_addr, "dial")
+            conn = await client.engine.connect(remote.mapped, server.id, ALPN, timeout=T)
+            peer = await asyncio.wait_for(server.engine.accept(), T)
+            assert hole.recv(2000)  # the first flight went to every address
+        # The dial went on on the path the server answered from; the server names the client's.
+        assert conn.quic.peer_address == server_addr
+        assert peer.quic.peer_address == client_addr
         await echo_once(conn, peer, 2 << 20)
-        # The dialer's candidate proved itself with authenticated packets and was chosen.
-        assert remote.paths.selected == server_addr
         got = client.bridge.received(conn.quic)
         assert got.datagrams > 100 and got.bytes > 2 << 20
         # A datagram with the connection's CID from another address does not authenticate:
-        # that address never becomes a path of the remote.
+        # it opens no path and moves none.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spoofer:
             spoofer.bind(("127.0.0.1", 0))
-            spoofed = spoofer.getsockname()
             cid = peer.quic.host_cids[0]
             spoofer.sendto(bytes([0x40]) + cid + os.urandom(60), server_addr)
             marker = os.urandom(8)
             conn.send_datagram(marker)  # lands after the spoof: then the spoof was handled
             assert await asyncio.wait_for(peer.read_datagram(), T) == marker
-        assert spoofed not in theirs.paths.paths
+        assert [p.addr for p in peer.quic.paths.values()] == [client_addr]
         assert not peer.terminated
         conn.close(0, b"done")
         await asyncio.wait_for(peer.closed(), T)
@@ -124,17 +123,15 @@ async def test_relayed_connection_without_udp() -> None:
             assert server.transport.relay is not None
             await asyncio.wait_for(server.transport.relay.online(), T)
             remote = client.remotes.for_id(server.secret.public())
-            remote.paths.add_candidate(RelayPath(url, server.secret.public()), "dial")
-            conn = await client.bridge.connect(remote, server.id, ALPN, timeout=T)
+            remote.add_addr(RelayPath(url, server.secret.public()), "dial")
+            conn = await client.engine.connect(remote.mapped, server.id, ALPN, timeout=T)
             peer = await asyncio.wait_for(server.engine.accept(), T)
-            theirs = server.remotes.get(peer.quic.peer_address)  # type: ignore[arg-type]
-            assert theirs is not None and theirs.paths.selected == RelayPath(url, client.secret.public())
+            assert conn.quic.peer_address == RelayPath(url, server.secret.public())
+            assert peer.quic.peer_address == RelayPath(url, client.secret.public())
             await echo_once(conn, peer, 1 << 20)
             assert relay.forwarded_bytes(relay.metrics()) > 2 << 20
             conn.close(0, b"done")
             await asyncio.wait_for(peer.closed(), T)
-        # Both sides let go of the connections' remotes' mapped addresses they made.
-        assert not [r for r in server.remotes.by_mapped.values() if r.endpoint_id is None]
 
 
 async def test_a_restarted_peers_stateless_reset_reaches_the_connection_by_its_path() -> None:
@@ -146,8 +143,8 @@ async def test_a_restarted_peers_stateless_reset_reaches_the_connection_by_its_p
     try:
         async with node() as client:
             remote = client.remotes.for_id(server_secret.public())
-            remote.paths.add_candidate(("127.0.0.1", port), "dial")
-            conn = await client.bridge.connect(remote, bytes(server_secret.public()), ALPN, timeout=T)
+            remote.add_addr(("127.0.0.1", port), "dial")
+            conn = await client.engine.connect(remote.mapped, bytes(server_secret.public()), ALPN, timeout=T)
             await first.crash()
             second = Restartable.start(server_secret.to_bytes(), config, port)
             send, _ = await conn.open_bi()

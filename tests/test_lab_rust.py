@@ -87,7 +87,6 @@ async def test_rust_and_irohpy_connect_with_data_intact(pair: str) -> None:
     assert result.router_relay_bytes + result.router_direct_bytes >= TRANSFER
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 14 multipath/NAT traversal in irohpy.quic")
 @pytest.mark.parametrize("pair", MIXED)
 async def test_rust_and_irohpy_go_direct(pair: str) -> None:
     result = await _run("cone_cone", pair)

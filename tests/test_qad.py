@@ -64,7 +64,7 @@ async def test_an_endpoint_learns_its_address_from_the_relay_over_its_own_socket
         try:
             await ep.online()
             own = ep.bound_sockets()[0]
-            traversal = ep._traversal
+            traversal = ep._direct
             assert traversal is not None
             await until(lambda: bool(traversal.qad))
             assert traversal.qad == {("127.0.0.1", own[1])}
@@ -85,7 +85,7 @@ async def test_ipv6_reports_over_ipv6(tmp_path: Path) -> None:
         ep = await bind(addrs=["[::1]:0"], relay_mode=relay_mode(server),
                         ca_tls_config=CaTlsConfig.custom_roots([CA.root_pem]))
         try:
-            traversal = ep._traversal
+            traversal = ep._direct
             assert traversal is not None
             await until(lambda: bool(traversal.qad))
             assert traversal.qad == {("::1", ep.bound_sockets()[0][1])}
@@ -103,7 +103,7 @@ async def test_a_qad_certificate_the_endpoint_does_not_trust_teaches_nothing(tmp
         try:
             await ep.online()
             await until(lambda: impostor.metrics.qad_incoming_error.get() >= 1)
-            assert ep._traversal is not None and ep._traversal.qad == set()
+            assert ep._direct is not None and ep._direct.qad == set()
             assert impostor.metrics.qad_connections.get() == 0
         finally:
             await ep.close()

@@ -82,7 +82,7 @@ async def test_floods_cost_no_state_and_a_good_client_still_learns_its_address(t
             start = time.monotonic()
             ep = await bind(relay_mode=relay_mode(server), ca_tls_config=ca)
             try:
-                traversal = ep._traversal
+                traversal = ep._direct
                 assert traversal is not None
 
                 def learned() -> bool:

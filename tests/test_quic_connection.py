@@ -19,7 +19,9 @@ from irohpy.quic.handshake import iroh_handshake
 from irohpy.quic.packet import build_retry, build_stateless_reset, build_version_negotiation, split_datagram
 from irohpy.quic.recovery import APPLICATION, HANDSHAKE, INITIAL
 from tests.quic_conn_sim import (
+    ALPN,
     CLIENT_ID,
+    CLIENT_SECRET,
     SERVER_ADDR,
     SERVER_ID,
     SERVER_SECRET,
@@ -681,3 +683,24 @@ def test_ecn_counts_are_echoed_and_ce_is_congestion() -> None:
     assert client.conn.recovery.spaces[APPLICATION].ecn_ce > 0
     assert client.conn.recovery.cc.congestion_events > 0
     assert net.stats.lost == 0
+
+
+def test_a_dial_to_a_placeholder_goes_on_where_the_server_answered() -> None:
+    """A client dialing a placeholder (iroh's mapped address, which fans out over every path)
+    takes the address of the first answer that authenticates, and only that one."""
+    client = qc.QuicConnection(qc.QuicConfig(is_client=True), iroh_handshake(
+        CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID))
+    client.connect("every path", 0.0)
+    server = our_server().conn
+    now = 0.0
+    for _ in range(6):
+        now += 0.01
+        for data in client.datagrams_to_send(now):
+            server.receive_datagram(data, ("10.0.0.1", 1000), now)
+        for data in server.datagrams_to_send(now):
+            client.receive_datagram(b"\x40" + bytes(40), ("192.0.2.9", 9), now)  # junk first
+            client.receive_datagram(data, ("10.0.0.2", 2000), now)
+            client.receive_datagram(data, ("10.0.0.3", 3000), now)  # a copy from elsewhere
+    assert client.handshake_complete and server.handshake_complete
+    assert client.peer_address == ("10.0.0.2", 2000)
+    assert server.peer_address == ("10.0.0.1", 1000)

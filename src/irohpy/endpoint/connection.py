@@ -6,7 +6,7 @@ import asyncio
 import enum
 import itertools
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from irohpy.base.keys import EndpointId
@@ -23,11 +23,11 @@ from irohpy.errors import (
 )
 from irohpy.quic import connection as qc
 from irohpy.quic.pmtud import BASE_MTU
-from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.paths import PathEvent, PathInfo, PathKey, is_relay
 
 if TYPE_CHECKING:
     from irohpy.endpoint.engine_socket import SocketBridge
+    from irohpy.socket.remote_map import RemoteState
 
 # Received datagrams the application has not read yet (iroh: 1.25 MB).
 DATAGRAM_RECV_BUFFER = 1_250_000
@@ -81,6 +81,8 @@ class Connection(EngineConnection):
         #: Set by the endpoint: the socket layer (paths, traffic) and its handshake callback.
         self._bridge: SocketBridge | None = None
         self._on_handshake: Callable[[Connection], None] | None = None
+        #: The remote's state, once the handshake named the remote.
+        self._remote: RemoteState | None = None
 
     # -- streams (typed for the application) ----------------------------------------------
 
@@ -157,17 +159,11 @@ class Connection(EngineConnection):
 
     # -- paths and stats ------------------------------------------------------------------
 
-    def _remote(self) -> object:
-        mapped = self.quic.peer_address
-        if self._bridge is None or not isinstance(mapped, MappedAddr):
-            return None
-        return self._bridge.remotes.get(mapped)
-
     @property
     def path(self) -> PathKey | None:
         """The path datagrams take now: ``(host, port)`` for direct UDP, or a RelayPath."""
-        remote = self._remote()
-        return remote.paths.selected if remote is not None else None  # type: ignore[attr-defined]
+        remote = self._remote
+        return remote.selected if remote is not None else None
 
     @property
     def is_direct(self) -> bool:
@@ -176,19 +172,17 @@ class Connection(EngineConnection):
         return path is not None and not is_relay(path)
 
     def paths(self) -> list[PathInfo]:
-        """Every path we know to the remote: kind, address, RTT, whether selected, bytes."""
-        remote = self._remote()
-        if remote is None:
-            return []
-        infos = remote.paths.infos()  # type: ignore[attr-defined]
-        return [replace(i, rtt=self.rtt) if i.selected and i.rtt is None else i for i in infos]
+        """This connection's open paths: kind, address, RTT, whether selected, bytes."""
+        remote = self._remote
+        return remote.infos(self) if remote is not None else []
 
     async def path_events(self) -> AsyncIterator[PathEvent]:
-        """Path changes as they happen (selected, validated, lost, fallback), until the connection ends."""
-        remote = self._remote()
+        """Path changes of the remote as they happen (selected, validated, lost, fallback),
+        until the connection ends."""
+        remote = self._remote
         if remote is None:
             return
-        queue = remote.subscribe()  # type: ignore[attr-defined]
+        queue = remote.subscribe()
         try:
             while not self._closed_fut.done():
                 getter = asyncio.ensure_future(queue.get())
@@ -201,10 +195,7 @@ class Connection(EngineConnection):
                     break
                 yield getter.result()
         finally:
-            current = self._remote()
-            for state in {id(remote): remote, id(current): current}.values():
-                if state is not None:
-                    state.unsubscribe(queue)  # type: ignore[attr-defined]
+            remote.unsubscribe(queue)
 
     @property
     def rtt(self) -> float:
@@ -236,7 +227,10 @@ class Connection(EngineConnection):
                 self._datagram_bytes -= len(self._datagrams.popleft())
             return
         super()._on_event(ev)
-        if isinstance(ev, qc.HandshakeCompleted):
+        if isinstance(ev, (qc.PathEstablished, qc.PathAbandoned, qc.RemoteCandidatesChanged)):
+            if self._remote is not None:
+                self._remote.on_event(self, ev, self._engine._clock())
+        elif isinstance(ev, qc.HandshakeCompleted):
             self.zero_rtt_accepted = ev.early_data_accepted
             if self._on_handshake is not None and self.terminated is None:
                 self._on_handshake(self)

@@ -44,7 +44,6 @@ from irohpy.metrics import Registry
 from irohpy.relay.client_metrics import RelayClientMetrics
 from irohpy.socket.metrics import SocketMetrics
 from irohpy.lookup.pkarr_client import PkarrPublisher, PkarrResolver
-from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.portmapper import Portmapper, PortmapperConfig
 from irohpy.portmapper.metrics import PortmapMetrics
@@ -52,7 +51,7 @@ from irohpy.quic import connection as qc
 from irohpy.quic.connection import QuicConfig
 from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint, always_retry, retry_under_load
 from irohpy.socket.transport import Transport
-from irohpy.socket.traversal import NatTraversal
+from irohpy.socket.direct_addrs import DirectAddrs
 from irohpy.tls.webpki import CaTlsConfig
 from irohpy.tls.resumption import TicketCache, TicketStore
 
@@ -69,6 +68,10 @@ MAX_PENDING_INCOMING = 256
 SERVER_TICKET_CACHE = 1024
 CONNECTION_REFUSED = 0x2
 KEEP_ALIVE = 5.0
+#: Multipath: the highest path id a peer may open (iroh's MAX_MULTIPATH_PATHS, 8 paths).
+MAX_PATH_ID = 7
+#: Candidate addresses we take from a peer (iroh's MAX_QNT_ADDRESSES).
+MAX_NAT_ADDRESSES = 32
 MAX_HANDSHAKES = 128
 RETRY_ABOVE = 32
 
@@ -226,7 +229,7 @@ class Endpoint:
         relay_metrics = self._metrics.register(RelayClientMetrics())
         lookup_metrics = self._metrics.register(AddressLookupMetrics())
         self._remotes = RemoteMap(self._socket_metrics)
-        self._transport = Transport(self._remotes, self._on_packets, self._socket_metrics)
+        self._transport = Transport(self._on_packets, self._socket_metrics)
         self._bridge = SocketBridge(self._transport, self._remotes)
         transport = QuicConfig(
             is_client=True,
@@ -236,6 +239,9 @@ class Endpoint:
             max_datagram_frame_size=MAX_DATAGRAM_FRAME,
             stream_window=STREAM_WINDOW,
             read_credit=True,
+            max_path_id=MAX_PATH_ID,
+            # A relay-only endpoint never tells a peer an IP address of ours.
+            nat_traversal_addresses=None if relay_only else MAX_NAT_ADDRESSES,
         )
         config = EndpointConfig(
             transport=transport,
@@ -253,14 +259,7 @@ class Endpoint:
         self._engine.connection_type = self._new_connection
         self._engine.queue_accepted = False
         self._engine.on_offer = self._on_offer
-        bridge_gone = self._engine.on_gone
-
-        def on_gone(conn: EngineConnection) -> None:
-            if bridge_gone is not None:
-                bridge_gone(conn)
-            self._on_conn_removed(conn)
-
-        self._engine.on_gone = on_gone
+        self._engine.on_gone = self._on_conn_removed
         if not relay_only:
             try:
                 self._transport.bind([_parse_bind(a) for a in bind_addrs])
@@ -272,18 +271,17 @@ class Endpoint:
                 self._addr_changed.notify_all, relay_recv_limits, self._socket_metrics, relay_metrics,
                 ssl_context=ca_tls_config.ssl_context() if ca_tls_config is not None else None,
             )
-        self._traversal = (
-            None if relay_only else NatTraversal(self._secret, self._transport, self._remotes,
-                                                 self._addr_changed.notify_all, self._socket_metrics)
+        self._direct = (
+            None if relay_only else DirectAddrs(self._transport, self._remotes, self._addr_changed.notify_all)
         )
         self.portmapper_config = portmapper_config or PortmapperConfig.default()
         self._portmapper = self._start_portmapper(self.portmapper_config)
         self._qad: QadClient | None = None
-        traversal = self._traversal
-        if traversal is not None and self._transport.relay is not None:
+        direct = self._direct
+        if direct is not None and self._transport.relay is not None:
             families = [s.family for s in self._transport.sockets]
             self._qad = QadClient(self._engine, self._transport.relay, ca_tls_config or CaTlsConfig.system(),
-                                  families, traversal.on_qad)
+                                  families, direct.on_qad)
         self.address_lookup = CombinedLookup([*address_lookup, *_preset_lookups(preset, self._secret)],
                                              metrics=lookup_metrics)
         self._spawn(self._publish_loop())
@@ -293,8 +291,8 @@ class Endpoint:
         return self
 
     def _start_portmapper(self, config: PortmapperConfig) -> Portmapper | None:
-        traversal = self._traversal
-        if config is PortmapperConfig.DISABLED or traversal is None:
+        direct = self._direct
+        if config is PortmapperConfig.DISABLED or direct is None:
             return None
         bound = next(((h, p) for h, p in self._transport.local_addrs()
                       if ":" not in h and p and not h.startswith("127.")), None)
@@ -304,7 +302,7 @@ class Endpoint:
 
         def changed() -> None:
             if mapper is not None:
-                traversal.set_portmapped(mapper.external)
+                direct.set_portmapped(mapper.external)
 
         mapper = Portmapper(bound[1], bound_ip=bound[0], on_change=changed,
                             metrics=self._metrics.register(PortmapMetrics()))
@@ -333,8 +331,8 @@ class Endpoint:
         relay = self._transport.relay
         if relay is not None and relay.home is not None:
             addrs.add(TransportAddr.Relay(relay.home))
-        if self._traversal is not None:
-            addrs.update(TransportAddr.Ip(host, port) for host, port in self._traversal.local_candidates())
+        if self._direct is not None:
+            addrs.update(TransportAddr.Ip(host, port) for host, port in self._direct.local_candidates())
         return EndpointAddr(self._id, frozenset(addrs))
 
     async def online(self) -> None:
@@ -407,7 +405,7 @@ class Endpoint:
             return None
         addrs = frozenset(
             TransportAddr.Relay(path.url) if isinstance(path, RelayPath) else TransportAddr.Ip(*path)
-            for path in state.paths.paths
+            for path in state.addrs
         )
         return EndpointAddr(endpoint_id, addrs)
 
@@ -444,21 +442,19 @@ class Endpoint:
                 raise LocallyRejected(f"connection to {addr.id.fmt_short()} rejected by a before_connect hook")
         remote = self._remotes.for_id(addr.id)
         for ip in addr.ip_addrs() if not self.relay_only else ():
-            remote.paths.add_candidate(ip.sockaddr, "dial")
+            remote.add_addr(ip.sockaddr, "dial")
         relay = self._transport.relay
         if relay is not None:
             for url in addr.relay_urls():
-                remote.paths.add_candidate(RelayPath(url, addr.id), "dial")
+                remote.add_addr(RelayPath(url, addr.id), "dial")
                 relay.ensure(url)
-        remote.paths.forget_stale_choice(asyncio.get_running_loop().time())
-        if not remote.paths.paths:
+        if not remote.addrs:
             await self._resolve_into(remote, addr.id, timeout)
-        if not remote.paths.paths:
+        if not remote.addrs:
             raise ConnectError(
                 f"no addresses known for {addr.id.fmt_short()}: address lookup found nothing; give an "
                 "EndpointAddr or ticket with direct addresses or a relay URL, or configure address lookup"
             )
-        remote.connections += 1
         conn = self._engine.dial(remote.mapped, bytes(addr.id), alpn)
         assert isinstance(conn, Connection)
         if zero_rtt and conn.quic.early_data_state == qc.EARLY_DATA_ATTEMPTED:
@@ -475,12 +471,12 @@ class Endpoint:
                 async for item in self.address_lookup.resolve(endpoint_id):
                     log.debug("%s: %s has %s", item.provenance, endpoint_id.fmt_short(), item.info.data)
                     for ip in item.info.data.ip_addrs if not self.relay_only else ():
-                        remote.paths.add_candidate(ip.sockaddr, item.provenance)
+                        remote.add_addr(ip.sockaddr, item.provenance)
                     if relay is not None:
                         for url in item.info.data.relay_urls:
-                            remote.paths.add_candidate(RelayPath(url, endpoint_id), item.provenance)
+                            remote.add_addr(RelayPath(url, endpoint_id), item.provenance)
                             relay.ensure(url)
-                    if remote.paths.paths:
+                    if remote.addrs:
                         return
 
     async def _publish_loop(self) -> None:
@@ -492,12 +488,12 @@ class Endpoint:
             if data != published and self.address_lookup.lookups:
                 self.address_lookup.publish(data)
                 published = data
-            if relay is None and self._traversal is None:
+            if relay is None and self._direct is None:
                 return
             home = relay.home if relay is not None else None
             await self._addr_changed.wait()
-            if self._traversal is not None and relay is not None and relay.home != home:
-                self._traversal.stun_soon()
+            if self._direct is not None and relay is not None and relay.home != home:
+                self._direct.stun_soon()
 
     def _target_addr(self, target: Target) -> EndpointAddr:
         if isinstance(target, EndpointTicket):
@@ -562,8 +558,11 @@ class Endpoint:
     # -- connection lifecycle ----------------------------------------------------
 
     def _on_conn_removed(self, conn: EngineConnection) -> None:
+        self._bridge.forget(conn.quic)
         if not isinstance(conn, Connection):
             return
+        if conn._remote is not None:
+            conn._remote.remove_connection(conn)
         conn._mark_terminated()
         metrics = self._socket_metrics
         if conn.counted_open:
@@ -578,14 +577,14 @@ class Endpoint:
         self._bridge.receive(batch)
 
     def _on_handshake(self, conn: Connection) -> None:
-        mapped = conn.quic.peer_address
-        if conn.peer_id is None or conn.alpn is None or not isinstance(mapped, MappedAddr):
+        if conn.peer_id is None or conn.alpn is None:
             conn.close(0, b"")
             return
         conn.remote_id = EndpointId.from_bytes(conn.peer_id)
-        remote = self._remotes.identify(mapped, conn.remote_id)
-        if self._traversal is not None:
-            self._traversal.on_connection(remote)
+        remote = self._remotes.for_id(conn.remote_id)
+        conn._remote = remote
+        remote.add_connection(conn, self._engine._clock())
+        self._bridge.check_soon()
         if not self._hooks:
             self._count_open(conn)
             conn._handshake.set_result(None)
@@ -659,8 +658,9 @@ class Endpoint:
         await self.address_lookup.close()
         if self._portmapper is not None:
             await self._portmapper.close()
-        if self._traversal is not None:
-            await self._traversal.close()
+        self._bridge.close()
+        if self._direct is not None:
+            await self._direct.close()
         if self._transport.relay is not None:
             await self._transport.relay.close()
         self._transport.close()

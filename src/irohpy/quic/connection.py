@@ -567,6 +567,7 @@ class QuicConnection:
         "_pending_path_cids_blocked",
         "_data_ok",
         "_rx_addr",
+        "_addr_settled",
         "_no_path_at",
         "_nat",
         "_nat_local",
@@ -720,6 +721,8 @@ class QuicConnection:
         self._data_ok = True
         #: The address of the datagram being processed.
         self._rx_addr: object = None
+        #: Client: whether the home path took the address the server's first answer came from.
+        self._addr_settled = False
         #: The peer abandoned our last path: without a new one by then, the connection ends.
         self._no_path_at = INF
         #: n0 NAT traversal (negotiated with the handshake); it owns the probe tokens.
@@ -1049,6 +1052,11 @@ class QuicConnection:
         """Whether n0 NAT traversal is negotiated (known once the handshake completes)."""
         return self._nat is not None
 
+    @property
+    def traversal(self) -> NatTraversal | None:
+        """The NAT-traversal core, once negotiated (a driver's round scheduler drives it)."""
+        return self._nat
+
     def set_local_addresses(self, addrs: list[IpPort]) -> None:
         """Our candidate addresses: a server announces them (ADD_ADDRESS/REMOVE_ADDRESS), a
         client names them in its rounds. Unusable ones and those past the peer's limit drop."""
@@ -1220,6 +1228,11 @@ class QuicConnection:
             if self._state >= STATE_CLOSING:
                 break
         if processed:
+            if not self._addr_settled and self.is_client and path is self._home:
+                # A dial may go to a placeholder that fans out over every way to the peer
+                # (iroh's mapped address): the connection goes on where the answer came from.
+                self._addr_settled = True
+                path.addr = addr
             if path is self._home and (not self._mp or addr == path.addr):
                 # QAD reports the home path's address (noq keeps one report per path); an
                 # off-path probe's address is not the path's.

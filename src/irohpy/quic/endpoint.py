@@ -667,6 +667,8 @@ class QuicEndpoint:
                     self._remove(entry)
                     continue
                 self._sync_routes(entry)
+                if conn.peer_address != entry.addr:
+                    self.readdress(conn, conn.peer_address)
                 at = conn.get_timer()
                 if at != entry.timer:
                     entry.timer = at

@@ -1,13 +1,13 @@
-"""The socket layer: UDP sockets, per-remote paths, and mapped addresses.
+"""The socket layer: UDP sockets and relays, remotes and their paths, our direct addresses.
 
-QUIC above this layer only ever sees one stable :class:`MappedAddr` per
-remote endpoint; this layer decides which real path each datagram takes.
+QUIC above this layer sees each way to a remote (a relay, an IPv4 or IPv6 address) as a path
+of its own; this layer says which one each remote's traffic uses.
 """
 
 from __future__ import annotations
 
 from irohpy.socket.mapped import MappedAddr
-from irohpy.socket.paths import DirectPath, PathKey, RemotePaths
+from irohpy.socket.paths import DirectPath, PathKey
 from irohpy.socket.remote_map import RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
 from irohpy.socket.udp import UdpSocket
@@ -17,7 +17,6 @@ __all__ = [
     "MappedAddr",
     "PathKey",
     "RemoteMap",
-    "RemotePaths",
     "RemoteState",
     "Transport",
     "UdpSocket",

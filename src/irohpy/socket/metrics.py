@@ -21,17 +21,16 @@ class SocketMetrics(MetricsGroup, name="magicsock"):
     send_datagrams = Counter("UDP datagrams (or relayed datagrams) sent, by path kind", labels=("path",))
     recv_datagrams = Counter("UDP datagrams (or relayed datagrams) received, by path kind", labels=("path",))
     send_dropped = Counter("Datagrams the OS refused or the full send queue dropped")
-    paths_opened = Counter("Paths to remotes that became usable, by path kind", labels=("path",))
-    paths_closed = Counter("Paths to remotes that went silent or ended with the last connection",
+    paths_opened = Counter("Connections' paths that validated, by path kind", labels=("path",))
+    paths_closed = Counter("Connections' paths that closed (abandoned, or with their connection)",
                            labels=("path",))
     path_selected = Counter("Times traffic to a remote moved onto a path, by path kind", labels=("path",))
     relay_home_change = Counter("Times our home relay changed")
-    holepunch_attempts = Counter("Hole-punching rounds started (candidates sent over the relay and pinged)")
+    holepunch_attempts = Counter("NAT-traversal rounds started (REACH_OUT sent, the server's candidates probed)")
     holepunch_successes = Counter("Remotes that went from the relay to a validated direct path")
-    time_to_direct = Histogram("Seconds from the first punching round to a direct path",
+    time_to_direct = Histogram("Seconds from traffic going onto the relay to a direct path",
                                buckets=TIME_TO_DIRECT_BUCKETS)
     fallbacks_to_relay = Counter("Direct paths that died and left traffic on the relay")
-    control_rejected = Counter("Hole-punching control packets rejected (bad seal, replay, wrong path)")
     num_conns_opened = Counter("Connections whose handshake completed")
     num_conns_closed = Counter("Handshaked connections that closed")
     num_conns_failed = Counter("Connections that never completed their handshake, by reason", labels=("reason",))

@@ -1,10 +1,9 @@
-"""The transport: UDP sockets and relays below, mapped addresses above.
+"""The transport: UDP sockets and relays, each path named by a :data:`PathKey`.
 
-Outgoing datagrams name a :class:`MappedAddr`; the transport looks up the
-remote and sends down its chosen path, direct or relayed (or every candidate
-while a dial has not heard back, as iroh does). Incoming datagrams, from a
-socket or a relay alike, are split by the QUIC fixed bit: set means QUIC,
-clear means our own control packets (hole punching).
+Outgoing datagrams name the path they take: a ``(host, port)`` goes out of the socket of its
+family, a :class:`RelayPath` through the relay client. Incoming datagrams, from a socket or
+a relay alike, are split by the QUIC fixed bit: set means QUIC, clear means anything else
+(answers to our STUN requests).
 """
 
 from __future__ import annotations
@@ -12,11 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.metrics import SocketMetrics
 from irohpy.socket.paths import PathKey, RelayPath
 from irohpy.socket.relay_transport import RelayTransport
-from irohpy.socket.remote_map import RemoteMap
 from irohpy.socket.udp import SockAddr, UdpSocket
 
 log = logging.getLogger(__name__)
@@ -26,8 +23,7 @@ ControlHandler = Callable[[bytes, PathKey], None]
 
 
 class Transport:
-    def __init__(self, remotes: RemoteMap, on_packets: PacketHandler, metrics: SocketMetrics | None = None) -> None:
-        self.remotes = remotes
+    def __init__(self, on_packets: PacketHandler, metrics: SocketMetrics | None = None) -> None:
         self.metrics = metrics or SocketMetrics()
         self._on_packets = on_packets
         self.on_control: ControlHandler | None = None
@@ -36,7 +32,6 @@ class Transport:
         self._v6: UdpSocket | None = None
         self._own: set[SockAddr] = set()
         self.relay: RelayTransport | None = None
-        self.control_received = 0
 
     def bind(self, addrs: list[SockAddr]) -> None:
         """Bind one socket per address; a failure closes what was bound and raises."""
@@ -60,43 +55,28 @@ class Transport:
         self._receive(batch)  # type: ignore[arg-type]
 
     def _receive(self, batch: list[tuple[bytes, PathKey]], sock: UdpSocket | None = None) -> None:
-        if self.on_control is not None or any(not (d and d[0] & 0x40) for d, _ in batch):
+        if any(not (d and d[0] & 0x40) for d, _ in batch):
             quic: list[tuple[bytes, PathKey]] = []
             for data, addr in batch:
                 if data and data[0] & 0x40:
                     quic.append((data, addr))
-                else:
-                    self.control_received += 1
-                    if self.on_control is not None and data:
-                        self.on_control(data, addr)
+                elif self.on_control is not None and data:
+                    self.on_control(data, addr)
             batch = quic
         if batch:
             self._on_packets(batch)
 
-    def send(self, mapped: MappedAddr, datagrams: list[bytes]) -> None:
-        """A connection's datagrams, in order, down the remote's chosen path (every
-        candidate while a dial has not heard back); on a direct path in as few
-        syscalls as the socket allows."""
-        state = self.remotes.get(mapped)
-        if state is None:
-            return
-        paths = state.paths
-        selected = paths.selected
-        if selected is None:
-            for path in paths.send_targets():
+    def send(self, path: PathKey, datagrams: list[bytes]) -> None:
+        """Datagrams, in order, down one path; on a direct path in as few syscalls as the
+        socket allows."""
+        if isinstance(path, RelayPath):
+            if self.relay is not None:
                 for data in datagrams:
-                    self.send_path(path, data)
+                    self.relay.send(path, data)
             return
-        path_state = paths.paths.get(selected)
-        if path_state is not None:
-            path_state.bytes_sent += sum(map(len, datagrams))
-        if isinstance(selected, RelayPath):
-            for data in datagrams:
-                self.send_path(selected, data)
-            return
-        sock = self._v6 if ":" in selected[0] else self._v4
-        if sock is not None and selected not in self._own:
-            sock.send_batch(datagrams, selected)
+        sock = self._v6 if ":" in path[0] else self._v4
+        if sock is not None and path not in self._own:
+            sock.send_batch(datagrams, path)
 
     def send_path(self, path: PathKey, data: bytes) -> None:
         if isinstance(path, RelayPath):
