@@ -46,7 +46,7 @@ class QadResult:
     reflexive: str | None = None
     """Our address as the relay's QAD service saw it."""
     local_port: int | None = None
-    """Our socket's port, to hold against the reflexive one: a NAT that keeps it is a kind one."""
+    """Our socket's port, to hold against the reflexive one: whether the NAT kept it."""
     error: str | None = None
 
 
