@@ -52,6 +52,17 @@ async def test_report_shows_qad_latency_and_the_address_the_relay_saw(tmp_path: 
     json.dumps(report.to_json())
 
 
+async def test_qad_over_ipv6(tmp_path: Path) -> None:
+    async with qad_relay(tmp_path, host="::1") as server:
+        report = await run_report([_config(server)], ca=TRUST_CA, portmap_timeout=0.2)
+    [r] = report.relays
+    assert set(r.qad) == {"ipv6"}  # ::1 has no IPv4 address
+    q = r.qad["ipv6"]
+    assert q.error is None and q.latency_ms is not None and q.latency_ms > 0
+    assert q.reflexive == f"[::1]:{q.local_port}"
+    assert f"ipv6 {q.latency_ms:.1f} ms [::1]:{q.local_port}" in format_report(report)
+
+
 async def test_an_http_relay_has_no_qad() -> None:
     async with relay_server() as relay:
         report = await run_report([RelayUrl.parse(relay.url)], portmap_timeout=0.2)
