@@ -65,6 +65,7 @@ async def test_cli_report_json() -> None:
     assert proc.returncode == 0, err.decode()
     [r] = json.loads(out)["relays"]
     assert r["latency_ms"] > 0 and r["error"] is None
+    assert r["qad_port"] is None and r["qad"] == {}  # a plain http relay has no QAD
 
 
 # -- accept / connect / plot through the CLI ------------------------------------------------------

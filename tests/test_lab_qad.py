@@ -9,7 +9,9 @@ shows on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,29 @@ async def test_a_rust_endpoint_rejects_a_lab_certificate(tmp_path: Path) -> None
         log = relay.stderr_text()
         assert f"QAD handshake from {WAN_IP['ra']} failed (peer): code 0x130" in log, log[-3000:]
         assert "UnknownIssuer" in log
+
+
+async def test_doctor_report_measures_qad_behind_a_nat(tmp_path: Path) -> None:
+    """``irohpy doctor report`` on a1 (cone NAT, 50 ms each way on the router's uplink) against
+    our relay's HTTPS and QAD, trusting the lab CA through ``SSL_CERT_FILE`` (the system roots):
+    QAD sees the router's WAN address, and its latency is one round trip, not a handshake's."""
+    delay_ms = 50.0
+    async with Lab(Network(a=Router(NatMode.CONE, delay_ms=delay_ms), services=False)) as lab:
+        root, _ = await _relay(lab, tmp_path)
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", lab.ns("a1"), "env", f"SSL_CERT_FILE={root}", *python(
+                "-m", "irohpy", "doctor", "report", "--relay", f"https://{RELAY_IP}/", "--json",
+                "--portmap-timeout", "0.5"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert lab.relay_metrics()["iroh_relay_qad_connections_total"] == 1.0
+    [relay] = json.loads(out)["relays"]
+    print(json.dumps(relay, indent=1))
+    rtt_ms = 2 * delay_ms
+    assert relay["qad_port"] == QAD_PORT and set(relay["qad"]) == {"ipv4"}
+    qad = relay["qad"]["ipv4"]
+    assert qad["error"] is None
+    assert qad["reflexive"] == f"{WAN_IP['ra']}:{qad['local_port']}"  # masquerade keeps a free port
+    # A handshake takes three round trips (the relay's Retry, then TLS) before the first report.
+    assert rtt_ms <= qad["latency_ms"] < 2 * rtt_ms, qad
+    assert relay["latency_ms"] >= rtt_ms  # HTTPS /ping, trusting the lab CA the same way

@@ -52,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("doctor", help="diagnose connectivity: report, speed tests, plots")
     cmds = parser.add_subparsers(dest="doctor_command", required=True, metavar="COMMAND")
 
-    report = cmds.add_parser("report", help="interfaces, relay latency, NAT type, port mapping, captive portal")
+    report = cmds.add_parser(
+        "report", help="interfaces, relay latency (HTTPS and QUIC), NAT type, port mapping, captive portal",
+        description="Relay certificates (HTTPS and QUIC address discovery) are checked against the "
+                    "system's roots; SSL_CERT_FILE or SSL_CERT_DIR name others.")
     report.add_argument("--relay", action="append", required=True, metavar="URL|default", help=RELAY_HELP)
     report.add_argument("--json", action="store_true", help="print JSON instead of text")
     report.add_argument("--portmap-timeout", type=float, default=1.0, metavar="SECONDS",
