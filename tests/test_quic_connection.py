@@ -704,3 +704,46 @@ def test_a_dial_to_a_placeholder_goes_on_where_the_server_answered() -> None:
     assert client.handshake_complete and server.handshake_complete
     assert client.peer_address == ("10.0.0.2", 2000)
     assert server.peer_address == ("10.0.0.1", 1000)
+
+
+def _handshaken(client_addr: object, server_addr: object) -> tuple[qc.QuicConnection, qc.QuicConnection, float]:
+    client = qc.QuicConnection(qc.QuicConfig(is_client=True), iroh_handshake(
+        CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID))
+    client.connect(server_addr, 0.0)
+    server = our_server().conn
+    now = 0.0
+    for _ in range(6):
+        now += 0.01
+        for data in client.datagrams_to_send(now):
+            server.receive_datagram(data, client_addr, now)
+        for data in server.datagrams_to_send(now):
+            client.receive_datagram(data, server_addr, now)
+    assert client.handshake_complete and server.handshake_complete
+    return client, server, now
+
+
+def test_the_server_follows_a_rebound_client_and_checks_the_new_address() -> None:
+    old, new, elsewhere = ("10.0.0.1", 1000), ("10.0.0.1", 4000), ("192.0.2.66", 6666)
+    client, server, now = _handshaken(old, ("10.0.0.2", 2000))
+    sid = client.open_stream()
+    client.send_stream_data(sid, b"before")
+    first = client.datagrams_to_send(now)
+    client.send_stream_data(sid, b" after")
+    second = client.datagrams_to_send(now)
+    for data in second:  # the NAT rebound: the newest packet comes from a new port
+        server.receive_datagram(data, new, now)
+    assert server.peer_address == new
+    for data in first:  # an older packet from elsewhere (reordered, or replayed) moves nothing
+        server.receive_datagram(data, elsewhere, now)
+    for data in second:  # nor does a replay of the newest
+        server.receive_datagram(data, elsewhere, now)
+    assert server.peer_address == new
+    out = server.transmit(now)
+    assert out and all(addr == new for addr, _ in out)
+    home = server.paths[0]
+    assert home.challenges and not home.validated, "the new address is checked with a PATH_CHALLENGE"
+    for data in out[0][1]:
+        client.receive_datagram(data, ("10.0.0.2", 2000), now)
+    for data in client.datagrams_to_send(now):
+        server.receive_datagram(data, new, now)
+    assert home.validated

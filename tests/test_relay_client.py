@@ -197,7 +197,7 @@ async def test_udp_blocked_entirely_falls_back_to_relay_over_tcp() -> None:
             server = asyncio.create_task(echo_once(b))
             assert await round_trip(a, full, b"no udp at all") == b"no udp at all"
             await asyncio.wait_for(server, T)
-            assert isinstance(a._remotes.for_id(b.id).paths.selected, RelayPath)
+            assert isinstance(a._remotes.for_id(b.id).selected, RelayPath)
             out = subprocess.run([nft, "list", "table", "inet", table], text=True, check=True,
                                  capture_output=True).stdout
             assert int(re.search(r"counter packets (\d+)", out).group(1)) > 0  # type: ignore[union-attr]

@@ -230,6 +230,8 @@ class Connection(EngineConnection):
         if isinstance(ev, (qc.PathEstablished, qc.PathAbandoned, qc.RemoteCandidatesChanged)):
             if self._remote is not None:
                 self._remote.on_event(self, ev, self._engine._clock())
+                if self._bridge is not None:
+                    self._bridge.schedule(self._remote)
         elif isinstance(ev, qc.HandshakeCompleted):
             self.zero_rtt_accepted = ev.early_data_accepted
             if self._on_handshake is not None and self.terminated is None:

@@ -536,6 +536,9 @@ class Endpoint:
         return conn
 
     def _new_connection(self, engine: QuicEngine, quic: qc.QuicConnection) -> Connection:
+        # Our candidates go with the first 1-RTT packets (ADD_ADDRESS) once the handshake
+        # negotiates NAT traversal, not a flush later.
+        quic.set_local_addresses(self._remotes.local_candidates)
         conn = Connection(engine, quic)
         conn._bridge = self._bridge
         conn._on_handshake = self._on_handshake
@@ -584,7 +587,7 @@ class Endpoint:
         remote = self._remotes.for_id(conn.remote_id)
         conn._remote = remote
         remote.add_connection(conn, self._engine._clock())
-        self._bridge.check_soon()
+        self._bridge.schedule(remote)
         if not self._hooks:
             self._count_open(conn)
             conn._handshake.set_result(None)

@@ -8,7 +8,7 @@ datagrams go down the remote's selected path, or every path we know while none i
 client's connection then goes on on the path the server answered on (the core adopts it).
 
 Receive bursts go to the engine as they came, path and all. The bridge also runs the remotes'
-periodic path check while any remote has connections.
+path checks, on one timer for the soonest.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from irohpy.endpoint.engine import QuicEngine
 from irohpy.quic import connection as qc
 from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.paths import PathKey
-from irohpy.socket.remote_map import CHECK_INTERVAL, RemoteMap
+from irohpy.socket.remote_map import INF, RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
 
 
@@ -42,6 +42,8 @@ class SocketBridge:
         self._engine: QuicEngine | None = None
         self._rx: dict[qc.QuicConnection, Traffic] = {}
         self._check: asyncio.TimerHandle | None = None
+        self._check_at = INF
+        remotes.on_changed = self.schedule
 
     @property
     def engine(self) -> QuicEngine:
@@ -96,26 +98,41 @@ class SocketBridge:
             traffic.bytes += len(data)
         engine.receive(batch)
 
-    # -- the periodic path check ---------------------------------------------------------
+    # -- the remotes' path checks --------------------------------------------------------
 
-    def check_soon(self) -> None:
-        """A remote has connections: make sure the periodic check runs."""
-        if self._check is None and self._engine is not None and not self._engine._closed:
-            self._check = asyncio.get_running_loop().call_later(CHECK_INTERVAL, self._on_check)
+    def schedule(self, remote: RemoteState) -> None:
+        """``remote`` changed: its next check may be sooner than the timer."""
+        engine = self.engine
+        if engine._closed:
+            return
+        remote.check_at = remote.next_check(engine._clock())
+        self._arm(remote.check_at)
+
+    def _arm(self, at: float) -> None:
+        if at == INF or at >= self._check_at:
+            return
+        if self._check is not None:
+            self._check.cancel()
+        self._check_at = at
+        self._check = asyncio.get_running_loop().call_at(at, self._on_check)
 
     def _on_check(self) -> None:
         self._check = None
+        self._check_at = INF
         engine = self.engine
         if engine._closed:
             return
         now = engine._clock()
-        active = self.remotes.active()
-        for remote in active:
-            remote.on_timeout(now)
-        if active:
-            self.check_soon()
+        soonest = INF
+        for remote in self.remotes.active():
+            if remote.check_at <= now:
+                remote.on_timeout(now)
+                remote.check_at = remote.next_check(now)
+            soonest = min(soonest, remote.check_at)
+        self._arm(soonest)
 
     def close(self) -> None:
         if self._check is not None:
             self._check.cancel()
             self._check = None
+        self._check_at = INF

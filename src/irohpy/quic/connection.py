@@ -568,6 +568,7 @@ class QuicConnection:
         "_data_ok",
         "_rx_addr",
         "_addr_settled",
+        "_rx_probing",
         "_no_path_at",
         "_nat",
         "_nat_local",
@@ -723,6 +724,8 @@ class QuicConnection:
         self._rx_addr: object = None
         #: Client: whether the home path took the address the server's first answer came from.
         self._addr_settled = False
+        #: Whether the 1-RTT packet being processed held only probing frames (RFC 9000 §9.1).
+        self._rx_probing = True
         #: The peer abandoned our last path: without a new one by then, the connection ends.
         self._no_path_at = INF
         #: n0 NAT traversal (negotiated with the handshake); it owns the probe tokens.
@@ -1333,9 +1336,19 @@ class QuicConnection:
             self._peer_cids.set_first(packet.scid)
         if space_index == APPLICATION:
             path.ack_dirty = True
+            largest = ack.largest
+            self._rx_probing = True
             eliciting = self._on_frames_short(plain, packet, now)
             if self._state >= STATE_CLOSING:
                 return True
+            if (
+                not self.is_client
+                and not self._rx_probing
+                and pn > largest
+                and self._rx_addr != path.addr
+                and self._handshake_complete
+            ):
+                self._migrate(path, now)
         else:
             eliciting = False
             for frame in decode_frames(plain, packet.packet_type):
@@ -1355,6 +1368,18 @@ class QuicConnection:
                 self._discard_space(INITIAL)
         return True
 
+    def _migrate(self, path: PathState, now: float) -> None:
+        """Server: the peer's newest non-probing packet on ``path`` came from another address
+        (NAT rebinding, a new interface; RFC 9000 §9). Answers follow it there, and the path
+        carries data again once a PATH_CHALLENGE proved the address. Only authenticated packets
+        with a packet number above every earlier one get here, so a replay moves nothing."""
+        path.addr = self._rx_addr
+        path.validated = False
+        path.challenges.clear()
+        path.challenges_lost = 0
+        path.challenge_at = now
+        path.ping_pending = False
+
     def _on_frames_short(self, plain: bytes, packet: Packet, now: float) -> bool:
         """The frames of a 1-RTT payload in order; STREAM frames, the bulk of the data path,
         are parsed and applied without a frame object. Returns whether any is ack-eliciting."""
@@ -1371,8 +1396,11 @@ class QuicConnection:
                 streams.on_stream_frame(sid, offset, data, fin)
                 recv_dirty[sid] = None
                 eliciting = True
+                self._rx_probing = False
                 continue
             frame, pos = decode_frame(plain, pos, PACKET_ONE_RTT)
+            if not isinstance(frame, _PROBING_FRAMES):
+                self._rx_probing = False
             if self._on_frame(frame, APPLICATION, packet, now):
                 eliciting = True
             if self._state >= STATE_CLOSING:
@@ -2542,7 +2570,7 @@ class QuicConnection:
         eliciting = False
         pad = False
         if can_elicit:
-            if mp and not path.validated or path.responses:
+            if not path.validated or path.responses:
                 pad = self._write_path_frames(w, frames, now)
                 eliciting = pad
             if self._data_ok:
@@ -3033,6 +3061,10 @@ class QuicConnection:
         if not plans:
             return b""
         return self._seal(plans, now, BASE_MTU)
+
+
+#: Frames a packet may hold without being more than a probe (RFC 9000 §9.1).
+_PROBING_FRAMES = (PathChallenge, PathResponse, NewConnectionId, Padding)
 
 
 def _nat_addr(addr: object) -> IpPort | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INF = float("inf")
 EVENT_QUEUE = 256
 #: Addresses kept per remote; the oldest that no path uses go first.
 MAX_ADDRS = 32
@@ -80,6 +82,10 @@ class RemoteState:
     #: When traffic went onto the relay (for time-to-direct).
     relay_since: float | None = None
     was_direct: bool = False
+    #: A path open waits for the peer's path IDs or connection IDs.
+    open_blocked: bool = False
+    #: When the bridge runs :meth:`on_timeout` next.
+    check_at: float = INF
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -290,15 +296,29 @@ class RemoteState:
         except PathError as exc:
             # Blocked on the peer's IDs or path limit: PATHS_BLOCKED / PATH_CIDS_BLOCKED went
             # out, and the periodic check tries again.
-            return exc.kind in ("cids-blocked", "paths-blocked")
+            blocked = exc.kind in ("cids-blocked", "paths-blocked")
+            self.open_blocked = self.open_blocked or blocked
+            return blocked
         return True
 
     # -- time ----------------------------------------------------------------------------
+
+    def next_check(self, now: float) -> float:
+        """When :meth:`on_timeout` is next due: every :data:`CHECK_INTERVAL` while there is a
+        choice to watch (several paths, or a path open the peer blocked), else when the
+        round scheduler wants it."""
+        if not self.conns or self.scheduler is None:
+            return INF
+        due = self.scheduler.timeout()
+        if self.open_blocked or sum(len(paths) for paths in self.conns.values()) > 1:
+            due = min(due, now + CHECK_INTERVAL)
+        return due
 
     def on_timeout(self, now: float) -> None:
         """The periodic check: fallback and RTT changes, due rounds, paths to open again."""
         if not self.conns:
             return
+        self.open_blocked = False
         self.select(now)
         scheduler = self.scheduler
         if scheduler is not None and now >= scheduler.timeout():
@@ -388,6 +408,8 @@ class RemoteMap:
         self.by_mapped: dict[MappedAddr, RemoteState] = {}
         #: Our NAT-traversal candidates, handed to every remote.
         self.local_candidates: list[tuple[str, int]] = []
+        #: Told of each remote whose next check may have moved.
+        self.on_changed: Callable[[RemoteState], None] | None = None
 
     def for_id(self, endpoint_id: EndpointId) -> RemoteState:
         state = self.by_id.get(endpoint_id)
@@ -409,3 +431,5 @@ class RemoteMap:
         self.local_candidates = list(addrs)
         for remote in self.by_id.values():
             remote.set_local_candidates(addrs, now)
+            if self.on_changed is not None and remote.conns:
+                self.on_changed(remote)
