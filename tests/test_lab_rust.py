@@ -96,6 +96,29 @@ async def test_rust_and_irohpy_go_direct(pair: str) -> None:
     assert result.router_direct_bytes >= TRANSFER, "the data went direct, as the router counted it"
 
 
+@pytest.mark.parametrize("pair", MIXED)
+async def test_mixed_pairs_go_direct_as_fast_as_rust_rust_over_a_wan(pair: str) -> None:
+    """With 50 ms each way on the uplinks the time to direct is round trips, not CPU: a mixed
+    pair must be within 1.5x of Rust<->Rust in the same session (issue 14)."""
+    baseline = await _run("wan_50ms", "rust-rust")
+    result = await _run("wan_50ms", pair)
+    _intact(result)
+    assert baseline.time_to_direct is not None and result.time_to_direct is not None, result.path_changes
+    assert result.time_to_direct <= 1.5 * baseline.time_to_direct, (result.time_to_direct, baseline.time_to_direct)
+    assert result.direct_to_relay == 0, result.path_changes
+    assert result.router_direct_bytes >= TRANSFER, "the data went direct, as the router counted it"
+
+
+@pytest.mark.parametrize("pair", MIXED)
+async def test_a_listener_behind_symmetric_nat_with_miniupnpd_is_reached_directly(pair: str) -> None:
+    """The listener's router is symmetric but runs miniupnpd, and both peers ask for port
+    mappings (our portmapper in irohpy, Rust's in iroh): mixed pairs go direct."""
+    result = await _run("symmetric_upnp_cone", pair)
+    _intact(result)
+    assert result.final_path == "direct", result.path_changes
+    assert result.router_direct_bytes >= TRANSFER, "the data went direct, as the router counted it"
+
+
 async def test_rust_rust_symmetric_stays_on_relay() -> None:
     result = await _run("symmetric_symmetric", "rust-rust")
     _intact(result)

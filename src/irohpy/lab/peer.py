@@ -132,11 +132,9 @@ async def listen(args: argparse.Namespace) -> int:
 
 @dataclass
 class PathLog:
-    """Path changes as ``[wall time, "direct"|"relay", address]``, sampled every 10 ms.
-
-    Sampling ``is_direct`` (rather than ``path_events()``) records what the traffic used,
-    including switches too short to matter, with the same clock the lab uses for changes.
-    """
+    """Path changes as ``[wall time, "direct"|"relay", address]``, taken as the selection
+    changes (``path_events()``), as the Rust peer's ``watch_paths`` takes them: times to
+    direct compare without a sampling interval on one side."""
 
     conn: Connection
     changes: list[list[Any]] = field(default_factory=list)
@@ -144,15 +142,17 @@ class PathLog:
     def kind(self) -> str:
         return "direct" if self.conn.is_direct else "relay"
 
+    def _note(self) -> None:
+        kind = self.kind()
+        if not self.changes or self.changes[-1][1] != kind:
+            selected = next((p.addr for p in self.conn.paths() if p.selected), None)
+            self.changes.append([time.time(), kind, selected])
+
     async def run(self) -> None:
-        last = None
-        while not self.conn.is_closed:
-            kind = self.kind()
-            if kind != last:
-                selected = next((p.addr for p in self.conn.paths() if p.selected), None)
-                self.changes.append([time.time(), kind, selected])
-                last = kind
-            await asyncio.sleep(POLL)
+        self._note()
+        async for event in self.conn.path_events():
+            if event.kind in ("selected", "fallback"):
+                self._note()
 
     async def wait_direct(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
