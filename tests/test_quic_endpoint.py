@@ -86,6 +86,19 @@ def test_handshake_through_endpoints_authenticates_both_sides() -> None:
     assert server_ep.stats.connections == 1
 
 
+def test_a_late_copy_of_the_first_flight_starts_no_second_handshake() -> None:
+    """A dial fans out over every path, and the relay's copy of the client's Initial can come
+    after the handshake is done: it must not become a second connection (or an offer that an
+    application would accept in place of the next real dial)."""
+    sim, client_ep, server_ep, client, server = handshaken()
+    first = next(d for src, _, d in sim.sent if src == A)
+    start = sim.now
+    sim.inject("the relay's path", B, first)
+    sim.run(start + 1.0, lambda: not sim.heap and sim.now > start)
+    assert server_ep.stats.connections == 1
+    assert sim.accepted[B] == [server]
+
+
 @pytest.mark.parametrize("loss", [0.0, 0.05, 0.2])
 def test_transfer_over_a_lossy_reordering_duplicating_link_is_intact(loss: float) -> None:
     link = Link(loss=loss, reorder=0.1, duplicate=0.05)

@@ -662,6 +662,9 @@ class QuicEndpoint:
                     self._handshaking -= 1
                     if entry.initial_dcid and self._routes.get(entry.initial_dcid) is entry:
                         del self._routes[entry.initial_dcid]
+                        # A late copy of the client's first flight (a dial fans out over every
+                        # path, the relay's copy can come last) must not start a second handshake.
+                        self._bury(entry.initial_dcid, now)
                     entry.initial_dcid = b""
                 if conn.is_closed:
                     self._remove(entry)
