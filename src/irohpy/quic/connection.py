@@ -2232,6 +2232,8 @@ class QuicConnection:
         if not path.validated and path.recovery.amplification_budget() >= BASE_MTU:
             t = path.challenge_at
         if path.keep_alive > 0.0 and path.validated and not path.ping_pending:
+            # Every packet that arrives on the path counts: the peer's ACKs may travel on
+            # other paths, so each side keeps each of its paths alive itself.
             last = path.last_activity if path.last_activity > path.last_eliciting else path.last_eliciting
             k = last + path.keep_alive
             if k < t:
@@ -2265,10 +2267,11 @@ class QuicConnection:
                 path.ping_pending = True
 
     def _keep_alive_at(self) -> float:
-        last = self._last_eliciting_sent
-        if self._last_eliciting_received > last:
-            last = self._last_eliciting_received
-        return last + self.config.keep_alive
+        """When the connection's keep-alive PING is due; never while the home path keeps
+        itself alive (multipath keep-alives are per path)."""
+        if self._mp and self._home.keep_alive > 0.0:
+            return INF
+        return _keep_alive_due(self._last_eliciting_sent, self._last_eliciting_received, self.config.keep_alive)
 
     def _on_pto(self, space_index: int) -> None:
         """Probe: resend unacknowledged CRYPTO data of a handshake space, else a PING."""
@@ -3061,6 +3064,16 @@ class QuicConnection:
         if not plans:
             return b""
         return self._seal(plans, now, BASE_MTU)
+
+
+def _keep_alive_due(last_sent: float, last_received: float, interval: float) -> float:
+    """``interval`` after our last ack-eliciting packet, or 1.5 ``interval`` after the peer's
+    when that came later: the side that pinged last keeps pinging and the other only
+    acknowledges, so one PING and its ACK per interval keep both NAT mappings, not two PINGs
+    that cross."""
+    if last_received > last_sent:
+        return last_received + 1.5 * interval
+    return last_sent + interval
 
 
 #: Frames a packet may hold without being more than a probe (RFC 9000 §9.1).

@@ -125,7 +125,7 @@ class RemoteState:
             for relay in [p for p in self.addrs if isinstance(p, RelayPath)]:
                 self._open(conn, relay, now)
         self.trigger(now)
-        self.select(now)
+        self.select(now, conn)
 
     def remove_connection(self, conn: Connection) -> None:
         paths = self.conns.pop(conn, None)
@@ -146,14 +146,14 @@ class RemoteState:
             path = conn.quic.paths.get(ev.path_id)
             if path is not None and not path.abandoned:
                 self._register(conn, ev.path_id, path.addr, now)
-                self.select(now)
+                self.select(now, conn)
         elif isinstance(ev, qc.PathAbandoned):
             gone = paths.pop(ev.path_id, None)
             if gone is not None:
                 self._count("closed", gone)
                 if not is_relay(gone) and ev.validated:
                     self._emit("lost", gone, now, conn)
-                self.select(now)
+                self.select(now, conn)
         elif isinstance(ev, qc.RemoteCandidatesChanged):
             self.trigger(now)
 
@@ -213,15 +213,17 @@ class RemoteState:
                 out.append(SelectorPath(key, path_kind(key), rtt))
         return out
 
-    def select(self, now: float) -> None:
-        """Choose the remote's path and apply it to every connection."""
+    def select(self, now: float, conn: Connection | None = None) -> None:
+        """Choose the remote's path and apply it: to every connection when the choice changed
+        (or on the periodic check), else only to ``conn``, the one whose paths changed."""
         candidates = self._candidates(now)
         current = self.selected
         if current is not None and not any(c.key == current and c.rtt is not None for c in candidates):
             # The selected path failed or closed everywhere: any other wins at once.
             current = None
         choice = select_path(current, candidates)
-        if choice is not None and choice != self.selected:
+        changed = choice is not None and choice != self.selected
+        if changed:
             previous = self.selected
             self.selected = choice  # type: ignore[assignment]
             assert self.selected is not None
@@ -229,7 +231,7 @@ class RemoteState:
         elif choice is None and current is None and self.selected is not None:
             if not any(c.key == self.selected for c in candidates):
                 self.selected = None
-        self._apply(now)
+        self._apply(now, None if changed or conn is None else [conn])
 
     def _on_selected(self, previous: PathKey | None, path: PathKey, now: float) -> None:
         metrics = self.metrics
@@ -256,12 +258,15 @@ class RemoteState:
                 log.info("direct path to %s: %s", self.endpoint_id, describe_path(path))
         self._emit("selected", path, now)
 
-    def _apply(self, now: float) -> None:
+    def _apply(self, now: float, only: list[Connection] | None) -> None:
         selected = self.selected
         if selected is None:
             return
         sel = SelectorPath(selected, path_kind(selected), 0.0)
-        for conn, paths in self.conns.items():
+        for conn in self.conns if only is None else only:
+            paths = self.conns.get(conn)
+            if paths is None:
+                continue
             quic = conn.quic
             if conn.terminated is not None or not quic.multipath:
                 continue
@@ -310,7 +315,7 @@ class RemoteState:
         if not self.conns or self.scheduler is None:
             return INF
         due = self.scheduler.timeout()
-        if self.open_blocked or sum(len(paths) for paths in self.conns.values()) > 1:
+        if self.open_blocked or len({key for paths in self.conns.values() for key in paths.values()}) > 1:
             due = min(due, now + CHECK_INTERVAL)
         return due
 
