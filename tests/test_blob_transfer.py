@@ -35,19 +35,26 @@ MIB = 1024 * 1024
 
 
 class CorruptingStore(MemStore):
-    """A provider's store whose reads flip one bit at ``offset``: a peer serving bad data."""
+    """A provider's store whose reads flip one bit at ``offset`` (and, with ``every``, at each
+    ``every`` bytes after it): a peer serving bad data."""
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, every: int = 0) -> None:
         super().__init__()
         self.offset = offset
+        self.every = every
 
     async def reader(self, hash: bytes) -> tuple[ReadFn, Outboard]:
         read, outboard = await super().reader(hash)
 
         def corrupt(offset: int, length: int) -> bytes:
             data = bytearray(read(offset, length))
-            if offset <= self.offset < offset + length:
-                data[self.offset - offset] ^= 0x01
+            bad = self.offset
+            while bad < offset + length:
+                if bad >= offset:
+                    data[bad - offset] ^= 0x01
+                if not self.every:
+                    break
+                bad += self.every
             return bytes(data)
 
         return corrupt, outboard
@@ -166,7 +173,8 @@ async def test_provider_killed_mid_transfer() -> None:
 
 async def test_corrupt_provider_is_dropped() -> None:
     data = os.urandom(8 * 1024 * 1024)
-    good, bad = MemStore(), CorruptingStore(offset=5 * 1024 * 1024 + 3)
+    # A bad bit in every unit: whichever units the bad provider wins the race for, it is caught.
+    good, bad = MemStore(), CorruptingStore(offset=512 * 1024 + 3, every=1024 * 1024)
     digest = await good.import_bytes(data)
     await bad.import_bytes(data)
     target = MemStore()

@@ -50,6 +50,11 @@ async def ask(gateway: str, port: int, local_ip: str, request: bytes, parse: Cal
                     data = await asyncio.wait_for(proto.queue.get(), left)
                 except TimeoutError:
                     break
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Python 3.11's wait_for returns an answer that raced our cancellation
+                    # instead of raising: a gateway spraying answers must not keep us running.
+                    raise asyncio.CancelledError
                 try:
                     return parse(data)
                 except PortMapError:

@@ -2268,8 +2268,8 @@ class QuicConnection:
 
     def _keep_alive_at(self) -> float:
         """When the connection's keep-alive PING is due; never while the home path keeps
-        itself alive (multipath keep-alives are per path)."""
-        if self._mp and self._home.keep_alive > 0.0:
+        itself alive at least as often (multipath keep-alives are per path)."""
+        if self._mp and 0.0 < self._home.keep_alive <= self.config.keep_alive:
             return INF
         return _keep_alive_due(self._last_eliciting_sent, self._last_eliciting_received, self.config.keep_alive)
 

@@ -86,6 +86,10 @@ class RemoteState:
     open_blocked: bool = False
     #: When the bridge runs :meth:`on_timeout` next.
     check_at: float = INF
+    #: How many connections have each network path open (the remote's choice is among these).
+    key_refs: dict[PathKey, int] = field(default_factory=dict)
+    #: The connection NAT-traversal rounds run on, once known.
+    puncher: Connection | None = None
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -124,6 +128,7 @@ class RemoteState:
             # The first flight may have raced ahead on an IP path: keep the relay open too.
             for relay in [p for p in self.addrs if isinstance(p, RelayPath)]:
                 self._open(conn, relay, now)
+        self.puncher = _puncher([conn] if self.puncher is None else [self.puncher, conn])
         self.trigger(now)
         self.select(now, conn)
 
@@ -133,9 +138,19 @@ class RemoteState:
             return
         for path in paths.values():
             self._count("closed", path)
+            self._unref(path)
+        if conn is self.puncher:
+            self.puncher = _puncher(list(self.conns))
         if not self.conns:
             self.selected = None
             self.relay_since = None
+
+    def _unref(self, key: PathKey) -> None:
+        left = self.key_refs.get(key, 0) - 1
+        if left > 0:
+            self.key_refs[key] = left
+        else:
+            self.key_refs.pop(key, None)
 
     def on_event(self, conn: Connection, ev: qc.Event, now: float) -> None:
         """A connection's path event (established, abandoned, new server candidates)."""
@@ -151,6 +166,7 @@ class RemoteState:
             gone = paths.pop(ev.path_id, None)
             if gone is not None:
                 self._count("closed", gone)
+                self._unref(gone)
                 if not is_relay(gone) and ev.validated:
                     self._emit("lost", gone, now, conn)
                 self.select(now, conn)
@@ -165,6 +181,7 @@ class RemoteState:
         if pid in paths:
             return
         paths[pid] = key
+        self.key_refs[key] = self.key_refs.get(key, 0) + 1
         self.add_addr(key, "path")
         if isinstance(key, RelayPath) and not conn.quic.is_client:
             conn.quic.set_path_idle_timeout(pid, qc.RELAY_PATH_IDLE_TIMEOUT)
@@ -181,15 +198,10 @@ class RemoteState:
                 conn._wake()
         self.trigger(now)
 
-    def _punching(self) -> Connection | None:
-        live = [c for c in self.conns if c.terminated is None]
-        nat = punching_connection((c.stable_id, c.quic.traversal) for c in live)
-        return next((c for c in live if c.quic.traversal is nat), None) if nat is not None else None
-
     def trigger(self, now: float) -> None:
         """Something changed that may make a NAT-traversal round worth it."""
-        conn = self._punching()
-        if conn is None or self.scheduler is None:
+        conn = self.puncher
+        if conn is None or conn.terminated is not None or self.scheduler is None:
             return
         probed = self.scheduler.trigger(now, conn.quic.traversal)
         if probed is not None:
@@ -215,7 +227,16 @@ class RemoteState:
 
     def select(self, now: float, conn: Connection | None = None) -> None:
         """Choose the remote's path and apply it: to every connection when the choice changed
-        (or on the periodic check), else only to ``conn``, the one whose paths changed."""
+        (or on the periodic check), else only to ``conn``, the one whose paths changed. A
+        connection whose paths are all open elsewhere already changes no choice: only RTTs
+        could, and the periodic check follows those."""
+        if (
+            conn is not None
+            and self.selected in self.key_refs
+            and all(self.key_refs.get(key, 0) > 1 for key in self.conns.get(conn, {}).values())
+        ):
+            self._apply(now, [conn])
+            return
         candidates = self._candidates(now)
         current = self.selected
         if current is not None and not any(c.key == current and c.rtt is not None for c in candidates):
@@ -315,7 +336,7 @@ class RemoteState:
         if not self.conns or self.scheduler is None:
             return INF
         due = self.scheduler.timeout()
-        if self.open_blocked or len({key for paths in self.conns.values() for key in paths.values()}) > 1:
+        if self.open_blocked or len(self.key_refs) > 1:
             due = min(due, now + CHECK_INTERVAL)
         return due
 
@@ -382,6 +403,12 @@ class RemoteState:
     def unsubscribe(self, queue: asyncio.Queue[PathEvent]) -> None:
         if queue in self.subscribers:
             self.subscribers.remove(queue)
+
+
+def _puncher(conns: list[Connection]) -> Connection | None:
+    """Which of ``conns`` runs the remote's NAT-traversal rounds (:func:`punching_connection`)."""
+    nat = punching_connection((c.stable_id, c.quic.traversal) for c in conns)
+    return next((c for c in conns if nat is not None and c.quic.traversal is nat), None)
 
 
 def _info(key: PathKey, path: PathState, selected: bool) -> PathInfo:
