@@ -31,14 +31,14 @@ async def run_irohpy(args: argparse.Namespace) -> None:
     ep = await Endpoint.bind(preset=presets.MINIMAL, relay_mode=mode, bind_addrs=["0.0.0.0:0"], ca_tls_config=ca)
     try:
         emit(event="bound", port=ep.bound_sockets()[0][1])
-        traversal = ep._direct
-        assert traversal is not None
+        direct = ep._direct
+        assert direct is not None
         seen: set[tuple[str, int]] = set()
         loop = asyncio.get_running_loop()
         end = loop.time() + args.seconds
         while loop.time() < end:
-            if traversal.qad != seen:
-                seen = set(traversal.qad)
+            if direct.qad != seen:
+                seen = set(direct.qad)
                 advertised = sorted(str(a) for a in ep.addr().addrs)
                 emit(event="qad", addrs=sorted(f"{h}:{p}" for h, p in seen), advertised=advertised,
                      seconds=round(loop.time() - started, 3))

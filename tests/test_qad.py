@@ -64,10 +64,10 @@ async def test_an_endpoint_learns_its_address_from_the_relay_over_its_own_socket
         try:
             await ep.online()
             own = ep.bound_sockets()[0]
-            traversal = ep._direct
-            assert traversal is not None
-            await until(lambda: bool(traversal.qad))
-            assert traversal.qad == {("127.0.0.1", own[1])}
+            direct = ep._direct
+            assert direct is not None
+            await until(lambda: bool(direct.qad))
+            assert direct.qad == {("127.0.0.1", own[1])}
             assert server.metrics.qad_connections.get() == 1
             assert server.metrics.qad_incoming.get() == 1
         finally:
@@ -85,10 +85,10 @@ async def test_ipv6_reports_over_ipv6(tmp_path: Path) -> None:
         ep = await bind(addrs=["[::1]:0"], relay_mode=relay_mode(server),
                         ca_tls_config=CaTlsConfig.custom_roots([CA.root_pem]))
         try:
-            traversal = ep._direct
-            assert traversal is not None
-            await until(lambda: bool(traversal.qad))
-            assert traversal.qad == {("::1", ep.bound_sockets()[0][1])}
+            direct = ep._direct
+            assert direct is not None
+            await until(lambda: bool(direct.qad))
+            assert direct.qad == {("::1", ep.bound_sockets()[0][1])}
         finally:
             await ep.close()
 

@@ -82,17 +82,17 @@ async def test_floods_cost_no_state_and_a_good_client_still_learns_its_address(t
             start = time.monotonic()
             ep = await bind(relay_mode=relay_mode(server), ca_tls_config=ca)
             try:
-                traversal = ep._direct
-                assert traversal is not None
+                direct = ep._direct
+                assert direct is not None
 
                 def learned() -> bool:
                     nonlocal peak
                     peak = max(peak, qad._per_ip.get("127.0.0.2", 0))
-                    return bool(traversal.qad)
+                    return bool(direct.qad)
 
                 await until(learned, GOOD_CLIENT_LIMIT)
                 took = time.monotonic() - start
-                assert traversal.qad == {("127.0.0.1", ep.bound_sockets()[0][1])}
+                assert direct.qad == {("127.0.0.1", ep.bound_sockets()[0][1])}
             finally:
                 await ep.close()
             # The attacker's handshakes, metered at its address, end up admitted up to the
