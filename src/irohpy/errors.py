@@ -244,10 +244,6 @@ class ConfigError(IrohError, ValueError):
 # -- lookup -------------------------------------------------------------------
 
 
-class ControlPacketError(DecodeError):
-    """A hole-punching control packet that is malformed, forged, stale or replayed."""
-
-
 class StunError(DecodeError):
     """A STUN message that is not a well-formed binding request or response."""
 

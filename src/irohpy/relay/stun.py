@@ -3,7 +3,7 @@
 Our relay answers binding requests on UDP so that an endpoint learns its
 reflexive address, the NAT mapping peers will see, from its main socket.
 STUN's first byte has the QUIC fixed bit clear, so requests and responses
-share the endpoint's sockets with QUIC, like hole-punching control packets.
+share the endpoint's sockets with QUIC.
 """
 
 from __future__ import annotations
