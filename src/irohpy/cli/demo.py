@@ -215,7 +215,7 @@ async def _dial(server_id: EndpointId, relay_url: str, dns_port: int, megabytes:
             while not conn.is_direct:
                 await asyncio.sleep(0.005)
         _row("went direct after", f"{(time.perf_counter() - start) * 1000:.0f} ms "
-                                  f"(pinged candidates learned over the relay and from STUN)")
+                                  f"(NAT traversal inside QUIC: candidates over the relay, probes, a validated path)")
         await _measure(conn, megabytes)
         metrics = endpoint.metrics().group(SocketMetrics)
         _row("bytes over the relay", f"{int(metrics.send_relay.get() + metrics.recv_data_relay.get()):,}")
