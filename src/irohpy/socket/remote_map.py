@@ -217,16 +217,10 @@ class RemoteState:
         for conn, paths in self.conns.items():
             if conn.terminated is not None:
                 continue
-            for pid, key in list(paths.items()):
+            for pid, key in paths.items():
                 path = conn.quic.paths.get(pid)
                 if path is None or path.abandoned:
                     continue
-                if isinstance(path.addr, tuple) and not _same(path.addr, key):
-                    # The peer moved (a server follows a rebound client): the path is there now.
-                    self._unref(key)
-                    key = paths[pid] = (str(path.addr[0]), int(path.addr[1]))
-                    self.key_refs[key] = self.key_refs.get(key, 0) + 1
-                    self.add_addr(key, "path")
                 rtt = None if failing(path, now) else path.recovery.rtt.smoothed
                 out.append(SelectorPath(key, path_kind(key), rtt))
         return out
