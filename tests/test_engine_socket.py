@@ -44,8 +44,8 @@ class Node:
 async def node(*, relay: RelayUrl | None = None, udp: bool = True) -> AsyncIterator[Node]:
     secret = SecretKey.generate()
     remotes = RemoteMap()
-    bridge: SocketBridge
-    transport = Transport(lambda batch: bridge.receive(batch))
+    engine: QuicEngine
+    transport = Transport(lambda batch: engine.receive(batch))
     bridge = SocketBridge(transport, remotes)
     engine = QuicEngine(QuicEndpoint(secret.to_bytes(), EndpointConfig(alpns=[ALPN])), bridge.send)
     bridge.attach(engine)
@@ -99,8 +99,8 @@ async def test_a_dial_fans_out_and_goes_on_where_the_server_answered() -> None:
         assert conn.quic.peer_address == server_addr
         assert peer.quic.peer_address == client_addr
         await echo_once(conn, peer, 2 << 20)
-        got = client.bridge.received(conn.quic)
-        assert got.datagrams > 100 and got.bytes > 2 << 20
+        datagrams, nbytes = client.engine.core.received(conn.quic)
+        assert datagrams > 100 and nbytes > 2 << 20
         # A datagram with the connection's CID from another address does not authenticate:
         # it opens no path and moves none.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spoofer:

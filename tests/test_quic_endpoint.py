@@ -119,6 +119,7 @@ def test_transfer_over_a_lossy_reordering_duplicating_link_is_intact(loss: float
     for ep, conn, addr in ((client_ep, client, A), (server_ep, server, B)):
         carried = [d for src, _, d in sim.sent if src == addr]
         assert ep.sent(conn) == (len(carried), sum(map(len, carried)))
+        assert ep.received(conn)[0] > 0
         if loss >= 0.2:
             assert conn.lost_packets > 0 and conn.lost_bytes > conn.lost_packets
 

@@ -205,12 +205,12 @@ class Connection(EngineConnection):
     def stats(self) -> ConnectionStats:
         quic = self.quic
         tx_datagrams, tx_bytes = self._engine.core.sent(quic)
-        rx = self._bridge.received(quic) if self._bridge is not None else None
+        rx_datagrams, rx_bytes = self._engine.core.received(quic)
         return ConnectionStats(
             udp_tx_datagrams=tx_datagrams,
             udp_tx_bytes=tx_bytes,
-            udp_rx_datagrams=rx.datagrams if rx is not None else 0,
-            udp_rx_bytes=rx.bytes if rx is not None else 0,
+            udp_rx_datagrams=rx_datagrams,
+            udp_rx_bytes=rx_bytes,
             lost_packets=quic.lost_packets,
             lost_bytes=quic.lost_bytes,
             rtt=self.rtt,

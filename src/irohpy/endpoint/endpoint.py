@@ -561,7 +561,6 @@ class Endpoint:
     # -- connection lifecycle ----------------------------------------------------
 
     def _on_conn_removed(self, conn: EngineConnection) -> None:
-        self._bridge.forget(conn.quic)
         if not isinstance(conn, Connection):
             return
         if conn._remote is not None:
@@ -577,7 +576,7 @@ class Endpoint:
             self._all_closed.set()
 
     def _on_packets(self, batch: list[tuple[bytes, PathKey]]) -> None:
-        self._bridge.receive(batch)
+        self._engine.receive(batch)
 
     def _on_handshake(self, conn: Connection) -> None:
         if conn.peer_id is None or conn.alpn is None:

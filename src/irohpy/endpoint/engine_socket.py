@@ -7,30 +7,18 @@ named otherwise: a dial starts at the remote's :class:`~irohpy.socket.mapped.Map
 datagrams go down the remote's selected path, or every path we know while none is; the
 client's connection then goes on on the path the server answered on (the core adopts it).
 
-Receive bursts go to the engine as they came, path and all. The bridge also runs the remotes'
-path checks, on one timer for the soonest.
+Receive bursts go straight to the engine, path and all (the transport's handler). The bridge
+also runs the remotes' path checks, on one timer for the soonest.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 from irohpy.endpoint.engine import QuicEngine
-from irohpy.quic import connection as qc
 from irohpy.socket.mapped import MappedAddr
-from irohpy.socket.paths import PathKey
 from irohpy.socket.remote_map import INF, RemoteMap, RemoteState
 from irohpy.socket.transport import Transport
-
-
-@dataclass(slots=True)
-class Traffic:
-    """UDP payloads a connection received, whatever the path (for its stats)."""
-
-    datagrams: int = 0
-    bytes: int = 0
 
 
 class SocketBridge:
@@ -40,7 +28,6 @@ class SocketBridge:
         self.transport = transport
         self.remotes = remotes
         self._engine: QuicEngine | None = None
-        self._rx: dict[qc.QuicConnection, Traffic] = {}
         self._check: asyncio.TimerHandle | None = None
         self._check_at = INF
         remotes.on_changed = self.schedule
@@ -53,13 +40,6 @@ class SocketBridge:
 
     def attach(self, engine: QuicEngine) -> None:
         self._engine = engine
-
-    def received(self, quic: qc.QuicConnection) -> Traffic:
-        """What ``quic`` received so far."""
-        return self._rx.get(quic) or Traffic()
-
-    def forget(self, quic: qc.QuicConnection) -> None:
-        self._rx.pop(quic, None)
 
     # -- the engine's side ---------------------------------------------------------------
 
@@ -75,28 +55,6 @@ class SocketBridge:
         self.transport.send(addr, datagrams)  # type: ignore[arg-type]
 
     # -- the socket layer's side ---------------------------------------------------------
-
-    def receive(self, batch: Sequence[tuple[bytes, PathKey]]) -> None:
-        """A receive burst from the transport: counted per connection, then one engine pass."""
-        engine = self.engine
-        core = engine.core
-        cid_length = core.config.transport.cid_length
-        rx = self._rx
-        last: qc.QuicConnection | None = None
-        traffic = Traffic()
-        for data, _ in batch:
-            if not data:
-                continue
-            dcid = data[6 : 6 + data[5]] if data[0] & 0x80 and len(data) >= 6 else data[1 : 1 + cid_length]
-            quic = core.route(dcid)
-            if quic is None:
-                continue
-            if quic is not last:
-                last = quic
-                traffic = rx.get(quic) or rx.setdefault(quic, Traffic())
-            traffic.datagrams += 1
-            traffic.bytes += len(data)
-        engine.receive(batch)
 
     # -- the remotes' path checks --------------------------------------------------------
 

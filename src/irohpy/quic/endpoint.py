@@ -186,7 +186,7 @@ class _Bucket:
 class _Entry:
     """What the endpoint keeps per connection: its routes, address and timer slot."""
 
-    __slots__ = ("conn", "cids", "initial_dcid", "addr", "handshaking", "timer", "removed", "sent")
+    __slots__ = ("conn", "cids", "initial_dcid", "addr", "handshaking", "timer", "removed", "sent", "received")
 
     def __init__(self, conn: QuicConnection, addr: Address, initial_dcid: bytes, handshaking: bool) -> None:
         self.conn = conn
@@ -196,8 +196,9 @@ class _Entry:
         self.handshaking = handshaking
         self.timer: float | None = None
         self.removed = False
-        #: Datagrams and bytes this connection handed out to send.
+        #: Datagrams and bytes this connection handed out to send, and was routed.
         self.sent = [0, 0]
+        self.received = [0, 0]
 
 
 class QuicEndpoint:
@@ -267,6 +268,11 @@ class QuicEndpoint:
         """Datagrams and bytes ``conn`` sent so far (zeros once it is let go)."""
         entry = self._entries.get(conn)
         return (entry.sent[0], entry.sent[1]) if entry is not None else (0, 0)
+
+    def received(self, conn: QuicConnection) -> tuple[int, int]:
+        """Datagrams and bytes routed to ``conn`` so far (zeros once it is let go)."""
+        entry = self._entries.get(conn)
+        return (entry.received[0], entry.received[1]) if entry is not None else (0, 0)
 
     def route(self, dcid: bytes) -> QuicConnection | None:
         """The connection datagrams with this destination CID go to, if any."""
@@ -366,6 +372,9 @@ class QuicEndpoint:
                 else:
                     self._on_unknown_short(data, addr, now)
                     continue
+            received = entry.received
+            received[0] += 1
+            received[1] += len(data)
             group = groups.get(entry)
             if group is None:
                 groups[entry] = (addr, [data])
