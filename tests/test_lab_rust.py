@@ -63,7 +63,11 @@ def _intact(result: PairResult) -> None:
     assert result.connected, result.error
     assert result.transfer_ok, result
     assert result.outside_packets == 0, "a peer addressed something outside the lab"
-    assert result.path_changes and result.path_changes[0][1] == "relay", "the ticket holds only the relay"
+    assert result.path_changes, "the dialer logged no path"
+    if Pair.parse(result.pair).dialer == "irohpy":
+        # Rust's binding hands the connection over (and its path log starts) after the
+        # handshake; its paths may have moved direct by then (seen once: 0.3 ms later).
+        assert result.path_changes[0][1] == "relay", "the ticket holds only the relay"
     assert result.relay_bytes > 0, "our relay carried the start of the connection"
 
 
