@@ -9,10 +9,12 @@ import re
 import shutil
 import subprocess
 
+import aiohttp
 import pytest
 
-from irohpy import Endpoint, EndpointAddr, RelayMode, RelayUrl, presets
+from irohpy import Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey, presets
 from irohpy.base.addr import TransportAddr
+from irohpy.relay.client import RelayClient
 from irohpy.socket.paths import RelayPath
 from tests.helpers import accept_one
 from tests.relay_fixture import relay_server
@@ -152,6 +154,32 @@ async def test_relay_restart_reconnects_and_new_connection_within_5s() -> None:
         finally:
             await a.close()
             await b.close()
+
+
+async def _until(check: object, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+async def test_network_change_remakes_a_relay_connection_whose_local_address_is_gone() -> None:
+    """As iroh's CheckConnection: a connection from an address we still have is only pinged;
+    one from an address we lost is dropped and made again at once, with no ping deadline and
+    no close handshake to wait out."""
+    async with relay_server() as relay, aiohttp.ClientSession() as session:
+        client = RelayClient(RelayUrl.parse(relay.url), SecretKey.generate(), session, lambda *_: None)
+        try:
+            assert await client.wait_connected(T)
+            m = client.metrics
+            client.check_soon(["192.0.2.7", "127.0.0.1"])
+            await _until(lambda: m.pings_sent.get() == 1, T)
+            client.check_soon(["192.0.2.7", "::1"])
+            await _until(lambda: client.connects == 2 and client.is_connected, T)
+            assert m.local_addr_gone.get() == 1
+            assert m.ping_timeouts.get() == 0 and m.pings_sent.get() == 1, "it went by the ping deadline"
+            assert m.disconnects.get() == 1
+        finally:
+            await client.close()
 
 
 async def test_failover_to_second_relay_when_home_dies() -> None:

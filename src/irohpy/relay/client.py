@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ipaddress
 import os
+import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import aiohttp
@@ -84,6 +86,23 @@ async def probe(session: aiohttp.ClientSession, url: RelayUrl, timeout: float = 
     return RelayProbe(time.perf_counter() - start, stun_port)
 
 
+def _has_ip(ips: Collection[str], host: str) -> bool:
+    """Whether ``host`` (a socket's address, maybe with a zone) is one of ``ips``."""
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return True  # not an address we can judge: keep the connection, ping it
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for text in ips:
+        try:
+            if ipaddress.ip_address(text.partition("%")[0]) == ip:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 class RelayClient:
     """One relay, kept connected until :meth:`close`."""
 
@@ -138,8 +157,22 @@ class RelayClient:
             return False
         return True
 
-    def check_soon(self) -> None:
-        """Ping the relay now with a short deadline (our network changed); reconnect if it is gone."""
+    def check_soon(self, local_ips: Collection[str] | None = None) -> None:
+        """Our network changed. A connection from an address we no longer have (``local_ips`` are
+        the ones we do) is dropped and made again at once, as iroh does; any other is pinged with
+        a short deadline and made again if the relay does not answer."""
+        ws = self._ws
+        if ws is not None and local_ips is not None:
+            sockname = ws.get_extra_info("sockname")
+            if sockname is not None and not _has_ip(local_ips, sockname[0]):
+                log.info("relay %s: our address %s is gone; reconnecting", self.url, sockname[0])
+                self.metrics.local_addr_gone.inc()
+                sock = ws.get_extra_info("socket")
+                if sock is not None:
+                    # No close handshake: nothing comes back to an address we lost.
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                return
         self._ping_now.set()
 
     def send(self, dst: PublicKey, datagram: bytes) -> None:

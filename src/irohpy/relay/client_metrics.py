@@ -20,6 +20,7 @@ class RelayClientMetrics(MetricsGroup, name="relay_client"):
     send_queue_dropped = Counter("Datagrams dropped because the relay send queue was full or too old")
     pings_sent = Counter("Liveness pings sent to relays")
     ping_timeouts = Counter("Pings a relay did not answer in time (the connection is then replaced)")
+    local_addr_gone = Counter("Relay connections dropped because a network change took their local address")
 
     def __init__(self) -> None:
         super().__init__()

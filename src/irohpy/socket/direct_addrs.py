@@ -99,7 +99,7 @@ class DirectAddrs:
     def network_changed(self) -> None:
         """Addresses moved: reconnect relays, learn our public address again, tell the remotes."""
         if self._transport.relay is not None:
-            self._transport.relay.network_changed()
+            self._transport.relay.network_changed([*self._interfaces[0], *self._interfaces[1]])
         self.stun_soon()
         self._changed()
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import aiohttp
@@ -204,10 +204,11 @@ class RelayTransport:
             self._home_connected.clear()
             self._home_changed()
 
-    def network_changed(self) -> None:
-        """Our addresses moved: make sure every relay connection still works."""
+    def network_changed(self, local_ips: Collection[str] | None = None) -> None:
+        """Our addresses moved (``local_ips``: those we have now): make sure every relay
+        connection still works."""
         for client in self._clients.values():
-            client.check_soon()
+            client.check_soon(local_ips)
 
     def _home_changed(self) -> None:
         self.home_changed.notify_all()
