@@ -170,7 +170,8 @@ async def run_pair(scenario: Scenario, pair: Pair, *, transfer_bytes: int = TRAN
 # -- tables ----------------------------------------------------------------------------
 
 
-COLUMNS = ("scenario", "peers", "connected", "final path", "to direct", f"vs {BASELINE}", "relay (nft)",
+COLUMNS = ("scenario", "peers", "connected", "final path", "to direct", f"vs {BASELINE}", "dial to direct",
+           f"vs {BASELINE}", "relay (nft)",
            "direct (nft)", "transfer", "rtt", "flaps", "after change", "outside")
 
 
@@ -206,6 +207,8 @@ def rows(results: Sequence[PairResult]) -> list[tuple[str, ...]]:
         n = len(runs)
         ttd = _median([r.time_to_direct for r in runs])
         baseline = _median([r.time_to_direct for r in groups.get((scenario, BASELINE), [])])
+        dtd = _median([r.dial_to_direct for r in runs])
+        dial_baseline = _median([r.dial_to_direct for r in groups.get((scenario, BASELINE), [])])
         changed = [r for r in runs if r.change_to_relay is not None or r.change_to_direct is not None]
         change = ""
         if changed:
@@ -215,6 +218,7 @@ def rows(results: Sequence[PairResult]) -> list[tuple[str, ...]]:
         out.append((
             scenario, pair, f"{sum(r.connected for r in runs)}/{n}",
             f"direct {sum(r.final_path == 'direct' for r in runs)}/{n}", _seconds(ttd), _ratio(ttd, baseline),
+            _seconds(dtd), _ratio(dtd, dial_baseline),
             _bytes(_median([r.router_relay_bytes for r in runs])), _bytes(_median([r.router_direct_bytes for r in runs])),
             f"intact {sum(r.transfer_ok for r in runs)}/{n}", "n/a" if rtt is None else f"{rtt:.1f} ms",
             str(sum(r.direct_to_relay for r in runs)), change, str(sum(r.outside_packets for r in runs)),

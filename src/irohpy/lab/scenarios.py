@@ -102,6 +102,10 @@ class ScenarioResult:
     connected: bool
     final_path: str | None = None
     time_to_direct: float | None = None
+    """Seconds from the dialer's connect call returning to its first direct path."""
+    dial_to_direct: float | None = None
+    """Seconds from the dialer's connect call to its first direct path: the Rust binding hands a
+    connection over late (its path may be direct by then), so this is the fairer comparison."""
     relay_bytes: float = 0.0
     transfer_ok: bool = False
     rtt_ms: float | None = None
@@ -140,6 +144,7 @@ def analyse(result: ScenarioResult, report: dict[str, Any], change_at: float | N
     first_direct = next((t for t, kind, _ in changes if kind == "direct"), None)
     if first_direct is not None:
         result.time_to_direct = max(0.0, first_direct - connected_at)
+        result.dial_to_direct = max(0.0, first_direct - report.get("started", connected_at))
     previous = None
     for t, kind, _ in changes:
         before_change = change_at is None or t < change_at
