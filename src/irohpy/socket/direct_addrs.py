@@ -52,16 +52,31 @@ class DirectAddrs:
         self._changed()
 
     def local_candidates(self) -> list[DirectPath]:
-        """The port mapping, interface addresses, then what QAD and STUN reported."""
+        """The port mapping, interface addresses, then what QAD and STUN reported.
+
+        A socket bound to the unspecified address stands for every interface address, loopback
+        only when there is nothing else (no other interface and no public address), as iroh
+        announces them: a remote elsewhere would probe its own host's loopback.
+        """
+        public = [*sorted(self.qad), *sorted(self.reflexive)]
         out: list[DirectPath] = [self.portmapped] if self.portmapped is not None else []
-        for host, port in self._transport.local_addrs():
+        bound = self._transport.local_addrs()
+        ips: dict[int, list[str]] = {}
+        for host, _ in bound:
+            ip = ipaddress.ip_address(host)
+            if ip.is_unspecified and ip.version not in ips:
+                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+                ips[ip.version] = interface_addrs(family)
+        regular = {v: [a for a in addrs if not ipaddress.ip_address(a).is_loopback] for v, addrs in ips.items()}
+        if any(regular.values()) or out or public:
+            ips = regular
+        for host, port in bound:
             ip = ipaddress.ip_address(host)
             if ip.is_unspecified:
-                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-                out += [(a, port) for a in interface_addrs(family) if (a, port) not in out]
+                out += [(a, port) for a in ips[ip.version] if (a, port) not in out]
             elif (host, port) not in out:
                 out.append((host, port))
-        for addr in [*sorted(self.qad), *sorted(self.reflexive)]:
+        for addr in public:
             if addr not in out:
                 out.append(addr)
         return out[:MAX_CANDIDATES]
