@@ -281,6 +281,24 @@ def test_ipv6_candidates_are_skipped_without_ipv6() -> None:
     assert all(":" not in a for a, _ in (p.addr for p in probes(client)))
 
 
+def test_an_answered_probe_gives_the_new_path_its_round_trip() -> None:
+    client = client_knowing(server())
+    client.initiate_round(5.0)
+    probe = client.poll_probe(5.0)
+    assert probe is not None
+    assert client.on_path_response(probe.addr, probe.token, None, 5.003)
+    opening = client.poll_path_open()
+    assert opening is not None and opening.rtt == pytest.approx(0.003)
+    # A piggybacked challenge is timed the same way; an untimed one gives no round trip.
+    token = client.challenge_with_response(("203.0.113.50", 7000), 6.0)
+    assert token is not None and client.on_path_response(("203.0.113.50", 7000), token, None, 6.01)
+    opening = client.poll_path_open()
+    assert opening is not None and opening.remote == ("203.0.113.50", 7000) and opening.rtt == pytest.approx(0.01)
+    token = client.challenge_with_response(("203.0.113.51", 7000))
+    assert token is not None and client.on_path_response(("203.0.113.51", 7000), token, None, 7.0)
+    assert client.poll_path_open() == OpenPath(("203.0.113.51", 7000), None, None)
+
+
 def test_blocked_path_open_is_kept_for_later() -> None:
     client = client_knowing(server())
     client.initiate_round(0.0)

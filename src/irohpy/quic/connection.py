@@ -1097,6 +1097,10 @@ class QuicConnection:
                 if exc.kind == "paths-blocked" or exc.kind == "cids-blocked":
                     nat.path_open_blocked(todo)
                 return
+            if todo.rtt is not None:
+                # The probe measured this 4-tuple: a lost PATH_CHALLENGE goes again after a
+                # few of its round trips, not after the 333 ms default's ~1 s.
+                self._paths[pid].recovery.rtt.reset_initial(todo.rtt)
             self._events.append(TraversalPathOpened(pid, remote))
 
     def _on_nat_frame(self, frame: AddAddress | RemoveAddress | ReachOut, now: float) -> None:
@@ -1528,7 +1532,7 @@ class QuicConnection:
         if isinstance(frame, (DataBlocked, StreamsBlocked)):
             return True
         if isinstance(frame, PathResponse):
-            self._on_path_response(frame.data)
+            self._on_path_response(frame.data, now)
             return True
         if isinstance(frame, NewConnectionId):
             self._on_new_cid(frame)
@@ -2002,7 +2006,7 @@ class QuicConnection:
         self._paths[pid] = path
         return path
 
-    def _on_path_response(self, data: bytes) -> None:
+    def _on_path_response(self, data: bytes, now: float) -> None:
         """A PATH_RESPONSE validates the path it came on, if it echoes our challenge there and
         arrived from the path's address (an off-path copy proves nothing)."""
         path = self._path
@@ -2010,7 +2014,7 @@ class QuicConnection:
             nat = self._nat
             if nat is not None:
                 remote = _nat_addr(self._rx_addr)
-                if remote is not None and nat.on_path_response(remote, data) and nat.is_client:
+                if remote is not None and nat.on_path_response(remote, data, None, now) and nat.is_client:
                     self._nat_open_due = True
             return
         path.challenges.clear()
@@ -2315,16 +2319,16 @@ class QuicConnection:
             if path.validated and not path.abandoned and self._one_rtt is not None:
                 while path.off_path:
                     data, addr = path.off_path.pop(0)
-                    out.append((addr, [self._lone_packet(PathResponse(data), self._piggyback(addr))]))
+                    out.append((addr, [self._lone_packet(PathResponse(data), self._piggyback(addr, now))]))
                 nat = self._nat
                 if nat is not None and self._may_send_data(path):
-                    while (probe := nat.poll_probe()) is not None:
+                    while (probe := nat.poll_probe(now)) is not None:
                         out.append((probe.addr, [self._lone_packet(PathChallenge(probe.token), None)]))
         self._data_ok = True
         self._enter(home)
         return out
 
-    def _piggyback(self, addr: object) -> PathChallenge | None:
+    def _piggyback(self, addr: object, now: float) -> PathChallenge | None:
         """Client, NAT traversal: a PATH_CHALLENGE to send beside an off-path PATH_RESPONSE
         to ``addr`` where no validated path is (as noq: the peer's probe got through)."""
         nat = self._nat
@@ -2336,7 +2340,7 @@ class QuicConnection:
         remote = _nat_addr(addr)
         if remote is None:
             return None
-        token = nat.challenge_with_response(remote)
+        token = nat.challenge_with_response(remote, now)
         return PathChallenge(token) if token is not None else None
 
     def _lone_packet(self, frame: PathChallenge | PathResponse, extra: PathChallenge | None) -> bytes:

@@ -97,6 +97,8 @@ class OpenPath:
 
     remote: IpPort
     local: str | None
+    rtt: float | None = None
+    """How long the probe took to come back: the new path's initial RTT."""
 
 
 class _Candidate:
@@ -194,8 +196,8 @@ class NatTraversal:
         self._round_remotes: dict[IpPort, _Candidate] = {}
         self._pending_probes: dict[IpPort, None] = {}
         #: Outstanding probe tokens and where each went; oldest first.
-        self._sent: dict[bytes, IpPort] = {}
-        self._to_open: dict[tuple[IpPort, str | None], None] = {}
+        self._sent: dict[bytes, tuple[IpPort, float]] = {}
+        self._to_open: dict[tuple[IpPort, str | None], float | None] = {}
         self._pending_add: dict[int, AddAddress] = {}
         self._pending_remove: dict[int, None] = {}
         self._pending_reach_out: list[ReachOut] = []
@@ -375,37 +377,39 @@ class NatTraversal:
 
     # -- probes and responses ------------------------------------------------------------------
 
-    def poll_probe(self) -> Probe | None:
-        """The next probe to send, with a fresh token; call only when it can go out now."""
+    def poll_probe(self, now: float = -1.0) -> Probe | None:
+        """The next probe to send, with a fresh token; call only when it can go out now
+        (``now``: the time it goes, to measure its round trip)."""
         if not self._pending_probes:
             return None
         addr = next(iter(self._pending_probes))
         del self._pending_probes[addr]
-        return Probe(addr, self._challenge(addr))
+        return Probe(addr, self._challenge(addr, now))
 
-    def challenge_with_response(self, addr: IpPort) -> bytes | None:
+    def challenge_with_response(self, addr: IpPort, now: float = -1.0) -> bytes | None:
         """Client: a token for a PATH_CHALLENGE to put beside an off-path PATH_RESPONSE to
         ``addr`` (where no validated path is), as noq does: the peer's probe got through, so
         ours may too. None on a server."""
         if not self.is_client:
             return None
-        return self._challenge(canonical(addr[0], addr[1]))
+        return self._challenge(canonical(addr[0], addr[1]), now)
 
-    def _challenge(self, addr: IpPort) -> bytes:
+    def _challenge(self, addr: IpPort, now: float) -> bytes:
         token = os.urandom(TOKEN_SIZE)
         sent = self._sent
         while len(sent) >= MAX_PROBE_ATTEMPTS * self.max_remote + MAX_EXTRA_CHALLENGES:
             del sent[next(iter(sent))]
-        sent[token] = addr
+        sent[token] = (addr, now)
         return token
 
-    def on_path_response(self, remote: IpPort, token: bytes, local: str | None = None) -> bool:
+    def on_path_response(self, remote: IpPort, token: bytes, local: str | None = None, now: float = -1.0) -> bool:
         """A PATH_RESPONSE from ``remote``; True when it answers one of our probes (then the
         connection must not treat it as on-path validation). On the client that queues an
         :class:`OpenPath`. Anything else is ignored at the cost of one dictionary lookup."""
-        expected = self._sent.get(token)
-        if expected is None:
+        entry = self._sent.get(token)
+        if entry is None:
             return False
+        expected, sent_at = entry
         addr = canonical(remote[0], remote[1])
         if addr != expected:
             return False
@@ -415,8 +419,9 @@ class NatTraversal:
                 if cand.addr == addr:
                     cand.succeeded = True
             key = (addr, local)
+            rtt = now - sent_at if 0.0 <= sent_at <= now else None
             if key not in self._to_open and len(self._to_open) < self.max_remote + MAX_EXTRA_CHALLENGES:
-                self._to_open[key] = None
+                self._to_open[key] = rtt
         else:
             probed = self._round_remotes.get(addr)
             if probed is not None:
@@ -428,14 +433,14 @@ class NatTraversal:
         if not self._to_open:
             return None
         key = next(iter(self._to_open))
-        del self._to_open[key]
-        return OpenPath(key[0], key[1])
+        rtt = self._to_open.pop(key)
+        return OpenPath(key[0], key[1], rtt)
 
     def path_open_blocked(self, path: OpenPath) -> None:
         """Opening ``path`` failed for now (no path id or CID free): keep it for later."""
         key = (path.remote, path.local)
         if len(self._to_open) < self.max_remote + MAX_EXTRA_CHALLENGES:
-            self._to_open[key] = None
+            self._to_open[key] = path.rtt
 
     # -- frames to the peer ---------------------------------------------------------------------
 

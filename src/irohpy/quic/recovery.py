@@ -101,6 +101,13 @@ class RttEstimator:
         self.var = 0.75 * self.var + 0.25 * (diff if diff >= 0.0 else -diff)
         self.smoothed = 0.875 * self.smoothed + 0.125 * adjusted
 
+    def reset_initial(self, rtt: float) -> None:
+        """Take ``rtt`` as the initial RTT, before any sample: a PATH_CHALLENGE answered on
+        the same 4-tuple measured it (noq's reset_initial_rtt; RFC 9002 §6.2.2)."""
+        if not self.has_sample and rtt > 0.0:
+            self.smoothed = rtt
+            self.var = rtt / 2.0
+
     def pto_base(self) -> float:
         """smoothed_rtt + max(4·rttvar, granularity): the PTO before ack delay and backoff."""
         v = 4.0 * self.var
