@@ -13,12 +13,9 @@ router that blocks UDP, where QAD gets no answer.
 
 from __future__ import annotations
 
-import asyncio
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from irohpy.base.addr import EndpointAddr, RelayAddr
 from irohpy.base.keys import PublicKey
@@ -29,8 +26,8 @@ from irohpy.lab import rust_peer
 from irohpy.lab.lab import Lab
 from irohpy.lab.nat import NatMode
 from irohpy.lab.process import python
-from irohpy.lab.scenarios import RUN_TIMEOUT, TRANSFER_BYTES, Scenario, ScenarioResult, analyse, format_table
-from irohpy.lab.topology import ROUTER_OF, ROUTERS, WAN_IP
+from irohpy.lab.scenarios import RUN_TIMEOUT, TRANSFER_BYTES, Scenario, ScenarioResult, format_table, run_dial
+from irohpy.lab.topology import ROUTER_OF, WAN_IP
 
 KINDS = ("rust", "irohpy")
 PAIRS = ("rust-rust", "rust-irohpy", "irohpy-rust", "irohpy-irohpy")
@@ -124,40 +121,13 @@ async def run_pair(scenario: Scenario, pair: Pair, *, transfer_bytes: int = TRAN
     lab = Lab(scenario.network)
     result = PairResult(scenario.name, connected=False, pair=str(pair))
     async with lab:
-        for router in ROUTERS:
-            await lab.count_traffic(router)
-        listener = await lab.spawn(scenario.listener, [
-            *_program(pair.listener), "listen", *_flags(lab, pair.listener, scenario.listener, scenario),
-            "--port", str(scenario.listener_port)], f"{pair.listener} listener")
-        ready = await listener.expect("ready", timeout)
-        result.listener_sockets = ready.get("sockets", [])
-        before = await lab.relay_forwarded_bytes()
-        settle_s = settle if scenario.expect_direct else min(settle, 2.0)
-        dialer = await lab.spawn(scenario.dialer, [
-            *_program(pair.dialer), "dial", ticket(ready["id"], lab.relay_url),
-            *_flags(lab, pair.dialer, scenario.dialer, scenario),
-            "--bytes", str(transfer_bytes), "--rate", str(scenario.rate), "--settle", str(settle_s),
-            "--timeout", str(timeout / 2),
-        ], f"{pair.dialer} dialer")
-        change_at = None
-        try:
-            report = await dialer.expect(("transfer_start", "result"), timeout)
-            if report["event"] == "transfer_start" and scenario.change is not None:
-                await asyncio.sleep(scenario.change_after)
-                change_at = time.time()
-                await scenario.change(lab)
-            if report["event"] != "result":
-                report = await dialer.expect("result", timeout)
-        except LabError as exc:
-            report = {"connected": False, "error": str(exc)}
-        result.connected = bool(report.get("connected"))
-        if result.connected:
-            analyse(result, report, change_at)
-        else:
-            result.error = report.get("error")
-        result.relay_bytes = await lab.relay_forwarded_bytes() - before
-        for router in ROUTERS:
-            result.router_traffic[router] = {k: list(v) for k, v in (await lab.traffic(router)).items()}
+        await run_dial(
+            lab, scenario, result,
+            listen=[*_program(pair.listener), "listen", *_flags(lab, pair.listener, scenario.listener, scenario)],
+            dial=lambda ready: [*_program(pair.dialer), "dial", ticket(ready["id"], lab.relay_url),
+                                *_flags(lab, pair.dialer, scenario.dialer, scenario)],
+            names=(f"{pair.listener} listener", f"{pair.dialer} dialer"),
+            transfer_bytes=transfer_bytes, settle=settle, timeout=timeout)
     counted = result.router_traffic[ROUTER_OF[scenario.dialer]]
     result.router_relay_bytes = counted["relay_up"][1] + counted["relay_down"][1]
     result.router_direct_bytes = counted["direct_up"][1] + counted["direct_down"][1]

@@ -161,49 +161,56 @@ def analyse(result: ScenarioResult, report: dict[str, Any], change_at: float | N
         result.change_to_direct = 0.0  # never left the direct path as far as the dialer could see
 
 
+async def run_dial(lab: Lab, scenario: Scenario, result: ScenarioResult, *, listen: list[str],
+                   dial: Callable[[dict[str, Any]], list[str]], names: tuple[str, str] = ("listener", "dialer"),
+                   transfer_bytes: int = TRANSFER_BYTES, settle: float = 10.0, timeout: float = RUN_TIMEOUT) -> None:
+    """One run inside an entered ``lab``: start the listener (``listen``: its command up to its
+    port), then the dialer (``dial``: its command up to its transfer flags, from the listener's
+    ``ready`` event), change the network mid-transfer where the scenario says, and fill
+    ``result`` from the dialer's report, our relay's counter and the routers' counters."""
+    for router in ROUTERS:
+        await lab.count_traffic(router)
+    listener = await lab.spawn(scenario.listener, [*listen, "--port", str(scenario.listener_port)], names[0])
+    ready = await listener.expect("ready", timeout)
+    result.listener_sockets = ready.get("sockets", [])
+    before = await lab.relay_forwarded_bytes()
+    settle_s = settle if scenario.expect_direct else min(settle, 2.0)
+    dialer = await lab.spawn(scenario.dialer, [
+        *dial(ready), "--bytes", str(transfer_bytes), "--rate", str(scenario.rate), "--settle", str(settle_s),
+        "--timeout", str(timeout / 2),
+    ], names[1])
+    change_at = None
+    try:
+        report = await dialer.expect(("transfer_start", "result"), timeout)
+        if report["event"] == "transfer_start" and scenario.change is not None:
+            await asyncio.sleep(scenario.change_after)
+            change_at = time.time()
+            await scenario.change(lab)
+        if report["event"] != "result":
+            report = await dialer.expect("result", timeout)
+    except LabError as exc:
+        report = {"connected": False, "error": str(exc)}
+    result.connected = bool(report.get("connected"))
+    if result.connected:
+        analyse(result, report, change_at)
+    else:
+        result.error = report.get("error")
+    result.relay_bytes = await lab.relay_forwarded_bytes() - before
+    for router in ROUTERS:
+        result.router_traffic[router] = {k: list(v) for k, v in (await lab.traffic(router)).items()}
+
+
 async def run_scenario(scenario: Scenario, *, transfer_bytes: int = TRANSFER_BYTES, settle: float = 10.0,
                        timeout: float = RUN_TIMEOUT) -> ScenarioResult:
     """Run one scenario in a fresh lab; never raises for a failed connection, only for a broken lab."""
     lab = Lab(scenario.network)
     result = ScenarioResult(scenario.name, connected=False)
     async with lab:
-        peer = python("-m", "irohpy.lab.peer")
-        portmap = ["--portmap"] if scenario.portmap else []
-        for router in ROUTERS:
-            await lab.count_traffic(router)
-        listener = await lab.spawn(scenario.listener, [*peer, "listen", *lab.peer_args(), *portmap,
-                                                       "--port", str(scenario.listener_port)], "listener")
-        ready = await listener.expect("ready", timeout)
-        result.listener_sockets = ready.get("sockets", [])
-        before = await lab.relay_forwarded_bytes()
-        settle_s = settle if scenario.expect_direct else min(settle, 2.0)
-        dialer = await lab.spawn(scenario.dialer, [
-            *peer, "dial", ready["id"], *lab.peer_args(), *portmap, "--bytes", str(transfer_bytes),
-            "--rate", str(scenario.rate), "--settle", str(settle_s), "--timeout", str(timeout / 2),
-        ], "dialer")
-        change_at = None
-        try:
-            if scenario.change is not None:
-                event = await dialer.expect(("transfer_start", "result"), timeout)
-                if event["event"] == "transfer_start":
-                    await asyncio.sleep(scenario.change_after)
-                    change_at = time.time()
-                    await scenario.change(lab)
-                    report = await dialer.expect("result", timeout)
-                else:
-                    report = event
-            else:
-                report = await dialer.expect("result", timeout)
-        except LabError as exc:
-            report = {"connected": False, "error": str(exc)}
-        result.connected = bool(report.get("connected"))
-        if result.connected:
-            analyse(result, report, change_at)
-        else:
-            result.error = report.get("error")
-        result.relay_bytes = await lab.relay_forwarded_bytes() - before
-        for router in ROUTERS:
-            result.router_traffic[router] = {k: list(v) for k, v in (await lab.traffic(router)).items()}
+        peer = [*python("-m", "irohpy.lab.peer")]
+        flags = [*lab.peer_args(), *(["--portmap"] if scenario.portmap else [])]
+        await run_dial(lab, scenario, result, listen=[*peer, "listen", *flags],
+                       dial=lambda ready: [*peer, "dial", ready["id"], *flags],
+                       transfer_bytes=transfer_bytes, settle=settle, timeout=timeout)
     result.setup_s = lab.timings.get("setup_s", 0.0)
     result.teardown_s = lab.timings.get("teardown_s", 0.0)
     return result
