@@ -275,3 +275,52 @@ async def test_docs_bench_runs_all_four_directions() -> None:
     # the two are gossip neighbors.
     py_py, py_rust = results["irohpy -> irohpy"]["sync_bytes"], results["irohpy -> Rust"]["sync_bytes"]
     assert abs(py_py - py_rust) <= 1024, results
+
+
+async def test_rust_stores_and_passes_on_irohpy_deletions() -> None:
+    """Rust cannot originate a deletion through aster (it cannot write an empty value), so this shows
+    the other half: Rust keeps irohpy's deletion marker and hands it on. Peer C syncs only with Rust
+    (the deleting peer has left the document first, so it is nobody's sync or gossip peer) and
+    ends with the marker itself, signatures and timestamp as irohpy made it."""
+    from irohpy.protocols.docs import InsertRemote, SyncFinished
+
+    policy = DownloadPolicy.nothing_except()
+    async with aster_peer() as rust, peers(2) as (a, c):
+        pa = await a.docs.create_author()
+        doc_a = await a.docs.create()
+        await doc_a.set(pa, b"gone", b"soon deleted")
+        await doc_a.set(pa, b"stay", b"kept")
+        rdoc = await rust_join(rust, str(await doc_a.share(ShareMode.WRITE)), a)
+        keys = {b"gone", b"stay"}
+        await converge(doc_a, rdoc, keys)
+        assert {r[1] for r in await rust_rows(rdoc, keys)} == keys
+        assert await doc_a.del_(pa, b"gone") == 1
+        marker = await doc_a.get_exact(pa, b"gone", include_empty=True)
+        assert marker is not None and marker.is_empty()
+        # Rust hides empty entries from queries; "gone" leaves them only when the marker replaced it.
+        await converge(doc_a, rdoc, keys)
+        assert [r[1] for r in await rust_rows(rdoc, keys)] == [b"stay"]
+        await doc_a.leave()
+
+        doc_c = await c.docs.import_namespace(doc_a.id)
+        await doc_c.set_download_policy(policy)
+        events = doc_c.subscribe()
+        await doc_c.start_sync([rust.addr])
+        senders, synced = set(), set()
+        async with asyncio.timeout(60):
+            async for ev in events:
+                if isinstance(ev, InsertRemote):
+                    senders.add(ev.from_)
+                if isinstance(ev, SyncFinished) and ev.error is None:
+                    synced.add(ev.peer)
+                if synced and await _has_marker(doc_c, pa, marker):
+                    break
+        events.close()
+        assert [e.key for e in await doc_c.query()] == [b"stay"]
+        assert await doc_c.query(include_empty=True) == await doc_a.query(include_empty=True)
+        assert senders == synced == {rust.id}
+        assert a.endpoint.id not in doc_c.neighbors
+
+
+async def _has_marker(doc: Doc, author, marker) -> bool:  # type: ignore[no-untyped-def]
+    return await doc.get_exact(author, b"gone", include_empty=True) == marker
