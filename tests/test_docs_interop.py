@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from irohpy.protocols.docs import Doc, DocTicket, DownloadPolicy, FilterKind, ShareMode
-from tests.aster_peer import SKIP_REASON, AsterError, AsterPeer, RustDoc, aster_peer
+from tests.aster_peer import SKIP_REASON, AsterError, AsterPeer, RustDoc, aster_peer, b64
 from tests.docs_peer import DocsPeer, has_all_content, peers, wait_for
 
 pytestmark = [pytest.mark.aster, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
@@ -324,3 +324,63 @@ async def test_rust_stores_and_passes_on_irohpy_deletions() -> None:
 
 async def _has_marker(doc: Doc, author, marker) -> bool:  # type: ignore[no-untyped-def]
     return await doc.get_exact(author, b"gone", include_empty=True) == marker
+
+
+async def test_live_writes_cross_as_gossip_both_ways() -> None:
+    """Once the two are gossip neighbors, a write crosses as a gossip ``Op::Put``, not through a
+    later sync. Rust -> irohpy: irohpy's gossip handler stored the entry (``gossip_entries`` counts
+    only entries a gossiped Put was the first to bring), and no sync with Rust finished meanwhile.
+    irohpy -> Rust: Rust reports the insert while no sync byte moved on irohpy's side (Rust has
+    no other peer) and Rust finished no sync meanwhile.
+
+    A sync the neighbors started just before a write (the ones their neighbor-up begins) can
+    overlap it; such a try shows nothing and the next write is taken, up to a few."""
+    from irohpy.protocols.docs import InsertRemote, SyncFinished
+
+    tries = 5
+    async with aster_peer() as rust, peers(1) as (py,):
+        pa = await py.docs.create_author()
+        ra = await rust.create_author()
+        doc = await py.docs.create()
+        await doc.set(pa, b"start", b"x")
+        rdoc, revents = await rust.join_doc_and_subscribe(str(await doc.share(ShareMode.WRITE)))
+        await converge(doc, rdoc, {b"start"})
+        await revents.wait_for(lambda e: e["kind"] == "neighbor_up", 60)
+        await eventually(lambda: _neighbor(doc, rust))
+        keys = {b"start"}
+
+        for i in range(tries):  # Rust -> irohpy
+            key = b"from-rust/%d" % i
+            keys.add(key)
+            events = doc.subscribe()
+            before = py.docs.gossip_entries
+            await rdoc.set(ra, key, b"live")
+            seen = []
+            async with asyncio.timeout(60):
+                async for ev in events:
+                    seen.append(ev)
+                    if isinstance(ev, InsertRemote) and ev.entry.key == key:
+                        break
+            events.close()
+            assert seen[-1].from_ == rust.id
+            assert py.docs.gossip_entries == before + 1, seen
+            if not any(isinstance(e, SyncFinished) for e in seen):
+                break
+        else:
+            raise AssertionError(f"a sync with Rust overlapped each of {tries} writes")
+
+        revents.drain()
+        for i in range(tries):  # irohpy -> Rust
+            key = b"from-py/%d" % i
+            keys.add(key)
+            wire = (py.docs.wire.sent, py.docs.wire.received)
+            await doc.set(pa, key, b"live")
+            got, between = await revents.wait_for(
+                lambda e, key=key: e["kind"] == "insert_remote" and e["entry"]["key"] == b64(key), 60)
+            assert got["from"] == str(py.endpoint.id)
+            if (py.docs.wire.sent, py.docs.wire.received) == wire and all(e["kind"] != "sync_finished" for e in between):
+                break
+        else:
+            raise AssertionError(f"a sync with Rust overlapped each of {tries} writes")
+        await converge(doc, rdoc, keys)
+        await revents.close()
