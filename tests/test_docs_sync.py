@@ -197,11 +197,8 @@ async def test_joiner_killed_mid_sync_keeps_whole_messages_and_resumes(tmp_path)
     messages deep: about half the sharer's entries come in one message, then a quarter, and so on,
     each one transaction. The test watches the child's store and kills it at the first message it
     sees committed, while the rest is still to come."""
-    import sqlite3
-    import sys
-
-    from irohpy.protocols.docs import DocTicket, DownloadPolicy
-    from irohpy.protocols.docs.store import DocStore
+    from irohpy.protocols.docs import DownloadPolicy, SyncFinished
+    from tests.docs_join_child import join_and_kill, killed_store_entries
 
     n, own = 4000, 64
     db = tmp_path / "joiner.db"
@@ -212,56 +209,26 @@ async def test_joiner_killed_mid_sync_keeps_whole_messages_and_resumes(tmp_path)
             await doc_a.set_hash(authors[i % 4], b"k/%05d" % i, bytes(32), 1)
         ticket = await doc_a.share(ShareMode.WRITE)
         sharer_entries = {e.id: e for e in await doc_a.query(include_empty=True)}
-        child = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.docs_join_child", str(db), str(ticket),
-                                                     str(own), stdout=asyncio.subprocess.PIPE)
-        try:
-            assert child.stdout is not None
-            async with asyncio.timeout(60):
-                assert await child.stdout.readline() == b"syncing\n"
-            # Polls the child's committed state; the kill follows the read that shows progress with
-            # no await in between, so the sharer (this event loop) sends nothing more before it.
-            watcher = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            try:
-                async with asyncio.timeout(120):
-                    while (stored := watcher.execute("SELECT count(*) FROM entries").fetchone()[0]) <= own:
-                        await asyncio.sleep(0.005)
-                child.kill()
-            finally:
-                watcher.close()
-        finally:
-            if child.returncode is None:
-                child.kill()
-            await child.wait()
-        assert child.returncode == -9
+        stored = await join_and_kill(db, str(ticket), own)
         assert own < stored < n + own, stored
 
-        check = sqlite3.connect(db)
-        try:
-            assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        finally:
-            check.close()
-        store = DocStore(db)
-        try:
-            kept = store.load_entries(doc_a.id.to_bytes())
-        finally:
-            store.close()
+        kept = killed_store_entries(db, doc_a.id, own)
         assert own < len(kept) < n + own, len(kept)
-        for e in kept:
-            e.verify()
-            assert e.key.startswith(b"own/") or sharer_entries[e.id] == e
-        assert sum(1 for e in kept if e.key.startswith(b"own/")) == own
+        assert all(e.key.startswith(b"own/") or sharer_entries[e.id] == e for e in kept)
 
         joiner = await start_peer(db)
         try:
             doc_j = await joiner.docs.open(doc_a.id)
             assert doc_j is not None and len(await doc_j.query()) == len(kept)
             await doc_j.set_download_policy(DownloadPolicy.nothing_except())
-            await doc_j.start_sync(DocTicket.parse(str(ticket)).nodes)
-
-            async def same(_d):  # type: ignore[no-untyped-def]
-                return await full_state(doc_j) == await full_state(doc_a)
-
-            await wait_for(doc_j, same, 120)
+            events = doc_j.subscribe()
+            await doc_j.start_sync(ticket.nodes)
+            # Compared after each finished sync (not after each of the thousands of inserts).
+            async with asyncio.timeout(120):
+                async for ev in events:
+                    if isinstance(ev, SyncFinished) and await full_state(doc_j) == await full_state(doc_a):
+                        break
+            events.close()
             assert len(await doc_j.query()) == n + own
         finally:
             await joiner.close()
