@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.test_cli import LOCAL
+from tests.test_cli_network import read_until
 
 
 def doc(*args: str, data: Path, timeout: float = 60) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
@@ -32,16 +33,27 @@ def test_local_commands(tmp_path: Path) -> None:
     assert fresh.returncode == 1 and b"no current document" in fresh.stderr
 
 
+def _share(data: Path) -> subprocess.Popen:  # type: ignore[type-arg]
+    return subprocess.Popen([sys.executable, "-m", "irohpy", "doc", "share", "--data", str(data), "write", *LOCAL],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _interrupt(proc: subprocess.Popen) -> bytes:  # type: ignore[type-arg]
+    """Ctrl-C: the command exits as interrupted, with no traceback; returns its stderr."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert b"Traceback" not in err
+    return err
+
+
 def test_share_join_watch(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     doc("create", data=a)
     doc("set", "k", "from a", data=a)
-    share = subprocess.Popen([sys.executable, "-m", "irohpy", "doc", "share", "--data", str(a), "write", *LOCAL],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    share = _share(a)
     try:
-        assert share.stdout is not None
-        ticket = share.stdout.readline().decode().strip()
-        assert ticket.startswith("doc")
+        ticket = read_until(share.stdout, lambda line: line.startswith("doc"))[-1].strip()
         joined = doc("join", ticket, *LOCAL, data=b, timeout=120)
         assert joined.returncode == 0, joined.stderr
         assert joined.stdout.decode().endswith("\t1 entry\n")
@@ -51,21 +63,19 @@ def test_share_join_watch(tmp_path: Path) -> None:
         watch = subprocess.Popen([sys.executable, "-m", "irohpy", "doc", "watch", "--data", str(b), *LOCAL],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            assert share.stdout is not None
-            seen_entry = False
-            for _ in range(100):
-                line = share.stdout.readline().decode()
-                seen_entry = seen_entry or line.startswith("insert k2")
-                if seen_entry and line.startswith("content ready"):
-                    break
-            else:
-                raise AssertionError("a never got b's entry and its content")
+            read_until(share.stdout, lambda line: line.startswith("insert k2 "), 120)
+            read_until(share.stdout, lambda line: line.startswith("content ready"), 120)
+            # a writes while it is down, then serves again: its store remembers the watching b, and
+            # the watch prints a's entry as it arrives (a's id was printed by share as "from ...").
+            _interrupt(share)
+            assert doc("set", "k3", "from a again", data=a).returncode == 0
+            share = _share(a)
+            (line,) = read_until(watch.stdout, lambda line: line.startswith("insert k3 "), 120)[-1:]
+            assert line.endswith(")") and "(from " in line and "(local)" not in line
+            read_until(watch.stdout, lambda line: line.startswith("content ready"), 120)
         finally:
-            watch.send_signal(signal.SIGINT)
-            watch.communicate(timeout=30)
+            _interrupt(watch)
     finally:
-        share.send_signal(signal.SIGINT)
-        _, err = share.communicate(timeout=30)
-    assert share.returncode == 128 + signal.SIGINT
-    assert b"Traceback" not in err
+        _interrupt(share)
     assert doc("get", "k2", data=a).stdout == b"from b\n"
+    assert doc("get", "k3", data=b).stdout == b"from a again\n"

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from irohpy.protocols.docs import Doc, DocTicket, DownloadPolicy, FilterKind, ShareMode
-from tests.aster_peer import SKIP_REASON, AsterError, AsterPeer, RustDoc, aster_peer
+from tests.aster_peer import SKIP_REASON, AsterError, AsterPeer, RustDoc, aster_peer, b64
 from tests.docs_peer import DocsPeer, has_all_content, peers, wait_for
 
 pytestmark = [pytest.mark.aster, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
@@ -122,7 +122,9 @@ async def test_concurrent_writes_converge_and_deletions_propagate() -> None:
         assert {k for _, k, *_ in await rust_rows(rdoc, keys)} == {b"shared"} | {b"rust/%02d" % i for i in range(20)}
 
 
-async def _fingerprints_agree(py: DocsPeer, doc: Doc, rust: AsterPeer) -> None:
+async def _fingerprints_agree(py: DocsPeer, doc: Doc, rust: AsterPeer, max_bytes: int = 400) -> None:
+    """One sync moves no entry, in one round trip of whole-set fingerprints (``max_bytes``
+    bounds its frames, whose size depends on the keys that bound the ranges)."""
     from irohpy.protocols.docs.net import RemoteAbort
     for _ in range(20):
         before = py.docs.wire.sent + py.docs.wire.received
@@ -133,7 +135,7 @@ async def _fingerprints_agree(py: DocsPeer, doc: Doc, rust: AsterPeer) -> None:
             continue
         moved = py.docs.wire.sent + py.docs.wire.received - before
         assert (outcome.num_sent, outcome.num_recv) == (0, 0)
-        assert moved < 400, moved
+        assert moved < max_bytes, moved
         return
     raise AssertionError("Rust stayed busy")
 
@@ -275,3 +277,148 @@ async def test_docs_bench_runs_all_four_directions() -> None:
     # the two are gossip neighbors.
     py_py, py_rust = results["irohpy -> irohpy"]["sync_bytes"], results["irohpy -> Rust"]["sync_bytes"]
     assert abs(py_py - py_rust) <= 1024, results
+
+
+async def test_rust_stores_and_passes_on_irohpy_deletions() -> None:
+    """Rust cannot originate a deletion through aster (it cannot write an empty value), so this shows
+    the other half: Rust keeps irohpy's deletion marker and hands it on. Peer C syncs only with Rust
+    (the deleting peer has left the document first, so it is nobody's sync or gossip peer) and
+    ends with the marker itself, signatures and timestamp as irohpy made it."""
+    from irohpy.protocols.docs import InsertRemote, SyncFinished
+
+    policy = DownloadPolicy.nothing_except()
+    async with aster_peer() as rust, peers(2) as (a, c):
+        pa = await a.docs.create_author()
+        doc_a = await a.docs.create()
+        await doc_a.set(pa, b"gone", b"soon deleted")
+        await doc_a.set(pa, b"stay", b"kept")
+        rdoc = await rust_join(rust, str(await doc_a.share(ShareMode.WRITE)), a)
+        keys = {b"gone", b"stay"}
+        await converge(doc_a, rdoc, keys)
+        assert {r[1] for r in await rust_rows(rdoc, keys)} == keys
+        assert await doc_a.del_(pa, b"gone") == 1
+        marker = await doc_a.get_exact(pa, b"gone", include_empty=True)
+        assert marker is not None and marker.is_empty()
+        # Rust hides empty entries from queries; "gone" leaves them only when the marker replaced it.
+        await converge(doc_a, rdoc, keys)
+        assert [r[1] for r in await rust_rows(rdoc, keys)] == [b"stay"]
+        await doc_a.leave()
+
+        doc_c = await c.docs.import_namespace(doc_a.id)
+        await doc_c.set_download_policy(policy)
+        events = doc_c.subscribe()
+        await doc_c.start_sync([rust.addr])
+        senders, synced = set(), set()
+        async with asyncio.timeout(60):
+            async for ev in events:
+                if isinstance(ev, InsertRemote):
+                    senders.add(ev.from_)
+                if isinstance(ev, SyncFinished) and ev.error is None:
+                    synced.add(ev.peer)
+                if synced and await _has_marker(doc_c, pa, marker):
+                    break
+        events.close()
+        assert [e.key for e in await doc_c.query()] == [b"stay"]
+        assert await doc_c.query(include_empty=True) == await doc_a.query(include_empty=True)
+        assert senders == synced == {rust.id}
+        assert a.endpoint.id not in doc_c.neighbors
+
+
+async def _has_marker(doc: Doc, author, marker) -> bool:  # type: ignore[no-untyped-def]
+    return await doc.get_exact(author, b"gone", include_empty=True) == marker
+
+
+async def test_live_writes_cross_as_gossip_both_ways() -> None:
+    """Once the two are gossip neighbors, a write crosses as a gossip ``Op::Put``, not through a
+    later sync. Rust -> irohpy: irohpy's gossip handler stored the entry (``gossip_entries`` counts
+    only entries a gossiped Put was the first to bring), and no sync with Rust finished meanwhile.
+    irohpy -> Rust: Rust reports the insert while no sync byte moved on irohpy's side (Rust has
+    no other peer) and Rust finished no sync meanwhile.
+
+    A sync the neighbors started just before a write (the ones their neighbor-up begins) can
+    overlap it; such a try shows nothing and the next write is taken, up to a few."""
+    from irohpy.protocols.docs import InsertRemote, SyncFinished
+
+    tries = 5
+    async with aster_peer() as rust, peers(1) as (py,):
+        pa = await py.docs.create_author()
+        ra = await rust.create_author()
+        doc = await py.docs.create()
+        await doc.set(pa, b"start", b"x")
+        rdoc, revents = await rust.join_doc_and_subscribe(str(await doc.share(ShareMode.WRITE)))
+        await converge(doc, rdoc, {b"start"})
+        await revents.wait_for(lambda e: e["kind"] == "neighbor_up", 60)
+        await eventually(lambda: _neighbor(doc, rust))
+        keys = {b"start"}
+
+        for i in range(tries):  # Rust -> irohpy
+            key = b"from-rust/%d" % i
+            keys.add(key)
+            events = doc.subscribe()
+            before = py.docs.gossip_entries
+            await rdoc.set(ra, key, b"live")
+            seen = []
+            async with asyncio.timeout(60):
+                async for ev in events:
+                    seen.append(ev)
+                    if isinstance(ev, InsertRemote) and ev.entry.key == key:
+                        break
+            events.close()
+            assert seen[-1].from_ == rust.id
+            assert py.docs.gossip_entries == before + 1, seen
+            if not any(isinstance(e, SyncFinished) for e in seen):
+                break
+        else:
+            raise AssertionError(f"a sync with Rust overlapped each of {tries} writes")
+
+        revents.drain()
+        for i in range(tries):  # irohpy -> Rust
+            key = b"from-py/%d" % i
+            keys.add(key)
+            wire = (py.docs.wire.sent, py.docs.wire.received)
+            await doc.set(pa, key, b"live")
+            got, between = await revents.wait_for(
+                lambda e, key=key: e["kind"] == "insert_remote" and e["entry"]["key"] == b64(key), 60)
+            assert got["from"] == str(py.endpoint.id)
+            if (py.docs.wire.sent, py.docs.wire.received) == wire and all(e["kind"] != "sync_finished" for e in between):
+                break
+        else:
+            raise AssertionError(f"a sync with Rust overlapped each of {tries} writes")
+        await converge(doc, rdoc, keys)
+        await revents.close()
+
+
+async def test_joiner_killed_mid_sync_with_rust_resumes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The crash test of test_docs_sync with a Rust sharer: an irohpy joiner SIGKILLed after the
+    first sync message it committed holds only entries that verify and are Rust's (or its own),
+    and a new sync from that store ends with exactly Rust's set (whole-set fingerprints agree)."""
+    from tests.docs_join_child import join_and_kill, killed_store_entries
+    from tests.docs_peer import start_peer
+
+    n, own = 4000, 64
+    db = tmp_path / "joiner.db"
+    async with aster_peer() as rust:
+        ra = await rust.create_author()
+        rdoc = await rust.create_doc()
+        await rdoc.set_many(ra, [(b"k/%05d" % i, b"v%d" % i) for i in range(n)])
+        ticket = DocTicket.parse(await rdoc.share("write"))
+        stored = await join_and_kill(db, str(ticket), own)
+        assert own < stored < n + own, stored
+        kept = killed_store_entries(db, ticket.namespace, own)
+        assert own < len(kept) < n + own, len(kept)
+        theirs = [e for e in kept if not e.key.startswith(b"own/")]
+        assert {str(e.author) for e in theirs} == {ra}
+        sample = {e.key for e in theirs[:: max(1, len(theirs) // 20)]}
+        assert sorted((str(e.author), e.key, e.content_hash.hex(), e.content_len, e.timestamp) for e in theirs
+                      if e.key in sample) == await rust_rows(rdoc, sample)
+
+        py = await start_peer(db)
+        try:
+            doc = await py.docs.open(ticket.namespace)
+            assert doc is not None and len(await doc.query()) == len(kept)
+            await doc.start_sync(ticket.nodes)
+            await eventually(lambda: _keys(doc, n + own), 120)
+            assert {e.key for e in await doc.query()} == {b"k/%05d" % i for i in range(n)} | {b"own/%04d" % i for i in range(own)}
+            await _fingerprints_agree(py, doc, rust, 600)
+        finally:
+            await py.close()

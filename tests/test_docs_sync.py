@@ -188,6 +188,52 @@ async def test_accepted_sync_peer_survives_a_close_before_the_dialer_hangs_up(tm
         store.close()
 
 
+async def test_joiner_killed_mid_sync_keeps_whole_messages_and_resumes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A joiner SIGKILLed partway through a large join: what its SQLite store holds is whole sync
+    messages only (every entry verifies, the sharer's own), and a new join from that store ends
+    with exactly the sharer's state.
+
+    The joiner (a child process) has entries of its own, so the join is a reconciliation many
+    messages deep: about half the sharer's entries come in one message, then a quarter, and so on,
+    each one transaction. The test watches the child's store and kills it at the first message it
+    sees committed, while the rest is still to come."""
+    from irohpy.protocols.docs import DownloadPolicy, SyncFinished
+    from tests.docs_join_child import join_and_kill, killed_store_entries
+
+    n, own = 4000, 64
+    db = tmp_path / "joiner.db"
+    async with peers(1) as (a,):
+        doc_a = await a.docs.create()
+        authors = [await a.docs.create_author() for _ in range(4)]
+        for i in range(n):
+            await doc_a.set_hash(authors[i % 4], b"k/%05d" % i, bytes(32), 1)
+        ticket = await doc_a.share(ShareMode.WRITE)
+        sharer_entries = {e.id: e for e in await doc_a.query(include_empty=True)}
+        stored = await join_and_kill(db, str(ticket), own)
+        assert own < stored < n + own, stored
+
+        kept = killed_store_entries(db, doc_a.id, own)
+        assert own < len(kept) < n + own, len(kept)
+        assert all(e.key.startswith(b"own/") or sharer_entries[e.id] == e for e in kept)
+
+        joiner = await start_peer(db)
+        try:
+            doc_j = await joiner.docs.open(doc_a.id)
+            assert doc_j is not None and len(await doc_j.query()) == len(kept)
+            await doc_j.set_download_policy(DownloadPolicy.nothing_except())
+            events = doc_j.subscribe()
+            await doc_j.start_sync(ticket.nodes)
+            # Compared after each finished sync (not after each of the thousands of inserts).
+            async with asyncio.timeout(120):
+                async for ev in events:
+                    if isinstance(ev, SyncFinished) and await full_state(doc_j) == await full_state(doc_a):
+                        break
+            events.close()
+            assert len(await doc_j.query()) == n + own
+        finally:
+            await joiner.close()
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

@@ -237,6 +237,8 @@ class Docs:
         self._closed = False
         self.sync_errors = 0
         """Incoming syncs reset because the peer sent something malformed."""
+        self.gossip_entries = 0
+        """Entries stored from a neighbor's gossiped ``Op::Put`` (a live write), not from a sync."""
         self.wire = WireCount()
         """Sync bytes moved in all (both directions, framing included): for measurements."""
 
@@ -562,7 +564,8 @@ class Docs:
         replica = doc.replica
         if isinstance(op, OpPut):
             try:
-                replica.insert_remote(op.entry, peer.to_bytes(), ContentStatus.COMPLETE)
+                if replica.insert_remote(op.entry, peer.to_bytes(), ContentStatus.COMPLETE):
+                    self.gossip_entries += 1
             except DocsError as exc:
                 log.warning("storing a gossiped entry failed: %s", exc)
         elif isinstance(op, OpContentReady):
