@@ -12,7 +12,8 @@ Usage::
 
 The process is always killed at the end (and, through ``die_with_parent``, if the test
 process dies); the database lives in a temporary directory unless ``db`` is given.
-``fd_soft_limit=N`` starts it with that open-file soft limit, as ``relay_server`` does.
+``fd_soft_limit=N`` starts it with that open-file soft limit, as ``relay_server`` does; run
+with ``IROHPY_DNS_TEST_FLAGS=-v`` to get the server's info log in ``server.stderr_text()``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class DnsServerProcess:
         self.metrics_url = ""
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "irohpy", "dns-server", "--dev", "--origin", self.origin, "--db", str(self.db)]
+        flags = os.environ.get("IROHPY_DNS_TEST_FLAGS", "").split()
+        cmd = [sys.executable, "-m", "irohpy", *flags, "dns-server", "--dev", "--origin", self.origin, "--db", str(self.db)]
         for flag, value in self._binds.items():
             cmd += [flag, value]
         if self.config_path is not None:

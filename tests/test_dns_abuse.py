@@ -34,6 +34,7 @@ from irohpy.dns_server.store import PacketStore
 from irohpy.lookup.pkarr import next_timestamp_us
 from tests.dns_fixture import DnsServerProcess, dns_server
 from tests.test_dns_server import ORIGIN, put, query, signed, txt
+from tests.test_relay_abuse import JUNK_REQUESTS, MAX_LOG_LINE
 
 SLACK = 0.050
 
@@ -222,15 +223,30 @@ async def test_idle_connections_are_capped_per_address() -> None:
         finally:
             for sock in hogs:
                 sock.close()
-        junk = b"GET / HTTP/1.1\r\nHost: x\r\nBad\x01Header: " + b"A" * 6000 + b"\r\n\r\n"
-        reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
-        writer.write(junk)
+
+
+async def test_malformed_http_is_logged_in_one_short_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pkarr port logs each malformed request in one short line, as the relay does (item 10)."""
+    monkeypatch.setenv("IROHPY_DNS_TEST_FLAGS", "-vv")  # the TLS probe is logged at debug level
+    async with dns_server(ORIGIN) as server:
+        http_port = int(server.pkarr_url.rsplit(":", 1)[1].split("/")[0])
+        for junk in JUNK_REQUESTS:
+            reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+            writer.write(junk)
+            await writer.drain()
+            async with asyncio.timeout(5):
+                assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+            writer.close()
+            await writer.wait_closed()
         async with asyncio.timeout(5):
-            assert b" 400 " in (await reader.read()).split(b"\r\n")[0]
-        writer.close()
-        await writer.wait_closed()
-        assert server.metric("irohpy_dns_bad_http_requests_total") == 1
-        assert "Traceback" not in server.stderr_text() and "AAAAAAAAAAAAAAAAAAAAAAAA" not in server.stderr_text()
+            while server.metric("irohpy_dns_bad_http_requests_total") < len(JUNK_REQUESTS):
+                await asyncio.sleep(0.02)
+        log = server.stderr_text()
+        http_lines = [line for line in log.splitlines() if "aiohttp" in line]
+        assert len(http_lines) == len(JUNK_REQUESTS)
+        assert all("malformed HTTP request from 127.0.0.1: " in line for line in http_lines)
+        assert "Traceback" not in log and "ERROR" not in log
+        assert max(len(line) for line in log.splitlines()) < MAX_LOG_LINE
 
 
 RRL = "[rrl]\nresponses_per_second = 20\nburst = 40\nslip = 2\n"
