@@ -12,6 +12,8 @@ Usage::
 
 The process is always killed at the end (and, through ``die_with_parent``, if the test
 process dies); the database lives in a temporary directory unless ``db`` is given.
+``fd_soft_limit=N`` starts it with that open-file soft limit, as ``relay_server`` does; run
+with ``IROHPY_DNS_TEST_FLAGS=-v`` to get the server's info log in ``server.stderr_text()``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from irohpy.lab.process import die_with_parent
-from tests.relay_fixture import metric_key, parse_metrics
+from tests.relay_fixture import metric_key, parse_metrics, server_preexec
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -47,7 +48,7 @@ class DnsServerProcess:
     """One dns-server process; ports and database are kept across restarts."""
 
     def __init__(self, origin: str = "irohpy.test.", db: str | Path | None = None,
-                 config: str | None = None, args: Sequence[str] = ()) -> None:
+                 config: str | None = None, args: Sequence[str] = (), fd_soft_limit: int | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="irohpy-dns-")
         self.db = Path(db) if db is not None else Path(self._dir.name) / "dns.sqlite"
         self.config_path: Path | None = None
@@ -56,6 +57,7 @@ class DnsServerProcess:
             self.config_path.write_text(config)
         self.origin = origin
         self._args = list(args)
+        self._fd_soft_limit = fd_soft_limit
         self._binds = {"--http-bind": "127.0.0.1:0", "--dns-bind": "127.0.0.1:0", "--metrics-bind": "127.0.0.1:0"}
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr = tempfile.TemporaryFile()
@@ -64,7 +66,8 @@ class DnsServerProcess:
         self.metrics_url = ""
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "irohpy", "dns-server", "--dev", "--origin", self.origin, "--db", str(self.db)]
+        flags = os.environ.get("IROHPY_DNS_TEST_FLAGS", "").split()
+        cmd = [sys.executable, "-m", "irohpy", *flags, "dns-server", "--dev", "--origin", self.origin, "--db", str(self.db)]
         for flag, value in self._binds.items():
             cmd += [flag, value]
         if self.config_path is not None:
@@ -77,7 +80,8 @@ class DnsServerProcess:
             raise RuntimeError("the dns server is already running")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, env=env, preexec_fn=die_with_parent())
+                                      stderr=self._stderr, env=env,
+                                      preexec_fn=server_preexec(self._fd_soft_limit))
         assert self._proc.stdout is not None
         found: dict[str, str] = {}
         buffer = b""
@@ -167,9 +171,9 @@ class DnsServerProcess:
 
 @contextlib.asynccontextmanager
 async def dns_server(origin: str = "irohpy.test.", db: str | Path | None = None, *, config: str | None = None,
-                     args: Sequence[str] = ()) -> AsyncIterator[DnsServerProcess]:
+                     args: Sequence[str] = (), fd_soft_limit: int | None = None) -> AsyncIterator[DnsServerProcess]:
     """A running dns-server for the duration of the block; stopped gracefully, then killed for sure."""
-    server = DnsServerProcess(origin, db, config, args)
+    server = DnsServerProcess(origin, db, config, args, fd_soft_limit)
     try:
         await server.start()
         yield server

@@ -21,6 +21,8 @@ Usage::
 - The process is always killed at the end (and, through ``die_with_parent``, if the test
   process dies). Its stderr is kept: ``relay.stderr_text()``; run with
   ``IROHPY_RELAY_TEST_FLAGS=-vv`` to get the relay's debug log there.
+- ``fd_soft_limit=N`` starts it with that open-file soft limit (as a distribution default
+  would leave it), so a test sees whether the server raises it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import os
 import re
+import resource
 import selectors
 import signal
 import subprocess
@@ -36,7 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -66,10 +69,26 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+def server_preexec(fd_soft_limit: int | None) -> Callable[[], None] | None:
+    """``die_with_parent``, and the open-file soft limit lowered to ``fd_soft_limit`` if given."""
+    die = die_with_parent()
+    if fd_soft_limit is None:
+        return die
+
+    def preexec() -> None:
+        if die is not None:
+            die()
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fd_soft_limit, hard))
+
+    return preexec
+
+
 class RelayProcess:
     """One relay process; ports are kept across restarts so clients can reconnect."""
 
-    def __init__(self, config: str | None = None, args: Sequence[str] = (), *, metrics: bool = True) -> None:
+    def __init__(self, config: str | None = None, args: Sequence[str] = (), *, metrics: bool = True,
+                 fd_soft_limit: int | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="irohpy-relay-")
         self.config_path: Path | None = None
         if config is not None:
@@ -77,6 +96,7 @@ class RelayProcess:
             self.config_path.write_text(config)
         self._args = list(args)
         self._metrics_enabled = metrics
+        self._fd_soft_limit = fd_soft_limit
         self._http_bind = "127.0.0.1:0"
         self._metrics_bind = "127.0.0.1:0" if metrics else "none"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -114,7 +134,8 @@ class RelayProcess:
         self._stderr = tempfile.TemporaryFile()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, env=env, preexec_fn=die_with_parent())
+                                      stderr=self._stderr, env=env,
+                                      preexec_fn=server_preexec(self._fd_soft_limit))
 
     def _await_announcement(self, timeout: float) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -243,10 +264,10 @@ class RelayProcess:
 
 
 @contextlib.asynccontextmanager
-async def relay_server(config: str | None = None, args: Sequence[str] = (), *,
-                       metrics: bool = True) -> AsyncIterator[RelayProcess]:
+async def relay_server(config: str | None = None, args: Sequence[str] = (), *, metrics: bool = True,
+                       fd_soft_limit: int | None = None) -> AsyncIterator[RelayProcess]:
     """A running relay for the duration of the block; stopped gracefully, then killed for sure."""
-    relay = RelayProcess(config, args, metrics=metrics)
+    relay = RelayProcess(config, args, metrics=metrics, fd_soft_limit=fd_soft_limit)
     try:
         await relay.start()
         yield relay

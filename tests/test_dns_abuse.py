@@ -34,6 +34,7 @@ from irohpy.dns_server.store import PacketStore
 from irohpy.lookup.pkarr import next_timestamp_us
 from tests.dns_fixture import DnsServerProcess, dns_server
 from tests.test_dns_server import ORIGIN, put, query, signed, txt
+from tests.test_relay_abuse import JUNK_REQUESTS, MAX_LOG_LINE
 
 SLACK = 0.050
 
@@ -189,12 +190,14 @@ async def test_far_future_timestamps_are_refused() -> None:
 # -- item 10: connection caps, logging, response-rate limiting --------------------------------------
 
 CAPPED = "[limits]\nmax_connections_per_ip = 10\n"
+LOWERED_FD_LIMIT = 256  # started with a low soft limit, so the raise is seen
 
 
 async def test_idle_connections_are_capped_per_address() -> None:
     secret = SecretKey.generate()
     z32 = secret.public().to_z32()
-    async with dns_server(ORIGIN, config=CAPPED) as server, aiohttp.ClientSession() as session:
+    async with (dns_server(ORIGIN, config=CAPPED, fd_soft_limit=LOWERED_FD_LIMIT) as server,
+                aiohttp.ClientSession() as session):
         http_port = int(server.pkarr_url.rsplit(":", 1)[1].split("/")[0])
         hogs: list[socket.socket] = []
         try:
@@ -216,19 +219,34 @@ async def test_idle_connections_are_capped_per_address() -> None:
             assert server._proc is not None
             limits = Path(f"/proc/{server._proc.pid}/limits").read_text()
             soft, hard = next(line.split()[3:5] for line in limits.splitlines() if line.startswith("Max open files"))
-            assert soft == hard  # raised to the hard limit at start
+            assert soft == hard != str(LOWERED_FD_LIMIT)  # raised to the hard limit at start
         finally:
             for sock in hogs:
                 sock.close()
-        junk = b"GET / HTTP/1.1\r\nHost: x\r\nBad\x01Header: " + b"A" * 6000 + b"\r\n\r\n"
-        reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
-        writer.write(junk)
+
+
+async def test_malformed_http_is_logged_in_one_short_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pkarr port logs each malformed request in one short line, as the relay does (item 10)."""
+    monkeypatch.setenv("IROHPY_DNS_TEST_FLAGS", "-vv")  # the TLS probe is logged at debug level
+    async with dns_server(ORIGIN) as server:
+        http_port = int(server.pkarr_url.rsplit(":", 1)[1].split("/")[0])
+        for junk in JUNK_REQUESTS:
+            reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+            writer.write(junk)
+            await writer.drain()
+            async with asyncio.timeout(5):
+                assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+            writer.close()
+            await writer.wait_closed()
         async with asyncio.timeout(5):
-            assert b" 400 " in (await reader.read()).split(b"\r\n")[0]
-        writer.close()
-        await writer.wait_closed()
-        assert server.metric("irohpy_dns_bad_http_requests_total") == 1
-        assert "Traceback" not in server.stderr_text() and "AAAAAAAAAAAAAAAAAAAAAAAA" not in server.stderr_text()
+            while server.metric("irohpy_dns_bad_http_requests_total") < len(JUNK_REQUESTS):
+                await asyncio.sleep(0.02)
+        log = server.stderr_text()
+        http_lines = [line for line in log.splitlines() if "aiohttp" in line]
+        assert len(http_lines) == len(JUNK_REQUESTS)
+        assert all("malformed HTTP request from 127.0.0.1: " in line for line in http_lines)
+        assert "Traceback" not in log and "ERROR" not in log
+        assert max(len(line) for line in log.splitlines()) < MAX_LOG_LINE
 
 
 RRL = "[rrl]\nresponses_per_second = 20\nburst = 40\nslip = 2\n"

@@ -7,6 +7,9 @@ everything alive into the permanent generation (``gc.freeze``) every ``freeze_in
 seconds (and once at start, which moves the imported modules and startup state out of the
 way), so routine collections only scan what is new, and once every ``full_interval``
 seconds unfreezes and runs one full collection to reclaim cycles that died while frozen.
+Freezing is a constant-time list splice, so it runs every second: with a 30 s interval,
+10,000 clients connecting within 13 s were all still unfrozen, and the full collections
+CPython runs while its old generation grows each stopped the loop for about a second.
 It changes process-wide GC state, so servers' command-line entry points run it, not the
 embeddable server classes.
 """
@@ -20,7 +23,7 @@ import time
 
 logger = logging.getLogger(__name__)
 
-FREEZE_INTERVAL = 30.0
+FREEZE_INTERVAL = 1.0
 FULL_INTERVAL = 3600.0
 
 
