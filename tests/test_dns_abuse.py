@@ -34,7 +34,7 @@ from irohpy.dns_server.store import PacketStore
 from irohpy.lookup.pkarr import next_timestamp_us
 from tests.dns_fixture import DnsServerProcess, dns_server
 from tests.test_dns_server import ORIGIN, put, query, signed, txt
-from tests.test_relay_abuse import JUNK_REQUESTS, MAX_LOG_LINE
+from tests.test_relay_abuse import JUNK_REQUESTS, MAX_LOG_LINE, send_junk_requests
 
 SLACK = 0.050
 
@@ -230,14 +230,7 @@ async def test_malformed_http_is_logged_in_one_short_line(monkeypatch: pytest.Mo
     monkeypatch.setenv("IROHPY_DNS_TEST_FLAGS", "-vv")  # the TLS probe is logged at debug level
     async with dns_server(ORIGIN) as server:
         http_port = int(server.pkarr_url.rsplit(":", 1)[1].split("/")[0])
-        for junk in JUNK_REQUESTS:
-            reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
-            writer.write(junk)
-            await writer.drain()
-            async with asyncio.timeout(5):
-                assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
-            writer.close()
-            await writer.wait_closed()
+        await send_junk_requests(http_port)
         async with asyncio.timeout(5):
             while server.metric("irohpy_dns_bad_http_requests_total") < len(JUNK_REQUESTS):
                 await asyncio.sleep(0.02)

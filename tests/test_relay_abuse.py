@@ -252,18 +252,23 @@ JUNK_REQUESTS = (
 MAX_LOG_LINE = 300  # one malformed request's line, whatever its size
 
 
+async def send_junk_requests(port: int) -> None:
+    """Each of JUNK_REQUESTS on its own connection to 127.0.0.1:``port``; each gets a 400."""
+    for junk in JUNK_REQUESTS:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(junk)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_malformed_http_is_logged_in_one_short_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """aiohttp would log each at ERROR with a traceback quoting kilobytes of them (item 10)."""
     monkeypatch.setenv("IROHPY_RELAY_TEST_FLAGS", "-v")
     async with relay_server() as relay:
-        for junk in JUNK_REQUESTS:
-            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
-            writer.write(junk)
-            await writer.drain()
-            async with asyncio.timeout(5):
-                assert (await reader.read()).split(b"\r\n")[0].endswith(b" 400 Bad Request")
-            writer.close()
-            await writer.wait_closed()
+        await send_junk_requests(relay.port)
         async with asyncio.timeout(5):
             while relay.metric("iroh_relay_bad_http_requests_total") < len(JUNK_REQUESTS):
                 await asyncio.sleep(0.02)
