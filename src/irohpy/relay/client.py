@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ipaddress
+import logging
 import os
 import socket
 import time
