@@ -104,8 +104,8 @@ class ScenarioResult:
     time_to_direct: float | None = None
     """Seconds from the dialer's connect call returning to its first direct path."""
     dial_to_direct: float | None = None
-    """Seconds from the dialer's connect call to its first direct path: the Rust binding hands a
-    connection over late (its path may be direct by then), so this is the fairer comparison."""
+    """Seconds from the dialer's connect call to its first direct path, the handshake included
+    (the Rust binding hands a connection over late, so its time to direct may start late)."""
     relay_bytes: float = 0.0
     transfer_ok: bool = False
     rtt_ms: float | None = None

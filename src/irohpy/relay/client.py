@@ -157,12 +157,12 @@ class RelayClient:
             return False
         return True
 
-    def check_soon(self, local_ips: Collection[str] | None = None) -> None:
+    def check_soon(self, local_ips: Collection[str]) -> None:
         """Our network changed. A connection from an address we no longer have (``local_ips`` are
         the ones we do) is dropped and made again at once, as iroh does; any other is pinged with
         a short deadline and made again if the relay does not answer."""
         ws = self._ws
-        if ws is not None and local_ips is not None:
+        if ws is not None:
             sockname = ws.get_extra_info("sockname")
             if sockname is not None and not _has_ip(local_ips, sockname[0]):
                 log.info("relay %s: our address %s is gone; reconnecting", self.url, sockname[0])

@@ -60,20 +60,13 @@ class DirectAddrs:
         """
         public = [*sorted(self.qad), *sorted(self.reflexive)]
         out: list[DirectPath] = [self.portmapped] if self.portmapped is not None else []
-        bound = self._transport.local_addrs()
-        ips: dict[int, list[str]] = {}
-        for host, _ in bound:
-            ip = ipaddress.ip_address(host)
-            if ip.is_unspecified and ip.version not in ips:
-                family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-                ips[ip.version] = interface_addrs(family)
-        regular = {v: [a for a in addrs if not ipaddress.ip_address(a).is_loopback] for v, addrs in ips.items()}
-        if any(regular.values()) or out or public:
-            ips = regular
-        for host, port in bound:
+        v4, v6 = self._interfaces
+        loopback_too = not (out or public or any(not ipaddress.ip_address(a).is_loopback for a in (*v4, *v6)))
+        for host, port in self._transport.local_addrs():
             ip = ipaddress.ip_address(host)
             if ip.is_unspecified:
-                out += [(a, port) for a in ips[ip.version] if (a, port) not in out]
+                out += [(a, port) for a in (v6 if ip.version == 6 else v4)
+                        if (loopback_too or not ipaddress.ip_address(a).is_loopback) and (a, port) not in out]
             elif (host, port) not in out:
                 out.append((host, port))
         for addr in public:

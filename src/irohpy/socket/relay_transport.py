@@ -204,7 +204,7 @@ class RelayTransport:
             self._home_connected.clear()
             self._home_changed()
 
-    def network_changed(self, local_ips: Collection[str] | None = None) -> None:
+    def network_changed(self, local_ips: Collection[str]) -> None:
         """Our addresses moved (``local_ips``: those we have now): make sure every relay
         connection still works."""
         for client in self._clients.values():
