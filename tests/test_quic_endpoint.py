@@ -193,6 +193,28 @@ def test_connection_id_rotation_keeps_routing() -> None:
     assert bytes(sim.seen_of(client).streams[sid2]) == b"reply"
 
 
+def test_every_paths_connection_ids_route_and_retired_ones_stop() -> None:
+    """With multipath, IDs are issued per path; the endpoint routes each as it is issued and
+    drops each as it is retired, not only path 0's."""
+    sim = Sim(seed=5)
+    client_ep = sim.add(A, SECRET_A, EndpointConfig(transport=QuicConfig(is_client=True, max_path_id=3)))
+    server_ep = sim.add(B, SECRET_B, server_config(transport=QuicConfig(is_client=False, max_path_id=3)))
+    client = client_ep.connect(B, ID_B, [ALPN], sim.now)
+    sim.run(30.0, lambda: bool(sim.accepted[B]) and sim.seen_of(sim.accepted[B][0]).handshake is not None)
+    server = sim.accepted[B][0]
+    sim.run(30.0, lambda: len(server.host_cids) > 4 and set(server_ep.routes()) == set(server.host_cids))
+    sim.flush_all()
+    assert server._mp
+    assert set(client_ep.routes()) == set(client.host_cids)
+    old = set(server._local_path_cids[0].cids())  # rotation renews path 0's IDs
+    server.rotate_connection_ids()
+    server_ep.wake(server)
+    sim.run(30.0, lambda: not (old & set(server.host_cids)))
+    sim.flush_all()
+    assert set(server_ep.routes()) == set(server.host_cids)
+    assert not old & set(server_ep.routes())
+
+
 def test_close_removes_routes_after_the_closing_period() -> None:
     sim, client_ep, server_ep, client, server = handshaken()
     client.close(7, b"bye")

@@ -555,6 +555,7 @@ class QuicConnection:
         "_home",
         "_cur_peer",
         "_local_path_cids",
+        "cids_changes",
         "_peer_path_cids",
         "_reset_key",
         "_mp",
@@ -707,6 +708,8 @@ class QuicConnection:
         self._cur_peer = self._peer_cids
         #: Connection IDs by path, ours and the peer's; path 0's are the handshake's.
         self._local_path_cids: dict[int, LocalCids] = {0: self._local_cids}
+        #: Bumped whenever :attr:`host_cids` changes, so a driver re-reads them only then.
+        self.cids_changes = 0
         self._peer_path_cids: dict[int, PeerCids] = {0: self._peer_cids}
         self._reset_key = reset_key
         #: Multipath negotiated (both sent initial_max_path_id; set when the handshake completes).
@@ -977,7 +980,7 @@ class QuicConnection:
             )
         for seq in self._local_cids.rotate(self._peer_cid_limit):
             self._pending_new_cids.append((0, seq))
-            self._events.append(ConnectionIdIssued(self._local_cids.active[seq][0]))
+            self._cid_issued(self._local_cids.active[seq][0])
 
     def ping(self) -> None:
         self._ping_pending = True
@@ -1260,6 +1263,14 @@ class QuicConnection:
             self._enter(self._home)
         if self._nat_open_due:
             self._open_traversed(now)
+
+    def _cid_issued(self, cid: bytes) -> None:
+        self.cids_changes += 1
+        self._events.append(ConnectionIdIssued(cid))
+
+    def _cid_retired(self, cid: bytes) -> None:
+        self.cids_changes += 1
+        self._events.append(ConnectionIdRetired(cid))
 
     def _path_of_cid(self, cid: bytes) -> int:
         """The path whose IDs of ours include ``cid``, or -1."""
@@ -1546,7 +1557,7 @@ class QuicConnection:
             if local is not None:
                 retired = local.retire(frame.sequence, packet.dcid)
                 if retired is not None:
-                    self._events.append(ConnectionIdRetired(retired))
+                    self._cid_retired(retired)
                     if pid == 0:
                         self._issue_cids()
                     elif pid not in self._abandoned_ids:
@@ -1872,7 +1883,7 @@ class QuicConnection:
     def _issue_cids(self) -> None:
         for seq in self._local_cids.issue(self._peer_cid_limit):
             self._pending_new_cids.append((0, seq))
-            self._events.append(ConnectionIdIssued(self._local_cids.active[seq][0]))
+            self._cid_issued(self._local_cids.active[seq][0])
 
     # -- multipath --------------------------------------------------------------------
 
@@ -1900,7 +1911,7 @@ class QuicConnection:
                 local = LocalCids(os.urandom(self.config.cid_length), self._reset_key)
                 self._local_path_cids[pid] = local
                 self._pending_new_cids.append((pid, 0))
-                self._events.append(ConnectionIdIssued(local.active[0][0]))
+                self._cid_issued(local.active[0][0])
                 self._issue_path_cids(pid, local)
             pid += 1
         if top > self._max_path_id_with_cids:
@@ -1909,7 +1920,7 @@ class QuicConnection:
     def _issue_path_cids(self, pid: int, local: LocalCids) -> None:
         for seq in local.issue(self._peer_cid_limit):
             self._pending_new_cids.append((pid, seq))
-            self._events.append(ConnectionIdIssued(local.active[seq][0]))
+            self._cid_issued(local.active[seq][0])
 
     def _on_new_cid(self, frame: NewConnectionId) -> None:
         pid = 0
@@ -2062,7 +2073,7 @@ class QuicConnection:
         local = self._local_path_cids.pop(pid, None)
         if local is not None:
             for cid in local.cids():
-                self._events.append(ConnectionIdRetired(cid))
+                self._cid_retired(cid)
         self._peer_path_cids.pop(pid, None)
         if path is self._home and self._paths:
             self._home = next(iter(self._paths.values()))

@@ -186,11 +186,13 @@ class _Bucket:
 class _Entry:
     """What the endpoint keeps per connection: its routes, address and timer slot."""
 
-    __slots__ = ("conn", "cids", "initial_dcid", "addr", "handshaking", "timer", "removed", "sent", "received")
+    __slots__ = ("conn", "cids", "cids_seen", "initial_dcid", "addr", "handshaking", "timer", "removed", "sent", "received")
 
     def __init__(self, conn: QuicConnection, addr: Address, initial_dcid: bytes, handshaking: bool) -> None:
         self.conn = conn
         self.cids: list[bytes] = []
+        #: The connection's ``cids_changes`` when ``cids`` was read.
+        self.cids_seen = -1
         self.initial_dcid = initial_dcid
         self.addr = addr
         self.handshaking = handshaking
@@ -587,9 +589,11 @@ class QuicEndpoint:
 
     def _sync_routes(self, entry: _Entry) -> None:
         """Follow the connection's issued and retired IDs."""
-        cids = entry.conn.host_cids
-        if cids == entry.cids:
+        conn = entry.conn
+        if conn.cids_changes == entry.cids_seen:
             return
+        entry.cids_seen = conn.cids_changes
+        cids = conn.host_cids
         routes = self._routes
         for cid in entry.cids:
             if cid not in cids and routes.get(cid) is entry:
