@@ -11,16 +11,18 @@ implementation's threads or patches from touching another's. Parts (`--parts`):
   (`--idle-ref-connections` by the references) for `--idle-hold` seconds;
 - relay-path: irohpy echo and bulk with every packet through our relay server;
 - relay: the relay server's own forwarding throughput and idle-client capacity
-  (a short run of `python -m bench relay`, see bench/relay.py).
+  (a short run of `python -m bench relay`, see bench/relay.py);
+- sendme (opt-in, a few minutes): `irohpy send` → `irohpy receive` of a 1 GiB file, end to
+  end and verified (bench/sendme.py).
 
 Every figure is the median of its samples with min and max; ratios divide
 irohpy's median by each reference's, all measured in this run. Results go to
 bench/results/latest.json (raw samples) and latest.md (tables + Analysis, the
 latter from bench/analysis.md).
 
-Other suites: `python -m bench relay`, `soak`, `nat`, `gossip`, `gossip-sim`, `blobs`, `docs`,
-`doctor`, `profile` and `tls` (see bench/relay.py, soak.py, nat.py, gossip_net.py, gossip_sim.py,
-blobs_transfer.py, docs_sync.py, doctor.py, profile.py, tls_handshake.py).
+Other suites: `python -m bench relay`, `soak`, `nat`, `gossip`, `gossip-sim`, `blobs`, `sendme`,
+`docs`, `doctor`, `profile` and `tls` (see bench/relay.py, soak.py, nat.py, gossip_net.py,
+gossip_sim.py, blobs_transfer.py, sendme.py, docs_sync.py, doctor.py, profile.py, tls_handshake.py).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import common, report
+from bench import common, report, sendme
 from bench.baseline import BaselineUnavailable, baseline_src
 from bench.relay import RelayProcess, proc_cpu_seconds, raise_nofile
 from bench.worker import Worker, WorkerFailed
@@ -62,7 +64,9 @@ IMPLS = {
 }
 OFFICIAL_IROH = ("iroh-stock", "iroh-patched")
 IROHPY = ("irohpy", PURE, BASELINE)
-PARTS = ("core", "idle", "relay-path", "relay")
+PARTS = ("core", "idle", "relay-path", "relay", "sendme")
+DEFAULT_PARTS = ("core", "idle", "relay-path", "relay")
+"""What runs without --parts: sendme moves gigabytes through the disk and takes minutes."""
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSY_LOAD = 0.5
 """1-minute load average above which the machine is not idle enough for quiet numbers."""
@@ -228,6 +232,15 @@ async def _relay_suite(args: argparse.Namespace) -> dict[str, Any]:
             "args": data.get("args"), "throughput": data.get("throughput"), "idle": data.get("idle")}
 
 
+async def _sendme(args: argparse.Namespace) -> dict[str, Any]:
+    """`irohpy send` → `irohpy receive` of one file, in this process's namespace (bench/sendme.py)."""
+    try:
+        return {"status": "ok", **await sendme.measure(args.sendme_mib, args.sendme_runs)}
+    except (RuntimeError, OSError) as exc:
+        print(f"== sendme FAILED: {exc}", file=sys.stderr)
+        return {"status": "failed", "error": str(exc)}
+
+
 async def _orchestrate(args: argparse.Namespace) -> int:
     names: list[str] = args.impl
     foreign = common.foreign_interfaces()
@@ -267,6 +280,8 @@ async def _orchestrate(args: argparse.Namespace) -> int:
         results["relay_path"] = await _relay_path(args)
     if "relay" in args.parts:
         results["relay"] = await _relay_suite(args)
+    if "sendme" in args.parts:
+        results["sendme"] = await _sendme(args)
     elapsed = time.monotonic() - t_start
 
     meta = {
@@ -356,6 +371,8 @@ def main() -> int:
         from bench import blobs_transfer
 
         return blobs_transfer.main(sys.argv[2:])
+    if sys.argv[1:2] == ["sendme"]:
+        return sendme.main(sys.argv[2:])
     if sys.argv[1:2] == ["tls"]:
         from bench import tls_handshake
 
@@ -373,8 +390,8 @@ def main() -> int:
                "irohpy's bulk path, `nat` the NAT lab scenarios (root), `gossip` and `gossip-sim` "
                "the gossip ones (see their --help).",
     )
-    parser.add_argument("--parts", type=_part_list, default=list(PARTS),
-                        help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+    parser.add_argument("--parts", type=_part_list, default=list(DEFAULT_PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)} (default: all but sendme)")
     parser.add_argument("--impl", type=_impl_list, default=list(IMPLS),
                         help=f"comma-separated subset of {','.join(IMPLS)} (default: all)")
     parser.add_argument("--megabytes", type=_positive, default=100,
@@ -409,6 +426,10 @@ def main() -> int:
     parser.add_argument("--relay-args", default="--pairs 2,10 --seconds 3 --idle-target 2000 "
                                                 "--idle-hold 5",
                         help="arguments for the relay server part (default: a short run)")
+    parser.add_argument("--sendme-mib", type=_positive, default=1024,
+                        help="file size of the sendme part in MiB (default 1024)")
+    parser.add_argument("--sendme-runs", type=_positive, default=3,
+                        help="send/receives in the sendme part (default 3)")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json",
                         help="raw results; the Markdown report goes next to it as .md "
                              "(default bench/results/latest.json)")

@@ -1,8 +1,9 @@
 """FsStore throughput: importing, downloading (writing verified leaves) and exporting one large blob, and many small files.
 
 The download is measured twice: with leaves cut straight from the source (the store's own
-cost: writes, progress saves and the final re-hash) and through bao's verifying decoder fed
-the provider's encoding (what a transfer costs without the network).
+cost: writes, progress saves and the final re-hash, as no outboard pairs come with them) and
+through bao's verifying decoder fed the provider's encoding (what a transfer costs without
+the network; the verified pairs become the outboard, no re-hash).
 ``python -m bench.blobs_store [--size-mib 1024] [--files 1000] [--dir DIR]``.
 """
 
@@ -57,8 +58,9 @@ async def _big(work: Path, size: int) -> dict[str, float]:
                 pending.clear()
                 if decoder.size is not None and not await c.has(hash):
                     await c.begin_partial(hash, decoder.size)
-                await c.write_leaves(hash, leaves)
-        await c.write_leaves(hash, decoder.feed(bytes(pending)))
+                await c.write_leaves(hash, leaves, decoder.take_pairs())
+        leaves = decoder.feed(bytes(pending))
+        await c.write_leaves(hash, leaves, decoder.take_pairs())
         decoder.finish()
         assert await c.has(hash) == "complete"
         out["download (encode + verify + store)"] = time.perf_counter() - start

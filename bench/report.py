@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import sendme
+
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 LATEST = Path(__file__).resolve().parent / "results" / "latest.json"
 IMPL_ORDER = ("irohpy", "irohpy-pure", "irohpy-aioquic", "iroh-stock", "iroh-patched", "aioquic", "tcp-tls")
@@ -163,6 +165,15 @@ def relay_path_table(entry: dict[str, Any]) -> str:
     ])
 
 
+def sendme_section(entry: dict[str, Any]) -> str:
+    if not _ok(entry):
+        return f"sendme: {entry.get('status', '?')}: {entry.get('error', '')[:300]}"
+    load = ", ".join(f"{x:.2f}" for x in entry["loadavg"])
+    return "\n".join([sendme.table(entry), "",
+                      f"Measured {entry['when']} (load average after: {load}); bench/sendme.py says what "
+                      "is timed. Both processes' CPU is user + system, all threads."])
+
+
 def _idle(key: str) -> Callable[[dict[str, Any]], float | None]:
     def get(r: dict[str, Any]) -> float | None:
         figures = idle_figures(r["idle"])
@@ -176,6 +187,14 @@ Target = tuple[str, str, Callable[[dict[str, Any]], float | None], Callable[[flo
 
 def _core(get: Callable[[dict[str, Any], dict[str, Any]], Samples]) -> Callable[[dict[str, Any]], float | None]:
     return lambda r: _median(get(r["core"]["raw"], r["core"]["params"]))
+
+
+def _sendme_mb_s(r: dict[str, Any]) -> float | None:
+    """The sendme part's median MB/s, when it moved the 1 GiB the target names."""
+    entry = r.get("sendme")
+    if entry is None or not _ok(entry) or entry["size_mib"] != 1024:
+        return None
+    return _median([run["mb_s"] for run in entry["runs"]])
 
 
 def _relay_bulk(r: dict[str, Any]) -> float | None:
@@ -206,6 +225,8 @@ TARGETS: list[tuple[str, str, list[Target]]] = [
         ("echo RTT ≤ 250 µs", "µs", _core(lambda raw, p: raw.get("echo_us", [])), lambda v: v <= 250),
         ("through our relay ≥ 60 MB/s", "MB/s", _relay_bulk, lambda v: v >= 60),
         (f"{_IDLE_CPU} ≤ 2%", "%", _idle("hold_cpu_pct"), lambda v: v <= 2),
+        ("`irohpy send`/`receive` of 1 GiB end to end, verified, ≥ 80 MB/s (`--parts sendme`)", "MB/s",
+         _sendme_mb_s, lambda v: v >= 80),
     ]),
 ]
 
@@ -218,7 +239,7 @@ def targets_table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     for title, impl, targets in TARGETS:
         mine = {"core": results.get("core", {}).get(impl), "idle": results.get("idle", {}).get(impl),
-                "relay_path": results.get("relay_path")}
+                "relay_path": results.get("relay_path"), "sendme": results.get("sendme")}
         lines += ["", f"| target ({title}) | {impl} | met |", "|---|---:|---|"]
         for label, unit, get, met in targets:
             try:
@@ -296,6 +317,8 @@ def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
                     relay["table"], ""]
         else:
             out += [f"failed: {relay.get('error', '?')}", ""]
+    if "sendme" in results:
+        out += ["## send / receive", "", sendme_section(results["sendme"]), ""]
     out += ["## Targets", "", targets_table(results), ""]
     if ANALYSIS.exists():
         out += [ANALYSIS.read_text().rstrip(), ""]

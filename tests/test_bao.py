@@ -18,6 +18,7 @@ from irohpy.protocols.blobs.bao import (
     CHUNK_SIZE,
     Outboard,
     ResponseDecoder,
+    check_outboard,
     compute_outboard,
     compute_outboard_from,
     encode_ranges,
@@ -169,6 +170,42 @@ def test_encoded_ranges_verify(size: int, ranges: ChunkRanges) -> None:
     assert wanted <= have
     if ranges.is_empty():
         assert have == set()
+
+
+@pytest.mark.parametrize("size", [16 * KIB + 1, 5 * 16 * KIB, 37 * 16 * KIB + 5, 2 * MIB])
+@pytest.mark.parametrize("ranges", RANGES, ids=repr)
+def test_verified_pairs_are_the_outboards(size: int, ranges: ChunkRanges) -> None:
+    """What take_pairs hands out is verified outboard, at its place: the union of all requests' pairs is the outboard."""
+    data = blob(size, size)
+    outboard = compute_outboard(data)
+    stream = response(data, ranges, outboard)
+    dec = ResponseDecoder(outboard.root, ranges, window=64 * KIB)
+    pairs: dict[int, bytes] = {}
+    for i in range(0, len(stream), 3000):
+        dec.feed(stream[i : i + 3000])
+        pairs.update(dec.take_pairs())
+    dec.finish()
+    for index, pair in pairs.items():
+        assert outboard.data[index * 64 : (index + 1) * 64] == pair
+    assert dec.take_pairs() == []
+    if ranges == ChunkRanges.all():
+        assert b"".join(pairs[i] for i in range(len(pairs))) == outboard.data
+
+
+@pytest.mark.parametrize("size", [0, 16 * KIB, 16 * KIB + 1, 3 * 16 * KIB, 9 * 16 * KIB - 1, MIB + 7])
+def test_check_outboard_takes_exactly_the_right_outboard(size: int) -> None:
+    outboard = compute_outboard(blob(size, size))
+    check_outboard(outboard)
+    for i in range(0, len(outboard.data), 7):
+        bad = bytearray(outboard.data)
+        bad[i] ^= 0x10
+        with pytest.raises(BaoError):
+            check_outboard(Outboard(outboard.root, size, bytes(bad)))
+    if outboard.data:
+        with pytest.raises(BaoError):
+            check_outboard(Outboard(bytes(32), size, outboard.data))
+        with pytest.raises(BaoError):  # holes, as in a partial outboard
+            check_outboard(Outboard(outboard.root, size, outboard.data[:-64] + bytes(64)))
 
 
 def test_large_blob_ranges_verify_in_windows() -> None:

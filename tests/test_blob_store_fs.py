@@ -16,6 +16,7 @@ from irohpy.errors import BlobsError
 from irohpy.protocols.blobs import bao
 from irohpy.protocols.blobs.ranges import GROUP_CHUNKS, GROUP_SIZE, ChunkRanges, groups_for_size
 from irohpy.protocols.blobs.store import FsStore
+from irohpy.protocols.blobs.store import fs as fs_module
 from irohpy.protocols.blobs.store.bitfield import ChunkBits
 
 MIB = 1 << 20
@@ -42,8 +43,9 @@ async def main():
         ranges = ChunkRanges.from_range(g * GROUP_CHUNKS, (g + 1) * GROUP_CHUNKS)
         response = size.to_bytes(8, "little") + b"".join(
             bao.encode_ranges(lambda o, n: data[o : o + n], outboard, ranges))
-        leaves = bao.ResponseDecoder(outboard.root, ranges).feed(response)
-        complete = await store.write_leaves(outboard.root, leaves)
+        decoder = bao.ResponseDecoder(outboard.root, ranges)
+        leaves = decoder.feed(response)
+        complete = await store.write_leaves(outboard.root, leaves, decoder.take_pairs())
         print("group", g, complete, flush=True)
     await asyncio.sleep(60)
 
@@ -114,7 +116,8 @@ async def fetch(store: FsStore, data: bytes, ranges: ChunkRanges) -> tuple[bool,
     leaves = decoder.feed(response)
     decoder.finish()
     await store.begin_partial(outboard.root, len(data))
-    return await store.write_leaves(outboard.root, leaves), sum(len(leaf.data) for leaf in leaves)
+    complete = await store.write_leaves(outboard.root, leaves, decoder.take_pairs())
+    return complete, sum(len(leaf.data) for leaf in leaves)
 
 
 async def test_download_resumes_after_reopen(tmp_path: Path) -> None:
@@ -132,6 +135,34 @@ async def test_download_resumes_after_reopen(tmp_path: Path) -> None:
     async with FsStore(tmp_path / "s") as store:
         assert await store.get_bytes(hash) == data
         assert (await store.reader(hash))[1] == bao.compute_outboard(data)
+
+
+async def test_finished_download_keeps_its_verified_pairs_as_outboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No second hashing of the blob when the pairs check out; a partial without them (or with a
+    bad one) is hashed as before."""
+    data = data_for(40 * GROUP_SIZE + 9, 2)
+    outboard = bao.compute_outboard(data)
+    hashed: list[int] = []
+    hash_file = fs_module._hash_file
+    monkeypatch.setattr(fs_module, "_hash_file", lambda fd, size: hashed.append(size) or hash_file(fd, size))
+    for trial, spoil in enumerate([None, "remove", "flip"]):
+        root = tmp_path / f"s{trial}"
+        async with FsStore(root) as store:
+            await fetch(store, data, ChunkRanges.from_range(0, 7 * GROUP_CHUNKS))
+        obao = root / "partial" / f"{outboard.root.hex()}.obao"
+        if spoil == "remove":
+            obao.unlink()
+        elif spoil == "flip":
+            pairs = bytearray(obao.read_bytes())
+            pairs[4 * 64 + 3] ^= 1  # groups 0-3's pair: not sent again for the groups still missing
+            obao.write_bytes(pairs)
+        async with FsStore(root) as store:
+            complete, _ = await fetch(store, data, await store.missing_ranges(outboard.root))
+            assert complete and (await store.reader(outboard.root))[1] == outboard
+            assert await store.get_bytes(outboard.root) == data
+        assert hashed == ([] if spoil is None else [len(data)]), spoil
+        assert list((root / "partial").iterdir()) == []
+        hashed.clear()
 
 
 async def test_sigkill_mid_download_loses_nothing_verified_and_marks_nothing_unwritten(tmp_path: Path) -> None:

@@ -335,3 +335,14 @@ def test_resumed_progress_bar_counts_the_whole_size() -> None:
         assert display._progress is not None
         task = display._progress.tasks[0]
         assert (task.total, task.completed) == (1000, 500)
+
+
+async def test_sendme_bench_runs() -> None:
+    """``python -m bench sendme`` (the 1 GiB figure of issue 19) on 3 MiB, so that it keeps running."""
+    from bench import sendme
+
+    result = await sendme.measure(3, 1, quiet=True)
+    [run] = result["runs"]
+    assert run["bytes"] == 3 << 20 and run["mb_s"] > 0
+    assert run["receiver_cpu_s"] > 0 and run["sender_cpu_s"] > 0
+    assert "| throughput" in sendme.table(result)

@@ -40,6 +40,7 @@ __all__ = [
     "Leaf",
     "Outboard",
     "ResponseDecoder",
+    "check_outboard",
     "compute_outboard",
     "compute_outboard_from",
     "encode_ranges",
@@ -136,6 +137,39 @@ def compute_outboard_from(read: Callable[[int, int], bytes | memoryview], size: 
         if left > 1:
             stack.append((start, left))
     return Outboard(root, size, bytes(out))
+
+
+def check_outboard(outboard: Outboard) -> None:
+    """Raise BaoError unless every pair hashes to its half of the pair above it, and the first to the root.
+
+    An outboard assembled from the pairs of verified responses (a store that keeps them) then
+    holds exactly the blob's tree: the groups' hashes at its bottom are the ones the data was
+    verified against. One vectorised pass, about 1% of hashing the blob.
+    """
+    n = len(outboard.data) // PAIR_SIZE
+    if n == 0:
+        return
+    above = np.empty(n - 1, dtype=np.int64)  # for each pair after the first: the word offset of the hash it makes
+    stack = [(n + 1, 0)]
+    while stack:
+        count, pre = stack.pop()
+        left = _left_count(count)
+        if left > 1:
+            above[pre] = pre * PAIR_SIZE // 4
+            stack.append((left, pre + 1))
+        if count - left > 1:
+            above[pre + left - 1] = (pre * PAIR_SIZE + HASH_SIZE) // 4
+            stack.append((count - left, pre + left))
+    w = b3.words(outboard.data)
+    m = np.ascontiguousarray(w.reshape(n, 16).T)
+    flags = np.full(n, b3.PARENT, dtype=np.uint32)
+    flags[0] |= b3.ROOT
+    got = b3.parent_cvs(m[0:8], m[8:16], flags)
+    want = np.empty((8, n), dtype=np.uint32)
+    want[:, 0] = b3.words(outboard.root)
+    want[:, 1:] = w[above[:, None] + np.arange(8)].T
+    if not np.array_equal(got, want):
+        raise BaoError("outboard pairs do not hash up to the root")
 
 
 def truncate_ranges(ranges: ChunkRanges, size: int) -> ChunkRanges:
@@ -333,7 +367,8 @@ class ResponseDecoder:
 
     Bytes go in with :meth:`feed`; verified leaves come out. Hashing is batched
     over windows of about 8 MiB, so leaves come out per window and at the end;
-    nothing that failed verification is ever returned.
+    nothing that failed verification is ever returned. :meth:`take_pairs` hands out
+    the outboard's pairs verified so far, for a store that keeps them.
     """
 
     def __init__(self, root: bytes, ranges: ChunkRanges, *, window: int = VERIFY_WINDOW) -> None:
@@ -347,8 +382,9 @@ class ResponseDecoder:
         self._plan: Iterator[_Parent | _Data] = iter(())
         self._item: _Parent | _Data | None = None
         self._expected: list[bytes] = [self._root]
-        self._parents: list[tuple[bytes, bytes, bool]] = []
+        self._parents: list[tuple[bytes, bytes, bool, int | None]] = []
         self._leaves: list[tuple[_Data, bytes, bytes]] = []
+        self._pairs: list[tuple[int, bytes]] = []
         self._pending_bytes = 0
         self._done = False
         self.size: int | None = None
@@ -397,6 +433,15 @@ class ResponseDecoder:
             self._pos = 0
         return out
 
+    def take_pairs(self) -> list[tuple[int, bytes]]:
+        """Outboard pairs verified since the last call: (pre-order index, 64 bytes).
+
+        Each leaf's pairs are out by the time the leaf is: taking them whenever leaves are
+        stored keeps every stored chunk's path up the tree with it.
+        """
+        pairs, self._pairs = self._pairs, []
+        return pairs
+
     def finish(self) -> None:
         """Check the response is complete: raise BaoError if it ended early."""
         if not self._done:
@@ -405,7 +450,7 @@ class ResponseDecoder:
     def _take(self, item: _Parent | _Data, chunk: bytes) -> None:
         expected = self._expected.pop()
         if isinstance(item, _Parent):
-            self._parents.append((chunk, expected, item.is_root))
+            self._parents.append((chunk, expected, item.is_root, item.pre))
             if item.right:
                 self._expected.append(chunk[HASH_SIZE:])
             if item.left:
@@ -420,6 +465,7 @@ class ResponseDecoder:
         self._parents, self._leaves, self._pending_bytes = [], [], 0
         if parents:
             _verify_parents(parents)
+            self._pairs += [(pre, pair) for pair, _, _, pre in parents if pre is not None]
         _verify_leaves(leaves)
         out: list[Leaf] = []
         run: list[bytes] = []
@@ -438,12 +484,12 @@ class ResponseDecoder:
         return out
 
 
-def _verify_parents(parents: list[tuple[bytes, bytes, bool]]) -> None:
-    pairs = b"".join(p for p, _, _ in parents)
+def _verify_parents(parents: list[tuple[bytes, bytes, bool, int | None]]) -> None:
+    pairs = b"".join(p for p, _, _, _ in parents)
     m = np.ascontiguousarray(b3.words(pairs).reshape(-1, 16).T)
-    flags = np.array([b3.PARENT | (b3.ROOT if r else 0) for _, _, r in parents], dtype=np.uint32)
+    flags = np.array([b3.PARENT | (b3.ROOT if r else 0) for _, _, r, _ in parents], dtype=np.uint32)
     got = b3.parent_cvs(m[0:8], m[8:16], flags)
-    want = b3.cvs_from_bytes(b"".join(e for _, e, _ in parents))
+    want = b3.cvs_from_bytes(b"".join(e for _, e, _, _ in parents))
     if not np.array_equal(got, want):
         raise BaoError("bao parent hash pair does not match its parent")
 

@@ -555,7 +555,7 @@ class Download:
                         elif sum(len(leaf.data) for leaf in held) > MAX_UNPROVEN:
                             raise BlobsError(f"provider sent {h.hex()[:12]} data without proving its size")
                     if leaves and not complete:
-                        await self._store_leaves(provider, h, leaves)
+                        await self._store_leaves(provider, h, leaves, decoder.take_pairs())
                     if decoder.done:
                         break
                     if unit is not None and unit.finished:
@@ -578,9 +578,10 @@ class Download:
             recv.stop(0)
             raise
 
-    async def _store_leaves(self, provider: _Provider, hash_: bytes, leaves: list[bao.Leaf]) -> None:
+    async def _store_leaves(self, provider: _Provider, hash_: bytes, leaves: list[bao.Leaf],
+                            pairs: list[tuple[int, bytes]]) -> None:
         nbytes = sum(len(leaf.data) for leaf in leaves)
-        await self._dl.store.write_leaves(hash_, leaves)
+        await self._dl.store.write_leaves(hash_, leaves, pairs)
         provider.credit(nbytes)
         self._dl.metrics.download_bytes.inc(nbytes)
         self._fetched += nbytes

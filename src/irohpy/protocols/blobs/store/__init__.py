@@ -10,8 +10,9 @@ downloads resume across processes. Both implement :class:`Store`, every method a
 - ``export(hash, path, overwrite=False)``, ``export_collection(hash, dir, overwrite=False)``,
   ``collection(hash)``;
 - downloads: ``missing_ranges(hash)`` -> ChunkRanges (open-ended until the size is verified),
-  ``begin_partial(hash, size)`` -> bool, ``write_leaves(hash, leaves)`` -> bool, True once the
-  blob is complete (hashed again, root checked, marked complete atomically);
+  ``begin_partial(hash, size)`` -> bool, ``write_leaves(hash, leaves, pairs=())`` -> bool, True
+  once the blob is complete (its outboard from the verified pairs, or hashed again; root checked;
+  marked complete atomically);
 - ``set_tag(name, hash, format)``, ``delete_tag(name)``, ``list_tags()``, ``gc()``,
   ``blobs()``, ``delete(hash)``; ``close()`` or ``async with``.
 

@@ -127,11 +127,15 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf]) -> bool:
+    async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf],
+                           pairs: Iterable[tuple[int, bytes]] = ()) -> bool:
         """Write leaves verified by ``bao.ResponseDecoder``; True once the blob is complete.
 
-        When the last missing chunk arrives the whole blob is hashed again and must match ``hash``
-        before it is marked complete; if not, the partial data is dropped and BaoError raised.
+        ``pairs`` are the outboard pairs verified with them (``ResponseDecoder.take_pairs``). A
+        store that keeps them takes them as the outboard when the last missing chunk arrives, if
+        they hash up to ``hash`` (``bao.check_outboard``); otherwise the whole blob is hashed
+        again and must match ``hash`` before it is marked complete; if not, the partial data is
+        dropped and BaoError raised.
         """
 
     @abstractmethod

@@ -6,14 +6,17 @@ Layout under the root::
     complete/<hash>.obao    outboard (blobs over 16 KiB), made durable before the data is moved in
     complete/<hash>.data    the blob; its presence is what makes a blob complete
     partial/<hash>.data     a download's data file, as long as the blob, holes where not yet written
+    partial/<hash>.obao     its outboard, holes where no verified pair has come yet
     partial/<hash>.state    claimed size + bitfield of verified chunks, from the first save on (replaced atomically)
     tags.json               tags (replaced atomically)
     tmp/                    files being written; emptied on open
 
 A chunk is marked in the state file only after its data is fsynced, and a blob becomes
 complete by one rename after its outboard is durable, so a crash at any point leaves at
-worst some verified chunks to fetch again. Progress is saved every ``sync_bytes`` written or
-``sync_interval`` seconds, and on close. Blobs are streamed to and from disk and hashed
+worst some verified chunks to fetch again. A finished download's outboard is the pairs that
+came with its verified chunks, once they check out against its hash (``bao.check_outboard``);
+only when they do not (a partial from before pairs were kept) is the blob hashed again.
+Progress is saved every ``sync_bytes`` written or ``sync_interval`` seconds, and on close. Blobs are streamed to and from disk and hashed
 in batches of a few MiB, so a 1 GB blob never sits in memory.
 """
 
@@ -35,9 +38,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from irohpy.errors import BaoError, BlobsError, DecodeError
-from irohpy.protocols.blobs.bao import Leaf, Outboard, compute_outboard, compute_outboard_from
+from irohpy.protocols.blobs.bao import (
+    PAIR_SIZE,
+    Leaf,
+    Outboard,
+    check_outboard,
+    compute_outboard,
+    compute_outboard_from,
+)
 from irohpy.protocols.blobs.hashseq import check_hash
-from irohpy.protocols.blobs.ranges import GROUP_SIZE, ChunkRanges
+from irohpy.protocols.blobs.ranges import GROUP_SIZE, ChunkRanges, groups_for_size
 from irohpy.protocols.blobs.store.base import (
     EMPTY_HASH,
     BlobNotFound,
@@ -192,6 +202,10 @@ class FsStore(Store):
     def _partial_path(self, hash: bytes, ext: str) -> Path:
         return self._partial_dir / f"{hash.hex()}.{ext}"
 
+    def _partial_files(self, hash: bytes) -> tuple[Path, Path]:
+        """A download's data and outboard files (the state file is written after both are durable)."""
+        return self._partial_path(hash, "data"), self._partial_path(hash, "obao")
+
     def _tmp_path(self, ext: str) -> Path:
         return self._tmp_dir / f"{uuid.uuid4().hex}.{ext}"
 
@@ -206,9 +220,9 @@ class FsStore(Store):
             if data.stat().st_size > GROUP_SIZE and not data.with_suffix(".obao").exists():
                 data.unlink(missing_ok=True)
         for path in self._partial_dir.iterdir():
-            other = path.with_suffix(".state" if path.suffix == ".data" else ".data")
+            other = path.with_suffix(".data" if path.suffix == ".state" else ".state")
             done = (self._complete_dir / path.name).with_suffix(".data").exists()
-            if path.suffix not in (".data", ".state") or not other.exists() or done:
+            if path.suffix not in (".data", ".state", ".obao") or not other.exists() or done:
                 path.unlink(missing_ok=True)
 
     def _check_open(self) -> None:
@@ -355,7 +369,8 @@ class FsStore(Store):
             _shrink(self._partial_path(hash, "data"), bits.size)
         except (FileNotFoundError, DecodeError):
             state.unlink(missing_ok=True)
-            self._partial_path(hash, "data").unlink(missing_ok=True)
+            for path in self._partial_files(hash):
+                path.unlink(missing_ok=True)
             return None
         partial = self._partials[hash] = _Partial(bits, saved=True)
         return partial
@@ -376,7 +391,7 @@ class FsStore(Store):
 
         A state file torn by a crash fails to parse and its partial is dropped: never wrong, at worst lost.
         """
-        _sync_files(self._partial_dir, [self._partial_path(h, "data") for h, _ in states])
+        _sync_files(self._partial_dir, [path for h, _ in states for path in self._partial_files(h) if path.exists()])
         for h, state in states:
             path = self._partial_path(h, "state")
             tmp = path.with_name(f".{path.name}.tmp")
@@ -389,15 +404,27 @@ class FsStore(Store):
         fd = os.open(self._partial_path(hash, "data"), os.O_RDONLY)
         try:
             os.fsync(fd)
-            outboard = _hash_file(fd, size)
+            outboard = self._received_outboard(hash, size) or _hash_file(fd, size)
         finally:
             os.close(fd)
         if outboard.root == hash:
             self._install(self._partial_path(hash, "data"), outboard)
         self._partial_path(hash, "state").unlink(missing_ok=True)
-        self._partial_path(hash, "data").unlink(missing_ok=True)
+        for path in self._partial_files(hash):
+            path.unlink(missing_ok=True)
         if outboard.root != hash:
             raise BaoError(f"blob {hash.hex()} hashed to {outboard.root.hex()} once complete; its data was dropped")
+
+    def _received_outboard(self, hash: bytes, size: int) -> Outboard | None:
+        """The pairs kept from the download, if they make the blob's whole outboard."""
+        if size <= GROUP_SIZE:
+            return None
+        try:
+            outboard = Outboard(hash, size, self._partial_path(hash, "obao").read_bytes())
+            check_outboard(outboard)
+        except (FileNotFoundError, BaoError):
+            return None
+        return outboard
 
     async def _complete(self, partial: _Partial, hash: bytes) -> bool:
         """Finish a download whose every chunk is marked; False if another writer found it corrupt."""
@@ -416,7 +443,8 @@ class FsStore(Store):
             async with partial.lock:
                 partial.closed = True
         self._partial_path(hash, "state").unlink(missing_ok=True)
-        self._partial_path(hash, "data").unlink(missing_ok=True)
+        for path in self._partial_files(hash):
+            path.unlink(missing_ok=True)
 
     async def missing_ranges(self, hash: bytes) -> ChunkRanges:
         self._check_open()
@@ -439,8 +467,9 @@ class FsStore(Store):
         partial = self._load_partial(hash)
         if partial is None:
             bits = ChunkBits.new(size)
-            # Empty, not sized: the file grows as verified leaves are written.
-            os.close(os.open(self._partial_path(hash, "data"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+            # Empty, not sized: the files grow as verified leaves and pairs are written.
+            for path in self._partial_files(hash):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
             partial = self._partials[hash] = _Partial(bits)
         elif partial.bits.size != size:
             if partial.bits.size_verified:
@@ -450,12 +479,14 @@ class FsStore(Store):
                     return self._complete_path(hash, "data").exists()
                 partial.bits = partial.bits.resized(size)
                 _shrink(self._partial_path(hash, "data"), size)
+                os.truncate(self._partial_path(hash, "obao"), 0)  # pairs of another tree shape
                 await _settle(self._write_states, [(hash, self._snapshot(partial))])
         if partial.bits.complete:
             return await self._complete(partial, hash)
         return False
 
-    async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf]) -> bool:
+    async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf],
+                           pairs: Iterable[tuple[int, bytes]] = ()) -> bool:
         self._check_open()
         hash = check_hash(hash)
         if self._complete_path(hash, "data").exists():
@@ -465,6 +496,9 @@ class FsStore(Store):
             raise BlobNotFound(f"blob {hash.hex()} has no partial download (call begin_partial first)")
         if partial.closed:
             return await self._complete(partial, hash)
+        pairs = list(pairs)
+        if pairs:
+            self._write_pairs(hash, partial.bits.size, pairs)
         fd = os.open(self._partial_path(hash, "data"), os.O_WRONLY)
         try:
             for leaf in leaves:
@@ -482,6 +516,25 @@ class FsStore(Store):
                 if self._save_due(partial):
                     await _settle(self._write_states, [(hash, self._snapshot(partial))])
         return False
+
+    def _write_pairs(self, hash: bytes, size: int, pairs: list[tuple[int, bytes]]) -> None:
+        """Write pairs at their places in the partial outboard; runs of consecutive ones (a
+        response's pairs come in pre-order) in one write each."""
+        count = groups_for_size(size) - 1
+        runs: list[tuple[int, list[bytes]]] = []
+        for index, pair in pairs:
+            if not 0 <= index < count or len(pair) != PAIR_SIZE:
+                raise ValueError(f"pair {index} of {len(pair)} bytes outside an outboard of {count} pairs")
+            if runs and runs[-1][0] + len(runs[-1][1]) == index:
+                runs[-1][1].append(pair)
+            else:
+                runs.append((index, [pair]))
+        fd = os.open(self._partial_path(hash, "obao"), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            for first, run in runs:
+                _pwrite_all(fd, b"".join(run), first * PAIR_SIZE)
+        finally:
+            os.close(fd)
 
     # -- listing, deleting, tags, closing ---------------------------------------
 

@@ -118,7 +118,8 @@ class MemStore(Store):
             del partial.data[size:]
         return False
 
-    async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf]) -> bool:
+    async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf],
+                           pairs: Iterable[tuple[int, bytes]] = ()) -> bool:
         hash = check_hash(hash)
         if hash in self._complete:
             return True
