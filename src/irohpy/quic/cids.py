@@ -30,7 +30,7 @@ class LocalCids:
     With a ``reset_key`` the reset tokens come from :func:`reset_token`, else they are random.
     """
 
-    __slots__ = ("length", "active", "next_sequence", "retire_prior_to", "reset_key")
+    __slots__ = ("length", "active", "next_sequence", "retire_prior_to", "reset_key", "_cids")
 
     def __init__(self, first: bytes, reset_key: bytes | None = None) -> None:
         self.length = len(first)
@@ -38,6 +38,7 @@ class LocalCids:
         self.active: dict[int, tuple[bytes, bytes]] = {0: (first, self._token_for(first))}
         self.next_sequence = 1
         self.retire_prior_to = 0
+        self._cids: list[bytes] | None = None
 
     def __contains__(self, cid: bytes) -> bool:
         for value, _ in self.active.values():
@@ -50,7 +51,12 @@ class LocalCids:
         return reset_token(key, cid) if key is not None else os.urandom(RESET_TOKEN_SIZE)
 
     def cids(self) -> list[bytes]:
-        return [cid for cid, _ in self.active.values()]
+        """The active IDs, oldest first: one list until an ID is issued or retired (a driver
+        asks after every pass to follow the routes), so callers must not change it."""
+        cids = self._cids
+        if cids is None:
+            cids = self._cids = [cid for cid, _ in self.active.values()]
+        return cids
 
     def token(self, sequence: int) -> bytes:
         return self.active[sequence][1]
@@ -67,6 +73,8 @@ class LocalCids:
             cid = os.urandom(self.length)
             self.active[seq] = (cid, self._token_for(cid))
             issued.append(seq)
+        if issued:
+            self._cids = None
         return issued
 
     def rotate(self, peer_limit: int) -> list[int]:
@@ -84,6 +92,7 @@ class LocalCids:
         if entry[0] == packet_dcid:
             raise QuicError("RETIRE_CONNECTION_ID of the ID it arrived on", frame_type=0x19)
         del self.active[sequence]
+        self._cids = None
         return entry[0]
 
 
