@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NATIVE := $(VENV)/.native
 # The modules setup.py compiles with mypyc.
-ENGINE := $(wildcard src/irohpy/quic/*.py)
+ENGINE := $(wildcard src/irohpy/quic/*.py) src/irohpy/endpoint/engine.py src/irohpy/endpoint/engine_socket.py \
+	src/irohpy/socket/udp.py
 
 .PHONY: demo test test-pure bench clean
 
@@ -35,9 +36,10 @@ demo: $(NATIVE)
 test: $(NATIVE)
 	scripts/loopback-only $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The engine's tests once more on plain Python (CI runs this after `test`).
+# The engine's and its driver's tests once more on plain Python (CI runs this after `test`).
 test-pure: $(NATIVE)
-	IROHPY_PURE=1 scripts/loopback-only $(BIN)/python -m pytest tests/test_quic*.py tests/test_tls*.py $(PYTEST_ARGS)
+	IROHPY_PURE=1 scripts/loopback-only $(BIN)/python -m pytest tests/test_quic*.py tests/test_tls*.py \
+		tests/test_engine_socket.py tests/test_endpoint.py $(PYTEST_ARGS)
 
 bench: $(NATIVE)
 	scripts/loopback-only $(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,4 +1,4 @@
-"""Build irohpy; compile the QUIC engine with mypyc when a C compiler and mypyc are at hand.
+"""Build irohpy; compile the QUIC engine and its driver with mypyc when a C compiler and mypyc are at hand.
 
 The compiled modules are the ones in ``COMPILED``; their ``.py`` sources ship too, as the
 fallback. Next to the extensions the build writes ``irohpy/_native.json``: each compiled
@@ -23,7 +23,12 @@ ROOT = Path(__file__).resolve().parent
 SRC = ROOT / "src"
 GROUP = "irohpy._native"
 MANIFEST = "irohpy/_native.json"
-COMPILED = sorted(path for path in (SRC / "irohpy" / "quic").glob("*.py") if path.name != "__init__.py")
+#: The QUIC engine and its asyncio driver down to the UDP socket (docs/build.md).
+DRIVER = ("endpoint/engine.py", "endpoint/engine_socket.py", "socket/udp.py")
+COMPILED = sorted(
+    [path for path in (SRC / "irohpy" / "quic").glob("*.py") if path.name != "__init__.py"]
+    + [SRC / "irohpy" / name for name in DRIVER]
+)
 
 
 def module_name(path: Path) -> str:

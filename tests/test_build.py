@@ -23,13 +23,14 @@ PACKAGE = Path(irohpy.__file__).resolve().parent
 COMPILED_BUILD = (PACKAGE / "_native.json").is_file()
 needs_compiled = pytest.mark.skipif(not COMPILED_BUILD, reason="plain-Python build (no C compiler at build time)")
 
-# Prints what `irohpy --version` says and where two engine modules were loaded from.
+# Prints what `irohpy --version` says and where two engine modules and the driver were loaded from.
 PROBE = """
 import subprocess, sys
-import irohpy._build, irohpy.quic.connection, irohpy.quic.varint
+import irohpy._build, irohpy.quic.connection, irohpy.quic.varint, irohpy.endpoint.engine
 print(irohpy._build.build())
 print(irohpy.quic.connection.__file__)
 print(irohpy.quic.varint.__file__)
+print(irohpy.endpoint.engine.__file__)
 """
 
 
@@ -73,5 +74,9 @@ def test_an_edited_source_is_not_shadowed_by_its_stale_extension(tmp_path: Path)
     out = run("-c", PROBE, env=env, cwd=tmp_path)
     build, *files = out.stdout.split()
     assert build == "pure"
-    assert files == [str(tmp_path / "irohpy" / "quic" / "connection.py"), str(tmp_path / "irohpy" / "quic" / "varint.py")]
+    assert files == [
+        str(tmp_path / "irohpy" / "quic" / "connection.py"),
+        str(tmp_path / "irohpy" / "quic" / "varint.py"),
+        str(tmp_path / "irohpy" / "endpoint" / "engine.py"),
+    ]
     assert "irohpy.quic.varint changed since the compiled build" in out.stderr

@@ -145,34 +145,38 @@ def test_pacer_burst_then_rate() -> None:
     cwnd, srtt = 100 * MSS, 0.1
     rate = 1.25 * cwnd / srtt
     now = 0.0
+    # 2 ms of a 100-datagram window at 100 ms is two datagrams: the burst is the minimum, ten.
     for _ in range(10):
         assert p.next_send_time(now, MSS, cwnd, srtt) == now
         p.on_sent(MSS)
+    # Empty: the next time is when the next burst has refilled, not the next datagram.
     nxt = p.next_send_time(now, MSS, cwnd, srtt)
-    assert nxt == pytest.approx(MSS / rate)
-    # Sending a full window at the paced rate takes cwnd / rate = srtt / 1.25.
+    assert nxt == pytest.approx(10 * MSS / rate)
+    # Sending a full window at the paced rate takes cwnd / rate = srtt / 1.25, in bursts of ten.
     sent = 0
     t = nxt
+    times = []
     while sent < cwnd - 10 * MSS:
         t = p.next_send_time(t, MSS, cwnd, srtt)
+        times.append(t)
         p.on_sent(MSS)
         sent += MSS
-    assert t == pytest.approx((cwnd - 10 * MSS - MSS) / rate + MSS / rate, rel=0.02)
+    assert t == pytest.approx((cwnd - 10 * MSS) / rate, rel=0.02)
+    assert len(set(times)) == 9
 
 
-def test_pacer_idle_refill_is_capped() -> None:
-    p = Pacer(MSS)
-    cwnd, srtt = 1000 * MSS, 0.01
-    p.next_send_time(0.0, MSS, cwnd, srtt)
-    for _ in range(10):
-        p.on_sent(MSS)
-    # Idle for a long time: at most ten datagrams go out back to back.
-    now = 100.0
-    n = 0
-    while p.next_send_time(now, MSS, cwnd, srtt) == now:
-        p.on_sent(MSS)
-        n += 1
-    assert n == 10
+def test_pacer_burst_spans_two_milliseconds_of_the_window() -> None:
+    for cwnd, srtt, burst in ((1000 * MSS, 0.01, 200), (1000 * MSS, 0.001, 256), (100 * MSS, 0.0001, 100)):
+        p = Pacer(MSS)
+        p.next_send_time(0.0, MSS, cwnd, srtt)
+        p.on_sent(10 * MSS)
+        # Idle for a long time: at most one burst goes out back to back.
+        now = 100.0
+        n = 0
+        while p.next_send_time(now, MSS, cwnd, srtt) == now:
+            p.on_sent(MSS)
+            n += 1
+        assert n == burst, (cwnd, srtt)
 
 
 def test_pacer_small_window_still_sends() -> None:

@@ -74,17 +74,23 @@ async def ref(iroh_loop: Any) -> AsyncIterator[Any]:
         yield ep
 
 
-class Watched(EngineConnection):
-    """Records each path outcome with the path's address (still known when the event comes)."""
+class Watched:
+    """Makes the engine's connections and records each one's path outcomes with the path's
+    address (still known when the event comes), through the connection's event hook."""
 
-    def __init__(self, engine: QuicEngine, quic: qc.QuicConnection) -> None:
-        super().__init__(engine, quic)
-        self.outcomes: list[tuple[Any, qc.PathEstablished | qc.PathAbandoned]] = []
+    def __init__(self) -> None:
+        self.outcomes: dict[EngineConnection, list[tuple[Any, qc.PathEstablished | qc.PathAbandoned]]] = {}
 
-    def _on_event(self, ev: qc.Event) -> None:
-        if isinstance(ev, (qc.PathEstablished, qc.PathAbandoned)) and ev.path_id in self.quic.paths:
-            self.outcomes.append((self.quic.paths[ev.path_id].addr[:2], ev))
-        super()._on_event(ev)
+    def __call__(self, engine: QuicEngine, quic: qc.QuicConnection) -> EngineConnection:
+        conn = EngineConnection(engine, quic)
+        outcomes = self.outcomes[conn] = []
+
+        def on_event(ev: qc.Event) -> None:
+            if isinstance(ev, (qc.PathEstablished, qc.PathAbandoned)) and ev.path_id in quic.paths:
+                outcomes.append((quic.paths[ev.path_id].addr[:2], ev))
+
+        conn.on_event = on_event
+        return conn
 
 
 async def test_rust_reaches_out_and_opens_a_path_where_our_probe_came_from(
@@ -93,9 +99,10 @@ async def test_rust_reaches_out_and_opens_a_path_where_our_probe_came_from(
     # Rust knows only our 127.0.0.1 and we announce nothing. Its REACH_OUTs name its sockets;
     # we probe its ::1 from our ::1; it answers with a PATH_CHALLENGE of its own (noq's
     # piggyback), ours answers that, and Rust opens a path on that 4-tuple.
-    ours.engine.connection_type = Watched
+    watched = Watched()
+    ours.engine.connection_type = watched
     theirs, conn = await rust_dials(iroh_loop, ours, ref)
-    assert isinstance(conn, Watched)
+    outcomes = watched.outcomes[conn]
     quic = conn.quic
     assert quic.multipath and quic.nat_traversal
     tp = quic.peer_transport_parameters
@@ -105,10 +112,10 @@ async def test_rust_reaches_out_and_opens_a_path_where_our_probe_came_from(
     rust_v6 = ("::1", ref_v6_port(ref))
     # Whether the path validates, or Rust abandons it first (APPLICATION_ABANDON_PATH: its
     # selector closes every IP path but the selected one), is a race inside Rust.
-    while not any(addr == rust_v6 for addr, _ in conn.outcomes):
+    while not any(addr == rust_v6 for addr, _ in outcomes):
         conn._check_open()
         await asyncio.wait_for(conn._paths_changed.wait(), T)
-    v6 = [ev for addr, ev in conn.outcomes if addr == rust_v6]
+    v6 = [ev for addr, ev in outcomes if addr == rust_v6]
     assert all(ev.path_id >= 1 for ev in v6)
     assert all(isinstance(ev, qc.PathEstablished) or ev.error_code == 0x3E for ev in v6)
     print("rust paths from its ::1:", v6)

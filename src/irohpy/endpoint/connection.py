@@ -7,7 +7,7 @@ import enum
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from irohpy.base.keys import EndpointId
 from irohpy.endpoint.engine import EngineConnection, QuicEngine
@@ -55,14 +55,21 @@ class ConnectionStats:
     cwnd: int
 
 
-class Connection(EngineConnection):
-    """An open connection; the same object on the dialing and accepting side."""
+class Connection:
+    """An open connection; the same object on the dialing and accepting side.
 
-    send_stream_type = SendStream
-    recv_stream_type = RecvStream
+    It wraps the engine's :class:`EngineConnection` rather than subclassing it: the engine's
+    driver may be compiled (docs/build.md), and a compiled class has no Python subclasses.
+    """
 
     def __init__(self, engine: QuicEngine, quic: qc.QuicConnection) -> None:
-        super().__init__(engine, quic)
+        inner = EngineConnection(engine, quic)
+        inner.send_stream_type = SendStream
+        inner.recv_stream_type = RecvStream
+        inner.on_event = self._on_event
+        self._inner = inner
+        self._engine = engine
+        self.quic = quic
         self.side = Side.CLIENT if quic.is_client else Side.SERVER
         self.stable_id = next(_stable_ids)
         self.remote_id: EndpointId | None = None
@@ -84,21 +91,31 @@ class Connection(EngineConnection):
         #: The remote's state, once the handshake named the remote.
         self._remote: RemoteState | None = None
 
-    # -- streams (typed for the application) ----------------------------------------------
+    @property
+    def peer_id(self) -> bytes | None:
+        """The peer's key as the handshake authenticated it; None before."""
+        return self._inner.peer_id
 
-    async def open_bi(self) -> tuple[SendStream, RecvStream]:  # type: ignore[override]
-        send, recv = await super().open_bi()
-        return send, recv  # type: ignore[return-value]
+    @property
+    def terminated(self) -> qc.ConnectionTerminated | None:
+        """How the QUIC connection ended, once it did."""
+        return self._inner.terminated
 
-    async def open_uni(self) -> SendStream:  # type: ignore[override]
-        return await super().open_uni()  # type: ignore[return-value]
+    # -- streams ----------------------------------------------------------------------------
 
-    async def accept_bi(self) -> tuple[SendStream, RecvStream]:  # type: ignore[override]
-        send, recv = await super().accept_bi()
-        return send, recv  # type: ignore[return-value]
+    async def open_bi(self) -> tuple[SendStream, RecvStream]:
+        send, recv = await self._inner.open_bi()
+        return cast(SendStream, send), cast(RecvStream, recv)
 
-    async def accept_uni(self) -> RecvStream:  # type: ignore[override]
-        return await super().accept_uni()  # type: ignore[return-value]
+    async def open_uni(self) -> SendStream:
+        return cast(SendStream, await self._inner.open_uni())
+
+    async def accept_bi(self) -> tuple[SendStream, RecvStream]:
+        send, recv = await self._inner.accept_bi()
+        return cast(SendStream, send), cast(RecvStream, recv)
+
+    async def accept_uni(self) -> RecvStream:
+        return cast(RecvStream, await self._inner.accept_uni())
 
     # -- datagrams ------------------------------------------------------------------------
 
@@ -117,16 +134,16 @@ class Connection(EngineConnection):
             raise DatagramError("the peer does not accept datagrams")
         if len(data) > limit:
             raise DatagramError(f"datagram of {len(data)} bytes exceeds the maximum of {limit}")
-        super().send_datagram(bytes(data))
+        self._inner.send_datagram(bytes(data))
 
     async def read_datagram(self) -> bytes:
-        data = await super().read_datagram()
+        data = await self._inner.read_datagram()
         self._datagram_bytes -= len(data)
         return data
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def handshake_confirmed(self) -> bool:  # type: ignore[override]
+    async def handshake_confirmed(self) -> bool:
         """Wait for the handshake (and hooks) to finish; True if 0-RTT data was accepted.
 
         Only needed after ``connect(..., zero_rtt=True)``; other connections
@@ -143,10 +160,10 @@ class Connection(EngineConnection):
         if self.terminated is not None or self._closed_fut.done():
             return
         self._local_close = (error_code, bytes(reason))
-        super().close(error_code, bytes(reason))
+        self._inner.close(error_code, bytes(reason))
         self._mark_terminated()
 
-    async def closed(self) -> ConnectionLost:  # type: ignore[override]
+    async def closed(self) -> ConnectionLost:
         """Wait until the connection ends; the error says why."""
         return await asyncio.shield(self._closed_fut)
 
@@ -217,22 +234,28 @@ class Connection(EngineConnection):
             cwnd=int(quic.recovery.cc.window),
         )
 
+    # -- keys -----------------------------------------------------------------------------
+
+    def request_key_update(self) -> None:
+        """Move to fresh 1-RTT keys now (RFC 9001 §6); QuicError while the last update is unconfirmed."""
+        self._inner.request_key_update()
+
     # -- driven by the engine -------------------------------------------------------------
 
     def _on_event(self, ev: qc.Event) -> None:
+        """The engine connection's hook: every event but stream data, after it handled it."""
         if isinstance(ev, qc.DatagramReceived):
             self._datagram_bytes += len(ev.data)
-            super()._on_event(ev)
-            while self._datagram_bytes > DATAGRAM_RECV_BUFFER and self._datagrams:
-                self._datagram_bytes -= len(self._datagrams.popleft())
-            return
-        super()._on_event(ev)
-        if isinstance(ev, (qc.PathEstablished, qc.PathAbandoned, qc.RemoteCandidatesChanged)):
+            datagrams = self._inner._datagrams
+            while self._datagram_bytes > DATAGRAM_RECV_BUFFER and datagrams:
+                self._datagram_bytes -= len(datagrams.popleft())
+        elif isinstance(ev, (qc.PathEstablished, qc.PathAbandoned, qc.RemoteCandidatesChanged)):
             if self._remote is not None:
                 self._remote.on_event(self, ev, self._engine._clock())
                 if self._bridge is not None:
                     self._bridge.schedule(self._remote)
         elif isinstance(ev, qc.HandshakeCompleted):
+            self.alpn = ev.alpn
             self.zero_rtt_accepted = ev.early_data_accepted
             if self._on_handshake is not None and self.terminated is None:
                 self._on_handshake(self)
@@ -244,21 +267,16 @@ class Connection(EngineConnection):
             return
         error = self._describe_close()
         self._closed_fut.set_result(error)
+        self._inner.failure = error
         if not self._handshake.done():
             self._handshake.set_exception(error)
             self._handshake.exception()
 
     def _check_open(self) -> None:
-        if self._closed_fut.done():
-            raise self._closed_fut.result()
-        super()._check_open()
+        self._inner._check_open()
 
-    def _close_error(self) -> ConnectionLost:
-        if self._closed_fut.done():
-            return self._closed_fut.result()
-        if self.terminated is not None:
-            return self._describe_close()
-        return LocallyClosed("connection closed")
+    def _wake(self) -> None:
+        self._inner._wake()
 
     def _describe_close(self) -> ConnectionLost:
         if self._local_close is not None:

@@ -220,6 +220,8 @@ class Endpoint:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._incoming: deque[Incoming] = deque()
         self._incoming_ready = asyncio.Event()
+        #: Our connections by the engine connection each wraps (the engine also runs QAD probes).
+        self._conns: dict[EngineConnection, Connection] = {}
         self._all_closed = asyncio.Event()
         self._all_closed.set()
         self._ticket_cache = TicketCache()
@@ -411,7 +413,7 @@ class Endpoint:
 
     @property
     def connections(self) -> list[Connection]:
-        return [c for c in self._engine._conns.values() if isinstance(c, Connection) and not c.is_closed]
+        return [c for c in self._conns.values() if not c.is_closed]
 
     # -- dialing ---------------------------------------------------------------
 
@@ -455,8 +457,7 @@ class Endpoint:
                 f"no addresses known for {addr.id.fmt_short()}: address lookup found nothing; give an "
                 "EndpointAddr or ticket with direct addresses or a relay URL, or configure address lookup"
             )
-        conn = self._engine.dial(remote.mapped, bytes(addr.id), alpn)
-        assert isinstance(conn, Connection)
+        conn = self._conns[self._engine.dial(remote.mapped, bytes(addr.id), alpn)]
         if zero_rtt and conn.quic.early_data_state == qc.EARLY_DATA_ATTEMPTED:
             conn.remote_id = addr.id
             conn.alpn = alpn
@@ -531,19 +532,18 @@ class Endpoint:
 
     def _accept_incoming(self, incoming: Incoming) -> Connection:
         self._check_open()
-        conn = self._engine.accept_offer(incoming._offer)
-        assert isinstance(conn, Connection)
-        return conn
+        return self._conns[self._engine.accept_offer(incoming._offer)]
 
-    def _new_connection(self, engine: QuicEngine, quic: qc.QuicConnection) -> Connection:
+    def _new_connection(self, engine: QuicEngine, quic: qc.QuicConnection) -> EngineConnection:
         # Our candidates go with the first 1-RTT packets (ADD_ADDRESS) once the handshake
         # negotiates NAT traversal, not a flush later.
         quic.set_local_addresses(self._remotes.local_candidates)
         conn = Connection(engine, quic)
         conn._bridge = self._bridge
         conn._on_handshake = self._on_handshake
+        self._conns[conn._inner] = conn
         self._all_closed.clear()
-        return conn
+        return conn._inner
 
     async def accept(self) -> Incoming | None:
         """The next incoming connection attempt; None once the endpoint is closed."""
@@ -560,9 +560,10 @@ class Endpoint:
 
     # -- connection lifecycle ----------------------------------------------------
 
-    def _on_conn_removed(self, conn: EngineConnection) -> None:
-        if not isinstance(conn, Connection):
-            return
+    def _on_conn_removed(self, inner: EngineConnection) -> None:
+        conn = self._conns.pop(inner, None)
+        if conn is None:
+            return  # not one of ours: a QAD probe's
         if conn._remote is not None:
             conn._remote.remove_connection(conn)
         conn._mark_terminated()
@@ -572,7 +573,7 @@ class Endpoint:
             metrics.connections.dec()
         else:
             metrics.num_conns_failed.labels(conn.fail_reason).inc()
-        if not [c for c in self._engine._conns.values() if c is not conn and isinstance(c, Connection)]:
+        if not self._conns:
             self._all_closed.set()
 
     def _on_packets(self, batch: list[tuple[bytes, PathKey]]) -> None:
@@ -647,7 +648,7 @@ class Endpoint:
         self._incoming.clear()
         if self._qad is not None:
             await self._qad.close()
-        for conn in list(self._engine._conns.values()):
+        for conn in list(self._conns.values()):
             conn.close(0, b"")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT):

@@ -59,12 +59,12 @@ Sender = Callable[[list[bytes], Any], None]
 class EngineConnection:
     """One QUIC connection of a :class:`QuicEngine`: streams, datagrams, close."""
 
-    send_stream_type: type[EngineSendStream] = EngineSendStream
-    recv_stream_type: type[EngineRecvStream] = EngineRecvStream
-
     def __init__(self, engine: QuicEngine, quic: qc.QuicConnection) -> None:
         self._engine = engine
         self.quic = quic
+        #: What streams are made as (a wrapper sets the application's stream classes).
+        self.send_stream_type: type[EngineSendStream] = EngineSendStream
+        self.recv_stream_type: type[EngineRecvStream] = EngineRecvStream
         self.peer_id: bytes | None = None
         self.alpn: bytes | None = None
         self.terminated: qc.ConnectionTerminated | None = None
@@ -88,6 +88,12 @@ class EngineConnection:
         self.on_remote_candidates: Callable[[qc.RemoteCandidatesChanged], None] | None = None
         #: NAT traversal (client): the backup paths opened on traversed 4-tuples, oldest first.
         self.traversal_paths: list[qc.TraversalPathOpened] = []
+        #: Told of every event but stream data, after this connection handled it (the hook of
+        #: a wrapper such as :class:`~irohpy.endpoint.connection.Connection`).
+        self.on_event: Callable[[qc.Event], None] | None = None
+        #: Set by a wrapper once the connection ended in its terms: what every later call on
+        #: the connection and its streams raises.
+        self.failure: ConnectionLost | None = None
 
     @property
     def remote_addr(self) -> object:
@@ -102,7 +108,8 @@ class EngineConnection:
                 recv._on_data(ev.data, ev.fin)
             elif ev.data:
                 self._consumed(ev.stream_id, len(ev.data))  # nobody will read it
-        elif isinstance(ev, qc.DatagramReceived):
+            return
+        if isinstance(ev, qc.DatagramReceived):
             if len(self._datagrams) >= MAX_DATAGRAMS:
                 self._datagrams.popleft()
             self._datagrams.append(ev.data)
@@ -143,6 +150,8 @@ class EngineConnection:
             self._arrivals.notify_all()
             self._closed.notify_all()
             self._paths_changed.notify_all()
+        if self.on_event is not None:
+            self.on_event(ev)
 
     def _recv_stream(self, sid: int) -> EngineRecvStream | None:
         """The stream an event names; a peer's first use of a stream opens it and every lower
@@ -200,10 +209,14 @@ class EngineConnection:
         self._engine._wake(self.quic)
 
     def _check_open(self) -> None:
+        if self.failure is not None:
+            raise self.failure
         if self.terminated is not None:
             raise self._close_error()
 
     def _close_error(self) -> ConnectionLost:
+        if self.failure is not None:
+            return self.failure
         t = self.terminated
         if t is None:
             return LocallyClosed("connection closed locally")

@@ -175,15 +175,21 @@ class Cubic(CongestionController):
 
 #: Pacing runs 25% above cwnd/srtt so that pacing itself never limits the window (RFC 9002 §7.7).
 PACING_GAIN = 1.25
+#: A burst is what the window allows in this long (as quinn's pacer: user-space timers are about
+#: a millisecond coarse), from ten to 256 datagrams; never more than the window.
+BURST_INTERVAL = 0.002
 BURST_PACKETS = 10
+MAX_BURST_PACKETS = 256
 
 
 class Pacer:
-    """A token bucket filled at ``1.25 · cwnd / srtt`` bytes per second, ten datagrams deep.
+    """A token bucket filled at ``1.25 · cwnd / srtt`` bytes per second, one burst deep.
 
     :meth:`next_send_time` says when a datagram of a given size may leave; a driver sends
     everything whose time has come and sleeps until the next one, so a full window never
-    leaves as one line-rate burst.
+    leaves as one line-rate burst. Once the bucket is empty the next time is when a whole
+    burst has refilled, not one datagram: every wake-up costs a timer and an engine pass, and
+    a pass that sends one datagram spends most of its time on the pass.
     """
 
     __slots__ = ("tokens", "last", "max_datagram_size")
@@ -193,16 +199,24 @@ class Pacer:
         self.tokens = float(BURST_PACKETS * max_datagram_size)
         self.last = NO_TIME
 
+    def capacity(self, size: int, cwnd: float, srtt: float) -> float:
+        """The bucket's depth: one burst (see :data:`BURST_INTERVAL`), at least ``size``."""
+        mds = self.max_datagram_size
+        capacity = cwnd * BURST_INTERVAL / srtt
+        if capacity < BURST_PACKETS * mds:
+            capacity = float(BURST_PACKETS * mds)
+        elif capacity > MAX_BURST_PACKETS * mds:
+            capacity = float(MAX_BURST_PACKETS * mds)
+        if capacity > cwnd:
+            capacity = cwnd if cwnd > 2 * mds else 2.0 * mds
+        return capacity if capacity >= size else float(size)
+
     def next_send_time(self, now: float, size: int, cwnd: float, srtt: float) -> float:
         """The earliest time (``now`` or later) a datagram of ``size`` bytes may be sent."""
         if srtt < 1e-6:
             srtt = 1e-6
         rate = PACING_GAIN * cwnd / srtt
-        capacity = float(BURST_PACKETS * self.max_datagram_size)
-        if capacity > cwnd:
-            capacity = cwnd if cwnd > 2 * self.max_datagram_size else 2.0 * self.max_datagram_size
-        if capacity < size:
-            capacity = float(size)
+        capacity = self.capacity(size, cwnd, srtt)
         if self.last >= 0.0 and now > self.last:
             self.tokens += (now - self.last) * rate
         self.last = now if now > self.last else self.last
@@ -210,7 +224,7 @@ class Pacer:
             self.tokens = capacity
         if self.tokens >= size:
             return now
-        return now + (size - self.tokens) / rate
+        return now + (capacity - self.tokens) / rate
 
     def on_sent(self, size: int) -> None:
         """A datagram left: take its bytes from the bucket (it may go negative after a probe)."""
