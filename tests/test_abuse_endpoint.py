@@ -20,7 +20,7 @@ import pytest
 
 from irohpy import Endpoint, EndpointAddr, RelayMode, presets
 from irohpy.base.addr import TransportAddr
-from irohpy.endpoint import Connection, HandshakeLimits
+from irohpy.endpoint import Connection, HandshakeLimits, RelayRecvLimits
 from irohpy.relay.protocol import MIN_SEGMENT_SIZE
 from tests.helpers import accept_one, bind
 from tests.relay_fixture import relay_server
@@ -148,16 +148,20 @@ async def test_junk_initials_allocate_nothing_and_rtt_holds() -> None:
         await victim.close()
 
 
-async def relay_endpoint(url: str, alpns: list[bytes] | None = None) -> Endpoint:
+async def relay_endpoint(url: str, alpns: list[bytes] | None = None,
+                         recv_limits: RelayRecvLimits = RelayRecvLimits()) -> Endpoint:
     return await Endpoint.bind(
         preset=presets.MINIMAL, relay_mode=RelayMode.custom([url]), alpns=alpns or [], relay_only=True,
+        relay_recv_limits=recv_limits,
     )
 
 
 @contextlib.asynccontextmanager
-async def relay_pair(url: str) -> AsyncIterator[tuple[Endpoint, EchoProbe]]:
-    """A victim and an honest client, relay only, with an echo probe between them."""
-    victim = await relay_endpoint(url, [ALPN])
+async def relay_pair(url: str, recv_limits: RelayRecvLimits = RelayRecvLimits()
+                     ) -> AsyncIterator[tuple[Endpoint, EchoProbe]]:
+    """A victim (with ``recv_limits``) and an honest client, relay only, with an echo probe
+    between them."""
+    victim = await relay_endpoint(url, [ALPN], recv_limits)
     client = await relay_endpoint(url)
     probe: EchoProbe | None = None
     try:
@@ -230,9 +234,13 @@ async def test_tiny_relay_segments_are_metered_and_rtt_holds(segment: int) -> No
     """64 KB batch frames cut into tiny datagrams cost the victim about what full-size ones do.
 
     Our relay refuses such frames itself; this relay lets them through (min_segment_size 1), as
-    a relay without that limit would, so the endpoint's own meter is what is tested.
+    a relay without that limit would, so the endpoint's own meter is what is tested. The attacker
+    gets some 30,000 datagrams a second through a local relay, under the default 80,000/s (set
+    above a relay path's full speed), so the victim meters at 10,000/s here to have something to drop.
     """
-    async with relay_server("[limits]\nmin_segment_size = 1\n") as relay, relay_pair(relay.url) as (victim, probe):
+    limits = RelayRecvLimits(datagrams_per_second=10_000)
+    async with relay_server("[limits]\nmin_segment_size = 1\n") as relay, \
+            relay_pair(relay.url, limits) as (victim, probe):
         dst = bytes(victim.id).hex()
         cpu = time.process_time()
         await measured_attack(probe, "batch", relay.url, dst, "1200", "40", "4")
