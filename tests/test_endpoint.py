@@ -121,6 +121,48 @@ async def test_datagrams() -> None:
         conn.close()
 
 
+async def test_unread_datagrams_are_bounded_and_later_ones_still_arrive() -> None:
+    """Datagrams nobody reads are kept up to 256 or 1.25 MB, oldest dropped first. The count
+    bound must release their bytes too: 1.5 MB of small datagrams dropped by count once left
+    the byte bound full for good, and every later datagram was dropped on arrival."""
+    async with endpoints(2, [ALPN]) as (a, b):
+        accepted = asyncio.create_task(accept_one(b))
+        conn = await a.connect(b.addr(), ALPN)
+        peer = await accepted
+        loop = asyncio.get_running_loop()
+        sent = 0
+
+        async def wave(count: int, size: int) -> None:
+            nonlocal sent
+            base = peer.stats().udp_rx_bytes
+            for _ in range(count):
+                conn.send_datagram(sent.to_bytes(4, "big") + bytes(size - 4))
+                sent += 1
+            deadline = loop.time() + 5.0
+            while peer.stats().udp_rx_bytes < base + count * size and loop.time() < deadline:
+                await asyncio.sleep(0.002)
+
+        async def drain() -> list[int]:
+            got = []
+            while True:
+                try:
+                    data = await asyncio.wait_for(peer.read_datagram(), 0.5)
+                except asyncio.TimeoutError:
+                    return got
+                got.append(int.from_bytes(data[:4], "big"))
+
+        for _ in range(100):  # 20,000 datagrams of 100 bytes: 2 MB, all but 256 dropped by count
+            await wave(200, 100)
+        kept = await drain()
+        assert 0 < len(kept) <= 256 and kept == sorted(kept) and kept[-1] >= sent - 50
+        first = sent
+        for _ in range(20):  # 1,000 of 1 kB, read after every 50: each wave fits both bounds
+            await wave(50, 1000)
+            kept += await drain()
+        assert len([n for n in kept if n >= first]) > 900
+        conn.close()
+
+
 async def test_close_reason_reaches_peer_and_local_side() -> None:
     async with endpoints(2, [ALPN]) as (a, b):
         accepted = asyncio.create_task(accept_one(b))

@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from irohpy.endpoint.engine_socket import SocketBridge
     from irohpy.socket.remote_map import RemoteState
 
-# Received datagrams the application has not read yet (iroh: 1.25 MB).
-DATAGRAM_RECV_BUFFER = 1_250_000
 # QUIC short header (a CID of up to 20 bytes, a 4-byte packet number) + AEAD tag + DATAGRAM
 # frame header: datagrams are not split, so one must fit QUIC's base 1200 bytes.
 DATAGRAM_OVERHEAD = 1 + 20 + 4 + 16 + 3
@@ -78,7 +76,6 @@ class Connection:
         #: Done once the handshake and the after_handshake hooks passed.
         self._handshake: asyncio.Future[None] = loop.create_future()
         self._closed_fut: asyncio.Future[ConnectionLost] = loop.create_future()
-        self._datagram_bytes = 0
         self.zero_rtt_accepted = False
         # For the endpoint's metrics: whether this connection counted as opened, and why
         # it failed if it never did.
@@ -137,9 +134,7 @@ class Connection:
         self._inner.send_datagram(bytes(data))
 
     async def read_datagram(self) -> bytes:
-        data = await self._inner.read_datagram()
-        self._datagram_bytes -= len(data)
-        return data
+        return await self._inner.read_datagram()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -244,12 +239,7 @@ class Connection:
 
     def _on_event(self, ev: qc.Event) -> None:
         """The engine connection's hook: every event but stream data, after it handled it."""
-        if isinstance(ev, qc.DatagramReceived):
-            self._datagram_bytes += len(ev.data)
-            datagrams = self._inner._datagrams
-            while self._datagram_bytes > DATAGRAM_RECV_BUFFER and datagrams:
-                self._datagram_bytes -= len(datagrams.popleft())
-        elif isinstance(ev, (qc.PathEstablished, qc.PathAbandoned, qc.RemoteCandidatesChanged)):
+        if isinstance(ev, (qc.PathEstablished, qc.PathAbandoned, qc.RemoteCandidatesChanged)):
             if self._remote is not None:
                 self._remote.on_event(self, ev, self._engine._clock())
                 if self._bridge is not None:

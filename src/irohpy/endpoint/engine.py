@@ -41,8 +41,10 @@ from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint
 from irohpy.quic.handshake import Handshake
 from irohpy.socket.udp import SockAddr, UdpSocket
 
-#: Received datagrams a connection keeps for the application; the oldest go first.
+#: Received datagrams a connection keeps for the application, by count and by bytes (iroh's
+#: 1.25 MB); past either the oldest go first.
 MAX_DATAGRAMS = 256
+DATAGRAM_RECV_BUFFER = 1_250_000
 #: Peer streams waiting for accept_bi() / accept_uni() each; more are stopped.
 MAX_PENDING_STREAMS = 1024
 #: The application error code a refused stream is stopped with.
@@ -74,6 +76,7 @@ class EngineConnection:
         self._incoming_bi: deque[tuple[EngineSendStream, EngineRecvStream]] = deque()
         self._incoming_uni: deque[EngineRecvStream] = deque()
         self._datagrams: deque[bytes] = deque()
+        self._datagram_bytes = 0
         #: Index of the next stream the peer may open, bidi and uni.
         self._next_peer = [0, 0]
         self._arrivals = Notify()
@@ -110,9 +113,11 @@ class EngineConnection:
                 self._consumed(ev.stream_id, len(ev.data))  # nobody will read it
             return
         if isinstance(ev, qc.DatagramReceived):
-            if len(self._datagrams) >= MAX_DATAGRAMS:
-                self._datagrams.popleft()
-            self._datagrams.append(ev.data)
+            datagrams = self._datagrams
+            datagrams.append(ev.data)
+            self._datagram_bytes += len(ev.data)
+            while len(datagrams) > MAX_DATAGRAMS or self._datagram_bytes > DATAGRAM_RECV_BUFFER:
+                self._datagram_bytes -= len(datagrams.popleft())
             self._arrivals.notify_all()
         elif isinstance(ev, qc.StreamReset):
             recv = self._recv_stream(ev.stream_id)
@@ -281,7 +286,9 @@ class EngineConnection:
         while not self._datagrams:
             self._check_open()
             await self._arrivals.wait()
-        return self._datagrams.popleft()
+        data = self._datagrams.popleft()
+        self._datagram_bytes -= len(data)
+        return data
 
     async def open_path(self, addr: object, *, available: bool = True, relay: bool = False) -> int:
         """Open a multipath path to ``addr``; waits while the peer's IDs for it are on their
