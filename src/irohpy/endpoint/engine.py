@@ -214,9 +214,7 @@ class EngineConnection:
         self._engine._wake(self.quic)
 
     def _check_open(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-        if self.terminated is not None:
+        if self.failure is not None or self.terminated is not None:
             raise self._close_error()
 
     def _close_error(self) -> ConnectionLost:
