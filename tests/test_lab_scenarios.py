@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from irohpy.lab import scenarios, topology, upnpd
+from irohpy.socket.remote_map import FALLBACK_SILENCE
+from irohpy.socket.round_scheduler import ROUND_INTERVAL
 from irohpy.lab.scenarios import (
     CONNECT_ALLOWANCE,
     FALLBACK_LIMIT,
@@ -74,6 +76,11 @@ async def test_network_change_mid_transfer_completes_and_returns_to_direct() -> 
     assert result.change_to_direct is not None, result.path_changes
     assert result.change_to_direct <= RECOVERY_LIMIT, result.path_changes
     assert result.final_path == "direct"
+    # The dialer acts on the kernel's news of its new address: the path that lost its address
+    # goes at once, not after probe timeouts and a second of silence, and the round punching
+    # the new mapping starts then, not at the next scheduled round.
+    assert result.change_to_relay is not None and result.change_to_relay < FALLBACK_SILENCE, result.path_changes
+    assert result.change_to_direct < ROUND_INTERVAL, result.path_changes
 
 
 async def test_direct_path_loss_falls_back_to_relay_within_5s() -> None:

@@ -275,6 +275,77 @@ def test_losing_the_last_path_closes_unless_a_new_one_comes(replace: bool) -> No
         assert {client.terminated.error_code, server.terminated.error_code} == {QuicError.NO_VIABLE_PATH}  # type: ignore[union-attr]
 
 
+# -- network change --------------------------------------------------------------------
+
+
+def test_a_network_change_replaces_the_path_that_lost_its_local_address() -> None:
+    client, server, net = mp_pair(two_routes())
+    open_second(client, server, net)
+    routes = net.routes
+    # The client's host is renumbered: what it sends on route 1 now comes from a new address,
+    # and the server's answers to the old one go nowhere.
+    routes[1].client_addr = ("fd00::99", 1000)
+    client.conn.paths[0].recovery.pto_count = 3
+    client.conn.handle_network_change([1], net.now)
+    client.drain_events()
+    assert client.of(qc.PathAbandoned) == [qc.PathAbandoned(1, qc.PATH_UNSTABLE_OR_POOR, False, True)]
+    replacement = client.conn.paths[2]
+    assert replacement.addr == routes[1].server_addr and not replacement.validated
+    # The path that stays is probed at once, its backoff forgotten.
+    kept = client.conn.paths[0]
+    assert kept.recovery.pto_count == 0 and kept.ping_pending
+    net.run(net.now + 5.0, lambda: qc.PathEstablished(2) in client.of(qc.PathEstablished)
+            and qc.PathEstablished(2) in server.of(qc.PathEstablished))
+    assert server.conn.paths[2].addr == routes[1].client_addr
+    client.conn.set_path_status(0, False)
+    before = routes[1].bytes[0]
+    sid, data = transfer(client, 300_000)
+    net.run(net.now + 10.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == data and routes[1].bytes[0] - before > 300_000
+    assert client.terminated is None and server.terminated is None
+
+
+def test_a_network_change_on_the_only_path_opens_its_replacement_first() -> None:
+    client, server, net = mp_pair(two_routes())
+    routes = net.routes
+    routes[0].client_addr = ("10.0.0.99", 1000)
+    client.conn.handle_network_change([0], net.now)
+    client.drain_events()
+    assert client.of(qc.PathAbandoned) == [qc.PathAbandoned(0, qc.PATH_UNSTABLE_OR_POOR, False, True)]
+    # Same 4-tuple as the old path, but from a new local address: it proves itself again.
+    assert client.conn.paths[1].addr == routes[0].server_addr and not client.conn.paths[1].validated
+    net.run(net.now + 5.0, lambda: qc.PathEstablished(1) in server.of(qc.PathEstablished)
+            and qc.PathEstablished(1) in client.of(qc.PathEstablished))
+    sid, data = transfer(client, 100_000)
+    net.run(net.now + 10.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == data
+    assert client.terminated is None and server.terminated is None
+
+
+def test_a_server_abandons_a_lost_path_but_never_its_last() -> None:
+    client, server, net = mp_pair(two_routes())
+    open_second(client, server, net)
+    server.conn.handle_network_change([1], net.now)
+    server.drain_events()
+    assert server.of(qc.PathAbandoned) == [qc.PathAbandoned(1, qc.PATH_UNSTABLE_OR_POOR, False, True)]
+    assert [pid for pid, p in server.conn.paths.items() if not p.abandoned] == [0]
+    server.conn.handle_network_change([0], net.now)
+    assert not server.conn.paths[0].abandoned and server.conn.paths[0].ping_pending
+    net.advance(5.0)
+    assert client.terminated is None and server.terminated is None
+
+
+def test_without_multipath_a_network_change_pings_the_path() -> None:
+    client, server, net = mp_pair(two_routes(), server_max=None)
+    home = client.conn.paths[0]
+    home.recovery.pto_count = 2
+    client.conn.handle_network_change([0], net.now)
+    assert home.recovery.pto_count == 0 and home.ping_pending and not home.abandoned
+    before = net.routes[0].datagrams[0]
+    net.flush(0)
+    assert net.routes[0].datagrams[0] == before + 1
+
+
 # -- limits --------------------------------------------------------------------------
 
 

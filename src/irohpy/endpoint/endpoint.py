@@ -267,6 +267,7 @@ class Endpoint:
                 self._transport.bind([_parse_bind(a) for a in bind_addrs])
             except OSError as exc:
                 raise BindError(exc.errno, f"cannot bind {list(bind_addrs)}: {exc.strerror or exc}") from exc
+            self._remotes.source_ip = self._transport.source_ip
         if self.relay_mode.kind is not RelayKind.DISABLED:
             self._transport.relay = RelayTransport(
                 self._secret, RelayMap(self.relay_mode.relay_map), self._transport.receive_relayed,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final, Union, cast
 
@@ -1019,7 +1020,58 @@ class QuicConnection:
     def close_path(self, path_id: int, now: float, error_code: int = APPLICATION_ABANDON_PATH) -> None:
         """Abandon a path (PATH_ABANDON); what was in flight on it goes again on the others.
         PathError for an unknown or abandoned path, or the last open one."""
-        path = self._live_path(path_id)
+        self._abandon_live(self._live_path(path_id), error_code, now)
+
+    def handle_network_change(self, lost_paths: Collection[int], now: float) -> None:
+        """Our addresses changed (a new network, a renumbered host). Each path in ``lost_paths``
+        can no longer send as it did, its local address being gone: the client replaces it by a
+        new path to the same remote (opened first when no other path is left) and the server
+        abandons it. Every other path is pinged at once with its probe backoff reset, so a dead
+        one shows within a round trip or two. noq's handling, with iroh's hint as ``lost_paths``."""
+        if self._state != STATE_ESTABLISHED:
+            return
+        live = [p for p in self._paths.values() if not p.abandoned]
+        gone = [p for p in live if p.path_id in lost_paths] if self._mp else []
+        keep = [p for p in live if p not in gone]
+        open_first = not keep
+        for path in gone:
+            try:
+                if open_first:
+                    self._reopen(path, now)
+                self._abandon_live(path, PATH_UNSTABLE_OR_POOR, now)
+            except PathError:
+                keep.append(path)
+                continue
+            if not open_first:
+                try:
+                    self._reopen(path, now)
+                except PathError:
+                    pass  # blocked on the peer's IDs: NAT traversal finds a path later
+        for path in keep:
+            path.recovery.pto_count = 0
+            if path.validated:
+                path.ping_pending = True
+            elif path.challenges:
+                path.challenge_at = now
+        if not self._mp:
+            self._ping_pending = True
+
+    def _reopen(self, path: PathState, now: float) -> int | None:
+        """Client: a new path to ``path``'s remote in its place, its RTT as a first guess.
+        None on the server, which opens no paths."""
+        if not self.is_client:
+            return None
+        pid = self.open_path(path.addr, now, available=path.status == STATUS_AVAILABLE,
+                             relay=path.idle_timeout == RELAY_PATH_IDLE_TIMEOUT)
+        new = self._paths[pid]
+        # From a new local address the 4-tuple proves itself again, whatever the old one did.
+        new.validated = False
+        rtt = path.recovery.rtt
+        if rtt.has_sample:
+            new.recovery.rtt.reset_initial(rtt.smoothed)
+        return pid
+
+    def _abandon_live(self, path: PathState, error_code: int, now: float) -> None:
         if not any(p is not path and not p.abandoned for p in self._paths.values()):
             raise PathError("the last open path cannot be abandoned", "last-path")
         self._abandon(path, error_code, now, False)

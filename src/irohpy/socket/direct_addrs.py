@@ -20,6 +20,7 @@ from collections.abc import Callable
 from irohpy.errors import StunError
 from irohpy.relay import stun
 from irohpy.socket.interfaces import interface_addrs
+from irohpy.socket.netmon import NetworkMonitor
 from irohpy.socket.paths import DirectPath, PathKey, is_relay
 from irohpy.socket.remote_map import RemoteMap
 from irohpy.socket.transport import Transport
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 STUN_INTERVAL = 20.0
 STUN_RETRIES = (0.25, 0.5, 1.0)
-INTERFACE_POLL = 1.0
 #: The most candidates we announce (iroh's MAX_QNT_ADDRESSES).
 MAX_CANDIDATES = 32
 
@@ -46,6 +46,7 @@ class DirectAddrs:
         self._stun_waiters: dict[bytes, tuple[DirectPath, asyncio.Future[DirectPath]]] = {}
         self._stun_now = asyncio.Event()
         self._interfaces = self._read_interfaces()
+        self._netmon = NetworkMonitor()
         self._closed = False
         transport.on_control = self._on_control
         self._tasks = [asyncio.ensure_future(t) for t in (self._stun_loop(), self._watch_interfaces())]
@@ -97,7 +98,7 @@ class DirectAddrs:
 
     async def _watch_interfaces(self) -> None:
         while True:
-            await asyncio.sleep(INTERFACE_POLL)
+            await self._netmon.changed()
             current = self._read_interfaces()
             if current != self._interfaces:
                 log.info("network change: interfaces now %s", current)
@@ -105,7 +106,9 @@ class DirectAddrs:
                 self.network_changed()
 
     def network_changed(self) -> None:
-        """Addresses moved: reconnect relays, learn our public address again, tell the remotes."""
+        """Addresses moved: replace the paths that lost their local address and ping the rest,
+        reconnect relays, learn our public address again, tell the remotes."""
+        self._remotes.on_network_change({*self._interfaces[0], *self._interfaces[1]}, self._loop.time())
         if self._transport.relay is not None:
             self._transport.relay.network_changed([*self._interfaces[0], *self._interfaces[1]])
         self.stun_soon()
@@ -185,6 +188,7 @@ class DirectAddrs:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._netmon.close()
         for _, fut in self._stun_waiters.values():
             fut.cancel()
         self._transport.on_control = None

@@ -63,3 +63,15 @@ def interface_addrs(family: socket.AddressFamily) -> list[str]:
         addrs = _fallback(family)
     loopback = "127.0.0.1" if family == socket.AF_INET else "::1"
     return sorted(set(addrs) | {loopback}, key=lambda a: ipaddress.ip_address(a).packed)
+
+
+def route_source(host: str) -> str | None:
+    """The address the kernel's routes would send from to ``host`` now (None: no route). A
+    UDP ``connect`` only looks the route up; nothing is sent."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+            return str(probe.getsockname()[0]).split("%")[0]
+        except OSError:
+            return None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,10 @@ class RemoteState:
     key_refs: dict[PathKey, int] = field(default_factory=dict)
     #: The connection NAT-traversal rounds run on, once known.
     puncher: Connection | None = None
+    #: The local address the kernel sends from to a remote address, None where unknown.
+    source_ip: Callable[[str], str | None] | None = None
+    #: Each open IP path's local address when it opened (what a network change may take away).
+    sources: dict[PathKey, str] = field(default_factory=dict)
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -151,6 +155,7 @@ class RemoteState:
             self.key_refs[key] = left
         else:
             self.key_refs.pop(key, None)
+            self.sources.pop(key, None)
 
     def on_event(self, conn: Connection, ev: qc.Event, now: float) -> None:
         """A connection's path event (established, abandoned, new server candidates)."""
@@ -182,11 +187,25 @@ class RemoteState:
             return
         paths[pid] = key
         self.key_refs[key] = self.key_refs.get(key, 0) + 1
+        if self.source_ip is not None and not isinstance(key, RelayPath) and key not in self.sources:
+            source = self.source_ip(key[0])
+            if source is not None:
+                self.sources[key] = source
         self.add_addr(key, "path")
         if isinstance(key, RelayPath) and not conn.quic.is_client:
             conn.quic.set_path_idle_timeout(pid, qc.RELAY_PATH_IDLE_TIMEOUT)
         self._count("opened", key)
         self._emit("validated", key, now, conn)
+
+    def on_network_change(self, local_ips: Collection[str], now: float) -> None:
+        """Our interfaces changed: IP paths whose local address is gone are replaced, the rest
+        pinged (:meth:`QuicConnection.handle_network_change`), as iroh hints noq. A path whose
+        local address we never learned counts as recoverable, as in iroh."""
+        lost_keys = {key for key, source in self.sources.items() if source not in local_ips}
+        for conn, paths in self.conns.items():
+            if conn.terminated is None:
+                conn.quic.handle_network_change([pid for pid, key in paths.items() if key in lost_keys], now)
+                conn._wake()
 
     # -- NAT traversal -----------------------------------------------------------------
 
@@ -442,11 +461,14 @@ class RemoteMap:
         self.local_candidates: list[tuple[str, int]] = []
         #: Told of each remote whose next check may have moved.
         self.on_changed: Callable[[RemoteState], None] | None = None
+        #: How remotes learn the local address of an IP path (see RemoteState.source_ip).
+        self.source_ip: Callable[[str], str | None] | None = None
 
     def for_id(self, endpoint_id: EndpointId) -> RemoteState:
         state = self.by_id.get(endpoint_id)
         if state is None:
-            state = RemoteState(endpoint_id, metrics=self.metrics, local_candidates=list(self.local_candidates))
+            state = RemoteState(endpoint_id, metrics=self.metrics, local_candidates=list(self.local_candidates),
+                                source_ip=self.source_ip)
             self.by_id[endpoint_id] = state
             self.by_mapped[state.mapped] = state
         return state
@@ -456,6 +478,12 @@ class RemoteMap:
 
     def active(self) -> list[RemoteState]:
         return [r for r in self.by_id.values() if r.conns]
+
+    def on_network_change(self, local_ips: Collection[str], now: float) -> None:
+        for remote in self.active():
+            remote.on_network_change(local_ips, now)
+            if self.on_changed is not None:
+                self.on_changed(remote)
 
     def set_local_candidates(self, addrs: list[tuple[str, int]], now: float) -> None:
         if addrs == self.local_candidates:

@@ -8,9 +8,11 @@ a relay alike, are split by the QUIC fixed bit: set means QUIC, clear means anyt
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 
+from irohpy.socket.interfaces import route_source
 from irohpy.socket.metrics import SocketMetrics
 from irohpy.socket.paths import PathKey, RelayPath
 from irohpy.socket.relay_transport import RelayTransport
@@ -50,6 +52,15 @@ class Transport:
 
     def local_addrs(self) -> list[SockAddr]:
         return [s.local_addr for s in self.sockets]
+
+    def source_ip(self, host: str) -> str | None:
+        """The local address our datagrams to ``host`` leave from: the socket's own, or where
+        it is bound to every address, the one the kernel's routes pick now."""
+        sock = self._v6 if ":" in host else self._v4
+        if sock is None:
+            return None
+        bound = sock.local_addr[0]
+        return route_source(host) if ipaddress.ip_address(bound).is_unspecified else bound
 
     def receive_relayed(self, batch: list[tuple[bytes, RelayPath]]) -> None:
         self._receive(batch)  # type: ignore[arg-type]
