@@ -95,6 +95,23 @@ def test_conntrack_ack_parser_rejects_garbage(data: bytes) -> None:
         pass
 
 
+def test_public_mapping_is_the_reply_tuples_destination() -> None:
+    lines = [
+        "ipv4     2 udp      17 29 src=198.51.100.130 dst=203.0.113.21 sport=34136 dport=58559 "
+        "src=203.0.113.21 dst=203.0.113.22 sport=58559 dport=34136 mark=0 zone=0 use=2",
+        "ipv4     2 udp      17 29 src=198.51.100.140 dst=203.0.113.21 sport=34136 dport=58559 "
+        "src=203.0.113.21 dst=203.0.113.22 sport=58559 dport=13563 mark=0 zone=0 use=2",
+    ]
+    assert conntrack.public_mapping(lines, "198.51.100.140", "203.0.113.21") == ("203.0.113.22", 13563)
+    assert conntrack.public_mapping(lines, "198.51.100.140", "203.0.113.10") is None
+
+
+@given(st.lists(st.text(max_size=120), max_size=4), st.text(max_size=16), st.text(max_size=16))
+def test_public_mapping_never_raises(lines: list[str], host: str, remote: str) -> None:
+    found = conntrack.public_mapping(lines, host, remote)
+    assert found is None or isinstance(found[1], int)
+
+
 @given(st.text(max_size=40))
 def test_peer_pairs_parse_or_raise_lab_error(text: str) -> None:
     try:
@@ -143,6 +160,7 @@ async def test_cone_keeps_one_mapping_and_the_port(sockets: list[Sockets]) -> No
         second = await _observed(a1, relay2)
         assert first == second == (WAN_A, 4444)
         assert any("src=198.51.100.2" in line and "dport=4444" in line for line in lab.conntrack("ra"))
+        assert conntrack.public_mapping(lab.conntrack("ra"), "198.51.100.2", RELAY_IP) == (WAN_A, 4444)
 
 
 @needs_lab

@@ -21,7 +21,7 @@ import pytest
 
 from irohpy.lab import Lab, Network, rust_peer, topology
 from irohpy.lab.pairs import Pair, PairResult, run_pair, table
-from irohpy.lab.scenarios import CONNECT_ALLOWANCE, SCENARIOS
+from irohpy.lab.scenarios import CONNECT_ALLOWANCE, RECOVERY_LIMIT, SCENARIOS
 
 REASON = topology.unavailable_reason() or rust_peer.unavailable_reason()
 pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.timeout(240)]
@@ -121,6 +121,16 @@ async def test_a_listener_behind_symmetric_nat_with_miniupnpd_is_reached_directl
     _intact(result)
     assert result.final_path == "direct", result.path_changes
     assert result.router_direct_bytes >= TRANSFER, "the data went direct, as the router counted it"
+
+
+@pytest.mark.parametrize("pair", MIXED)
+async def test_mixed_pairs_go_direct_again_after_the_dialers_network_changes(pair: str) -> None:
+    # The dialer's host is renumbered mid-transfer, so its router maps it anew: an irohpy dialer
+    # learns the mapping from our relay, a Rust one from the lab (QAD's stand-in, rust_peer).
+    result = await _run("network_change", pair)
+    _intact(result)
+    assert result.change_to_direct is not None and result.change_to_direct <= RECOVERY_LIMIT, result.path_changes
+    assert result.final_path == "direct", result.path_changes
 
 
 async def test_rust_rust_symmetric_stays_on_relay() -> None:

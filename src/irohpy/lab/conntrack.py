@@ -57,3 +57,20 @@ def entries(ns: str, proto: str = "udp") -> list[str]:
     """The conntrack table of ``ns`` as text lines (``/proc/thread-self/net/nf_conntrack``)."""
     text = netns.read_file(ns, "/proc/thread-self/net/nf_conntrack")
     return [line for line in text.splitlines() if f" {proto} " in f" {line} "]
+
+
+def public_mapping(lines: list[str], host_ip: str, remote_ip: str) -> tuple[str, int] | None:
+    """From a router's conntrack ``lines``: the public address and port the router maps
+    ``host_ip``'s UDP flow to ``remote_ip`` to (the reply tuple's destination), if there is one."""
+    for line in lines:
+        fields = [f.split("=", 1) for f in line.split() if "=" in f]
+        values: dict[str, list[str]] = {}
+        for key, value in fields:
+            values.setdefault(key, []).append(value)
+        src, dst, dport = values.get("src", []), values.get("dst", []), values.get("dport", [])
+        if len(src) == 2 and len(dst) == 2 and len(dport) == 2 and src[0] == host_ip and dst[0] == remote_ip:
+            try:
+                return dst[1], int(dport[1])
+            except ValueError:
+                continue
+    return None

@@ -117,9 +117,12 @@ class Lab:
             return RELAY_IP
         raise LabError(f"role {role!r} has no address")
 
-    async def spawn(self, role: str, argv: Sequence[str], name: str | None = None) -> LabProcess:
-        """Start ``argv`` in ``role``'s namespace; the lab stops it on exit."""
-        proc = await LabProcess.start(name or f"{role}:{argv[-1] if argv else ''}", argv, self.ns(role))
+    async def spawn(self, role: str, argv: Sequence[str], name: str | None = None, *,
+                    stdin: bool = False) -> LabProcess:
+        """Start ``argv`` in ``role``'s namespace (``stdin``: see ``LabProcess.start``); the lab
+        stops it on exit."""
+        proc = await LabProcess.start(name or f"{role}:{argv[-1] if argv else ''}", argv, self.ns(role),
+                                      stdin=stdin)
         self.processes.append(proc)
         return proc
 

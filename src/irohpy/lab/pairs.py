@@ -13,6 +13,7 @@ router that blocks UDP, where QAD gets no answer.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +23,10 @@ from irohpy.base.keys import PublicKey
 from irohpy.base.relay_url import RelayUrl
 from irohpy.base.ticket import EndpointTicket
 from irohpy.errors import LabError
-from irohpy.lab import rust_peer
+from irohpy.lab import conntrack, rust_peer
 from irohpy.lab.lab import Lab
 from irohpy.lab.nat import NatMode
-from irohpy.lab.process import python
+from irohpy.lab.process import LabProcess, python
 from irohpy.lab.scenarios import RUN_TIMEOUT, TRANSFER_BYTES, Scenario, ScenarioResult, format_table, run_dial
 from irohpy.lab.topology import ROUTER_OF, WAN_IP
 
@@ -89,6 +90,11 @@ class PairResult(ScenarioResult):
     """Packets any lab host addressed outside the lab, summed over both routers."""
 
 
+#: How long after a network change a Rust dialer's new mapping is looked for, and how often.
+TELL_WITHIN = 5.0
+TELL_POLL = 0.05
+
+
 def _program(kind: str) -> list[str]:
     return python("-m", "irohpy.lab.peer" if kind == "irohpy" else "irohpy.lab.rust_peer")
 
@@ -106,6 +112,23 @@ def _flags(lab: Lab, kind: str, host: str, scenario: Scenario) -> list[str]:
     return ["--relay", lab.relay_url, *external]
 
 
+async def tell_new_mapping(lab: Lab, scenario: Scenario, dialer: LabProcess) -> None:
+    """After a network change, what QAD would tell a Rust dialer (which cannot use our relay's
+    QAD): once it sends toward the listener's router again, the public address its own router
+    now maps it to, written to its stdin. Nothing within :data:`TELL_WITHIN` seconds, nothing told."""
+    router = ROUTER_OF[scenario.dialer]
+    listener_wan = WAN_IP[ROUTER_OF[scenario.listener]]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TELL_WITHIN
+    while loop.time() < deadline:
+        lines = await asyncio.to_thread(lab.conntrack, router)
+        mapped = conntrack.public_mapping(lines, lab.ip(scenario.dialer), listener_wan)
+        if mapped is not None:
+            await dialer.send_line(f"external {mapped[0]}:{mapped[1]}")
+            return
+        await asyncio.sleep(TELL_POLL)
+
+
 def ticket(endpoint_id: str, relay_url: str) -> str:
     """A ticket with the id and relay URL only, as the issue's measurements used."""
     addr = EndpointAddr(PublicKey.parse(endpoint_id), frozenset({RelayAddr(RelayUrl.parse(relay_url))}))
@@ -121,13 +144,15 @@ async def run_pair(scenario: Scenario, pair: Pair, *, transfer_bytes: int = TRAN
     lab = Lab(scenario.network)
     result = PairResult(scenario.name, connected=False, pair=str(pair))
     async with lab:
+        dial_flags = _flags(lab, pair.dialer, scenario.dialer, scenario)
         await run_dial(
             lab, scenario, result,
             listen=[*_program(pair.listener), "listen", *_flags(lab, pair.listener, scenario.listener, scenario)],
-            dial=lambda ready: [*_program(pair.dialer), "dial", ticket(ready["id"], lab.relay_url),
-                                *_flags(lab, pair.dialer, scenario.dialer, scenario)],
+            dial=lambda ready: [*_program(pair.dialer), "dial", ticket(ready["id"], lab.relay_url), *dial_flags],
             names=(f"{pair.listener} listener", f"{pair.dialer} dialer"),
-            transfer_bytes=transfer_bytes, settle=settle, timeout=timeout)
+            transfer_bytes=transfer_bytes, settle=settle, timeout=timeout,
+            after_change=(lambda dialer: tell_new_mapping(lab, scenario, dialer))
+            if pair.dialer == "rust" and scenario.change is not None and "--external-ip" in dial_flags else None)
     counted = result.router_traffic[ROUTER_OF[scenario.dialer]]
     result.router_relay_bytes = counted["relay_up"][1] + counted["relay_down"][1]
     result.router_direct_bytes = counted["direct_up"][1] + counted["direct_down"][1]

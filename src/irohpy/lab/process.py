@@ -62,13 +62,15 @@ class LabProcess:
 
     @classmethod
     async def start(cls, name: str, argv: Sequence[str], ns: str | None = None,
-                    env: dict[str, str] | None = None) -> LabProcess:
-        """Start ``argv`` inside namespace ``ns`` (or right here, for processes that enter namespaces)."""
+                    env: dict[str, str] | None = None, *, stdin: bool = False) -> LabProcess:
+        """Start ``argv`` inside namespace ``ns`` (or right here, for processes that enter
+        namespaces); with ``stdin`` it reads the lines :meth:`send_line` writes."""
         prefix = ["ip", "netns", "exec", ns] if ns else []
         stderr = tempfile.TemporaryFile()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *prefix, *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                *prefix, *argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
                 stderr=stderr, env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
                 preexec_fn=die_with_parent(),
             )
@@ -80,6 +82,17 @@ class LabProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    async def send_line(self, line: str, timeout: float = STOP_TIMEOUT) -> None:
+        """Write one line to the child's stdin (started with ``stdin=True``)."""
+        stdin = self.proc.stdin
+        if stdin is None:
+            raise LabError(f"{self.name} was started without stdin")
+        try:
+            stdin.write(line.encode() + b"\n")
+            await asyncio.wait_for(stdin.drain(), timeout)
+        except (ConnectionError, TimeoutError) as exc:
+            raise LabError(f"{self.name}: cannot write to it: {exc!r}") from exc
 
     def stderr_text(self) -> str:
         if self._stderr.closed:
@@ -148,6 +161,8 @@ class LabProcess:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.proc.stdout.read(), timeout)
         finally:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
             self._last_stderr = self.stderr_text()
             self._stderr.close()
         return self.proc.returncode if self.proc.returncode is not None else -1

@@ -14,6 +14,8 @@ and knows one relay, the lab's, with QUIC address discovery off (``quic_port=Non
 Rust client trusts only the webpki roots compiled into it, which no lab certificate chains
 to (iroh-wire.md §4.8). ``--external-ip`` tells it instead what QAD would have: the
 router's WAN address with its bound port (``add_external_addr``; cone NATs keep the port).
+After a network change the lab writes ``external HOST:PORT`` lines to a dialer's stdin (its
+router's new mapping), which replace the address it was told, as QAD's next report would.
 Path changes come from the Rust side's own view, ``Connection.watch_paths``.
 """
 
@@ -140,22 +142,41 @@ def _watcher(log: PathLog) -> Any:
     return Watcher()
 
 
-async def _bind(args: argparse.Namespace, alpns: list[bytes] | None) -> Any:
+async def _bind(args: argparse.Namespace, alpns: list[bytes] | None) -> tuple[Any, str | None]:
+    """The endpoint, and the external address it was told (None: none)."""
     relays = iroh.RelayMap.empty()
     relays.insert(iroh.RelayConfig(url=args.relay, quic_port=None))
     endpoint = await iroh.Endpoint.bind(iroh.EndpointOptions(
         preset=iroh.preset_minimal(), relay_mode=iroh.RelayMode.custom(relays),
         bind_addr=f"0.0.0.0:{args.port}", alpns=alpns))
+    told = None
     try:
         if args.external_ip:
             port = next(s for s in endpoint.bound_sockets() if not s.startswith("[")).rpartition(":")[2]
-            await endpoint.add_external_addr(f"{args.external_ip}:{port}")
+            told = f"{args.external_ip}:{port}"
+            await endpoint.add_external_addr(told)
         async with asyncio.timeout(START_TIMEOUT):
             await endpoint.online()
     except BaseException:
         await endpoint.close()
         raise
-    return endpoint
+    return endpoint, told
+
+
+async def _follow_external(endpoint: Any, told: str | None) -> None:
+    """Lines ``external HOST:PORT`` on stdin replace the address we were told: the lab's word
+    after a network change, as QAD's next report would have been."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        kind, _, addr = line.decode(errors="replace").strip().partition(" ")
+        if kind != "external" or not addr or addr == told:
+            continue
+        if told is not None:
+            await endpoint.remove_external_addr(told)
+        await endpoint.add_external_addr(addr)
+        told = addr
 
 
 def _socket(text: str) -> list[Any]:
@@ -171,7 +192,7 @@ def _metrics(endpoint: Any) -> dict[str, int]:
 async def listen(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    endpoint = await _bind(args, [ALPN])
+    endpoint, _ = await _bind(args, [ALPN])
     conns: list[Any] = []
     try:
         emit(event="ready", id=str(endpoint.id()), sockets=[_socket(s) for s in endpoint.bound_sockets()])
@@ -197,7 +218,8 @@ async def listen(args: argparse.Namespace) -> int:
 
 
 async def dial(args: argparse.Namespace) -> int:
-    endpoint = await _bind(args, None)
+    endpoint, told = await _bind(args, None)
+    follower = asyncio.create_task(_follow_external(endpoint, told))
     try:
         target = iroh.EndpointTicket.from_string(args.target).endpoint_addr()
         started = time.time()
@@ -220,6 +242,9 @@ async def dial(args: argparse.Namespace) -> int:
         emit(event="result", connected=True, started=started, connected_at=connected, path_changes=log.changes,
              final_path=final_path, metrics=_metrics(endpoint), **result)
     finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
         await endpoint.close()
     return 0
 

@@ -20,7 +20,7 @@ from typing import Any
 from irohpy.errors import LabError
 from irohpy.lab.lab import Lab
 from irohpy.lab.nat import FULL_CONE_PORT, NatMode
-from irohpy.lab.process import python
+from irohpy.lab.process import LabProcess, python
 from irohpy.lab.topology import ROUTERS, Network, Router
 
 Change = Callable[[Lab], Awaitable[None]]
@@ -163,11 +163,13 @@ def analyse(result: ScenarioResult, report: dict[str, Any], change_at: float | N
 
 async def run_dial(lab: Lab, scenario: Scenario, result: ScenarioResult, *, listen: list[str],
                    dial: Callable[[dict[str, Any]], list[str]], names: tuple[str, str] = ("listener", "dialer"),
-                   transfer_bytes: int = TRANSFER_BYTES, settle: float = 10.0, timeout: float = RUN_TIMEOUT) -> None:
+                   transfer_bytes: int = TRANSFER_BYTES, settle: float = 10.0, timeout: float = RUN_TIMEOUT,
+                   after_change: Callable[[LabProcess], Awaitable[None]] | None = None) -> None:
     """One run inside an entered ``lab``: start the listener (``listen``: its command up to its
     port), then the dialer (``dial``: its command up to its transfer flags, from the listener's
-    ``ready`` event), change the network mid-transfer where the scenario says, and fill
-    ``result`` from the dialer's report, our relay's counter and the routers' counters."""
+    ``ready`` event), change the network mid-transfer where the scenario says (then run
+    ``after_change`` on the dialer, whose stdin it may write), and fill ``result`` from the
+    dialer's report, our relay's counter and the routers' counters."""
     for router in ROUTERS:
         await lab.count_traffic(router)
     listener = await lab.spawn(scenario.listener, [*listen, "--port", str(scenario.listener_port)], names[0])
@@ -178,7 +180,7 @@ async def run_dial(lab: Lab, scenario: Scenario, result: ScenarioResult, *, list
     dialer = await lab.spawn(scenario.dialer, [
         *dial(ready), "--bytes", str(transfer_bytes), "--rate", str(scenario.rate), "--settle", str(settle_s),
         "--timeout", str(timeout / 2),
-    ], names[1])
+    ], names[1], stdin=after_change is not None)
     change_at = None
     try:
         report = await dialer.expect(("transfer_start", "result"), timeout)
@@ -186,6 +188,8 @@ async def run_dial(lab: Lab, scenario: Scenario, result: ScenarioResult, *, list
             await asyncio.sleep(scenario.change_after)
             change_at = time.time()
             await scenario.change(lab)
+            if after_change is not None:
+                await after_change(dialer)
         if report["event"] != "result":
             report = await dialer.expect("result", timeout)
     except LabError as exc:
