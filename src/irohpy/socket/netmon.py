@@ -11,7 +11,6 @@ the messages themselves are never parsed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import sys
 
@@ -53,7 +52,10 @@ class NetworkMonitor:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._sock = _netlink()
-        self._event = asyncio.Event()
+        #: A message came since the last wake-up.
+        self._pending = False
+        #: What :meth:`changed` waits on (a bare future: no task per monitor).
+        self._waiter: asyncio.Future[None] | None = None
         if self._sock is not None:
             self._loop.add_reader(self._sock.fileno(), self._on_readable)
 
@@ -73,7 +75,13 @@ class NetworkMonitor:
                 break
             except OSError:
                 break  # ENOBUFS: messages were lost, which is a change all the same
-        self._event.set()
+        self._pending = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def changed(self) -> None:
         """Return once something may have changed: a burst of netlink messages went quiet, or
@@ -81,10 +89,16 @@ class NetworkMonitor:
         if self._sock is None:
             await asyncio.sleep(POLL)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), SAFETY_POLL)
-        while self._event.is_set():
-            self._event.clear()
+        if not self._pending:
+            self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(SAFETY_POLL, self._wake)
+            try:
+                await self._waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        while self._pending:
+            self._pending = False
             await asyncio.sleep(DEBOUNCE)
 
     def close(self) -> None:
