@@ -29,6 +29,8 @@ class Route:
     rate: float = 12.5e6
     loss: float = 0.0
     up: bool = True
+    #: Datagrams from this side (0 client, 1 server) are lost; -1: none.
+    drop_from: int = -1
     #: Datagrams and bytes carried each way (index 0: client to server).
     datagrams: list[int] = field(default_factory=lambda: [0, 0])
     bytes: list[int] = field(default_factory=lambda: [0, 0])
@@ -91,7 +93,7 @@ class MpNet:
     def _carry(self, src: int, route: Route, data: bytes) -> None:
         route.datagrams[src] += 1
         route.bytes[src] += len(data)
-        if not route.up or self.rng.random() < route.loss:
+        if not route.up or src == route.drop_from or self.rng.random() < route.loss:
             return
         start = max(route.free_at[src], self.now)
         route.free_at[src] = start + len(data) / route.rate

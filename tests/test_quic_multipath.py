@@ -275,6 +275,36 @@ def test_losing_the_last_path_closes_unless_a_new_one_comes(replace: bool) -> No
         assert {client.terminated.error_code, server.terminated.error_code} == {QuicError.NO_VIABLE_PATH}  # type: ignore[union-attr]
 
 
+def test_a_path_abandon_lost_after_its_path_drained_still_reaches_the_peer() -> None:
+    client, server, net = mp_pair(two_routes())
+    open_second(client, server, net)
+    routes = net.routes
+    # The abandon goes out on path 0, whose route loses everything for a while (a relay
+    # reconnecting); path 1's own state drains 3 PTO later, long before that loss shows.
+    routes[0].up = False
+    client.conn.close_path(1, net.now)
+    net.advance(1.0)
+    assert 1 not in client.conn.paths
+    routes[0].up = True
+    net.run(net.now + 5.0, lambda: bool(server.of(qc.PathAbandoned)))
+    # The peer heard it from us, not from its 15 s path idle timeout.
+    assert server.of(qc.PathAbandoned) == [qc.PathAbandoned(1, qc.APPLICATION_ABANDON_PATH, True, True)]
+
+
+def test_probes_carry_the_oldest_frames_when_no_ack_comes_back() -> None:
+    client, server, net = mp_pair(two_routes())
+    route = net.routes[0]
+    # The packet with the data is lost, and from then on so is everything the server sends (as
+    # when the peer acknowledges down a path that died): no ACK will ever show the loss.
+    route.up = False
+    sid, data = transfer(client, 500)
+    net.flush(0)
+    route.up = True
+    route.drop_from = 1
+    net.run(net.now + 10.0, lambda: sid in server.finished)
+    assert bytes(server.streams[sid]) == data
+
+
 # -- network change --------------------------------------------------------------------
 
 

@@ -480,6 +480,18 @@ class _Plan:
         self.eliciting = eliciting
 
 
+def _repairable(kind: int) -> bool:
+    """Whether a sent frame of this kind goes again when lost (PINGs, ACKs, probes do not)."""
+    return kind != K_ACK and kind != K_OTHER and kind != K_MTU_PROBE
+
+
+def _carries_repairable(frames: SentFrames) -> bool:
+    for frame in frames:
+        if _repairable(frame[0]):
+            return True
+    return False
+
+
 class QuicConnection:
     """One QUIC connection, client or server; see the module docstring for the driver loop."""
 
@@ -567,6 +579,7 @@ class QuicConnection:
         "_pending_max_path_id",
         "_pending_paths_blocked",
         "_pending_path_cids_blocked",
+        "_abandons_resent",
         "_data_ok",
         "_rx_addr",
         "_addr_settled",
@@ -722,6 +735,8 @@ class QuicConnection:
         self._pending_max_path_id = False
         self._pending_paths_blocked = -1
         self._pending_path_cids_blocked: dict[int, int] = {}
+        #: PATH_ABANDONs lost after their path's state drained: path id -> error code.
+        self._abandons_resent: dict[int, int] = {}
         #: The path being sent on may carry data (set per path in :meth:`transmit`).
         self._data_ok = True
         #: The address of the datagram being processed.
@@ -1764,6 +1779,10 @@ class QuicConnection:
                 lost_path = self._paths.get(a)
                 if lost_path is not None:
                     lost_path.abandon_pending = True
+                else:
+                    # The path drained (3 PTO of its own, maybe a few ms) before the loss
+                    # showed on another path: the peer must still hear of it.
+                    self._abandons_resent[a] = b
             elif kind == K_PATH_STATUS:
                 lost_path = self._paths.get(a)
                 if lost_path is not None and not lost_path.abandoned and lost_path.status_seq == b:
@@ -2277,7 +2296,7 @@ class QuicConnection:
                     for p in rec.lost:
                         self._on_packet_lost(loss_space, p, now, path)
                 elif result == TIMEOUT_PTO:
-                    self._on_pto(rec.pto_space)
+                    self._on_pto(rec.pto_space, rec)
             if self._mp and now >= self._path_deadline(path):
                 self._on_path_timer(path, now)
         if self._path is not self._home:
@@ -2340,13 +2359,26 @@ class QuicConnection:
             return INF
         return _keep_alive_due(self._last_eliciting_sent, self._last_eliciting_received, self.config.keep_alive)
 
-    def _on_pto(self, space_index: int) -> None:
-        """Probe: resend unacknowledged CRYPTO data of a handshake space, else a PING."""
+    def _on_pto(self, space_index: int, rec: Recovery) -> None:
+        """Probe: resend unacknowledged CRYPTO data of a handshake space. In the application
+        space the oldest packet in flight that carried more than PINGs and ACKs has its frames
+        sent again in the probes (quinn's rule; RFC 9002 §6.2.4), else the probe is a PING.
+        Without it a frame whose ACK the peer sends down a path that died (as the peer's
+        PATH_ACKs do until our PATH_ABANDON reaches it) would wait for a loss never seen."""
         if space_index != APPLICATION:
             space = self._spaces[space_index]
             cs = space.crypto_send
             if cs.sent:
                 cs.on_frame_lost(0, cs.sent, False)
+            return
+        for p in rec.spaces[APPLICATION].packets.values():
+            frames = cast(SentFrames, p.frames)
+            if p.ack_eliciting and p.in_flight and _carries_repairable(frames):
+                self._repair(APPLICATION, p)
+                # Taken, not copied: the next probe takes the next packet's, and the copies'
+                # fate (acked or lost) decides from now on.
+                p.frames = [f for f in frames if not _repairable(f[0])]
+                return
 
     # -- sending --------------------------------------------------------------------
 
@@ -2529,7 +2561,12 @@ class QuicConnection:
         )
 
     def _has_path_control(self) -> bool:
-        if self._pending_max_path_id or self._pending_paths_blocked >= 0 or self._pending_path_cids_blocked:
+        if (
+            self._pending_max_path_id
+            or self._pending_paths_blocked >= 0
+            or self._pending_path_cids_blocked
+            or self._abandons_resent
+        ):
             return True
         for path in self._paths.values():
             if path.abandon_pending or path.status_pending:
@@ -2848,6 +2885,13 @@ class QuicConnection:
                 frames.append((K_PATH_ABANDON, path.path_id, path.abandon_code, 0))
                 path.abandon_pending = False
                 wrote = True
+        resent = self._abandons_resent
+        while resent and w.remaining() >= _CONTROL_ROOM:
+            pid = next(iter(resent))
+            code = resent.pop(pid)
+            PathAbandon(pid, code).encode(w)
+            frames.append((K_PATH_ABANDON, pid, code, 0))
+            wrote = True
         return wrote
 
     def _write_path_control(self, w: Writer, frames: SentFrames) -> bool:
