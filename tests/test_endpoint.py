@@ -62,6 +62,29 @@ async def test_acceptor_learns_dialer_id_and_side() -> None:
         conn.close()
 
 
+async def test_path_events_come_one_loop_iteration_after_the_change_and_end_with_the_connection() -> None:
+    async with endpoints(2, [ALPN]) as (a, b):
+        accepted = asyncio.create_task(accept_one(b))
+        conn = await a.connect(b.addr(), ALPN)
+        await accepted
+        remote = conn._remote
+        assert remote is not None and remote.selected is not None
+        seen = []
+
+        async def watch() -> None:
+            async for event in conn.path_events():
+                seen.append(event)
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0)  # subscribed, waiting
+        remote._emit("selected", remote.selected, 0.0)  # what a change of the selection emits
+        await asyncio.sleep(0)
+        assert [e.kind for e in seen] == ["selected"]
+        conn.close()
+        await asyncio.wait_for(watcher, 5)
+        assert not remote.subscribers
+
+
 async def test_ipv6_loopback() -> None:
     async with endpoints(2, [ALPN], addrs=V6) as (a, b):
         server = asyncio.create_task(echo_server(b))

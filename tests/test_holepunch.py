@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from irohpy import Endpoint, EndpointAddr, RelayMode, presets
+from irohpy import Endpoint, EndpointAddr, RelayMode, SecretKey, presets
 from irohpy.base.addr import TransportAddr
 from irohpy.endpoint import Connection
 from irohpy.relay import stun
@@ -116,6 +116,21 @@ async def test_stun_on_the_relay_reports_our_address() -> None:
             s.sendto(request, ("127.0.0.1", port))
             answer = stun.parse(s.recv(600))
             assert answer.tx_id == tx and answer.mapped == s.getsockname()
+
+
+async def test_our_address_is_asked_for_before_a_home_relay_connects() -> None:
+    """STUN needs the relay's /ping only: here the relay refuses us (an allowlist of another
+    key), so no home relay ever connects, and STUN still tells us our address."""
+    other = SecretKey.generate().public()
+    async with relay_server(f'[access]\nmode = "allowlist"\nallowlist = ["{other}"]\n') as relay:
+        ep = await bind(relay.url)
+        try:
+            assert ep._direct is not None
+            await wait_for(lambda: ep._direct.reflexive, T)  # type: ignore[union-attr]
+            assert ep._direct.reflexive == {tuple(ep.bound_sockets()[0])}
+            assert ep.home_relay is None
+        finally:
+            await ep.close()
 
 
 async def test_replayed_and_forged_packets_never_move_a_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,8 +19,9 @@ from irohpy.errors import (
     LocallyClosed,
     StreamReset,
 )
+from irohpy.quic import connection as qc
 from irohpy.quic.connection import CAUSE_RESET
-from irohpy.quic.endpoint import EndpointConfig, Offer
+from irohpy.quic.endpoint import EndpointConfig, Offer, QuicEndpoint
 from irohpy.tls.keys import private_key, public_key_bytes
 from irohpy.tls.resumption import TicketCache, TicketStore
 from tests.engine_restart import Restartable
@@ -367,6 +368,38 @@ async def test_offers_are_accepted_refused_or_ignored_before_any_handshake() -> 
             assert await asyncio.wait_for(server.accept(), T) is theirs
             assert theirs.peer_id == CLIENT_ID and ours.peer_id == SERVER_ID
             assert server.core.handshakes_under_way == 0
+
+
+async def test_what_a_passs_events_queue_goes_out_in_that_pass() -> None:
+    """A hook answering an event (the socket layer starting a NAT-traversal round when the
+    handshake completes, say) sends within the pass that delivered the event, not a loop
+    iteration later: here every datagram is carried by hand, with no loop iteration between."""
+    client_addr, server_addr = ("192.0.2.1", 1), ("192.0.2.2", 2)
+    sent: dict[str, list[bytes]] = {"client": [], "server": []}
+    client = QuicEngine(QuicEndpoint(CLIENT_SECRET), lambda datagrams, addr: sent["client"].extend(datagrams))
+    server = QuicEngine(QuicEndpoint(SERVER_SECRET, EndpointConfig(alpns=[ALPN])),
+                        lambda datagrams, addr: sent["server"].extend(datagrams))
+    received: list[bytes] = []
+
+    def on_new(conn: EngineConnection) -> None:
+        conn.on_event = lambda ev: received.append(ev.data) if isinstance(ev, qc.DatagramReceived) else None
+
+    server.on_new = on_new
+    ours = client.dial(server_addr, SERVER_ID, ALPN)
+    ours.on_event = lambda ev: ours.send_datagram(b"hello") if isinstance(ev, qc.HandshakeCompleted) else None
+
+    def carry(src: str, engine: QuicEngine, addr: tuple[str, int]) -> None:
+        batch = [(data, addr) for data in sent[src]]
+        sent[src].clear()
+        engine.receive(batch)
+
+    client.receive(())  # the dial's Initial
+    carry("client", server, client_addr)
+    carry("server", client, server_addr)  # the client's handshake completes; its hook queues
+    carry("client", server, client_addr)
+    assert received == [b"hello"]
+    await client.close()
+    await server.close()
 
 
 async def test_write_waits_on_unacknowledged_bytes_and_ready_on_credit(pair: tuple[QuicEngine, QuicEngine]) -> None:

@@ -87,6 +87,8 @@ class Connection:
         self._on_handshake: Callable[[Connection], None] | None = None
         #: The remote's state, once the handshake named the remote.
         self._remote: RemoteState | None = None
+        #: The path-event queues our path_events() iterators read; each gets None at the end.
+        self._path_queues: list[asyncio.Queue[PathEvent | None]] = []
 
     @property
     def peer_id(self) -> bytes | None:
@@ -195,19 +197,14 @@ class Connection:
         if remote is None:
             return
         queue = remote.subscribe()
+        self._path_queues.append(queue)
         try:
-            while not self._closed_fut.done():
-                getter = asyncio.ensure_future(queue.get())
-                try:
-                    await asyncio.wait([getter, self._closed_fut], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if not getter.done():
-                        getter.cancel()
-                if getter.cancelled():
-                    break
-                yield getter.result()
+            # Awaited directly: an event reaches us one loop iteration after it happened.
+            while not self._closed_fut.done() and (event := await queue.get()) is not None:
+                yield event
         finally:
             remote.unsubscribe(queue)
+            self._path_queues.remove(queue)
 
     @property
     def rtt(self) -> float:
@@ -257,6 +254,10 @@ class Connection:
             return
         error = self._describe_close()
         self._closed_fut.set_result(error)
+        for queue in self._path_queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
         self._inner.failure = error
         if not self._handshake.done():
             self._handshake.set_exception(error)

@@ -7,7 +7,9 @@ It does the I/O the sans-IO core leaves out, and nothing else:
 - one ``loop.call_at`` for the core's single next deadline;
 - transmits go out per burst through the socket layer's batch send (GSO runs);
 - application calls (writes, closes) mark their connection and schedule one flush with
-  ``call_soon``, so many writes in one loop iteration cost one pass.
+  ``call_soon``, so many writes in one loop iteration cost one pass; what a pass's own events
+  queue (a NAT-traversal round, a path's status) goes out before the pass ends, not a loop
+  iteration later behind whatever else is ready.
 
 It owns no tasks, only callbacks, so closing it leaves nothing behind. ``Endpoint`` runs one on
 its socket layer (relay and hole-punched paths) through :mod:`irohpy.endpoint.engine_socket`.
@@ -52,6 +54,9 @@ STREAM_REFUSED = 0
 #: Established connections waiting for accept(); more are refused.
 MAX_ACCEPT_QUEUE = 128
 CONNECTION_REFUSED = 0x02
+#: Sends a pass makes after its events for what they queued; a hook that queues something on
+#: every event gets the rest through a flush, so it cannot hold the loop.
+FOLLOW_UPS = 2
 
 Sender = Callable[[list[bytes], Any], None]
 """Sends datagrams to one address in order (``UdpSocket.send_batch``, or the socket layer's
@@ -384,6 +389,9 @@ class QuicEngine:
         self._now = 0.0
         self._flush_scheduled = False
         self._closed = False
+        #: Inside a pass's event dispatch, and whether it woke a connection.
+        self._dispatching = False
+        self._woken = False
         self._socket: UdpSocket | None = None
         #: Core passes run, for tests and benches to see batching at work.
         self.passes = 0
@@ -448,12 +456,26 @@ class QuicEngine:
         send = self._sender
         for t in transmits:
             send(t.datagrams, t.addr)
-        self._dispatch()
-        for offer in core.offers():
-            if self.on_offer is not None:
-                self.on_offer(offer)
-            else:
-                self.accept_offer(offer)
+        self._dispatching = True
+        try:
+            self._dispatch()
+            for offer in core.offers():
+                if self.on_offer is not None:
+                    self.on_offer(offer)
+                else:
+                    self.accept_offer(offer)
+            for _ in range(FOLLOW_UPS):
+                if not self._woken:
+                    break
+                self._woken = False
+                for t in core.transmits(now):
+                    send(t.datagrams, t.addr)
+                self._dispatch()
+        finally:
+            self._dispatching = False
+        if self._woken:
+            self._woken = False
+            self._schedule_flush()
         self._arm(core.deadline())
 
     def _dispatch(self) -> None:
@@ -506,7 +528,10 @@ class QuicEngine:
 
     def _wake(self, quic: qc.QuicConnection) -> None:
         self.core.wake(quic)
-        self._schedule_flush()
+        if self._dispatching:
+            self._woken = True
+        else:
+            self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and not self._closed:

@@ -49,6 +49,10 @@ class DirectAddrs:
         self._netmon = NetworkMonitor()
         self._closed = False
         transport.on_control = self._on_control
+        if transport.relay is not None:
+            # STUN needs the relay's /ping, not its connection: asked while the relay connects,
+            # our public address is a candidate by the time the endpoint is online.
+            transport.relay.on_ranked = self.stun_soon
         self._tasks = [asyncio.ensure_future(t) for t in (self._stun_loop(), self._watch_interfaces())]
         self._changed()
 
@@ -133,20 +137,20 @@ class DirectAddrs:
 
     async def _stun_once(self) -> None:
         relay = self._transport.relay
-        if relay is None or relay.home is None:
+        if relay is None:
             return
-        port = relay.stun_ports.get(relay.home)
-        if port is None:
+        url = relay.home or next((u for u in relay.ranked if u in relay.stun_ports), None)
+        port = relay.stun_ports.get(url) if url is not None else None
+        if url is None or port is None:
             return
         try:
-            infos = await asyncio.wait_for(
-                self._loop.getaddrinfo(relay.home.host, port, type=socket.SOCK_DGRAM), timeout=3.0)
+            infos = await asyncio.wait_for(_resolve(url.host, port), timeout=3.0)
         except (OSError, TimeoutError):
             return
         found: set[DirectPath] = set()
         for family in {info[0] for info in infos}:
-            target = next(info[4][:2] for info in infos if info[0] == family)
-            observed = await self._stun_query((str(target[0]), int(target[1])))
+            target = next(addr for fam, addr in infos if fam == family)
+            observed = await self._stun_query(target)
             if observed is not None:
                 found.add(observed)
         if found and found != self.reflexive:
@@ -192,3 +196,13 @@ class DirectAddrs:
         for _, fut in self._stun_waiters.values():
             fut.cancel()
         self._transport.on_control = None
+
+
+async def _resolve(host: str, port: int) -> list[tuple[int, tuple[str, int]]]:
+    """``host``'s addresses as (family, (ip, port)); an IP literal without the resolver thread."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        return [(info[0], (str(info[4][0]), int(info[4][1]))) for info in infos]
+    return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (str(ip), port))]

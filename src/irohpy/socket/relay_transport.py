@@ -66,6 +66,10 @@ class RelayTransport:
         self.home: RelayUrl | None = None
         # Where each relay answers STUN, as its /ping said.
         self.stun_ports: dict[RelayUrl, int] = {}
+        #: The relays the last ranking reached, best first.
+        self.ranked: list[RelayUrl] = []
+        #: Told after each ranking: our address can be asked for before a home relay connects.
+        self.on_ranked: Callable[[], None] | None = None
         self.metrics = metrics or SocketMetrics()
         self.client_metrics = client_metrics or RelayClientMetrics()
         self._m_sent = self.metrics.send_datagrams.labels("relay")
@@ -149,6 +153,9 @@ class RelayTransport:
     async def _supervise(self) -> None:
         while not self._closed:
             ranked = await self._rank() if self._map else []
+            self.ranked = ranked
+            if self.on_ranked is not None:
+                self.on_ranked()
             for url in ranked:
                 client = self._client_for(url)
                 if client is None or not await client.wait_connected(CONNECT_TIMEOUT):

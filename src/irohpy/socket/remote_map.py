@@ -74,7 +74,8 @@ class RemoteState:
     selected: PathKey | None = None
     #: Every connection to the remote, with its open paths by id.
     conns: dict[Connection, dict[int, PathKey]] = field(default_factory=dict)
-    subscribers: list[asyncio.Queue[PathEvent]] = field(default_factory=list)
+    #: Path-event queues; None in one marks its end (its connection closed).
+    subscribers: list[asyncio.Queue[PathEvent | None]] = field(default_factory=list)
     metrics: SocketMetrics | None = None
     scheduler: RoundScheduler | None = None
     #: Our NAT-traversal candidates, as every connection gets them.
@@ -414,12 +415,12 @@ class RemoteState:
         return PathInfo("relay" if is_relay(key) else "direct", describe_path(key), None,
                         key == self.selected, False, 0, 0)
 
-    def subscribe(self) -> asyncio.Queue[PathEvent]:
-        queue: asyncio.Queue[PathEvent] = asyncio.Queue(EVENT_QUEUE)
+    def subscribe(self) -> asyncio.Queue[PathEvent | None]:
+        queue: asyncio.Queue[PathEvent | None] = asyncio.Queue(EVENT_QUEUE)
         self.subscribers.append(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[PathEvent]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[PathEvent | None]) -> None:
         if queue in self.subscribers:
             self.subscribers.remove(queue)
 
