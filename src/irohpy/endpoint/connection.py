@@ -23,7 +23,7 @@ from irohpy.errors import (
 )
 from irohpy.quic import connection as qc
 from irohpy.quic.pmtud import BASE_MTU
-from irohpy.socket.paths import PathEvent, PathInfo, PathKey, is_relay
+from irohpy.socket.paths import PathEvent, PathInfo, PathKey, is_relay, offer
 
 if TYPE_CHECKING:
     from irohpy.endpoint.engine_socket import SocketBridge
@@ -255,9 +255,7 @@ class Connection:
         error = self._describe_close()
         self._closed_fut.set_result(error)
         for queue in self._path_queues:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(None)
+            offer(queue, None)
         self._inner.failure = error
         if not self._handshake.done():
             self._handshake.set_exception(error)

@@ -579,7 +579,7 @@ class QuicConnection:
         "_pending_max_path_id",
         "_pending_paths_blocked",
         "_pending_path_cids_blocked",
-        "_abandons_resent",
+        "_pending_abandons",
         "_data_ok",
         "_rx_addr",
         "_addr_settled",
@@ -735,8 +735,9 @@ class QuicConnection:
         self._pending_max_path_id = False
         self._pending_paths_blocked = -1
         self._pending_path_cids_blocked: dict[int, int] = {}
-        #: PATH_ABANDONs lost after their path's state drained: path id -> error code.
-        self._abandons_resent: dict[int, int] = {}
+        #: PATH_ABANDONs to send, path id -> error code; kept apart from the path's state, which
+        #: drains after 3 PTO of its own, maybe before a lost PATH_ABANDON shows on another path.
+        self._pending_abandons: dict[int, int] = {}
         #: The path being sent on may carry data (set per path in :meth:`transmit`).
         self._data_ok = True
         #: The address of the datagram being processed.
@@ -1071,11 +1072,11 @@ class QuicConnection:
         if not self._mp:
             self._ping_pending = True
 
-    def _reopen(self, path: PathState, now: float) -> int | None:
-        """Client: a new path to ``path``'s remote in its place, its RTT as a first guess.
-        None on the server, which opens no paths."""
+    def _reopen(self, path: PathState, now: float) -> None:
+        """Client: a new path to ``path``'s remote in its place, its RTT as a first guess (the
+        server opens no paths)."""
         if not self.is_client:
-            return None
+            return
         pid = self.open_path(path.addr, now, available=path.status == STATUS_AVAILABLE,
                              relay=path.idle_timeout == RELAY_PATH_IDLE_TIMEOUT)
         new = self._paths[pid]
@@ -1084,7 +1085,6 @@ class QuicConnection:
         rtt = path.recovery.rtt
         if rtt.has_sample:
             new.recovery.rtt.reset_initial(rtt.smoothed)
-        return pid
 
     def _abandon_live(self, path: PathState, error_code: int, now: float) -> None:
         if not any(p is not path and not p.abandoned for p in self._paths.values()):
@@ -1776,13 +1776,7 @@ class QuicConnection:
             elif kind == K_HANDSHAKE_DONE:
                 self._pending_handshake_done = True
             elif kind == K_PATH_ABANDON:
-                lost_path = self._paths.get(a)
-                if lost_path is not None:
-                    lost_path.abandon_pending = True
-                else:
-                    # The path drained (3 PTO of its own, maybe a few ms) before the loss
-                    # showed on another path: the peer must still hear of it.
-                    self._abandons_resent[a] = b
+                self._pending_abandons[a] = b
             elif kind == K_PATH_STATUS:
                 lost_path = self._paths.get(a)
                 if lost_path is not None and not lost_path.abandoned and lost_path.status_seq == b:
@@ -2113,8 +2107,7 @@ class QuicConnection:
         other paths, and its state drains after 3 PTO."""
         pid = path.path_id
         path.abandoned = True
-        path.abandon_pending = True
-        path.abandon_code = error_code
+        self._pending_abandons[pid] = error_code
         path.challenge_at = INF
         path.challenges.clear()
         path.responses.clear()
@@ -2402,7 +2395,9 @@ class QuicConnection:
             return [(home.addr, datagrams)] if datagrams else []
         self._pacing_at = INF
         for path in list(self._paths.values()):
-            if path.abandoned and not (path.abandon_pending and path.validated and not self._sendable_path()):
+            if path.abandoned and not (
+                path.path_id in self._pending_abandons and path.validated and not self._sendable_path()
+            ):
                 continue
             if path.path_id not in self._peer_path_cids or not self._peer_path_cids[path.path_id].has_cid():
                 continue
@@ -2565,11 +2560,11 @@ class QuicConnection:
             self._pending_max_path_id
             or self._pending_paths_blocked >= 0
             or self._pending_path_cids_blocked
-            or self._abandons_resent
+            or self._pending_abandons
         ):
             return True
         for path in self._paths.values():
-            if path.abandon_pending or path.status_pending:
+            if path.status_pending:
                 return True
         return False
 
@@ -2687,7 +2682,7 @@ class QuicConnection:
                     eliciting = True
                 if self._write_streams(w, frames):
                     eliciting = True
-            elif path.abandon_pending and self._write_abandons(w, frames):
+            elif path.path_id in self._pending_abandons and self._write_abandons(w, frames):
                 eliciting = True
             if not eliciting and (
                 (self._ping_pending and self._data_ok)
@@ -2878,17 +2873,11 @@ class QuicConnection:
         return wrote
 
     def _write_abandons(self, w: Writer, frames: SentFrames) -> bool:
+        pending = self._pending_abandons
         wrote = False
-        for path in self._paths.values():
-            if path.abandon_pending and w.remaining() >= _CONTROL_ROOM:
-                PathAbandon(path.path_id, path.abandon_code).encode(w)
-                frames.append((K_PATH_ABANDON, path.path_id, path.abandon_code, 0))
-                path.abandon_pending = False
-                wrote = True
-        resent = self._abandons_resent
-        while resent and w.remaining() >= _CONTROL_ROOM:
-            pid = next(iter(resent))
-            code = resent.pop(pid)
+        while pending and w.remaining() >= _CONTROL_ROOM:
+            pid = next(iter(pending))
+            code = pending.pop(pid)
             PathAbandon(pid, code).encode(w)
             frames.append((K_PATH_ABANDON, pid, code, 0))
             wrote = True

@@ -52,8 +52,6 @@ class PathState:
         "ping_pending",
         "abandoned",
         "remote_abandoned",
-        "abandon_pending",
-        "abandon_code",
         "drain_at",
         "established_reported",
         "max_datagram_size",
@@ -103,8 +101,6 @@ class PathState:
         self.abandoned = False
         #: The peer's PATH_ABANDON arrived.
         self.remote_abandoned = False
-        self.abandon_pending = False
-        self.abandon_code = 0
         #: When an abandoned path's state goes (3 PTO after abandoning).
         self.drain_at = float("inf")
         self.established_reported = path_id == 0

@@ -112,9 +112,10 @@ class DirectAddrs:
     def network_changed(self) -> None:
         """Addresses moved: replace the paths that lost their local address and ping the rest,
         reconnect relays, learn our public address again, tell the remotes."""
-        self._remotes.on_network_change({*self._interfaces[0], *self._interfaces[1]}, self._loop.time())
+        local_ips = [*self._interfaces[0], *self._interfaces[1]]
+        self._remotes.on_network_change(set(local_ips), self._loop.time())
         if self._transport.relay is not None:
-            self._transport.relay.network_changed([*self._interfaces[0], *self._interfaces[1]])
+            self._transport.relay.network_changed(local_ips)
         self.stun_soon()
         self._changed()
 

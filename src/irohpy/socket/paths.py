@@ -6,6 +6,7 @@ Each is a QUIC multipath path of its own; :mod:`irohpy.socket.remote_map` choose
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,3 +68,11 @@ class PathEvent:
     kind: EventKind
     path: PathInfo
     time: float
+
+
+def offer(queue: asyncio.Queue[PathEvent | None], item: PathEvent | None) -> None:
+    """Put ``item`` (None: the end) in a bounded event queue, dropping the oldest when it is
+    full: a slow reader misses old events and never holds up the socket layer."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)

@@ -35,7 +35,7 @@ from irohpy.socket.mapped import MappedAddr
 from irohpy.socket.metrics import SocketMetrics
 from irohpy.socket.path_selector import PathInfo as SelectorPath
 from irohpy.socket.path_selector import PathKind, plan_paths, select_path
-from irohpy.socket.paths import EventKind, PathEvent, PathInfo, PathKey, RelayPath, describe_path, is_relay
+from irohpy.socket.paths import EventKind, PathEvent, PathInfo, PathKey, RelayPath, describe_path, is_relay, offer
 from irohpy.socket.round_scheduler import RoundScheduler, punching_connection
 
 if TYPE_CHECKING:
@@ -400,9 +400,7 @@ class RemoteState:
             return
         event = PathEvent(kind, self._describe(key, conn), now)
         for queue in self.subscribers:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
+            offer(queue, event)
 
     def _describe(self, key: PathKey, conn: Connection | None) -> PathInfo:
         """``key`` as a path of ``conn`` (else of any connection) reports it."""
