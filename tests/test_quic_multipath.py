@@ -26,7 +26,7 @@ from irohpy.quic.packet import (
 from irohpy.quic.handshake import iroh_handshake
 from irohpy.quic.recovery import APPLICATION
 from tests.quic_conn_sim import ALPN, CLIENT_SECRET, SERVER_ID, SERVER_SECRET
-from tests.quic_mp_sim import MpNet, Side, mp_pair, two_routes
+from tests.quic_mp_sim import MpNet, Route, Side, mp_pair, two_routes
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
@@ -245,6 +245,31 @@ def test_keep_alives_hold_idle_paths_open() -> None:
     # A PING on each path about every 5 s.
     for route, b in zip(net.routes, before):
         assert 8 <= route.datagrams[0] - b <= 40
+
+
+def test_an_idle_path_is_pinged_by_one_side_and_answered_at_once() -> None:
+    """Of two peers keeping a path alive, the one that pinged last keeps pinging and the
+    other acknowledges at once: a server with many idle connections then wakes once per
+    keep-alive, not for its own PINGs and again for delayed ACKs."""
+    client, server, net = mp_pair([Route(("10.0.0.1", 1000), ("10.0.0.2", 2000))])
+    net.advance(12.0)
+    sides = {side: side.conn._paths[0] for side in (client, server)}
+    pinger = max(sides, key=lambda side: sides[side].last_eliciting)
+    other = server if pinger is client else client
+    pinged, answered = sides[pinger].last_eliciting, sides[other].last_eliciting
+    before = net.routes[0].datagrams[:]
+    net.advance(60.0)
+    assert sides[other].last_eliciting == answered  # nothing ack-eliciting from the other side
+    assert sides[pinger].last_eliciting >= pinged + 55.0
+    assert [n - b for n, b in zip(net.routes[0].datagrams, before)] == [12, 12]
+    # The ACK comes back after the route's round trip (20 ms), not after max_ack_delay too.
+    assert sides[pinger].recovery.rtt.latest < 0.021
+    # The pinger stops: the other side takes over before the path's idle timeout.
+    pinger.conn.set_path_keep_alive(0, 0.0)
+    net.advance(60.0)
+    assert sides[other].last_eliciting > answered + 50.0
+    assert not client.of(qc.PathAbandoned) and not server.of(qc.PathAbandoned)
+    assert client.terminated is None and server.terminated is None
 
 
 def test_validation_failure_ends_in_an_abandoned_unvalidated_path() -> None:

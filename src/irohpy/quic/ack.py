@@ -28,8 +28,8 @@ class AckTracker:
     Policy (RFC 9000 §13.2.1–2, with the ACK_FREQUENCY draft's knobs as plain fields):
     acknowledge immediately on out-of-order arrival, on ECN-CE, in the Initial and Handshake
     spaces (``max_ack_delay`` 0), or once ``ack_eliciting_threshold`` ack-eliciting packets are
-    waiting; otherwise within ``max_ack_delay``. Non-ack-eliciting packets are recorded but never
-    start the timer.
+    waiting, or when the connection asks (:meth:`ack_at_once`, for a PING); otherwise within
+    ``max_ack_delay``. Non-ack-eliciting packets are recorded but never start the timer.
     """
 
     __slots__ = (
@@ -109,6 +109,11 @@ class AckTracker:
         elif self.ack_deadline == INF:
             self.ack_deadline = now + self.max_ack_delay
         return True
+
+    def ack_at_once(self, now: float) -> None:
+        """The packet just recorded asks for its ACK now (it held a PING)."""
+        self.ack_now = True
+        self.ack_deadline = now
 
     def set_ack_frequency(
         self, ack_eliciting_threshold: int, max_ack_delay: float, reordering_threshold: int

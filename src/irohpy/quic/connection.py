@@ -584,6 +584,7 @@ class QuicConnection:
         "_rx_addr",
         "_addr_settled",
         "_rx_probing",
+        "_rx_ping",
         "_no_path_at",
         "_nat",
         "_nat_local",
@@ -746,6 +747,10 @@ class QuicConnection:
         self._addr_settled = False
         #: Whether the 1-RTT packet being processed held only probing frames (RFC 9000 §9.1).
         self._rx_probing = True
+        #: Whether the packet being processed held a PING: a keep-alive or a probe, whose
+        #: sender waits for our ACK, so it goes out in this pass, not after max_ack_delay
+        #: (an idle server then wakes once per keep-alive, not twice).
+        self._rx_ping = False
         #: The peer abandoned our last path: without a new one by then, the connection ends.
         self._no_path_at = INF
         #: n0 NAT traversal (negotiated with the handshake); it owns the probe tokens.
@@ -1439,10 +1444,15 @@ class QuicConnection:
                 if self._state >= STATE_CLOSING:
                     return True
         ack.on_packet(pn, eliciting, ecn, now)
+        if self._rx_ping:
+            self._rx_ping = False
+            ack.ack_at_once(now)
         if space_index != APPLICATION:
             space.ack_dirty = True
         if eliciting:
             self._last_eliciting_received = now
+            if space_index == APPLICATION:
+                path.peer_eliciting = now
         if space_index == HANDSHAKE and not self.is_client:
             # A Handshake packet proves the client has our keys, so its address (RFC 9000 §8.1).
             self._rec.address_validated = True
@@ -1512,6 +1522,9 @@ class QuicConnection:
             if self._state >= STATE_CLOSING:
                 return True
         ack.on_packet(pn, eliciting, ecn, now)
+        if self._rx_ping:
+            self._rx_ping = False
+            ack.ack_at_once(now)
         self._path.ack_dirty = True
         return True
 
@@ -1559,6 +1572,7 @@ class QuicConnection:
         if isinstance(frame, Padding):
             return False
         if isinstance(frame, Ping):
+            self._rx_ping = True
             return True
         if isinstance(frame, Crypto):
             data = self._spaces[space].crypto_recv.on_frame(frame.offset, frame.data)
@@ -2311,10 +2325,7 @@ class QuicConnection:
         if not path.validated and path.recovery.amplification_budget() >= BASE_MTU:
             t = path.challenge_at
         if path.keep_alive > 0.0 and path.validated and not path.ping_pending:
-            # Every packet that arrives on the path counts: the peer's ACKs may travel on
-            # other paths, so each side keeps each of its paths alive itself.
-            last = path.last_activity if path.last_activity > path.last_eliciting else path.last_eliciting
-            k = last + path.keep_alive
+            k = _path_ping_due(path)
             if k < t:
                 t = k
         if path.idle_timeout > 0.0 and self._other_live_path(path):
@@ -2340,10 +2351,8 @@ class QuicConnection:
             if now >= path.last_activity + (path.idle_timeout if path.idle_timeout > floor else floor):
                 self._abandon(path, PATH_UNSTABLE_OR_POOR, now, False)
                 return
-        if path.keep_alive > 0.0 and path.validated:
-            last = path.last_activity if path.last_activity > path.last_eliciting else path.last_eliciting
-            if now >= last + path.keep_alive:
-                path.ping_pending = True
+        if path.keep_alive > 0.0 and path.validated and now >= _path_ping_due(path):
+            path.ping_pending = True
 
     def _keep_alive_at(self) -> float:
         """When the connection's keep-alive PING is due; never while the home path keeps
@@ -3174,6 +3183,17 @@ def _keep_alive_due(last_sent: float, last_received: float, interval: float) -> 
     if last_received > last_sent:
         return last_received + 1.5 * interval
     return last_sent + interval
+
+
+def _path_ping_due(path: PathState) -> float:
+    """When a path's keep-alive PING is due: :func:`_keep_alive_due`'s rule per path, where
+    every packet that arrives on the path counts as keeping it alive from our side (the peer's
+    ACKs may travel on other paths, so each side keeps each of its paths alive itself)."""
+    last = path.last_activity if path.last_activity > path.last_eliciting else path.last_eliciting
+    if path.peer_eliciting > path.last_eliciting:
+        # The peer pinged last: it keeps pinging and we only acknowledge, unless it stops.
+        return path.peer_eliciting + 1.5 * path.keep_alive
+    return last + path.keep_alive
 
 
 #: Frames a packet may hold without being more than a probe (RFC 9000 §9.1).

@@ -49,6 +49,7 @@ class PathState:
         "idle_timeout",
         "last_activity",
         "last_eliciting",
+        "peer_eliciting",
         "ping_pending",
         "abandoned",
         "remote_abandoned",
@@ -97,6 +98,8 @@ class PathState:
         self.idle_timeout = 0.0
         self.last_activity = 0.0
         self.last_eliciting = 0.0
+        #: When the peer's last ack-eliciting packet on this path arrived.
+        self.peer_eliciting = 0.0
         self.ping_pending = False
         self.abandoned = False
         #: The peer's PATH_ABANDON arrived.
