@@ -195,7 +195,8 @@ APPLICATION_ABANDON_PATH: Final = 0x3E
 PATH_UNSTABLE_OR_POOR: Final = 0x3E76
 #: The idle timeout iroh gives relay paths (RELAY_PATH_MAX_IDLE_TIMEOUT).
 RELAY_PATH_IDLE_TIMEOUT: Final = 30.0
-#: PATH_CHALLENGE retransmissions back off from the path's PTO up to this (noq's bound).
+#: PATH_CHALLENGE retransmissions back off from the path's PTO base (without the peer's ack
+#: delay: a PATH_RESPONSE is never delayed, as noq's ``on_path_challenge_pto``) up to this.
 MAX_CHALLENGE_INTERVAL: Final = 2.0
 #: PATH_CHALLENGE data we keep per path, any of which a PATH_RESPONSE may echo.
 MAX_CHALLENGES: Final = 4
@@ -2870,7 +2871,7 @@ class QuicConnection:
                 del challenges[0]
             PathChallenge(data).encode(w)
             frames.append((K_OTHER, 0, 0, 0))
-            backoff = path.pto() * (1 << min(path.challenges_lost, 16))
+            backoff = path.recovery.rtt.pto_base() * (1 << min(path.challenges_lost, 16))
             path.challenge_at = now + (backoff if backoff < MAX_CHALLENGE_INTERVAL else MAX_CHALLENGE_INTERVAL)
             path.challenges_lost += 1
             wrote = True
