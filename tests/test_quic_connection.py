@@ -14,6 +14,7 @@ from irohpy.errors import DatagramError, QuicError, StreamError
 from irohpy.quic import connection as qc
 from irohpy.quic.ack import ECN_CE, ECN_ECT0
 from irohpy.quic import frames as F
+from irohpy.quic.buffer import Writer
 from irohpy.quic.crypto import AES_128_GCM_SHA256
 from irohpy.quic.handshake import iroh_handshake
 from irohpy.quic.packet import build_retry, build_stateless_reset, build_version_negotiation, split_datagram
@@ -752,3 +753,13 @@ def test_the_server_follows_a_rebound_client_and_checks_the_new_address() -> Non
     for data in client.datagrams_to_send(now):
         server.receive_datagram(data, new, now)
     assert home.validated
+
+
+def test_the_largest_ack_frame_we_write_fits_its_bound() -> None:
+    """Packets take their ACK straight into their buffer when ``_ACK_FRAME_MAX`` bytes are
+    free: every field of the largest one we write (32 ranges, ECN, a path id) at 8 bytes."""
+    top = 2**62 - 1
+    ranges = [(top - (2 * i + 1) * 2**40, top - 2 * i * 2**40) for i in range(qc.MAX_ACK_FRAME_RANGES)]
+    w = Writer(qc._ACK_FRAME_MAX)
+    F.push_ack(w, ranges, 2**40, (2**40, 2**40, 2**40), 2**32 - 1)
+    assert w.tell() > qc._ACK_FRAME_MAX - 16

@@ -195,6 +195,32 @@ def test_ack_agrees_with_aioquic(ranges: list[tuple[int, int]], delay: int) -> N
     assert [(r.start, r.stop) for r in reversed(list(parsed))] == ranges and parsed_delay == delay
 
 
+@settings(max_examples=300, deadline=None)
+@given(ack_ranges(), st.integers(0, 2**20), st.none() | st.tuples(*[st.integers(0, 2**40)] * 3),
+       st.none() | st.integers(0, 2**32 - 1))
+def test_the_fast_ack_parse_agrees_with_decode_frame(
+    ranges: list[tuple[int, int]], delay: int, ecn: tuple[int, int, int] | None, path_id: int | None
+) -> None:
+    w = Writer(4096)
+    w.push_uint8(0x01)  # a PING before it: the parse starts where it is told
+    f.push_ack(w, ranges, delay, ecn, path_id)
+    payload = w.getvalue() + b"\x01"
+    fast, end = f.pull_ack_frame(payload, 1)
+    slow, slow_end = f.decode_frame(payload, 1, PACKET_ONE_RTT)
+    assert fast == slow and end == slow_end == len(payload) - 1
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.sampled_from([0x02, 0x03, 0x3E, 0x3F]), st.binary(max_size=60))
+def test_fuzz_fast_ack_parse_only_typed_errors(frame_type: int, body: bytes) -> None:
+    try:
+        frame, end = f.pull_ack_frame(bytes((frame_type,)) + body, 0)
+    except QuicDecodeError as exc:
+        assert exc.frame_type == frame_type
+        return
+    assert isinstance(frame, f.Ack) and 1 < end <= len(body) + 1
+
+
 def test_ack_without_ranges_is_refused() -> None:
     with pytest.raises(QuicError):
         f.push_ack(Writer(10), [], 0)

@@ -54,11 +54,15 @@ from irohpy.quic.buffer import Writer
 from irohpy.quic.cids import LocalCids, PeerCids
 from irohpy.quic.crypto import MASK_STRIDE, SAMPLE_SIZE, TAG_SIZE, OneRttKeys, Protection, initial_protection
 from irohpy.quic.frames import (
+    FRAME_ACK,
+    FRAME_ACK_ECN,
     FRAME_CRYPTO,
     FRAME_DATAGRAM,
     FRAME_DATAGRAM_LEN,
     FRAME_HANDSHAKE_DONE,
     FRAME_NEW_TOKEN,
+    FRAME_PATH_ACK,
+    FRAME_PATH_ACK_ECN,
     FRAME_PATH_STATUS_AVAILABLE,
     FRAME_PATH_STATUS_BACKUP,
     FRAME_ADD_ADDRESS_V4,
@@ -99,6 +103,7 @@ from irohpy.quic.frames import (
     StreamsBlocked,
     decode_frame,
     decode_frames,
+    pull_ack_frame,
     pull_stream_frame,
     push_ack,
     push_stream_header,
@@ -161,6 +166,8 @@ MAX_CRYPTO_BUFFER: Final = 65536
 MAX_CRYPTO_PIECES: Final = 64
 #: ACK ranges written per ACK frame; older gaps are left out.
 MAX_ACK_FRAME_RANGES: Final = 32
+#: The largest ACK frame we write: type, path id, four varints, the other ranges, ECN counts.
+_ACK_FRAME_MAX: Final = 1 + 8 + 4 * 8 + (MAX_ACK_FRAME_RANGES - 1) * 16 + 3 * 8
 #: CONNECTION_CLOSE datagrams a closing connection sends in all, answering the peer's packets.
 MAX_CLOSE_RESPONSES: Final = 16
 #: Unsent datagrams kept; the oldest are dropped beyond it (datagrams are unreliable anyway).
@@ -586,6 +593,7 @@ class QuicConnection:
         "_addr_settled",
         "_rx_probing",
         "_rx_ping",
+        "_burst_over",
         "_no_path_at",
         "_nat",
         "_nat_local",
@@ -752,6 +760,8 @@ class QuicConnection:
         #: sender waits for our ACK, so it goes out in this pass, not after max_ack_delay
         #: (an idle server then wakes once per keep-alive, not twice).
         self._rx_ping = False
+        #: The burst being built ended with a lone ACK packet (see _build_short).
+        self._burst_over = False
         #: The peer abandoned our last path: without a new one by then, the connection ends.
         self._no_path_at = INF
         #: n0 NAT traversal (negotiated with the handshake); it owns the probe tokens.
@@ -1484,12 +1494,31 @@ class QuicConnection:
         eliciting = False
         pos = 0
         while pos < end:
-            if 0x08 <= plain[pos] <= 0x0F:
+            kind = plain[pos]
+            if 0x08 <= kind <= 0x0F:
                 sid, offset, data, fin, pos = pull_stream_frame(plain, pos)
                 streams.on_stream_frame(sid, offset, data, fin)
                 recv_dirty[sid] = None
                 eliciting = True
                 self._rx_probing = False
+                continue
+            if kind == 0x01:  # PING, the keep-alive
+                pos += 1
+                self._rx_ping = True
+                eliciting = True
+                self._rx_probing = False
+                continue
+            if kind == 0x00:  # PADDING runs to the next frame
+                pos += 1
+                while pos < end and plain[pos] == 0:
+                    pos += 1
+                continue
+            if kind == FRAME_ACK or kind == FRAME_ACK_ECN or kind == FRAME_PATH_ACK or kind == FRAME_PATH_ACK_ECN:
+                ack_frame, pos = pull_ack_frame(plain, pos)
+                self._rx_probing = False
+                self._on_ack(ack_frame, APPLICATION, now)
+                if self._state >= STATE_CLOSING:
+                    break
                 continue
             frame, pos = decode_frame(plain, pos, PACKET_ONE_RTT)
             if not isinstance(frame, _PROBING_FRAMES):
@@ -2493,7 +2522,8 @@ class QuicConnection:
             probe = self._build_mtu_probe(now)
             if probe is not None:
                 burst.append(probe)
-        while True:
+        self._burst_over = False
+        while not self._burst_over:
             datagram = self._build_datagram(now)
             if datagram is None:
                 break
@@ -2672,11 +2702,14 @@ class QuicConnection:
         want_ack = False
         has_ack = False
         if ack.received and (path.ack_dirty or ack.wants_ack(now)):
-            ack_bytes = self._ack_bytes(ack, APPLICATION, now, path.path_id if mp else -1)
-            if len(ack_bytes) >= capacity:
-                return None
+            if capacity >= _ACK_FRAME_MAX:
+                self._push_ack(w, ack, APPLICATION, now, path.path_id if mp else -1)
+            else:
+                ack_bytes = self._ack_bytes(ack, APPLICATION, now, path.path_id if mp else -1)
+                if len(ack_bytes) >= capacity:
+                    return None
+                w.push_bytes(ack_bytes)
             want_ack = ack.wants_ack(now)
-            w.push_bytes(ack_bytes)
             has_ack = True
         frames: SentFrames = []
         eliciting = False
@@ -2711,6 +2744,8 @@ class QuicConnection:
                 want_ack = True
         if not eliciting and not want_ack:
             return None
+        # Nothing ack-eliciting went in, yet every ACK fitted: the next packet would be empty.
+        self._burst_over = not eliciting and w.remaining() >= _ACK_FRAME_MAX
         if has_ack:
             frames.append((K_ACK, ack.largest, path.path_id, 0))
             ack.on_ack_sent()
@@ -2828,14 +2863,18 @@ class QuicConnection:
     def _ack_bytes(self, ack: AckTracker, index: int, now: float, path_id: int = -1) -> bytes:
         """An ACK frame, or PATH_ACK of ``path_id`` (multipath acknowledges every path's
         application data with PATH_ACK, as noq does)."""
+        w = Writer(_ACK_FRAME_MAX)
+        self._push_ack(w, ack, index, now, path_id)
+        return w.getvalue()
+
+    def _push_ack(self, w: Writer, ack: AckTracker, index: int, now: float, path_id: int) -> None:
+        """:meth:`_ack_bytes` written into ``w``, which has ``_ACK_FRAME_MAX`` bytes of room."""
         ranges = ack.ranges()
         if len(ranges) > MAX_ACK_FRAME_RANGES:
             ranges = ranges[:MAX_ACK_FRAME_RANGES]
         delay = int(ack.ack_delay(now) * 1e6) >> ACK_DELAY_EXPONENT if index == APPLICATION else 0
-        w = Writer(64 + 16 * len(ranges))
         ecn = (ack.ect0, ack.ect1, ack.ce) if ack.ect0 or ack.ect1 or ack.ce else None
         push_ack(w, ranges, delay, ecn, path_id if path_id >= 0 else None)
-        return w.getvalue()
 
     def _write_other_acks(self, w: Writer, frames: SentFrames, now: float, due_only: bool) -> bool:
         """PATH_ACKs of the other paths with news; with ``due_only``, only those of abandoned

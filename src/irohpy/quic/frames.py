@@ -831,6 +831,23 @@ def decode_frame(payload: bytes, pos: int, packet_type: int) -> tuple[Frame, int
     return _decode_one(r, payload, _PACKET_BITS.get(packet_type, 0), len(payload)), r.tell()
 
 
+def pull_ack_frame(payload: bytes, pos: int) -> tuple[Ack, int]:
+    """The ACK, ACK_ECN, PATH_ACK or PATH_ACK_ECN frame at ``pos`` (type byte included) of a
+    1-RTT payload, and where the next frame starts: the receive path's fast case of
+    :func:`decode_frame` (every packet of a busy or keep-alive exchange holds one)."""
+    r = Reader(payload, pos + 1)
+    frame_type = payload[pos]
+    try:
+        if frame_type == FRAME_ACK or frame_type == FRAME_ACK_ECN:
+            frame = _pull_ack(r, None, frame_type == FRAME_ACK_ECN)
+        else:
+            frame = _pull_ack(r, _pull_path_id(r), frame_type == FRAME_PATH_ACK_ECN)
+    except QuicDecodeError as exc:
+        exc.frame_type = frame_type
+        raise
+    return frame, r.tell()
+
+
 def pull_stream_frame(payload: bytes, pos: int) -> tuple[int, int, bytes, bool, int]:
     """The STREAM frame at ``pos`` (its type byte, 0x08-0x0f, included) of a 1-RTT payload, as
     ``(stream_id, offset, data, fin, next_pos)``: the receive path's fast case of
