@@ -19,7 +19,9 @@ AEAD open, then an AEAD seal, a mask and a send. At 10,000 connections and a 5 s
   (the peer's ACK, PING, PADDING), track what was received, and answer with a sealed,
   header-protected ACK; idle deadlines are swept once a second instead of kept in a timer
   heap. No streams, congestion control or loss detection: no implementation can do less
-  and still be QUIC, so what it costs over ``--loop`` is the Python every exchange needs.
+  and still be QUIC, so what it costs over ``--loop`` is the Python every exchange needs;
+- ``--quic`` alone: that minimal exchange in memory, without sockets or event loop, beside
+  which ``python -m bench.quic_idle --exchange`` puts irohpy's engine doing the same.
 """
 
 from __future__ import annotations
@@ -178,84 +180,108 @@ def _client_packet(index: int, pn: int) -> bytes:
 class _QuicExchange:
     """The least QUIC work per keep-alive (see the module's ``--quic``), on many connections."""
 
-    def __init__(self, sock: socket.socket, connections: int) -> None:
+    def __init__(self, sock: socket.socket | None, connections: int, loop: asyncio.AbstractEventLoop | None) -> None:
         self.sock = sock
         self.conns = {c.cid: c for c in (_Conn(i) for i in range(connections))}
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop
         self.count = 0
         self.expired = 0
 
     def sweep(self) -> None:
         """Once a second: the connections whose idle deadline passed (none should)."""
+        assert self.loop is not None
         now = self.loop.time()
         self.expired += sum(1 for c in self.conns.values() if c.largest >= 0 and c.idle_at < now)
         self.loop.call_later(1.0, self.sweep)
 
     def on_readable(self) -> None:
-        sock, conns = self.sock, self.conns
+        assert self.sock is not None and self.loop is not None
+        sock, answer = self.sock, self.answer
         idle_at = self.loop.time() + IDLE_TIMEOUT
         while True:
             try:
                 data, addr = sock.recvfrom(2048)
             except BlockingIOError:
                 return
-            conn = conns.get(data[1 : 1 + CID])
-            if conn is None or len(data) < 1 + CID + 4 + SAMPLE:
+            reply = answer(data, idle_at)
+            if reply is not None:
+                sock.sendto(reply, addr)
+                self.count += 1
+
+    def answer(self, data: bytes, idle_at: float) -> bytes | None:
+        """The ACK for one datagram, if it held a PING."""
+        conn = self.conns.get(data[1 : 1 + CID])
+        if conn is None or len(data) < 1 + CID + 4 + SAMPLE:
+            return None
+        mask = conn.hp_in.update(data[1 + CID + 4 : 1 + CID + 4 + SAMPLE])
+        first = data[0] ^ (mask[0] & 0x1F)
+        pn_len = (first & 3) + 1
+        end = 1 + CID + pn_len
+        truncated = int.from_bytes(data[1 + CID : end], "big") ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
+        # RFC 9000 §A.3: the packet number closest to the next one expected.
+        expected = conn.largest + 1
+        win = 1 << (8 * pn_len)
+        pn = (expected & ~(win - 1)) | truncated
+        if pn <= expected - win // 2:
+            pn += win
+        elif pn > expected + win // 2 and pn >= win:
+            pn -= win
+        header = bytes((first,)) + data[1:end - pn_len] + truncated.to_bytes(pn_len, "big")
+        try:
+            plain = conn.aead_in.decrypt((conn.iv_in ^ pn).to_bytes(12, "big"), data[end:], header)
+        except InvalidTag:
+            return None
+        eliciting = False
+        i, n = 0, len(plain)
+        while i < n:
+            t = plain[i]
+            i += 1
+            if t == 0x00:
                 continue
-            mask = conn.hp_in.update(data[1 + CID + 4 : 1 + CID + 4 + SAMPLE])
-            first = data[0] ^ (mask[0] & 0x1F)
-            pn_len = (first & 3) + 1
-            end = 1 + CID + pn_len
-            truncated = int.from_bytes(data[1 + CID : end], "big") ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
-            # RFC 9000 §A.3: the packet number closest to the next one expected.
-            expected = conn.largest + 1
-            win = 1 << (8 * pn_len)
-            pn = (expected & ~(win - 1)) | truncated
-            if pn <= expected - win // 2:
-                pn += win
-            elif pn > expected + win // 2 and pn >= win:
-                pn -= win
-            header = bytes((first,)) + data[1:end - pn_len] + truncated.to_bytes(pn_len, "big")
-            try:
-                plain = conn.aead_in.decrypt((conn.iv_in ^ pn).to_bytes(12, "big"), data[end:], header)
-            except InvalidTag:
+            if t == 0x01:
+                eliciting = True
                 continue
-            eliciting = False
-            i, n = 0, len(plain)
-            while i < n:
-                t = plain[i]
-                i += 1
-                if t == 0x00:
-                    continue
-                if t == 0x01:
-                    eliciting = True
-                    continue
-                if t != 0x02:
-                    break  # a real server would handle the rest; this peer sends none
-                fields = []
-                for _ in range(4):  # largest, delay, range count, first range
-                    v = plain[i]
-                    size = 1 << (v >> 6)
-                    fields.append(int.from_bytes(plain[i : i + size], "big") & ((1 << (8 * size - 2)) - 1))
-                    i += size
-                if fields[0] > conn.acked:
-                    conn.acked = fields[0]
-            if pn == conn.largest + 1:
-                conn.largest = pn
-            elif pn > conn.largest:
-                conn.largest, conn.first = pn, pn
-            conn.idle_at = idle_at
-            if not eliciting:
-                continue
-            out = conn.next_pn
-            conn.next_pn = out + 1
-            ack = b"\x02" + _varint(conn.largest) + b"\x00\x00" + _varint(conn.largest - conn.first)
-            header = bytes((0x41,)) + conn.cid + (out & 0xFFFF).to_bytes(2, "big")
-            sealed = conn.aead_out.encrypt((conn.iv_out ^ out).to_bytes(12, "big"), ack, header)
-            mask = conn.hp_out.update(sealed[2 : 2 + SAMPLE])
-            protected = bytes((0x41 ^ (mask[0] & 0x1F),)) + conn.cid + bytes((header[9] ^ mask[1], header[10] ^ mask[2]))
-            sock.sendto(protected + sealed, addr)
-            self.count += 1
+            if t != 0x02:
+                break  # a real server would handle the rest; this peer sends none
+            fields = []
+            for _ in range(4):  # largest, delay, range count, first range
+                v = plain[i]
+                size = 1 << (v >> 6)
+                fields.append(int.from_bytes(plain[i : i + size], "big") & ((1 << (8 * size - 2)) - 1))
+                i += size
+            if fields[0] > conn.acked:
+                conn.acked = fields[0]
+        if pn == conn.largest + 1:
+            conn.largest = pn
+        elif pn > conn.largest:
+            conn.largest, conn.first = pn, pn
+        conn.idle_at = idle_at
+        if not eliciting:
+            return None
+        out = conn.next_pn
+        conn.next_pn = out + 1
+        ack = b"\x02" + _varint(conn.largest) + b"\x00\x00" + _varint(conn.largest - conn.first)
+        header = bytes((0x41,)) + conn.cid + (out & 0xFFFF).to_bytes(2, "big")
+        sealed = conn.aead_out.encrypt((conn.iv_out ^ out).to_bytes(12, "big"), ack, header)
+        mask = conn.hp_out.update(sealed[2 : 2 + SAMPLE])
+        protected = bytes((0x41 ^ (mask[0] & 0x1F),)) + conn.cid + bytes((header[9] ^ mask[1], header[10] ^ mask[2]))
+        return protected + sealed
+
+
+def in_memory(connections: int, exchanges: int, reps: int = 5) -> list[float]:
+    """Microseconds of :meth:`_QuicExchange.answer` per keep-alive, no sockets, one number per
+    rep: the protocol's own minimum, to set beside ``python -m bench.quic_idle --exchange``."""
+    packets = [_client_packet(i % connections, i // connections) for i in range(exchanges)]
+    out = []
+    for _ in range(reps):
+        exchange = _QuicExchange(None, connections, None)
+        answer = exchange.answer
+        start = time.process_time()
+        replies = sum(1 for data in packets if answer(data, 0.0) is not None)
+        out.append((time.process_time() - start) / exchanges * 1e6)
+        if replies != exchanges:
+            raise RuntimeError(f"{exchanges - replies} keep-alives went unanswered")
+    return out
 
 
 def _quic_peer(target: tuple[str, int], connections: int, rate: int, burst: int, seconds: float, ready: Any) -> None:
@@ -304,7 +330,7 @@ async def _serve(rate: int, burst: int, seconds: float, connections: int = 0) ->
     ready = ctx.Event()
     proto: _Exchange | _QuicExchange
     if connections:
-        proto = _QuicExchange(sock, connections)
+        proto = _QuicExchange(sock, connections, loop)
         proto.sweep()
         peer = ctx.Process(target=_quic_peer, args=(target, connections, rate, burst, seconds + 2.0, ready),
                            daemon=True)
@@ -339,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=2000, help="PINGs a second (default 2000)")
     parser.add_argument("--burst", type=int, default=1, help="PINGs sent together (default 1)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds measured (default 10)")
-    parser.add_argument("--quic", action="store_true", help="with --loop: the least QUIC work per exchange")
+    parser.add_argument("--quic", action="store_true",
+                        help="the least QUIC work per exchange: in memory, or with --loop in the asyncio server")
     parser.add_argument("--connections", type=int, default=10_000, help="with --quic: connections (default 10000)")
     args = parser.parse_args(argv)
     if args.loop:
@@ -354,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{(user + system) / count * 1e6:.1f} µs per exchange "
               f"(user {user / count * 1e6:.1f}, system {system / count * 1e6:.1f}; {count} exchanges); "
               f"{share:.2f}% of a core")
+        return 0
+    if args.quic:
+        times = in_memory(args.connections, 2 * args.connections)
+        print(f"minimal QUIC exchange in memory ({args.connections} connections, no sockets): median "
+              f"{statistics.median(times):.1f} µs (min {min(times):.1f}, max {max(times):.1f})")
         return 0
     times = run(args.batches, args.batch)
     median = statistics.median(times)

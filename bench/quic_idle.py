@@ -11,7 +11,14 @@ keep-alives, it reports:
 - the server's CPU while idle: its process CPU seconds over ``--idle`` seconds of wall time,
   as a share of one core; the client's, read from /proc, alongside.
 
+``--exchange`` instead measures the server's engine core alone on one keep-alive exchange:
+two :class:`QuicEndpoint` cores in memory, configured as ``Endpoint`` configures them
+(multipath, NAT traversal), in simulated time; each PING reaches the server in a pass of its
+own, as from independent clients, and the process CPU of those passes is divided by their
+count. ``python -m bench.idle_floor --quic`` is the same exchange done with the least work.
+
 ``python -m bench.quic_idle [--connections 10000] [--idle 30] [--keep-alive 5]``
+``python -m bench.quic_idle --exchange [--connections 1000]``
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import tracemalloc
 
 from irohpy.endpoint.engine import EngineConnection, QuicEngine
 from irohpy.quic.connection import QuicConfig
-from irohpy.quic.endpoint import EndpointConfig
+from irohpy.quic.endpoint import EndpointConfig, QuicEndpoint
 from irohpy.tls.keys import private_key, public_key_bytes
 
 ALPN = b"bench/quic-idle/0"
@@ -128,14 +135,75 @@ async def server(args: argparse.Namespace) -> None:
                 await proc.wait()
 
 
+def exchange(count: int, keep_alive: float, seconds: float = 20.0) -> tuple[float, int]:
+    """Server core µs per keep-alive exchange over ``seconds`` of simulated idle time, and
+    the exchanges measured."""
+
+    def transport(is_client: bool) -> QuicConfig:
+        return QuicConfig(is_client=is_client, keep_alive=keep_alive, read_credit=True, max_path_id=7,
+                          nat_traversal_addresses=32)
+
+    server = QuicEndpoint(SERVER_SECRET, EndpointConfig(alpns=[ALPN], transport=transport(False)))
+    client = QuicEndpoint(CLIENT_SECRET, EndpointConfig(transport=transport(True)))
+    server_addr, client_addr = ("10.0.0.1", 4433), ("10.0.0.2", 4433)
+    conns = [client.connect(server_addr, public_key_bytes(private_key(SERVER_SECRET)), [ALPN], 0.0)
+             for _ in range(count)]
+    cpu = 0.0
+    exchanges = 0
+
+    def step(now: float, timed: bool) -> None:
+        nonlocal cpu, exchanges
+        pings = [(d, client_addr) for t in client.poll([], now)[0] for d in t.datagrams]
+        answers = []
+        if timed:
+            for one in pings:
+                start = time.process_time()
+                answers.extend(server.poll([one], now)[0])
+                cpu += time.process_time() - start
+            exchanges += len(pings)
+            due = server.deadline()
+            if due is not None and due <= now:
+                start = time.process_time()
+                answers.extend(server.poll([], now)[0])
+                cpu += time.process_time() - start
+        else:
+            answers = server.poll(pings, now)[0]
+        back = [(d, server_addr) for t in answers for d in t.datagrams]
+        if back:
+            client.poll(back, now)
+
+    now = 0.0
+    while now < 2 * keep_alive + 2.0:  # handshakes, then their leftovers settle
+        step(now, False)
+        now += 0.001
+    if sum(1 for c in conns if c.handshake_complete) != count:
+        raise RuntimeError("not every connection was established")
+    end = now + seconds
+    while now < end:
+        step(now, True)
+        now += 0.001
+    if any(c.is_closed for c in conns):
+        raise RuntimeError("a connection closed while idle")
+    return cpu / max(exchanges, 1) * 1e6, exchanges
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, help="default 10000 (1000 with --exchange)")
     parser.add_argument("--idle", type=float, default=30.0)
     parser.add_argument("--keep-alive", type=float, default=5.0)
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--exchange", action="store_true",
+                        help="the server core's CPU per keep-alive exchange, in memory")
     parser.add_argument("--client", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.connections is None:
+        args.connections = 1_000 if args.exchange else 10_000
+    if args.exchange:
+        micros, exchanges = exchange(args.connections, args.keep_alive)
+        print(f"engine core, {args.connections} multipath connections in memory: {micros:.1f} µs of server CPU "
+              f"per keep-alive exchange ({exchanges} exchanges)")
+        return
     if args.client:
         asyncio.run(client(args.client, args.connections, args.keep_alive))
     else:
