@@ -21,6 +21,7 @@ import pytest
 from irohpy import Endpoint, EndpointAddr, RelayMode, presets
 from irohpy.base.addr import TransportAddr
 from irohpy.endpoint import Connection, HandshakeLimits, RelayRecvLimits
+from irohpy.errors import ConnectTimeout
 from irohpy.relay.protocol import MIN_SEGMENT_SIZE
 from tests.helpers import accept_one, bind
 from tests.relay_fixture import relay_server
@@ -224,6 +225,32 @@ async def test_valid_initial_flood_is_capped_and_honest_dialer_passes_retry() ->
         _, recv = await peer.accept_bi()
         assert await recv.read_to_end(100) == b"after retry"
         conn.close()
+    finally:
+        await client.close()
+        await victim.close()
+
+
+async def test_the_connection_cap_drops_new_dialers_and_serves_the_held_ones() -> None:
+    victim = await bind([ALPN], handshake_limits=HandshakeLimits(max_connections=2))
+    client = await bind()
+    try:
+        core = victim._engine.core
+        assert core.config.max_connections == 2
+        held = []
+        for _ in range(2):
+            accepted = asyncio.create_task(accept_one(victim))
+            held.append((await client.connect(victim.addr(), ALPN, timeout=T), await accepted))
+        rejected = core.stats.initials_rejected
+        with pytest.raises(ConnectTimeout):
+            await client.connect(victim.addr(), ALPN, timeout=1.0)
+        assert core.stats.initials_rejected > rejected
+        assert len(core.connections) == 2 and not victim._incoming
+        for conn, peer in held:
+            send, _ = await conn.open_bi()
+            await send.write_all(b"still served")
+            await send.finish()
+            _, recv = await asyncio.wait_for(peer.accept_bi(), T)
+            assert await asyncio.wait_for(recv.read_to_end(100), T) == b"still served"
     finally:
         await client.close()
         await victim.close()

@@ -74,6 +74,9 @@ MAX_PATH_ID = 7
 MAX_NAT_ADDRESSES = 32
 MAX_HANDSHAKES = 128
 RETRY_ABOVE = 32
+#: Connections held at once: over three times the 10,000 idle ones an endpoint is built to
+#: hold (closing connections count until their closing period ends), ~56 KiB each when idle.
+MAX_CONNECTIONS = 32_768
 
 
 @dataclass(frozen=True)
@@ -84,15 +87,19 @@ class HandshakeLimits:
     whose handshake has not completed; Initials beyond it are dropped. Above
     ``retry_above`` (or always, with ``always_retry``) a new dialer gets a
     stateless Retry and is admitted once its second Initial returns the token.
+    ``max_connections`` bounds the connections held at once, dialed ones and those
+    still closing included; a new dialer's Initials beyond it are dropped too.
     """
 
     max_handshakes: int = MAX_HANDSHAKES
     retry_above: int = RETRY_ABOVE
     always_retry: bool = False
+    max_connections: int = MAX_CONNECTIONS
 
     def apply(self, config: EndpointConfig) -> None:
         """Set these limits on the QUIC endpoint core's configuration."""
         config.max_handshakes = self.max_handshakes
+        config.max_connections = self.max_connections
         config.retry_policy = always_retry if self.always_retry else retry_under_load(self.retry_above)
 
 Target = EndpointAddr | EndpointId | EndpointTicket
