@@ -54,6 +54,8 @@ IDLE_CONNECT_TIMEOUT = 30.0
 """Per connection while thousands are opened: the handshakes queue behind each other's CPU."""
 IDLE_CONNECT_ATTEMPTS = 3
 """Dials per idle connection, as an application would retry; every failed dial is counted."""
+MAX_FAILURE_REASONS = 20
+"""Distinct failure texts kept per idle run; the rest count as "(other)"."""
 ECHO_TIMEOUT = 60.0
 SLOWEST_MB_S = 1.0
 """Bulk runs slower than this time out (iroh-stock manages ~7 MB/s)."""
@@ -455,6 +457,8 @@ async def _idle(dialer: Dialer, params: Params) -> dict[str, Any]:
     rss0 = rss_kib()
     conns: list[ClientConn] = []
     failures = 0
+    # Why dials failed, by the error's text, so that a run's failed dials are told apart.
+    reasons: dict[str, int] = {}
     gate = asyncio.Semaphore(params.idle_concurrency)
 
     async def one() -> None:
@@ -465,10 +469,12 @@ async def _idle(dialer: Dialer, params: Params) -> dict[str, Any]:
                     async with asyncio.timeout(IDLE_CONNECT_TIMEOUT):
                         conns.append(await dialer.connect())
                     return
-                except Exception as exc:  # noqa: BLE001 -- counted; the first one is printed
+                except Exception as exc:  # noqa: BLE001 -- counted by reason
                     failures += 1
-                    if failures == 1:
-                        print(f"idle connect failed: {exc!r}", file=sys.stderr)
+                    reason = f"{type(exc).__name__}: {exc}"[:200]
+                    if reason not in reasons and len(reasons) >= MAX_FAILURE_REASONS:
+                        reason = "(other)"
+                    reasons[reason] = reasons.get(reason, 0) + 1
 
     t0 = time.perf_counter()
     cpu0 = cpu_seconds()
@@ -490,6 +496,7 @@ async def _idle(dialer: Dialer, params: Params) -> dict[str, Any]:
         "attempts": IDLE_CONNECT_ATTEMPTS,
         "connected": len(conns),
         "failed": failures,
+        "failure_reasons": reasons,
         "alive_after_hold": alive,
         "hold_s": params.idle_hold,
         "setup_s": setup_s,
