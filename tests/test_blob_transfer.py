@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 
 import blake3
@@ -13,7 +14,7 @@ import pytest
 from irohpy.base.addr import EndpointAddr
 from irohpy.endpoint.endpoint import Endpoint
 from irohpy.errors import BlobsError, StreamReset
-from irohpy.protocols.blobs.bao import Outboard
+from irohpy.protocols.blobs.bao import Outboard, compute_outboard
 from irohpy.protocols.blobs.collection import Collection
 from irohpy.protocols.blobs.downloader import (
     Done,
@@ -26,6 +27,7 @@ from irohpy.protocols.blobs.provider import BlobsProtocol, ProviderLimits
 from irohpy.protocols.blobs.ranges import ChunkRanges
 from irohpy.protocols.blobs.store.base import ReadFn
 from irohpy.protocols.blobs.store import FsStore, MemStore
+from irohpy.protocols.blobs.store import mem as mem_store
 from irohpy.protocols.blobs.ticket import BlobFormat
 from irohpy.protocols.blobs.wire import ALPN, ERR_INTERNAL, ERR_LIMIT, GetRequest
 from irohpy.protocols.router import Router
@@ -203,6 +205,37 @@ async def test_stalled_provider_is_helped_before_its_stall_timeout() -> None:
     assert silent.hung.is_set()
     assert not [e for e in events if isinstance(e, ProviderDropped)], "the silent provider's unit waited for its timeout"
     assert await target.get_bytes(digest) == data
+
+
+async def test_a_blob_completing_while_a_helper_finds_nothing_missing_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider's last write completes the blob and hashes it, which takes a while. A second
+    provider, helping with the same unit because the first looks stalled, finds nothing
+    missing and ends the transfer. The write that began must still finish: cancelled, it left
+    the blob partial with every chunk present, and the download failed as incomplete."""
+    hashing = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_outboard(data: bytes) -> Outboard:
+        loop.call_soon_threadsafe(hashing.set)
+        time.sleep(1.0)
+        return compute_outboard(data)
+
+    data = os.urandom(4 * 1024 * 1024)
+    sources = [MemStore(), MemStore()]
+    digest = b""
+    for source in sources:
+        digest = await source.import_bytes(data)
+    monkeypatch.setattr(mem_store, "compute_outboard", slow_outboard)
+    target = MemStore()
+    async with providers(*sources) as routers, receiver() as ep:
+        downloader = Downloader(ep, target, unit_size=8 * 1024 * 1024, stall_timeout=0.9)
+        stats = await asyncio.wait_for(downloader.fetch(digest, addrs(routers)), 30)
+    assert hashing.is_set()
+    assert await target.has(digest) == "complete"
+    assert await target.get_bytes(digest) == data
+    assert stats.bytes_fetched >= len(data)
 
 
 async def test_only_corrupt_provider_fails_cleanly() -> None:

@@ -266,6 +266,8 @@ class Download:
         self._queue: deque[_Unit] = deque()
         self._in_flight: list[_Unit] = []
         self._work = asyncio.Event()
+        #: Store writes under way; one may be completing (hashing) a blob, see _store_leaves.
+        self._writes: set[asyncio.Future[bool]] = set()
         self._fetched = 0
         self._chunks = 0
         self._missing_bytes = 0
@@ -362,6 +364,7 @@ class Download:
             for provider in self._providers:
                 if provider.conn is not None:
                     provider.conn.close(0, b"")
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _fetch(self, hashes: list[bytes], *, announce: bool = False) -> int:
         """Make every blob in ``hashes`` complete; returns their total size."""
@@ -444,6 +447,8 @@ class Download:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            # A cancelled worker's write goes on: it may be the one completing a blob.
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _worker(self, provider: _Provider) -> None:
         while provider.dropped is None:
@@ -581,7 +586,20 @@ class Download:
     async def _store_leaves(self, provider: _Provider, hash_: bytes, leaves: list[bao.Leaf],
                             pairs: list[tuple[int, bytes]]) -> None:
         nbytes = sum(len(leaf.data) for leaf in leaves)
-        await self._dl.store.write_leaves(hash_, leaves, pairs)
+        # The write that fills a blob's last chunks also hashes and promotes it. A worker is
+        # cancelled once another provider has finished its unit, and that provider may have
+        # found nothing missing because this write was under way: so the write is shielded
+        # and _transfer waits for it, or the blob stays partial with every chunk present.
+        write = asyncio.ensure_future(self._dl.store.write_leaves(hash_, leaves, pairs))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        write.add_done_callback(lambda done: self._stored(provider, nbytes, done))
+        await asyncio.shield(write)
+
+    def _stored(self, provider: _Provider, nbytes: int, write: asyncio.Future[bool]) -> None:
+        """Count a finished write, also one whose worker was cancelled meanwhile."""
+        if write.cancelled() or write.exception() is not None:
+            return
         provider.credit(nbytes)
         self._dl.metrics.download_bytes.inc(nbytes)
         self._fetched += nbytes
