@@ -653,6 +653,13 @@ def _pull_ack(r: Reader, path_id: int | None, with_ecn: bool) -> Ack:
     return Ack(ranges, delay, ecn, path_id)
 
 
+def _pull_any_ack(r: Reader, frame_type: int) -> Ack:
+    """The body of an ACK, ACK_ECN, PATH_ACK or PATH_ACK_ECN frame of ``frame_type``."""
+    if frame_type == FRAME_ACK or frame_type == FRAME_ACK_ECN:
+        return _pull_ack(r, None, frame_type == FRAME_ACK_ECN)
+    return _pull_ack(r, _pull_path_id(r), frame_type == FRAME_PATH_ACK_ECN)
+
+
 def _pull_path_id(r: Reader) -> int:
     path_id = r.pull_varint()
     if path_id > MAX_PATH_ID_VALUE:
@@ -729,7 +736,7 @@ def _pull_other(r: Reader, frame_type: int) -> Frame:
     if frame_type == FRAME_ACK_FREQUENCY:
         return AckFrequency(r.pull_varint(), r.pull_varint(), r.pull_varint(), r.pull_varint())
     if frame_type == FRAME_PATH_ACK or frame_type == FRAME_PATH_ACK_ECN:
-        return _pull_ack(r, _pull_path_id(r), frame_type == FRAME_PATH_ACK_ECN)
+        return _pull_any_ack(r, frame_type)
     if frame_type == FRAME_PATH_ABANDON:
         return PathAbandon(_pull_path_id(r), r.pull_varint())
     if frame_type == FRAME_PATH_STATUS_BACKUP or frame_type == FRAME_PATH_STATUS_AVAILABLE:
@@ -778,7 +785,7 @@ def _decode_one(r: Reader, payload: bytes, bit: int, end: int) -> Frame:
         if frame_type == FRAME_ACK or frame_type == FRAME_ACK_ECN:
             if not bit & (_I | _H | _O):
                 raise _not_allowed(frame_type)
-            return _pull_ack(r, None, frame_type == FRAME_ACK_ECN)
+            return _pull_any_ack(r, frame_type)
         if frame_type == FRAME_PADDING:
             start = r.tell() - 1
             match = _NONZERO.search(payload, start + 1)
@@ -838,10 +845,7 @@ def pull_ack_frame(payload: bytes, pos: int) -> tuple[Ack, int]:
     r = Reader(payload, pos + 1)
     frame_type = payload[pos]
     try:
-        if frame_type == FRAME_ACK or frame_type == FRAME_ACK_ECN:
-            frame = _pull_ack(r, None, frame_type == FRAME_ACK_ECN)
-        else:
-            frame = _pull_ack(r, _pull_path_id(r), frame_type == FRAME_PATH_ACK_ECN)
+        frame = _pull_any_ack(r, frame_type)
     except QuicDecodeError as exc:
         exc.frame_type = frame_type
         raise
