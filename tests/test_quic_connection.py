@@ -763,3 +763,31 @@ def test_the_largest_ack_frame_we_write_fits_its_bound() -> None:
     w = Writer(qc._ACK_FRAME_MAX)
     F.push_ack(w, ranges, 2**40, (2**40, 2**40, 2**40), 2**32 - 1)
     assert w.tell() > qc._ACK_FRAME_MAX - 16
+
+
+def test_ranges_the_peer_saw_in_a_pure_ack_are_not_reported_again() -> None:
+    """RFC 9000 §13.2.4: once the peer acknowledges a packet that held only our ACK, the
+    ranges in it are old news. An idle server only ever sends pure ACKs, so without this a gap
+    its peer once left would ride in every ACK for the life of the connection."""
+    client_addr, server_addr = ("10.0.0.1", 1000), ("10.0.0.2", 2000)
+    client, server, now = _handshaken(client_addr, server_addr)
+
+    def exchange(deliver: bool) -> None:
+        client.ping()
+        for data in client.datagrams_to_send(now):
+            if deliver:
+                server.receive_datagram(data, client_addr, now)
+        for data in server.datagrams_to_send(now):
+            client.receive_datagram(data, server_addr, now)
+
+    for _ in range(3):
+        now += 0.01
+        exchange(True)
+    received = server.paths[0].ack
+    assert len(received.ranges()) == 1
+    exchange(False)  # a lost PING leaves a gap
+    exchange(True)
+    assert len(received.ranges()) == 2, "the gap is reported until the client has seen it"
+    exchange(True)  # the client's ACK covers the server's pure ACK that reported the gap
+    assert len(received.ranges()) == 1
+    assert client.state == server.state == qc.STATE_ESTABLISHED

@@ -133,10 +133,15 @@ class SentSpace:
         "ecn_ce",
         "discarded",
         "declared_lost",
+        "pure_ack",
     )
 
     def __init__(self) -> None:
         self.packets: dict[int, SentPacket] = {}
+        #: The newest packet that held only ACKs: when the peer acknowledges it, the ranges it
+        #: reported need not be reported again (RFC 9000 §13.2.4). Without it a connection whose
+        #: peer only pings (an idle one) would repeat every old gap in every ACK for good.
+        self.pure_ack: SentPacket | None = None
         self.next_pn = 0
         self.largest_acked = -1
         self.loss_time = INF
@@ -241,7 +246,8 @@ class Recovery:
         sp = self.spaces[space]
         sp.next_pn = packet.pn + 1
         if not packet.in_flight and not packet.ack_eliciting:
-            # Pure ACKs are never acknowledged on their own and never lost: nothing to track.
+            # Pure ACKs are never lost and bear no RTT sample: only the newest is remembered.
+            sp.pure_ack = packet
             return
         sp.packets[packet.pn] = packet
         if packet.in_flight:
@@ -309,6 +315,15 @@ class Recovery:
                     acked.append(p)
                     if newest is None or pn > newest.pn:
                         newest = p
+        pure = sp.pure_ack
+        if pure is not None and pure.pn <= largest:
+            for start, stop in ranges:  # highest first
+                if pure.pn >= stop:
+                    break  # in a gap
+                if pure.pn >= start:
+                    acked.append(pure)
+                    sp.pure_ack = None
+                    break
         if newest is None:
             return
         if space == HANDSHAKE and not self.is_server:
@@ -519,6 +534,7 @@ class Recovery:
             if p.in_flight:
                 self.bytes_in_flight -= p.size
         sp.packets.clear()
+        sp.pure_ack = None
         sp.discarded = True
         sp.loss_time = INF
         sp.last_ack_eliciting_time = 0.0
