@@ -21,7 +21,13 @@ AEAD open, then an AEAD seal, a mask and a send. At 10,000 connections and a 5 s
   heap. No streams, congestion control or loss detection: no implementation can do less
   and still be QUIC, so what it costs over ``--loop`` is the Python every exchange needs;
 - ``--quic`` alone: that minimal exchange in memory, without sockets or event loop, beside
-  which ``python -m bench.quic_idle --exchange`` puts irohpy's engine doing the same.
+  which ``python -m bench.quic_idle --exchange`` puts irohpy's engine doing the same;
+- ``--loop --echo c|blocking|asyncio``: below all of these, a server that only sends each
+  datagram straight back, fed by the same paced peer. ``c`` is ``bench/echo_floor.c`` (an
+  epoll loop, built with the machine's ``cc``), ``blocking`` a Python ``recvfrom``/``sendto``
+  loop, ``asyncio`` a Python reader callback. What they cost per datagram is the machine's price
+  of a wake-up and two system calls: the C one is what any implementation pays, the Python ones
+  what any Python server pays, before a single byte is decrypted.
 """
 
 from __future__ import annotations
@@ -32,8 +38,11 @@ import hashlib
 import multiprocessing
 import os
 import resource
+import shutil
 import socket
 import statistics
+import subprocess
+import tempfile
 import time
 from typing import Any
 
@@ -357,6 +366,104 @@ async def _serve(rate: int, burst: int, seconds: float, connections: int = 0) ->
     return after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, count
 
 
+ECHOES = ("c", "blocking", "asyncio")
+#: About the size of a keep-alive packet: short header, PING, padding to the sample, tag.
+ECHO_PING = b"\x40" + bytes(45)
+
+
+def _echo_blocking(sock: socket.socket, seconds: float) -> tuple[int, float, float]:
+    sock.settimeout(10.0)
+    data, addr = sock.recvfrom(2048)
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    sock.sendto(data, addr)
+    count = 1
+    while time.monotonic() - start < seconds:
+        data, addr = sock.recvfrom(2048)
+        sock.sendto(data, addr)
+        count += 1
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return count, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+async def _echo_asyncio(sock: socket.socket, seconds: float) -> tuple[int, float, float]:
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    done: asyncio.Future[None] = loop.create_future()
+    count = 0
+    start = 0.0
+    before = resource.getrusage(resource.RUSAGE_SELF)
+
+    def on_readable() -> None:
+        nonlocal count, start, before
+        while True:
+            try:
+                data, addr = sock.recvfrom(2048)
+            except BlockingIOError:
+                break
+            if not count:
+                before, start = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+            sock.sendto(data, addr)
+            count += 1
+        if count and time.monotonic() - start >= seconds and not done.done():
+            done.set_result(None)
+
+    loop.add_reader(sock.fileno(), on_readable)
+    try:
+        await asyncio.wait_for(done, seconds + 10.0)
+    finally:
+        loop.remove_reader(sock.fileno())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return count, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+def _echo_child(kind: str, sock: socket.socket, seconds: float, out: Any) -> None:
+    if kind == "blocking":
+        out.send(_echo_blocking(sock, seconds))
+    else:
+        out.send(asyncio.run(_echo_asyncio(sock, seconds)))
+
+
+def _echo(kind: str, rate: int, burst: int, seconds: float) -> tuple[int, float, float]:
+    """An echo server of ``kind`` in a process of its own, fed ``rate`` datagrams a second:
+    (datagrams, user and system seconds) over ``seconds`` from its first datagram."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    target = sock.getsockname()
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    peer = ctx.Process(target=_peer, args=(target, ECHO_PING, rate, burst, seconds + 2.0, ready), daemon=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            if kind == "c":
+                cc = shutil.which("cc") or shutil.which("gcc")
+                if cc is None:
+                    raise RuntimeError("--echo c needs a C compiler (cc)")
+                binary = os.path.join(tmp, "echo_floor")
+                source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo_floor.c")
+                subprocess.run([cc, "-O2", "-o", binary, source], check=True)
+                server = subprocess.Popen([binary, str(sock.fileno()), str(seconds)], pass_fds=(sock.fileno(),),
+                                          stdout=subprocess.PIPE, text=True)
+                peer.start()
+                out, _ = server.communicate(timeout=seconds + 30.0)
+                count, user, system = out.split()
+                return int(count), float(user), float(system)
+            receiver, sender = ctx.Pipe(duplex=False)
+            child = ctx.Process(target=_echo_child, args=(kind, sock, seconds, sender), daemon=True)
+            child.start()
+            peer.start()
+            if not receiver.poll(seconds + 30.0):
+                raise RuntimeError(f"the {kind} echo server did not report")
+            result: tuple[int, float, float] = receiver.recv()
+            child.join(timeout=10.0)
+            return result
+        finally:
+            if peer.pid is not None:
+                peer.join(timeout=seconds + 10.0)
+                if peer.is_alive():
+                    peer.kill()
+            sock.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.idle_floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=25)
@@ -368,7 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quic", action="store_true",
                         help="the least QUIC work per exchange: in memory, or with --loop in the asyncio server")
     parser.add_argument("--connections", type=int, default=10_000, help="with --quic: connections (default 10000)")
+    parser.add_argument("--echo", choices=ECHOES,
+                        help="with --loop: a server that only sends each datagram back (C, Python, asyncio)")
     args = parser.parse_args(argv)
+    if args.loop and args.echo:
+        count, user, system = _echo(args.echo, args.rate, args.burst, args.seconds)
+        print(f"{args.echo} echo server, {args.rate} datagrams/s in bursts of {args.burst}: "
+              f"{(user + system) / count * 1e6:.1f} µs per datagram ({count} datagrams); "
+              f"{(user + system) / args.seconds * 100:.2f}% of a core")
+        return 0
     if args.loop:
         connections = args.connections if args.quic else 0
         user, system, count = asyncio.run(_serve(args.rate, args.burst, args.seconds, connections))
