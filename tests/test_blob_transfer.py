@@ -14,7 +14,7 @@ import pytest
 from irohpy.base.addr import EndpointAddr
 from irohpy.endpoint.endpoint import Endpoint
 from irohpy.errors import BlobsError, StreamReset
-from irohpy.protocols.blobs.bao import Outboard, compute_outboard
+from irohpy.protocols.blobs.bao import Leaf, Outboard, compute_outboard
 from irohpy.protocols.blobs.collection import Collection
 from irohpy.protocols.blobs.downloader import (
     Done,
@@ -411,3 +411,37 @@ async def test_disk_corruption_on_a_provider(tmp_path) -> None:  # type: ignore[
             with pytest.raises(StreamReset) as info:
                 await raw_request(ep, routers[0].endpoint.addr(), GetRequest.blob(digest).to_bytes())
             assert info.value.error_code == ERR_INTERNAL
+
+
+async def test_a_blob_whose_last_write_was_cancelled_is_finished_by_the_next_download(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every chunk is in the store, but the write that had the last one was cancelled while it
+    hashed the blob. Nothing is missing, so the next download has nothing to fetch: it must
+    have the store finish the blob instead of failing it as incomplete."""
+    hashing = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_outboard(data: bytes) -> Outboard:
+        loop.call_soon_threadsafe(hashing.set)
+        time.sleep(0.5)
+        return compute_outboard(data)
+
+    data = os.urandom(300 * 1024)
+    source = MemStore()
+    digest = await source.import_bytes(data)
+    target = MemStore()
+    await target.begin_partial(digest, len(data))
+    with monkeypatch.context() as patch:
+        patch.setattr(mem_store, "compute_outboard", slow_outboard)
+        write = asyncio.ensure_future(target.write_leaves(digest, [Leaf(0, data)]))
+        await asyncio.wait_for(hashing.wait(), 10)
+        write.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+    assert await target.has(digest) == "partial"
+    assert (await target.missing_ranges(digest)).is_empty()
+    async with providers(source) as routers, receiver() as ep:
+        await asyncio.wait_for(Downloader(ep, target).fetch(digest, addrs(routers)), 30)
+    assert await target.has(digest) == "complete"
+    assert await target.get_bytes(digest) == data

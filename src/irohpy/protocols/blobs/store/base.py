@@ -123,7 +123,8 @@ class Store(ABC):
     async def begin_partial(self, hash: bytes, size: int) -> bool:
         """Start or resume a download whose provider announced ``size``; True if already complete.
 
-        A size contradicting one already verified is a BaoError (the provider lies).
+        A partial blob with every chunk present (its last write stopped before moving it in)
+        is finished here. A size contradicting one already verified is a BaoError (the provider lies).
         """
 
     @abstractmethod

@@ -116,6 +116,9 @@ class MemStore(Store):
                 raise BaoError(f"size {size} contradicts the verified size {partial.bits.size} of {hash.hex()}")
             partial.bits = partial.bits.resized(size)
             del partial.data[size:]
+        elif partial.bits.complete:
+            # Every chunk arrived but the write that would have finished it did not (cancelled).
+            return await self._finish(hash, partial)
         return False
 
     async def write_leaves(self, hash: bytes, leaves: Iterable[Leaf],
@@ -133,6 +136,10 @@ class MemStore(Store):
             partial.data[leaf.offset : end] = leaf.data
         if not partial.bits.complete:
             return False
+        return await self._finish(hash, partial)
+
+    async def _finish(self, hash: bytes, partial: _Partial) -> bool:
+        """Hash a partial blob whose every chunk is marked and move it in as complete."""
         async with partial.lock:
             if hash in self._complete:
                 return True
