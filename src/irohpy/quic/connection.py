@@ -2702,13 +2702,8 @@ class QuicConnection:
         want_ack = False
         has_ack = False
         if ack.received and (path.ack_dirty or ack.wants_ack(now)):
-            if capacity >= _ACK_FRAME_MAX:
-                self._push_ack(w, ack, APPLICATION, now, path.path_id if mp else -1)
-            else:
-                ack_bytes = self._ack_bytes(ack, APPLICATION, now, path.path_id if mp else -1)
-                if len(ack_bytes) >= capacity:
-                    return None
-                w.push_bytes(ack_bytes)
+            if not self._write_ack(w, ack, now, path.path_id if mp else -1):
+                return None
             want_ack = ack.wants_ack(now)
             has_ack = True
         frames: SentFrames = []
@@ -2867,6 +2862,18 @@ class QuicConnection:
         self._push_ack(w, ack, index, now, path_id)
         return w.getvalue()
 
+    def _write_ack(self, w: Writer, ack: AckTracker, now: float, path_id: int) -> bool:
+        """An application-space ACK (PATH_ACK with a ``path_id``) into ``w`` if it fits: straight
+        in when ``_ACK_FRAME_MAX`` bytes are free, else built aside and measured first."""
+        if w.remaining() >= _ACK_FRAME_MAX:
+            self._push_ack(w, ack, APPLICATION, now, path_id)
+            return True
+        data = self._ack_bytes(ack, APPLICATION, now, path_id)
+        if len(data) > w.remaining():
+            return False
+        w.push_bytes(data)
+        return True
+
     def _push_ack(self, w: Writer, ack: AckTracker, index: int, now: float, path_id: int) -> None:
         """:meth:`_ack_bytes` written into ``w``, which has ``_ACK_FRAME_MAX`` bytes of room."""
         ranges = ack.ranges()
@@ -2887,10 +2894,8 @@ class QuicConnection:
                 continue
             if due_only and not (other.abandoned and ack.wants_ack(now)):
                 continue
-            data = self._ack_bytes(ack, APPLICATION, now, other.path_id)
-            if len(data) > w.remaining():
+            if not self._write_ack(w, ack, now, other.path_id):
                 break
-            w.push_bytes(data)
             frames.append((K_ACK, ack.largest, other.path_id, 0))
             ack.on_ack_sent()
             other.ack_dirty = False
