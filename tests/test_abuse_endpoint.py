@@ -240,10 +240,10 @@ async def test_the_connection_cap_drops_new_dialers_and_serves_the_held_ones() -
         for _ in range(2):
             accepted = asyncio.create_task(accept_one(victim))
             held.append((await client.connect(victim.addr(), ALPN, timeout=T), await accepted))
-        rejected = core.stats.initials_rejected
+        turned_away = core.stats.initials_over_limit
         with pytest.raises(ConnectTimeout):
             await client.connect(victim.addr(), ALPN, timeout=1.0)
-        assert core.stats.initials_rejected > rejected
+        assert core.stats.initials_over_limit > turned_away
         assert len(core.connections) == 2 and not victim._incoming
         for conn, peer in held:
             send, _ = await conn.open_bi()

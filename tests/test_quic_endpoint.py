@@ -387,7 +387,7 @@ def test_accept_limit_bounds_concurrent_handshakes() -> None:
         firsts.append((ep.transmits(0.0)[0].datagrams[0], ("10.1.0.%d" % i, 1)))
     created = server_ep.receive(firsts, 0.0)
     assert len(created) == 3 and server_ep.handshakes_under_way == 3
-    assert server_ep.stats.initials_rejected == 3
+    assert server_ep.stats.initials_over_limit == 3 and server_ep.stats.initials_rejected == 0
     # A retransmitted Initial of an accepted client routes to its connection, not a new one.
     assert server_ep.receive([firsts[0]], 0.1) == []
     assert len(server_ep.connections) == 3
@@ -551,7 +551,7 @@ def test_offers_count_against_the_handshake_limit_and_keep_a_few_datagrams() -> 
         firsts.append((ep.transmits(0.0)[0].datagrams[0], ("10.1.0.%d" % i, 1)))
     assert server_ep.receive(firsts, 0.0) == []
     offers = server_ep.offers()
-    assert len(offers) == 2 and server_ep.stats.initials_rejected == 2
+    assert len(offers) == 2 and server_ep.stats.initials_over_limit == 2
     # Retransmissions join their offer, from its address only and only so many.
     data, addr = firsts[0]
     server_ep.receive([(data, addr)] * 20 + [(data, ("10.9.9.9", 9))], 0.1)

@@ -153,7 +153,10 @@ class EndpointStats:
 
     datagrams: int = 0
     dropped: int = 0
+    #: Initials that did not decrypt or carried no CRYPTO frame.
     initials_rejected: int = 0
+    #: Initials turned away because ``max_handshakes`` or ``max_connections`` was reached.
+    initials_over_limit: int = 0
     connections: int = 0
     version_negotiations: int = 0
     retries: int = 0
@@ -417,7 +420,7 @@ class QuicEndpoint:
             self.stats.dropped += 1
             return None
         if self._handshaking >= config.max_handshakes or len(self._entries) >= config.max_connections:
-            self.stats.initials_rejected += 1
+            self.stats.initials_over_limit += 1
             return None
         dead = self._dead.get(packet.dcid)
         if dead is not None:
