@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import blake3
 import pytest
@@ -207,6 +207,20 @@ async def test_stalled_provider_is_helped_before_its_stall_timeout() -> None:
     assert await target.get_bytes(digest) == data
 
 
+def slow_hashing(seconds: float) -> tuple[asyncio.Event, Callable[[bytes], Outboard]]:
+    """A stand-in for the store's ``compute_outboard`` that takes ``seconds`` in its thread,
+    and an event set when it starts."""
+    hashing = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_outboard(data: bytes) -> Outboard:
+        loop.call_soon_threadsafe(hashing.set)
+        time.sleep(seconds)
+        return compute_outboard(data)
+
+    return hashing, slow_outboard
+
+
 async def test_a_blob_completing_while_a_helper_finds_nothing_missing_is_not_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -214,14 +228,7 @@ async def test_a_blob_completing_while_a_helper_finds_nothing_missing_is_not_los
     provider, helping with the same unit because the first looks stalled, finds nothing
     missing and ends the transfer. The write that began must still finish: cancelled, it left
     the blob partial with every chunk present, and the download failed as incomplete."""
-    hashing = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def slow_outboard(data: bytes) -> Outboard:
-        loop.call_soon_threadsafe(hashing.set)
-        time.sleep(1.0)
-        return compute_outboard(data)
-
+    hashing, slow_outboard = slow_hashing(1.0)
     data = os.urandom(4 * 1024 * 1024)
     sources = [MemStore(), MemStore()]
     digest = b""
@@ -419,14 +426,7 @@ async def test_a_blob_whose_last_write_was_cancelled_is_finished_by_the_next_dow
     """Every chunk is in the store, but the write that had the last one was cancelled while it
     hashed the blob. Nothing is missing, so the next download has nothing to fetch: it must
     have the store finish the blob instead of failing it as incomplete."""
-    hashing = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def slow_outboard(data: bytes) -> Outboard:
-        loop.call_soon_threadsafe(hashing.set)
-        time.sleep(0.5)
-        return compute_outboard(data)
-
+    hashing, slow_outboard = slow_hashing(0.5)
     data = os.urandom(300 * 1024)
     source = MemStore()
     digest = await source.import_bytes(data)
