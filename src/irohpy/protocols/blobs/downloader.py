@@ -378,12 +378,12 @@ class Download:
                 raise BlobsError(f"the store has no size for {h.hex()} after fetching it")
             total += size
             if await store.has(h) != "complete":
-                missing = await store.missing_ranges(h)
+                wanted = await store.missing_ranges(h)
                 # Nothing missing yet not complete: the write that had the last chunk ended
                 # before it moved the blob in (cancelled, or the process stopped while hashing).
-                if missing.is_empty() and await store.begin_partial(h, size):
+                if wanted.is_empty() and await store.begin_partial(h, size):
                     continue
-                todo.append((h, missing, size))
+                todo.append((h, wanted, size))
         missing = self._fetched + sum(_range_bytes(r, size) for _, r, size in todo)
         if announce:
             self._missing_bytes = missing
