@@ -378,7 +378,9 @@ async def test_children_die_with_a_killed_owner_and_its_lab_is_removed_later() -
     for pid in pids:
         assert await _gone(int(pid)), f"child {pid} outlived its killed owner"
     left = _lab_names(tag)
-    assert len(left) == len(topology.ROLES)
+    # All of its namespaces stay for remove_stale(), or none when another lab, started meanwhile
+    # (a concurrent run), has already removed them: never some.
+    assert len(left) in (0, len(topology.ROLES))
     assert left <= set(topology.remove_stale())
     assert not _lab_names(tag)
 
