@@ -148,6 +148,73 @@ def test_a_lost_challenge_on_a_traversed_path_goes_again_within_a_few_probe_roun
     assert net.now - now < 0.1
 
 
+def held_pair() -> tuple[Side, Side, MpNet, float]:
+    """A pair whose server knows its candidate (routes[1]) before the handshake, as an endpoint's
+    does; returns when both have the other's path IDs, with the time the server completed."""
+    routes = two_routes()
+    cc = qc.QuicConnection(
+        qc.QuicConfig(is_client=True, max_path_id=7, nat_traversal_addresses=NAT),
+        iroh_handshake(CLIENT_SECRET, is_client=True, alpns=[ALPN], expected_peer=SERVER_ID),
+    )
+    cc.connect(routes[0].server_addr, 0.0)
+    sc = qc.QuicConnection(
+        qc.QuicConfig(is_client=False, max_path_id=7, nat_traversal_addresses=NAT),
+        iroh_handshake(SERVER_SECRET, is_client=False, alpns=[ALPN]),
+    )
+    sc.set_local_addresses([routes[1].server_addr])
+    client, server = Side(cc), Side(sc)
+    net = MpNet(client, server, routes)
+    net.run(10.0, lambda: sc.handshake_complete)
+    completed = net.now
+    net.run(net.now + 1.0, lambda: len(cc._peer_path_cids) > 1 and len(sc._peer_path_cids) > 1)
+    return client, server, net, completed
+
+
+def test_the_server_announces_after_probing_the_clients_first_reach_out() -> None:
+    """A Rust server's order: its probe to the client leaves before its ADD_ADDRESS, so the
+    client's first probe, sent on learning the address, finds the server's NAT already open."""
+    client, server, net, _ = held_pair()
+    routes = net.routes
+    assert client.conn.remote_candidates() == []  # held: no REACH_OUT has come
+    client.conn.set_local_addresses([routes[1].client_addr])
+    client.conn.initiate_nat_traversal_round(net.now)  # REACH_OUT only: no server candidate yet
+    for addr, batch in client.conn.transmit(net.now):
+        assert addr == routes[0].server_addr
+        for data in batch:
+            server.conn.receive_datagram(data, routes[0].client_addr, net.now)
+    out = server.conn.transmit(net.now)
+    assert [addr for addr, _ in out] == [routes[1].client_addr, routes[0].client_addr]  # probe first
+    for data in out[1][1]:
+        client.conn.receive_datagram(data, routes[0].server_addr, net.now)
+    assert client.conn.remote_candidates() == [routes[1].server_addr]
+
+
+def test_an_answer_to_a_probe_goes_before_the_paths_own_packets() -> None:
+    """noq's poll_transmit order: off-path packets first, so the PATH_RESPONSE to the client's
+    probe does not wait while the pass builds the path's own packets (here the answer to the
+    probe of the path's own address and the ACK of the REACH_OUT)."""
+    client, server, net = pair()
+    announced(client, server, net)
+    routes = net.routes
+    client.conn.set_local_addresses([routes[1].client_addr])
+    client.conn.initiate_nat_traversal_round(net.now)
+    for addr, batch in client.conn.transmit(net.now):
+        source = routes[1].client_addr if addr == routes[1].server_addr else routes[0].client_addr
+        for data in batch:
+            server.conn.receive_datagram(data, source, net.now)
+    out = server.conn.transmit(net.now)
+    assert (out[0][0], len(out[0][1][0])) == (routes[1].client_addr, 1200)  # the padded PATH_RESPONSE
+    assert routes[0].client_addr in [addr for addr, _ in out[1:]]
+
+
+def test_the_server_announces_without_a_reach_out_after_a_tenth_of_the_initial_rtt() -> None:
+    client, server, net, completed = held_pair()
+    net.run(net.now + 1.0, lambda: bool(client.conn.remote_candidates()))
+    hold = server.conn.config.initial_rtt / 10
+    assert completed + hold <= net.now <= completed + hold + 0.011  # one 10 ms route delay later
+    assert client.conn.remote_candidates() == [net.routes[1].server_addr]
+
+
 def test_lost_announcements_are_sent_again() -> None:
     client, server, net = pair()
     server.conn.set_local_addresses([r.server_addr for r in net.routes])
