@@ -1916,11 +1916,8 @@ class QuicConnection:
                     initial_max_path_id=c.max_path_id, max_remote_nat_traversal_addresses=c.nat_traversal_addresses
                 )
                 self._nat = negotiated(self.is_client, ours, tp, initial_rtt=c.initial_rtt)
-                if self._nat is not None:
-                    if not self.is_client:
-                        self._nat.hold_announcements(now + c.initial_rtt / 10)
-                    if self._nat_local:
-                        self._nat.set_local_addresses(self._nat_local)
+                if self._nat is not None and self._nat_local:
+                    self._nat.set_local_addresses(self._nat_local)
 
     def _settle_early_data(self, accepted: bool) -> None:
         """A client's handshake completed: 0-RTT keys go; rejected 0-RTT data goes again in 1-RTT."""
@@ -2445,20 +2442,17 @@ class QuicConnection:
                 continue
             self._enter(path)
             self._data_ok = self._may_send_data(path)
+            datagrams = self._send_on_path(now)
+            if datagrams:
+                out.append((path.addr, datagrams))
             if path.validated and not path.abandoned and self._one_rtt is not None:
-                # Off-path packets before the path's own, as noq's poll_transmit: an answer to
-                # a peer's probe does not wait behind them, and a server's ADD_ADDRESS held
-                # for its probes (NatTraversal.hold_announcements) goes in this pass, after them.
                 while path.off_path:
                     data, addr = path.off_path.pop(0)
                     out.append((addr, [self._lone_packet(PathResponse(data), self._piggyback(addr, now))]))
                 nat = self._nat
-                if nat is not None and self._data_ok:
+                if nat is not None and self._may_send_data(path):
                     while (probe := nat.poll_probe(now)) is not None:
                         out.append((probe.addr, [self._lone_packet(PathChallenge(probe.token), None)]))
-            datagrams = self._send_on_path(now)
-            if datagrams:
-                out.append((path.addr, datagrams))
         self._data_ok = True
         self._enter(home)
         return out

@@ -152,9 +152,7 @@ class NatTraversal:
         "ipv6",
         "round",
         "attempt",
-        "_probe_at",
-        "_announce_at",
-        "_reached",
+        "deadline",
         "_local",
         "_next_seq",
         "_remote_by_seq",
@@ -187,12 +185,7 @@ class NatTraversal:
         #: Probing passes sent in this round after the first.
         self.attempt = 0
         #: When the next probing pass is due (None: the round has nothing left to send).
-        self._probe_at: float | None = None
-        #: Server: ADD_ADDRESS waits until then, or until the probes answering the client's
-        #: first REACH_OUT have gone (see :meth:`hold_announcements`); None: not held.
-        self._announce_at: float | None = None
-        #: Server: whether any REACH_OUT has arrived.
-        self._reached = False
+        self.deadline: float | None = None
         #: Our candidates; on a server with the ADD_ADDRESS sequence number each was sent with.
         self._local: dict[IpPort, int] = {}
         self._next_seq = 0
@@ -261,29 +254,6 @@ class NatTraversal:
         self._remote_changed = False
         return changed
 
-    def hold_announcements(self, until: float) -> None:
-        """Server: send no ADD_ADDRESS before the probes answering the client's first REACH_OUT,
-        or before ``until`` if none comes.
-
-        A client probes our candidates as soon as it learns them. Behind a NAT that filters by
-        peer, its probe gets through only after one of ours to the client opened the way; an
-        earlier one is dropped and retried initial_rtt/10 later. A Rust server's ADD_ADDRESS
-        mostly leaves after its probes (iroh adds its addresses in its remote-state actor, two
-        actor hops after the connection is handed over, by when noq has usually answered the
-        client's REACH_OUT); this makes that order hold here whatever the timing.
-        """
-        if not self.is_client and not self._reached:
-            self._announce_at = until
-
-    def _announcing(self) -> bool:
-        """Whether held ADD_ADDRESS frames may go: not held, or a REACH_OUT came and its probes went."""
-        if self._announce_at is None:
-            return True
-        if self._reached and not self._pending_probes:
-            self._announce_at = None
-            return True
-        return False
-
     # -- rounds ---------------------------------------------------------------------------
 
     def initiate_round(self, now: float) -> list[IpPort]:
@@ -318,10 +288,8 @@ class NatTraversal:
         return min(interval, MAX_PROBE_INTERVAL)
 
     def on_timeout(self, now: float) -> None:
-        """Queue the next probing pass when it is due; release held ADD_ADDRESS frames."""
-        if self._announce_at is not None and now >= self._announce_at:
-            self._announce_at = None
-        deadline = self._probe_at
+        """Queue the next probing pass when it is due."""
+        deadline = self.deadline
         if deadline is None or now < deadline:
             return
         self.attempt += 1
@@ -336,15 +304,7 @@ class NatTraversal:
 
     def _arm(self, now: float) -> None:
         delay = self.retry_delay()
-        self._probe_at = None if delay is None else now + delay
-
-    @property
-    def deadline(self) -> float | None:
-        """When :meth:`on_timeout` has something to do: a probing pass, or a held ADD_ADDRESS."""
-        probe_at, announce_at = self._probe_at, self._announce_at
-        if announce_at is None:
-            return probe_at
-        return announce_at if probe_at is None or announce_at < probe_at else probe_at
+        self.deadline = None if delay is None else now + delay
 
     def _candidates(self) -> list[_Candidate]:
         if self.is_client:
@@ -391,7 +351,6 @@ class NatTraversal:
         self._remote_changed = True
 
     def _on_reach_out(self, frame: ReachOut, now: float) -> None:
-        self._reached = True
         if frame.round < self.round:
             return
         addr = canonical(frame.ip, frame.port)
@@ -487,7 +446,7 @@ class NatTraversal:
 
     def pop_frame(self) -> NatFrame | None:
         """The next frame to send in a 1-RTT packet (at most 30 bytes); ack-eliciting."""
-        if self._pending_add and self._announcing():
+        if self._pending_add:
             seq = next(iter(self._pending_add))
             return self._pending_add.pop(seq)
         if self._pending_remove:
@@ -500,7 +459,7 @@ class NatTraversal:
 
     def has_frames(self) -> bool:
         """Whether :meth:`pop_frame` has something to send."""
-        return bool((self._pending_add and self._announcing()) or self._pending_remove or self._pending_reach_out)
+        return bool(self._pending_add or self._pending_remove or self._pending_reach_out)
 
     def on_frame_lost(self, frame: NatFrame) -> None:
         """A packet carrying ``frame`` was lost: send it again if it still says something true."""
