@@ -441,20 +441,27 @@ def _echo(kind: str, rate: int, burst: int, seconds: float) -> tuple[int, float,
                 binary = os.path.join(tmp, "echo_floor")
                 source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "echo_floor.c")
                 subprocess.run([cc, "-O2", "-o", binary, source], check=True)
-                server = subprocess.Popen([binary, str(sock.fileno()), str(seconds)], pass_fds=(sock.fileno(),),
-                                          stdout=subprocess.PIPE, text=True)
-                peer.start()
-                out, _ = server.communicate(timeout=seconds + 30.0)
+                with subprocess.Popen([binary, str(sock.fileno()), str(seconds)], pass_fds=(sock.fileno(),),
+                                      stdout=subprocess.PIPE, text=True) as server:
+                    try:
+                        peer.start()
+                        out, _ = server.communicate(timeout=seconds + 30.0)
+                    finally:
+                        server.kill()
                 count, user, system = out.split()
                 return int(count), float(user), float(system)
             receiver, sender = ctx.Pipe(duplex=False)
             child = ctx.Process(target=_echo_child, args=(kind, sock, seconds, sender), daemon=True)
             child.start()
-            peer.start()
-            if not receiver.poll(seconds + 30.0):
-                raise RuntimeError(f"the {kind} echo server did not report")
-            result: tuple[int, float, float] = receiver.recv()
-            child.join(timeout=10.0)
+            try:
+                peer.start()
+                if not receiver.poll(seconds + 30.0):
+                    raise RuntimeError(f"the {kind} echo server did not report")
+                result: tuple[int, float, float] = receiver.recv()
+            finally:
+                child.join(timeout=10.0)
+                if child.is_alive():
+                    child.kill()
             return result
         finally:
             if peer.pid is not None:

@@ -316,10 +316,10 @@ class Recovery:
                     if newest is None or pn > newest.pn:
                         newest = p
         pure = sp.pure_ack
-        if pure is not None and pure.pn <= largest:
+        if pure is not None:
             for start, stop in ranges:  # highest first
                 if pure.pn >= stop:
-                    break  # in a gap
+                    break  # above the largest acknowledged, or in a gap
                 if pure.pn >= start:
                     acked.append(pure)
                     sp.pure_ack = None
